@@ -1,0 +1,1 @@
+"""Example entities: an order, a support ticket and a travel booking saga."""

@@ -1,0 +1,75 @@
+"""statekit: business entities as explicit, persisted finite-state machines."""
+
+from __future__ import annotations
+
+from statekit.clock import Clock, ManualClock, SystemClock
+from statekit.declare import Event, State, Transition, Workflow
+from statekit.definition import MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
+from statekit.engine import Handler, Machine, StateFields
+from statekit.entity import StatefulObject
+from statekit.errors import (
+    CompensationError,
+    ConcurrentTransitionError,
+    DefinitionError,
+    DefinitionMismatchError,
+    GuardRejectedError,
+    IdempotencyConflictError,
+    InstanceNotFoundError,
+    InvalidPayloadError,
+    NotStartedError,
+    PostconditionFailedError,
+    PreconditionFailedError,
+    StatekitError,
+    StoreError,
+    TransitionError,
+    TransitionNotAllowedError,
+    UnknownEventError,
+)
+from statekit.records import Context, Plan, Snapshot, TransitionRecord
+from statekit.runtime import Listener, Runner
+from statekit.store import MemoryStore, Store
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Clock",
+    "CompensationError",
+    "ConcurrentTransitionError",
+    "Context",
+    "DefinitionError",
+    "DefinitionMismatchError",
+    "Event",
+    "GuardRejectedError",
+    "Handler",
+    "IdempotencyConflictError",
+    "InstanceNotFoundError",
+    "InvalidPayloadError",
+    "Listener",
+    "Machine",
+    "MachineSpec",
+    "ManualClock",
+    "MemoryStore",
+    "NotStartedError",
+    "Plan",
+    "PostconditionFailedError",
+    "PreconditionFailedError",
+    "Runner",
+    "Snapshot",
+    "State",
+    "StateFields",
+    "StateSpec",
+    "StatefulObject",
+    "StatekitError",
+    "Store",
+    "StoreError",
+    "SystemClock",
+    "TimeoutSpec",
+    "Transition",
+    "TransitionError",
+    "TransitionNotAllowedError",
+    "TransitionRecord",
+    "TransitionSpec",
+    "UnknownEventError",
+    "Workflow",
+    "__version__",
+]

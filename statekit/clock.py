@@ -1,0 +1,59 @@
+"""Where statekit reads the time: always through an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "ManualClock", "SystemClock"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Anything with a `now()` that returns an aware UTC datetime."""
+
+    def now(self) -> datetime:
+        """Return the current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    """The wall clock, in UTC."""
+
+    __slots__ = ()
+
+    def now(self) -> datetime:
+        """Return the current UTC time."""
+        return datetime.now(UTC)
+
+
+class ManualClock:
+    """A clock that moves only when told to; tests use it instead of sleeping."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: datetime | None = None) -> None:
+        start = start or datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+        if start.tzinfo is None:
+            raise ValueError("ManualClock needs a timezone-aware start time")
+        self._now = start.astimezone(UTC)
+
+    def now(self) -> datetime:
+        """Return the clock's current time."""
+        return self._now
+
+    def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
+        """Move forward by `delta` (or `timedelta(**kwargs)`) and return the new time."""
+        step = delta if delta is not None else timedelta(**kwargs)
+        if step < timedelta(0):
+            raise ValueError("a clock does not go backwards")
+        self._now += step
+        return self._now
+
+    def set(self, moment: datetime) -> None:
+        """Jump to `moment` (timezone-aware, not earlier than now)."""
+        if moment.tzinfo is None:
+            raise ValueError("ManualClock.set needs a timezone-aware datetime")
+        if moment < self._now:
+            raise ValueError("a clock does not go backwards")
+        self._now = moment.astimezone(UTC)

@@ -1,0 +1,292 @@
+"""Class syntax for declaring a machine; it compiles to a `MachineSpec` and a `Machine`.
+
+    class OrderWorkflow(Workflow, name="order"):
+        pending = State(initial=True)
+        paid = State(final=True)
+        pay = pending.to(paid, guard=payment_authorized)
+
+The class is compiled when it is defined: a broken definition fails at import time
+with a `DefinitionError`, and `OrderWorkflow.machine` is the one shared `Machine`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from statekit.definition import MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
+from statekit.engine import Machine, StateFields
+from statekit.errors import DefinitionError
+
+__all__ = ["Event", "State", "Transition", "Workflow"]
+
+Ref = str | Callable[..., Any]
+Refs = Ref | Sequence[Ref] | None
+
+
+class State:
+    """A declared state; its attribute name in the workflow class is its name.
+
+    Args:
+        initial: The state new instances start in (exactly one per machine).
+        final: No transition may leave it.
+        timeout: How long an instance may stay here (a `timedelta`).
+        on_timeout: Event the sweeper fires when the timeout passes; without it the
+            instance is marked stuck and its completed steps are compensated.
+        description: Free text for diagrams and docs.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: bool = False,
+        final: bool = False,
+        timeout: timedelta | None = None,
+        on_timeout: str | None = None,
+        description: str = "",
+    ) -> None:
+        if on_timeout is not None and timeout is None:
+            raise TypeError("State(on_timeout=...) needs a timeout as well")
+        self.name = ""
+        self.initial = initial
+        self.final = final
+        self.timeout = timeout
+        self.on_timeout = on_timeout
+        self.description = description
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"State({self.name or '?'})"
+
+    def __or__(self, other: State | Sources) -> Sources:
+        return Sources((self,)) | other
+
+    def to(
+        self,
+        target: State,
+        *,
+        guard: Refs = None,
+        unless: Refs = None,
+        pre: Refs = None,
+        post: Refs = None,
+        action: Refs = None,
+        effect: Refs = None,
+        compensate: Ref | None = None,
+        payload: type[BaseModel] | str | None = None,
+        description: str = "",
+    ) -> Transition:
+        """Declare a transition from this state to `target` (see `Transition`)."""
+        return Sources((self,)).to(
+            target,
+            guard=guard,
+            unless=unless,
+            pre=pre,
+            post=post,
+            action=action,
+            effect=effect,
+            compensate=compensate,
+            payload=payload,
+            description=description,
+        )
+
+    def to_self(self, **options: Any) -> Transition:
+        """Declare a transition that leaves and re-enters this state."""
+        return self.to(self, **options)
+
+
+class Sources:
+    """Several source states joined with `|`: `(pending | paid).to(cancelled)`."""
+
+    def __init__(self, states: tuple[State, ...]) -> None:
+        self.states = states
+
+    def __or__(self, other: State | Sources) -> Sources:
+        more = other.states if isinstance(other, Sources) else (other,)
+        return Sources(self.states + more)
+
+    def to(self, target: State, **options: Any) -> Transition:
+        """Declare a transition from every one of these states to `target`."""
+        return Transition(self.states, target, options)
+
+
+class Transition:
+    """One branch of an event; join branches with `|` to make a guarded choice."""
+
+    def __init__(self, sources: tuple[State, ...], target: State, options: dict[str, Any]) -> None:
+        self.sources = sources
+        self.target = target
+        self.options = options
+
+    def __or__(self, other: Transition | Event) -> Event:
+        return Event((self,)) | other
+
+
+class Event:
+    """Branches of one event, tried in order; the first whose guards pass wins."""
+
+    def __init__(self, branches: tuple[Transition, ...]) -> None:
+        self.branches = branches
+
+    def __or__(self, other: Transition | Event) -> Event:
+        more = other.branches if isinstance(other, Event) else (other,)
+        return Event(self.branches + more)
+
+
+def _default_name(cls_name: str) -> str:
+    base = re.sub(r"(Workflow|Machine|Flow)$", "", cls_name) or cls_name
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+
+
+class _Registry:
+    """Names for the callables and models a declaration references."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.objects: dict[str, object] = {}
+        self.problems: list[str] = []
+        for name, value in namespace.items():
+            if isinstance(value, staticmethod):
+                self.objects[name] = value.__func__
+            elif inspect.isfunction(value) or (
+                isinstance(value, type) and issubclass(value, BaseModel)
+            ):
+                self.objects[name] = value
+
+    def name_of(self, ref: Ref | type[BaseModel], where: str) -> str:
+        if isinstance(ref, str):
+            return ref
+        name = getattr(ref, "__name__", "")
+        if not name or name == "<lambda>":
+            name = f"{where}#{len(self.objects)}"
+        known = self.objects.get(name)
+        if known is not None and known is not ref:
+            self.problems.append(f"{where}: two different callables are both named {name!r}")
+        self.objects[name] = ref
+        return name
+
+    def names(self, refs: Refs, where: str) -> tuple[str, ...]:
+        if refs is None:
+            return ()
+        items: Iterable[Ref] = (refs,) if isinstance(refs, str) or callable(refs) else refs
+        return tuple(self.name_of(r, where) for r in items)
+
+
+def _build_spec(
+    cls: type,
+    *,
+    name: str,
+    version: int,
+    compatible_versions: Sequence[int],
+    registry: _Registry,
+) -> MachineSpec:
+    states: list[StateSpec] = []
+    transitions: list[TransitionSpec] = []
+    for attr, value in vars(cls).items():
+        if isinstance(value, State):
+            timeout = None
+            if value.timeout is not None:
+                timeout = TimeoutSpec(after=value.timeout, event=value.on_timeout)
+            states.append(
+                StateSpec(
+                    name=attr,
+                    initial=value.initial,
+                    final=value.final,
+                    timeout=timeout,
+                    description=value.description,
+                )
+            )
+        elif isinstance(value, Transition | Event):
+            branches = value.branches if isinstance(value, Event) else (value,)
+            transitions.extend(_branch_spec(attr, b, registry) for b in branches)
+    return MachineSpec(
+        name=name,
+        version=version,
+        compatible_versions=tuple(compatible_versions),
+        states=tuple(states),
+        transitions=tuple(transitions),
+        description=inspect.cleandoc(cls.__doc__ or ""),
+    )
+
+
+def _branch_spec(event: str, branch: Transition, registry: _Registry) -> TransitionSpec:
+    unnamed = [s for s in (*branch.sources, branch.target) if not s.name]
+    if unnamed:
+        raise DefinitionError(
+            event, [f"event {event!r} uses a State that is not an attribute of the workflow"]
+        )
+    opts = branch.options
+    unknown = sorted(set(opts) - _OPTIONS)
+    if unknown:
+        raise TypeError(f"event {event!r}: unknown option(s) {', '.join(unknown)}")
+    payload = opts.get("payload")
+    compensate = opts.get("compensate")
+    return TransitionSpec(
+        event=event,
+        sources=tuple(s.name for s in branch.sources),
+        target=branch.target.name,
+        guards=registry.names(opts.get("guard"), f"{event}.guard"),
+        unless=registry.names(opts.get("unless"), f"{event}.unless"),
+        preconditions=registry.names(opts.get("pre"), f"{event}.pre"),
+        postconditions=registry.names(opts.get("post"), f"{event}.post"),
+        actions=registry.names(opts.get("action"), f"{event}.action"),
+        effects=registry.names(opts.get("effect"), f"{event}.effect"),
+        compensation=None if compensate is None else registry.name_of(compensate, event),
+        payload=None if payload is None else registry.name_of(payload, event),
+        description=opts.get("description", ""),
+    )
+
+
+_OPTIONS = frozenset(
+    {"guard", "unless", "pre", "post", "action", "effect", "compensate", "payload", "description"}
+)
+
+
+class Workflow:
+    """Base class for declaring a machine with class syntax.
+
+    Class keywords: `name` (defaults to the class name in snake case without a
+    `Workflow` suffix), `version`, `compatible_versions`, `entity` (a class whose
+    methods string references may name), `handlers` (extra places to look names
+    up) and `fields` (a `StateFields` naming the entity's state attributes).
+
+    Raises:
+        DefinitionError: when the class is defined, listing every problem.
+    """
+
+    spec: ClassVar[MachineSpec]
+    machine: ClassVar[Machine]
+
+    def __init_subclass__(
+        cls,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        compatible_versions: Sequence[int] = (),
+        entity: type | None = None,
+        handlers: object = None,
+        fields: StateFields | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        registry = _Registry(dict(vars(cls)))
+        machine_name = name or _default_name(cls.__name__)
+        spec = _build_spec(
+            cls,
+            name=machine_name,
+            version=version,
+            compatible_versions=compatible_versions,
+            registry=registry,
+        )
+        if registry.problems:
+            raise DefinitionError(machine_name, registry.problems)
+        sources: list[object] = [registry.objects]
+        if handlers is not None:
+            sources.append(handlers)
+        cls.spec = spec
+        cls.machine = Machine(spec, sources, entity_type=entity, fields=fields)

@@ -1,0 +1,606 @@
+"""The compiled machine: validated once, shared by every entity, deciding transitions.
+
+`Machine(spec, handlers)` checks the spec, resolves every named callable and builds
+dispatch tables. It holds no per-entity data: an entity is any object with the
+state attributes named by `StateFields`, and readying one costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from statekit.clock import Clock, SystemClock
+from statekit.definition import MachineSpec, TransitionSpec
+from statekit.errors import (
+    DefinitionError,
+    DefinitionMismatchError,
+    GuardRejectedError,
+    InvalidPayloadError,
+    NotStartedError,
+    PostconditionFailedError,
+    PreconditionFailedError,
+    TransitionNotAllowedError,
+    UnknownEventError,
+)
+from statekit.records import Context, Plan, Snapshot
+from statekit.validation import graph_problems, reference_problems
+
+__all__ = ["Handler", "Machine", "StateFields"]
+
+logger = logging.getLogger("statekit")
+
+Handler = Callable[[Any, Context], Any]
+"""A guard, condition, action or effect: called as `handler(entity, context)`."""
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class StateFields:
+    """Names of the attributes on the entity that hold its machine state."""
+
+    state: str = "state"
+    version: str = "state_version"
+    entered_at: str = "state_entered_at"
+    deadline_at: str = "state_deadline_at"
+    stuck_at: str = "stuck_at"
+    stuck_reason: str = "stuck_reason"
+    definition_version: str = "state_definition_version"
+    key: str = "id"
+
+
+class _Branch:
+    """One compiled branch of an event from one state."""
+
+    __slots__ = (
+        "actions",
+        "compensation",
+        "effects",
+        "event",
+        "guards",
+        "payload_model",
+        "postconditions",
+        "preconditions",
+        "spec",
+        "target",
+        "timeout",
+        "unless",
+    )
+
+    def __init__(
+        self,
+        spec: TransitionSpec,
+        resolve: Callable[[str], Handler],
+        payload_model: type[BaseModel] | None,
+        timeout: timedelta | None,
+    ) -> None:
+        self.spec = spec
+        self.event = spec.event
+        self.target = spec.target
+        self.guards = tuple((n, resolve(n)) for n in spec.guards)
+        self.unless = tuple((n, resolve(n)) for n in spec.unless)
+        self.preconditions = tuple((n, resolve(n)) for n in spec.preconditions)
+        self.postconditions = tuple((n, resolve(n)) for n in spec.postconditions)
+        self.actions = tuple(resolve(n) for n in spec.actions)
+        self.effects = tuple((n, resolve(n)) for n in spec.effects)
+        self.compensation = spec.compensation
+        self.payload_model = payload_model
+        self.timeout = timeout
+
+
+def _failure(kind: str, name: str, verdict: object) -> str | None:
+    """Return None when a check passed, else the reason it gave."""
+    if verdict is True:
+        return None
+    if verdict is False:
+        return "returned False"
+    if isinstance(verdict, str):
+        return verdict or "returned an empty reason"
+    raise TypeError(
+        f"{kind} {name!r} returned {verdict!r}; it must return True, False or a reason string"
+    )
+
+
+class Machine:
+    """A compiled, immutable machine. Build one per definition and share it.
+
+    Args:
+        spec: The machine's definition.
+        handlers: Where named callables and payload models are found: a mapping of
+            name to object, any object (module, class) whose attributes are looked up,
+            or a list of those searched in order.
+        entity_type: Optional entity class; names not found in `handlers` resolve to
+            its methods, called as `entity.method(context)`.
+        fields: Attribute names of the state columns on the entity.
+        clock: Where `fire`, `start` and `can_fire` read the time.
+
+    Raises:
+        DefinitionError: listing every rule the spec breaks and every name that
+            cannot be resolved.
+    """
+
+    def __init__(
+        self,
+        spec: MachineSpec,
+        handlers: object = None,
+        *,
+        entity_type: type | None = None,
+        fields: StateFields | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.version = spec.version
+        self.fields = fields or StateFields()
+        self.clock: Clock = clock or SystemClock()
+        self._lookup = _lookup_in(handlers)
+        self._entity_type = entity_type
+
+        problems = graph_problems(spec)
+        problems.extend(reference_problems(spec, self._exists))
+        if problems:
+            raise DefinitionError(spec.name, problems)
+
+        self.states = tuple(s.name for s in spec.states)
+        self.initial = next(s.name for s in spec.states if s.initial)
+        self.final_states = frozenset(s.name for s in spec.states if s.final)
+        self.events = spec.event_names
+        self._known_events = frozenset(self.events)
+        self._accepted_versions = spec.accepted_versions
+        self.timeouts = {s.name: s.timeout for s in spec.states if s.timeout is not None}
+        self.compensations: dict[str, object] = {
+            t.compensation: self._resolve_object(t.compensation)
+            for t in spec.transitions
+            if t.compensation is not None
+        }
+        self.payload_models: dict[str, type[BaseModel] | None] = {}
+        table: dict[str, dict[str, list[_Branch]]] = {name: {} for name in self.states}
+        for t in spec.transitions:
+            model = self._payload_model(t.payload)
+            self.payload_models[t.event] = model
+            timeout = self.timeouts.get(t.target)
+            branch = _Branch(t, self._resolve, model, timeout.after if timeout else None)
+            for source in dict.fromkeys(t.sources):
+                table[source].setdefault(t.event, []).append(branch)
+        self._table: dict[str, dict[str, tuple[_Branch, ...]]] = {
+            state: {event: tuple(bs) for event, bs in events.items()}
+            for state, events in table.items()
+        }
+        self._allowed = {state: tuple(events) for state, events in self._table.items()}
+
+    def __repr__(self) -> str:
+        return f"<Machine {self.name} v{self.version}: {len(self.states)} states>"
+
+    # -- name resolution -------------------------------------------------------------
+
+    def _resolve_object(self, name: str) -> object:
+        found = self._lookup(name)
+        if found is not _MISSING:
+            return found
+        if self._entity_type is not None and callable(getattr(self._entity_type, name, None)):
+            return _entity_method(name)
+        raise LookupError(name)
+
+    def _resolve(self, name: str) -> Handler:
+        handler = self._resolve_object(name)
+        return handler  # type: ignore[return-value]  # checked callable by _exists
+
+    def _exists(self, kind: str, name: str) -> bool:
+        if kind == "payload":
+            found = self._lookup(name)
+            return isinstance(found, type) and issubclass(found, BaseModel)
+        try:
+            return callable(self._resolve_object(name))
+        except LookupError:
+            return False
+
+    def _payload_model(self, name: str | None) -> type[BaseModel] | None:
+        if name is None:
+            return None
+        model = self._lookup(name)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):  # pragma: no cover
+            raise LookupError(name)  # reference_problems rejected this already
+        return model
+
+    # -- reading entities ------------------------------------------------------------
+
+    def key_of(self, entity: object) -> str | None:
+        """Return the entity's key as text, or None when it has none yet."""
+        key = getattr(entity, self.fields.key, None)
+        return None if key is None else str(key)
+
+    def state_of(self, entity: object) -> str | None:
+        """Return the entity's current state name (None when not started)."""
+        state: str | None = getattr(entity, self.fields.state, None)
+        return state
+
+    def snapshot(self, entity: object) -> Snapshot:
+        """Read the entity's state attributes into a `Snapshot`.
+
+        Raises:
+            NotStartedError: the entity has no state.
+            DefinitionMismatchError: its state or definition version is unknown here.
+        """
+        f = self.fields
+        state = getattr(entity, f.state, None)
+        key = self.key_of(entity)
+        if state is None:
+            raise NotStartedError(entity_type=self.name, key=key, event="(snapshot)")
+        self._check_known(entity, state, key)
+        return Snapshot(
+            entity_type=self.name,
+            key=key or "",
+            state=state,
+            version=getattr(entity, f.version, 0) or 0,
+            entered_at=getattr(entity, f.entered_at, None),
+            deadline_at=getattr(entity, f.deadline_at, None),
+            stuck_at=getattr(entity, f.stuck_at, None),
+            stuck_reason=getattr(entity, f.stuck_reason, None),
+            definition_version=getattr(entity, f.definition_version, None),
+        )
+
+    def _check_known(self, entity: object, state: str, key: str | None) -> None:
+        if state not in self._table:
+            raise DefinitionMismatchError(
+                entity_type=self.name, key=key, field="state", value=state, known=self.states
+            )
+        stored = getattr(entity, self.fields.definition_version, None)
+        if stored is not None and stored not in self._accepted_versions:
+            raise DefinitionMismatchError(
+                entity_type=self.name,
+                key=key,
+                field="definition version",
+                value=stored,
+                known=sorted(self._accepted_versions),
+            )
+
+    def allowed_events(self, entity: object) -> tuple[str, ...]:
+        """Events declared from the entity's current state, in declaration order.
+
+        Guards are not evaluated (use `can_fire` for that); never raises.
+        """
+        return self._allowed.get(getattr(entity, self.fields.state, None), ())  # type: ignore[arg-type]
+
+    def can_fire(self, entity: object, event: str, **payload: Any) -> bool:
+        """Whether `fire(entity, event, **payload)` would be accepted now; never raises."""
+        try:
+            self.decide(entity, event, payload, now=self.clock.now())
+        except Exception:  # the contract is "never raises"
+            return False
+        return True
+
+    # -- deciding --------------------------------------------------------------------
+
+    def decide(
+        self,
+        entity: object,
+        event: str,
+        payload: Mapping[str, Any] | BaseModel | None = None,
+        *,
+        now: datetime,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Plan:
+        """Decide what firing `event` on `entity` would do; change nothing.
+
+        Reads the entity's state attributes, validates the payload, evaluates guards
+        (first passing branch wins) and pre-conditions, and returns the `Plan`.
+
+        Raises:
+            NotStartedError, DefinitionMismatchError, UnknownEventError,
+            TransitionNotAllowedError, InvalidPayloadError, GuardRejectedError,
+            PreconditionFailedError: each naming the entity, state and event.
+        """
+        f = self.fields
+        state = getattr(entity, f.state, None)
+        events = self._table.get(state)  # type: ignore[arg-type]
+        if events is None:
+            key = self.key_of(entity)
+            if state is None:
+                raise NotStartedError(entity_type=self.name, key=key, event=event)
+            self._check_known(entity, state, key)
+        assert events is not None  # narrowed: _check_known raised otherwise
+        assert state is not None
+        version = getattr(entity, f.version, None) or 0
+        stored_definition = getattr(entity, f.definition_version, None)
+        if stored_definition is not None and stored_definition not in self._accepted_versions:
+            self._check_known(entity, state, self.key_of(entity))
+        branches = events.get(event)
+        if branches is None:
+            self._refuse(entity, state, event)
+        assert branches is not None  # _refuse always raises
+        key_value = getattr(entity, f.key, None)
+        key = None if key_value is None else str(key_value)
+
+        model = branches[0].payload_model
+        data = self._validate_payload(model, payload, state, event, key)
+        ctx = Context(event, state, state, data, now, actor, self.name, key)
+
+        chosen = None
+        rejections: list[tuple[str, str, str]] = []
+        for branch in branches:
+            ctx.target = branch.target
+            failed = self._first_failure(branch, entity, ctx)
+            if failed is None:
+                chosen = branch
+                break
+            rejections.append((branch.target, failed[0], failed[1]))
+        if chosen is None:
+            raise GuardRejectedError(
+                entity_type=self.name,
+                key=key,
+                state=state,
+                event=event,
+                allowed_events=self._allowed[state],
+                rejections=rejections,
+            )
+        for name, check in chosen.preconditions:
+            reason = _failure("pre-condition", name, check(entity, ctx))
+            if reason is not None:
+                raise PreconditionFailedError(
+                    entity_type=self.name,
+                    key=key,
+                    state=state,
+                    event=event,
+                    allowed_events=self._allowed[state],
+                    condition=name,
+                    reason=reason,
+                )
+        timeout = chosen.timeout
+        return Plan(
+            self.name,
+            key,
+            event,
+            state,
+            chosen.target,
+            version,
+            now,
+            None if timeout is None else now + timeout,
+            self.version,
+            ctx,
+            chosen,
+            data,
+            actor,
+            correlation_id,
+            idempotency_key,
+        )
+
+    def _first_failure(
+        self, branch: _Branch, entity: object, ctx: Context
+    ) -> tuple[str, str] | None:
+        for name, guard in branch.guards:
+            reason = _failure("guard", name, guard(entity, ctx))
+            if reason is not None:
+                return name, reason
+        for name, guard in branch.unless:
+            if _failure("guard", name, guard(entity, ctx)) is None:
+                return name, "held, and it is an 'unless' guard"
+        return None
+
+    def _refuse(self, entity: object, state: str, event: str) -> None:
+        key = self.key_of(entity)
+        allowed = self._allowed[state]
+        if event in self._known_events:
+            raise TransitionNotAllowedError(
+                entity_type=self.name, key=key, state=state, event=event, allowed_events=allowed
+            )
+        raise UnknownEventError(
+            entity_type=self.name,
+            key=key,
+            state=state,
+            event=event,
+            allowed_events=allowed,
+            known_events=self.events,
+        )
+
+    def _validate_payload(
+        self,
+        model: type[BaseModel] | None,
+        payload: Mapping[str, Any] | BaseModel | None,
+        state: str,
+        event: str,
+        key: str | None,
+    ) -> BaseModel | None:
+        if model is None:
+            if not payload:
+                return None
+            errors = [
+                f"{name}: unexpected (event {event!r} declares no payload)"
+                for name in (payload.model_dump() if isinstance(payload, BaseModel) else payload)
+            ]
+        elif isinstance(payload, model):
+            return payload
+        else:
+            raw = payload.model_dump() if isinstance(payload, BaseModel) else (payload or {})
+            try:
+                return model.model_validate(raw)
+            except ValidationError as exc:
+                errors = [
+                    f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}"
+                    for err in exc.errors()
+                ]
+        raise InvalidPayloadError(
+            entity_type=self.name,
+            key=key,
+            state=state,
+            event=event,
+            allowed_events=self._allowed[state],
+            errors=errors,
+        )
+
+    # -- applying to the entity in memory --------------------------------------------
+
+    def start(self, entity: object, *, now: datetime | None = None) -> Snapshot:
+        """Put a new entity into the initial state at version 0 and return its snapshot."""
+        f = self.fields
+        moment = now or self.clock.now()
+        timeout = self.timeouts.get(self.initial)
+        setattr(entity, f.state, self.initial)
+        setattr(entity, f.version, 0)
+        setattr(entity, f.entered_at, moment)
+        setattr(entity, f.deadline_at, moment + timeout.after if timeout else None)
+        setattr(entity, f.stuck_at, None)
+        setattr(entity, f.stuck_reason, None)
+        setattr(entity, f.definition_version, self.version)
+        return self.snapshot(entity)
+
+    def stage(self, entity: object, plan: Plan) -> Callable[[], None]:
+        """Run the plan's actions, move the entity to its target state in memory and
+        check post-conditions. Returns a function that restores the entity exactly.
+
+        Raises:
+            PostconditionFailedError: after restoring the entity.
+        """
+        saved = _save(entity, self.fields)
+
+        def restore() -> None:
+            _restore(entity, saved)
+
+        branch: _Branch = plan.branch
+        ctx = plan.context
+        try:
+            for action in branch.actions:
+                action(entity, ctx)
+            self.write_snapshot(entity, plan)
+            for name, check in branch.postconditions:
+                reason = _failure("post-condition", name, check(entity, ctx))
+                if reason is not None:
+                    raise PostconditionFailedError(
+                        entity_type=self.name,
+                        key=plan.key,
+                        state=plan.source,
+                        event=plan.event,
+                        allowed_events=self._allowed[plan.source],
+                        condition=name,
+                        reason=reason,
+                    )
+        except BaseException:
+            restore()
+            raise
+        return restore
+
+    def write_snapshot(self, entity: object, plan: Plan) -> None:
+        """Set the entity's state attributes to what `plan` leaves behind."""
+        f = self.fields
+        setattr(entity, f.state, plan.target)
+        setattr(entity, f.version, plan.expected_version + 1)
+        setattr(entity, f.entered_at, plan.at)
+        setattr(entity, f.deadline_at, plan.deadline_at)
+        setattr(entity, f.stuck_at, plan.at if plan.stuck_reason is not None else None)
+        setattr(entity, f.stuck_reason, plan.stuck_reason)
+        setattr(entity, f.definition_version, plan.definition_version)
+
+    def run_effects(self, entity: object, plan: Plan) -> None:
+        """Run the plan's after-commit effects; a failing effect is logged, not raised,
+        because the transition it follows is already committed."""
+        branch: _Branch = plan.branch
+        for name, effect in branch.effects:
+            try:
+                effect(entity, plan.context)
+            except Exception:
+                logger.exception(
+                    "effect %r of %s %s (%s) failed after commit",
+                    name,
+                    plan.entity_type,
+                    plan.key,
+                    plan.event,
+                    extra={
+                        "entity_type": plan.entity_type,
+                        "entity_key": plan.key,
+                        "event": plan.event,
+                        "effect": name,
+                    },
+                )
+
+    def fire(
+        self,
+        entity: object,
+        event: str,
+        /,
+        *,
+        actor: str | None = None,
+        **payload: Any,
+    ) -> Plan:
+        """Decide and apply `event` to an in-memory entity, with no store.
+
+        Use a `Runner` to persist transitions; this is for entities that live only in
+        memory. Returns the applied plan.
+        """
+        plan = self.decide(entity, event, payload, now=self.clock.now(), actor=actor)
+        self.stage(entity, plan)
+        if plan.branch.effects:
+            self.run_effects(entity, plan)
+        return plan
+
+
+def _lookup_in(handlers: object) -> Callable[[str], object]:
+    """Build a name lookup over a mapping, an object's attributes, or a list/tuple of
+    such sources searched in order."""
+    if handlers is None:
+        return lambda name: _MISSING
+    if isinstance(handlers, Mapping):
+        mapping: Mapping[str, object] = handlers
+        return lambda name: mapping.get(name, _MISSING)
+    if isinstance(handlers, list | tuple):
+        lookups = [_lookup_in(source) for source in handlers]
+
+        def chained(name: str) -> object:
+            for lookup in lookups:
+                found = lookup(name)
+                if found is not _MISSING:
+                    return found
+            return _MISSING
+
+        return chained
+    return lambda name: getattr(handlers, name, _MISSING)
+
+
+def _entity_method(name: str) -> Handler:
+    def call(entity: Any, ctx: Context) -> Any:
+        return getattr(entity, name)(ctx)
+
+    call.__name__ = name
+    return call
+
+
+def _save(entity: object, fields: StateFields) -> dict[str, object]:
+    try:
+        state = vars(entity)
+    except TypeError:  # slotted object: save the state attributes only
+        names: Sequence[str] = [
+            fields.state,
+            fields.version,
+            fields.entered_at,
+            fields.deadline_at,
+            fields.stuck_at,
+            fields.stuck_reason,
+            fields.definition_version,
+        ]
+        return {"\0slots": True, **{n: getattr(entity, n, _MISSING) for n in names}}
+    return {k: v for k, v in state.items() if not k.startswith("_sa_")}
+
+
+def _restore(entity: object, saved: dict[str, object]) -> None:
+    if "\0slots" in saved:
+        for name, value in saved.items():
+            if name == "\0slots":
+                continue
+            if value is _MISSING:
+                if hasattr(entity, name):
+                    delattr(entity, name)
+            else:
+                setattr(entity, name, value)
+        return
+    current = vars(entity)
+    for name in [k for k in current if not k.startswith("_sa_") and k not in saved]:
+        delattr(entity, name)
+    for name, value in saved.items():
+        if current.get(name, _MISSING) is not value:
+            setattr(entity, name, value)

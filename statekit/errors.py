@@ -1,0 +1,324 @@
+"""The statekit exception tree.
+
+Every error carries its facts as attributes (entity type and key, state, event,
+allowed events, versions) so callers never parse messages; the message says the
+same thing in one sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "CompensationError",
+    "ConcurrentTransitionError",
+    "DefinitionError",
+    "DefinitionMismatchError",
+    "GuardRejectedError",
+    "IdempotencyConflictError",
+    "InstanceNotFoundError",
+    "InvalidPayloadError",
+    "NotStartedError",
+    "PostconditionFailedError",
+    "PreconditionFailedError",
+    "StatekitError",
+    "StoreError",
+    "TransitionError",
+    "TransitionNotAllowedError",
+    "UnknownEventError",
+]
+
+
+def _entity(entity_type: str, key: str | None) -> str:
+    return f"{entity_type} {key}" if key is not None else entity_type
+
+
+def _names(names: Iterable[str]) -> str:
+    listed = ", ".join(names)
+    return listed or "none"
+
+
+class StatekitError(Exception):
+    """Base class of every error statekit raises."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or type(self).__name__).strip())
+
+
+class DefinitionError(StatekitError):
+    """A machine definition breaks a rule; `problems` lists every offender."""
+
+    def __init__(self, machine: str, problems: Sequence[str]) -> None:
+        self.machine = machine
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"machine {machine!r} is invalid ({len(self.problems)} problem"
+            f"{'' if len(self.problems) == 1 else 's'}):\n{lines}"
+        )
+
+
+class TransitionError(StatekitError):
+    """A transition was refused; nothing was changed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str | None,
+        event: str,
+        allowed_events: Sequence[str] = (),
+    ) -> None:
+        self.entity_type = entity_type
+        self.key = key
+        self.state = state
+        self.event = event
+        self.allowed_events = tuple(allowed_events)
+        super().__init__(message)
+
+
+class UnknownEventError(TransitionError):
+    """The event is not declared anywhere in the machine."""
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str | None,
+        event: str,
+        allowed_events: Sequence[str],
+        known_events: Sequence[str],
+    ) -> None:
+        self.known_events = tuple(known_events)
+        super().__init__(
+            f"{_entity(entity_type, key)} has no event {event!r} (machine {entity_type!r} "
+            f"declares: {_names(known_events)}); allowed in state {state!r}: "
+            f"{_names(allowed_events)}",
+            entity_type=entity_type,
+            key=key,
+            state=state,
+            event=event,
+            allowed_events=allowed_events,
+        )
+
+
+class TransitionNotAllowedError(TransitionError):
+    """The event exists but is not allowed from the entity's current state."""
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str,
+        event: str,
+        allowed_events: Sequence[str],
+    ) -> None:
+        super().__init__(
+            f"cannot fire {event!r} on {_entity(entity_type, key)} in state {state!r}; "
+            f"allowed: {_names(allowed_events)}",
+            entity_type=entity_type,
+            key=key,
+            state=state,
+            event=event,
+            allowed_events=allowed_events,
+        )
+
+
+class GuardRejectedError(TransitionError):
+    """No branch of the event had all its guards pass.
+
+    `rejections` holds one `(target, guard, reason)` triple per branch tried.
+    """
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str,
+        event: str,
+        allowed_events: Sequence[str],
+        rejections: Sequence[tuple[str, str, str]],
+    ) -> None:
+        self.rejections = tuple(rejections)
+        detail = "; ".join(
+            f"guard {guard!r} (to {target!r}) said: {reason}"
+            for target, guard, reason in rejections
+        )
+        super().__init__(
+            f"cannot fire {event!r} on {_entity(entity_type, key)} in state {state!r}: {detail}",
+            entity_type=entity_type,
+            key=key,
+            state=state,
+            event=event,
+            allowed_events=allowed_events,
+        )
+
+
+class _ConditionFailedError(TransitionError):
+    kind = "condition"
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str,
+        event: str,
+        allowed_events: Sequence[str],
+        condition: str,
+        reason: str,
+    ) -> None:
+        self.condition = condition
+        self.reason = reason
+        super().__init__(
+            f"cannot fire {event!r} on {_entity(entity_type, key)} in state {state!r}: "
+            f"{self.kind} {condition!r} failed: {reason}",
+            entity_type=entity_type,
+            key=key,
+            state=state,
+            event=event,
+            allowed_events=allowed_events,
+        )
+
+
+class PreconditionFailedError(_ConditionFailedError):
+    """A pre-condition of the transition did not hold; nothing ran."""
+
+    kind = "pre-condition"
+
+
+class PostconditionFailedError(_ConditionFailedError):
+    """A post-condition did not hold; the entity was restored and nothing written."""
+
+    kind = "post-condition"
+
+
+class InvalidPayloadError(TransitionError):
+    """The event's payload failed validation; `errors` lists each bad field."""
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str | None,
+        event: str,
+        allowed_events: Sequence[str],
+        errors: Sequence[str],
+    ) -> None:
+        self.errors = tuple(errors)
+        super().__init__(
+            f"invalid payload for {event!r} on {_entity(entity_type, key)}: " + "; ".join(errors),
+            entity_type=entity_type,
+            key=key,
+            state=state,
+            event=event,
+            allowed_events=allowed_events,
+        )
+
+
+class NotStartedError(TransitionError):
+    """The entity has no state yet: start it before firing events."""
+
+    def __init__(self, *, entity_type: str, key: str | None, event: str) -> None:
+        super().__init__(
+            f"{_entity(entity_type, key)} has no state; start it before firing {event!r}",
+            entity_type=entity_type,
+            key=key,
+            state=None,
+            event=event,
+        )
+
+
+class IdempotencyConflictError(TransitionError):
+    """An idempotency key already recorded for a different event was reused."""
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str | None,
+        event: str,
+        idempotency_key: str,
+        recorded_event: str,
+    ) -> None:
+        self.idempotency_key = idempotency_key
+        self.recorded_event = recorded_event
+        super().__init__(
+            f"idempotency key {idempotency_key!r} on {_entity(entity_type, key)} was already "
+            f"used for {recorded_event!r}; cannot reuse it for {event!r}",
+            entity_type=entity_type,
+            key=key,
+            state=state,
+            event=event,
+        )
+
+
+class StoreError(StatekitError):
+    """The store failed; the backend's exception, if any, is in `__cause__`."""
+
+
+class ConcurrentTransitionError(StoreError):
+    """Another writer changed the entity first; reload and decide again."""
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str,
+        event: str,
+        expected_version: int,
+        actual_version: int | None,
+    ) -> None:
+        self.entity_type = entity_type
+        self.key = key
+        self.event = event
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        actual = "unknown" if actual_version is None else str(actual_version)
+        super().__init__(
+            f"cannot fire {event!r} on {entity_type} {key}: expected version "
+            f"{expected_version} but the store has {actual}; another transition won"
+        )
+
+
+class InstanceNotFoundError(StoreError):
+    """No stored instance has this key."""
+
+    def __init__(self, *, entity_type: str, key: str) -> None:
+        self.entity_type = entity_type
+        self.key = key
+        super().__init__(f"{entity_type} {key} not found")
+
+
+class DefinitionMismatchError(StoreError):
+    """A stored state or definition version is unknown to the machine."""
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        field: str,
+        value: object,
+        known: Sequence[object],
+    ) -> None:
+        self.entity_type = entity_type
+        self.key = key
+        self.field = field
+        self.value = value
+        self.known = tuple(known)
+        super().__init__(
+            f"{_entity(entity_type, key)} has {field} {value!r}, which machine "
+            f"{entity_type!r} does not know (known: {', '.join(map(str, known)) or 'none'})"
+        )
+
+
+class CompensationError(StatekitError):
+    """A compensation could not be completed."""

@@ -1,0 +1,143 @@
+"""The values that flow between engine, runtime and store.
+
+`Snapshot` is an instance's persisted state, `Plan` is what the engine decided a
+transition will write, and `TransitionRecord` is the history row it left. They are
+slotted dataclasses: the hot path builds one `Plan` per transition and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+__all__ = ["Context", "Plan", "Snapshot", "TransitionRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An instance's persisted state: what the entity row holds."""
+
+    entity_type: str
+    key: str
+    state: str
+    version: int
+    entered_at: datetime | None = None
+    deadline_at: datetime | None = None
+    stuck_at: datetime | None = None
+    stuck_reason: str | None = None
+    definition_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    """One applied transition: a row of the history table.
+
+    `seq` equals the instance's version after the transition, so an instance's
+    history is numbered 1..version with no gaps. `replayed` is true when the
+    record is returned for a repeated idempotency key instead of being written.
+    """
+
+    entity_type: str
+    key: str
+    seq: int
+    event: str
+    source: str
+    target: str
+    at: datetime
+    actor: str | None = None
+    correlation_id: str | None = None
+    idempotency_key: str | None = None
+    payload: dict[str, Any] | None = None
+    definition_version: int | None = None
+    replayed: bool = field(default=False, compare=False)
+
+
+@dataclass(slots=True)
+class Context:
+    """What guards, conditions, actions and effects are handed besides the entity."""
+
+    event: str
+    source: str
+    target: str
+    payload: BaseModel | None
+    now: datetime
+    actor: str | None = None
+    entity_type: str = ""
+    key: str | None = None
+
+    def payload_as(self, model: type[M]) -> M:
+        """Return the payload typed as `model` (the model the event declares)."""
+        if not isinstance(self.payload, model):
+            raise TypeError(
+                f"event {self.event!r} carries {type(self.payload).__name__}, not {model.__name__}"
+            )
+        return self.payload
+
+
+@dataclass(slots=True)
+class Plan:
+    """A decided transition: everything the store writes, nothing written yet."""
+
+    entity_type: str
+    key: str | None
+    event: str
+    source: str
+    target: str
+    expected_version: int
+    at: datetime
+    deadline_at: datetime | None
+    definition_version: int
+    context: Context = field(repr=False, compare=False)
+    branch: Any = field(repr=False, compare=False)
+    payload: BaseModel | None = None
+    actor: str | None = None
+    correlation_id: str | None = None
+    idempotency_key: str | None = None
+    stuck_reason: str | None = None
+
+    @property
+    def version(self) -> int:
+        """The instance's version once this plan is applied."""
+        return self.expected_version + 1
+
+    def payload_data(self) -> dict[str, Any] | None:
+        """The payload as JSON-compatible data, for the history row."""
+        if self.payload is None:
+            return None
+        return self.payload.model_dump(mode="json")
+
+    def snapshot(self) -> Snapshot:
+        """The instance's snapshot once this plan is applied."""
+        return Snapshot(
+            entity_type=self.entity_type,
+            key=self.key or "",
+            state=self.target,
+            version=self.expected_version + 1,
+            entered_at=self.at,
+            deadline_at=self.deadline_at,
+            stuck_at=self.at if self.stuck_reason is not None else None,
+            stuck_reason=self.stuck_reason,
+            definition_version=self.definition_version,
+        )
+
+    def record(self) -> TransitionRecord:
+        """The history row this plan writes."""
+        return TransitionRecord(
+            entity_type=self.entity_type,
+            key=self.key or "",
+            seq=self.expected_version + 1,
+            event=self.event,
+            source=self.source,
+            target=self.target,
+            at=self.at,
+            actor=self.actor,
+            correlation_id=self.correlation_id,
+            idempotency_key=self.idempotency_key,
+            payload=self.payload_data(),
+            definition_version=self.definition_version,
+        )

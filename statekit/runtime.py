@@ -1,0 +1,174 @@
+"""`Runner`: a machine composed with a store, a clock and listeners.
+
+    runner = Runner(OrderWorkflow.machine, MemoryStore())
+    runner.start(order)
+    runner.fire(order, "pay", amount=100)
+
+`fire` decides in memory, applies the plan to the entity, writes it through the
+store in one atomic compare-and-set, and runs effects and listeners only after
+the store reports the write committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from statekit.clock import Clock
+from statekit.engine import Machine
+from statekit.errors import ConcurrentTransitionError, IdempotencyConflictError, StoreError
+from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.base import Store
+
+__all__ = ["Listener", "Runner"]
+
+logger = logging.getLogger("statekit")
+
+
+class Listener:
+    """Hooks called after commit; override the ones you need. Exceptions are logged."""
+
+    def on_transition(self, record: TransitionRecord, entity: object) -> None:
+        """A transition was committed."""
+
+
+class Runner:
+    """Fires events on entities of one machine and persists them through a store.
+
+    Args:
+        machine: The compiled machine.
+        store: Where snapshots and history are written.
+        clock: Time source; defaults to the machine's clock.
+        listeners: Objects whose hooks run after each commit.
+    """
+
+    def __init__(
+        self,
+        machine: Machine,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.machine = machine
+        self.store = store
+        self.clock = clock or machine.clock
+        self.listeners = tuple(listeners)
+
+    def start(self, entity: object) -> Snapshot:
+        """Put a new entity in the initial state and store it at version 0."""
+        if self.machine.key_of(entity) is None:
+            raise StoreError(
+                f"cannot start a {self.machine.name} without a key "
+                f"(attribute {self.machine.fields.key!r} is None)"
+            )
+        snapshot = self.machine.start(entity, now=self.clock.now())
+        self.store.create(snapshot, entity=entity)
+        return snapshot
+
+    def fire(
+        self,
+        entity: object,
+        event: str,
+        /,
+        *,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+        **payload: Any,
+    ) -> TransitionRecord:
+        """Fire `event` on `entity` and persist it; return the history record.
+
+        With an `idempotency_key` already applied for the same event, return that
+        recorded transition (with `replayed=True`) and change nothing.
+
+        Raises:
+            TransitionError: the machine refused (subclass says why); nothing changed.
+            IdempotencyConflictError: the key was used for another event.
+            ConcurrentTransitionError: another writer moved the instance first; the
+                entity object is left as it was, so reload it before retrying.
+        """
+        machine = self.machine
+        if idempotency_key is not None:
+            recorded = self._recorded(entity, event, idempotency_key)
+            if recorded is not None:
+                return recorded
+        plan = machine.decide(
+            entity,
+            event,
+            payload,
+            now=self.clock.now(),
+            actor=actor,
+            correlation_id=correlation_id,
+            idempotency_key=idempotency_key,
+        )
+        restore = machine.stage(entity, plan)
+        try:
+            return self.store.apply(
+                plan,
+                entity=entity,
+                after_commit=lambda record: self._committed(entity, plan, record),
+            )
+        except ConcurrentTransitionError:
+            restore()
+            if idempotency_key is not None:
+                recorded = self._recorded(entity, event, idempotency_key)
+                if recorded is not None:
+                    return recorded
+            raise
+        except BaseException:
+            restore()
+            raise
+
+    def can_fire(self, entity: object, event: str, **payload: Any) -> bool:
+        """Whether the machine would accept `event` now; never raises."""
+        return self.machine.can_fire(entity, event, **payload)
+
+    def allowed_events(self, entity: object) -> tuple[str, ...]:
+        """Events declared from the entity's state; never raises."""
+        return self.machine.allowed_events(entity)
+
+    def history(self, entity: object) -> Sequence[TransitionRecord]:
+        """The entity's stored transitions, oldest first."""
+        return self.store.history(self.machine.name, self.machine.key_of(entity) or "")
+
+    def _recorded(
+        self, entity: object, event: str, idempotency_key: str
+    ) -> TransitionRecord | None:
+        key = self.machine.key_of(entity) or ""
+        found = self.store.history(self.machine.name, key, idempotency_key=idempotency_key)
+        if not found:
+            return None
+        record = found[0]
+        if record.event != event:
+            raise IdempotencyConflictError(
+                entity_type=self.machine.name,
+                key=key,
+                state=self.machine.state_of(entity),
+                event=event,
+                idempotency_key=idempotency_key,
+                recorded_event=record.event,
+            )
+        return replace(record, replayed=True)
+
+    def _committed(self, entity: object, plan: Plan, record: TransitionRecord) -> None:
+        if plan.branch.effects:
+            self.machine.run_effects(entity, plan)
+        for listener in self.listeners:
+            try:
+                listener.on_transition(record, entity)
+            except Exception:
+                logger.exception(
+                    "listener %r failed on %s %s (%s)",
+                    listener,
+                    record.entity_type,
+                    record.key,
+                    record.event,
+                    extra={
+                        "entity_type": record.entity_type,
+                        "entity_key": record.key,
+                        "event": record.event,
+                    },
+                )

@@ -1,0 +1,68 @@
+"""The store protocol: five methods, small enough for any backend to implement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from statekit.records import Plan, Snapshot, TransitionRecord
+
+__all__ = ["AfterCommit", "Store"]
+
+AfterCommit = Callable[[TransitionRecord], None]
+"""Called with the written record once the write is durable; never on rollback."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where snapshots and history live.
+
+    Implementations guarantee that `apply` is atomic (state, version and history row
+    together or not at all) and compare-and-set on the version.
+    """
+
+    def load(self, entity_type: str, key: str) -> Snapshot:
+        """Return the stored snapshot.
+
+        Raises:
+            InstanceNotFoundError: no instance has this key.
+        """
+        ...
+
+    def create(self, snapshot: Snapshot, *, entity: object | None = None) -> None:
+        """Store a new instance at the snapshot's state and version (normally 0).
+
+        Raises:
+            ConcurrentTransitionError: an instance with this key already exists.
+        """
+        ...
+
+    def apply(
+        self,
+        plan: Plan,
+        *,
+        entity: object | None = None,
+        after_commit: AfterCommit | None = None,
+    ) -> TransitionRecord:
+        """Write the plan: new state and version plus one history row, atomically,
+        only if the stored version still equals `plan.expected_version`.
+
+        Raises:
+            ConcurrentTransitionError: the stored version moved on, or the
+                idempotency key was recorded meanwhile.
+            InstanceNotFoundError: the instance does not exist.
+        """
+        ...
+
+    def history(
+        self, entity_type: str, key: str, *, idempotency_key: str | None = None
+    ) -> Sequence[TransitionRecord]:
+        """Return the instance's transitions, oldest first; with `idempotency_key`,
+        only the one recorded under that key (or none)."""
+        ...
+
+    def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
+        """Return up to `limit` instances whose deadline is at or before `now` and
+        that are not stuck, earliest deadline first."""
+        ...

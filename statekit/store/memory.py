@@ -1,0 +1,112 @@
+"""`MemoryStore`: the reference store, a faithful in-process model of a database."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
+from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.base import AfterCommit
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Keeps snapshots, history and idempotency keys in dictionaries, under a lock.
+
+    It holds every other store to the same behaviour through the shared contract
+    tests: compare-and-set on the version, history seqs 1..version, one record per
+    idempotency key, after-commit callbacks only for writes that happened.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._history: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
+        self._by_idempotency_key: dict[tuple[str, str, str], TransitionRecord] = {}
+
+    def load(self, entity_type: str, key: str) -> Snapshot:
+        """Return the stored snapshot (see `Store.load`)."""
+        try:
+            return self._snapshots[entity_type, key]
+        except KeyError:
+            raise InstanceNotFoundError(entity_type=entity_type, key=key) from None
+
+    def create(self, snapshot: Snapshot, *, entity: object | None = None) -> None:
+        """Store a new instance (see `Store.create`)."""
+        if not snapshot.key:
+            raise StoreError(f"cannot store a {snapshot.entity_type} without a key")
+        with self._lock:
+            ident = (snapshot.entity_type, snapshot.key)
+            existing = self._snapshots.get(ident)
+            if existing is not None:
+                raise ConcurrentTransitionError(
+                    entity_type=snapshot.entity_type,
+                    key=snapshot.key,
+                    event="(create)",
+                    expected_version=snapshot.version,
+                    actual_version=existing.version,
+                )
+            self._snapshots[ident] = snapshot
+
+    def apply(
+        self,
+        plan: Plan,
+        *,
+        entity: object | None = None,
+        after_commit: AfterCommit | None = None,
+    ) -> TransitionRecord:
+        """Compare-and-set the version and append the history row (see `Store.apply`)."""
+        key = plan.key or ""
+        ident = (plan.entity_type, key)
+        with self._lock:
+            current = self._snapshots.get(ident)
+            if current is None:
+                raise InstanceNotFoundError(entity_type=plan.entity_type, key=key)
+            duplicate = (
+                plan.idempotency_key is not None
+                and (plan.entity_type, key, plan.idempotency_key) in self._by_idempotency_key
+            )
+            if current.version != plan.expected_version or duplicate:
+                raise ConcurrentTransitionError(
+                    entity_type=plan.entity_type,
+                    key=key,
+                    event=plan.event,
+                    expected_version=plan.expected_version,
+                    actual_version=current.version,
+                )
+            record = plan.record()
+            self._snapshots[ident] = plan.snapshot()
+            self._history[ident].append(record)
+            if plan.idempotency_key is not None:
+                self._by_idempotency_key[plan.entity_type, key, plan.idempotency_key] = record
+        if after_commit is not None:
+            after_commit(record)
+        return record
+
+    def history(
+        self, entity_type: str, key: str, *, idempotency_key: str | None = None
+    ) -> Sequence[TransitionRecord]:
+        """Return the instance's transitions, oldest first (see `Store.history`)."""
+        with self._lock:
+            if idempotency_key is not None:
+                found = self._by_idempotency_key.get((entity_type, key, idempotency_key))
+                return [] if found is None else [found]
+            return list(self._history.get((entity_type, key), ()))
+
+    def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
+        """Return due, non-stuck instances, earliest deadline first."""
+        with self._lock:
+            due = [
+                s
+                for (kind, _), s in self._snapshots.items()
+                if kind == entity_type
+                and s.deadline_at is not None
+                and s.deadline_at <= now
+                and s.stuck_at is None
+            ]
+        due.sort(key=lambda s: (s.deadline_at, s.key))
+        return due[:limit]
