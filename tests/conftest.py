@@ -1,0 +1,44 @@
+"""Shared test set-up: where the servers are and what happens when one is missing.
+
+Outside CI a test that needs PostgreSQL, MariaDB or the Graphviz `dot` binary skips
+with a message saying how to enable it. With `CI=true` (or `STATEKIT_REQUIRE_SERVICES=1`)
+the same test fails instead, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+POSTGRES_URL = os.environ.get(
+    "STATEKIT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MARIADB_URL = os.environ.get(
+    "STATEKIT_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+
+
+def services_required() -> bool:
+    """Whether a missing server or binary must fail the run instead of skipping."""
+    flag = os.environ.get("STATEKIT_REQUIRE_SERVICES") or os.environ.get("CI") or ""
+    return flag.lower() in {"1", "true", "yes"}
+
+
+def missing_service(what: str, how_to_enable: str) -> None:
+    """Skip (or, in CI, fail) the current test because `what` is unavailable."""
+    message = f"{what} is not available; {how_to_enable}"
+    if services_required():
+        pytest.fail(f"{message} (CI requires it)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def dot_binary() -> str:
+    """Path of Graphviz's `dot`, or skip/fail when it is not installed."""
+    path = shutil.which("dot")
+    if path is None:
+        missing_service("the Graphviz 'dot' binary", "install it with 'apt-get install graphviz'")
+    assert path is not None
+    return path
