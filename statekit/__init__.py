@@ -26,7 +26,7 @@ from statekit.errors import (
     UnknownEventError,
 )
 from statekit.records import Context, Plan, Snapshot, TransitionRecord
-from statekit.runtime import Listener, Runner
+from statekit.runtime import Listener, Runner, retry_on_conflict
 from statekit.store import MemoryStore, Store
 
 __version__ = "0.1.0.dev0"
@@ -72,4 +72,5 @@ __all__ = [
     "UnknownEventError",
     "Workflow",
     "__version__",
+    "retry_on_conflict",
 ]

@@ -12,19 +12,47 @@ the store reports the write committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from statekit.clock import Clock
 from statekit.engine import Machine
-from statekit.errors import ConcurrentTransitionError, IdempotencyConflictError, StoreError
+from statekit.errors import ConcurrentTransitionError, IdempotencyConflictError
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import Store
 
-__all__ = ["Listener", "Runner"]
+__all__ = ["Listener", "Runner", "retry_on_conflict"]
 
 logger = logging.getLogger("statekit")
+
+T = TypeVar("T")
+
+
+def retry_on_conflict(operation: Callable[[], T], *, attempts: int = 3) -> T:
+    """Call `operation` until it does not raise `ConcurrentTransitionError`, at most
+    `attempts` times; the operation must reload what it decides on each time.
+
+    Raises:
+        ConcurrentTransitionError: the last attempt lost its race too.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except ConcurrentTransitionError as exc:
+            if attempt == attempts:
+                raise
+            logger.info(
+                "retrying after a lost race on %s %s (attempt %d of %d)",
+                exc.entity_type,
+                exc.key,
+                attempt + 1,
+                attempts,
+                extra={"entity_type": exc.entity_type, "entity_key": exc.key, "event": exc.event},
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class Listener:
@@ -58,12 +86,11 @@ class Runner:
         self.listeners = tuple(listeners)
 
     def start(self, entity: object) -> Snapshot:
-        """Put a new entity in the initial state and store it at version 0."""
-        if self.machine.key_of(entity) is None:
-            raise StoreError(
-                f"cannot start a {self.machine.name} without a key "
-                f"(attribute {self.machine.fields.key!r} is None)"
-            )
+        """Put a new entity in the initial state and store it at version 0.
+
+        Raises:
+            StoreError: the store could not create it (for example, it has no key).
+        """
         snapshot = self.machine.start(entity, now=self.clock.now())
         self.store.create(snapshot, entity=entity)
         return snapshot
@@ -121,6 +148,42 @@ class Runner:
         except BaseException:
             restore()
             raise
+
+    def fire_by_key(
+        self,
+        key: object,
+        event: str,
+        /,
+        *,
+        retries: int = 0,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+        **payload: Any,
+    ) -> TransitionRecord:
+        """Load the entity by key in a transaction of its own, fire, and commit.
+
+        On a lost race the whole unit is retried (reload, decide again, apply) up
+        to `retries` more times; nothing is retried silently beyond that.
+
+        Raises:
+            InstanceNotFoundError: no instance has this key.
+            TransitionError: the machine refused; nothing was written.
+            ConcurrentTransitionError: every attempt lost its race.
+        """
+
+        def attempt() -> TransitionRecord:
+            with self.store.transaction(self.machine.name, str(key)) as entity:
+                return self.fire(
+                    entity,
+                    event,
+                    actor=actor,
+                    correlation_id=correlation_id,
+                    idempotency_key=idempotency_key,
+                    **payload,
+                )
+
+        return retry_on_conflict(attempt, attempts=retries + 1)
 
     def can_fire(self, entity: object, event: str, **payload: Any) -> bool:
         """Whether the machine would accept `event` now; never raises."""

@@ -1,10 +1,11 @@
-"""The store protocol: five methods, small enough for any backend to implement."""
+"""The store protocol: six methods, small enough for any backend to implement."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from statekit.records import Plan, Snapshot, TransitionRecord
 
@@ -65,4 +66,13 @@ class Store(Protocol):
     def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
         """Return up to `limit` instances whose deadline is at or before `now` and
         that are not stuck, earliest deadline first."""
+        ...
+
+    def transaction(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
+        """Load the entity object for one unit of work: transitions fired on it inside
+        the block commit together on a clean exit and roll back on an exception.
+
+        Raises:
+            InstanceNotFoundError: no instance has this key.
+        """
         ...

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import Plan, Snapshot, TransitionRecord
@@ -27,6 +29,7 @@ class MemoryStore:
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self._history: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._by_idempotency_key: dict[tuple[str, str, str], TransitionRecord] = {}
+        self._entities: dict[tuple[str, str], object] = {}
 
     def load(self, entity_type: str, key: str) -> Snapshot:
         """Return the stored snapshot (see `Store.load`)."""
@@ -51,6 +54,8 @@ class MemoryStore:
                     actual_version=existing.version,
                 )
             self._snapshots[ident] = snapshot
+            if entity is not None:
+                self._entities[ident] = entity
 
     def apply(
         self,
@@ -110,3 +115,15 @@ class MemoryStore:
             ]
         due.sort(key=lambda s: (s.deadline_at, s.key))
         return due[:limit]
+
+    @contextmanager
+    def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
+        """Yield the entity object given to `create` (see `Store.transaction`).
+
+        Memory writes are durable as soon as `apply` returns, so there is nothing
+        to commit; a failed `fire` already restores the object.
+        """
+        entity = self._entities.get((entity_type, key))
+        if entity is None:
+            raise InstanceNotFoundError(entity_type=entity_type, key=key)
+        yield entity

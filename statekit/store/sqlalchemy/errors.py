@@ -1,0 +1,59 @@
+"""Map SQLAlchemy and driver exceptions to statekit's errors, once, at the boundary."""
+
+from __future__ import annotations
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm.exc import StaleDataError
+
+from statekit.errors import ConcurrentTransitionError, StoreError
+from statekit.records import Plan
+from statekit.store.sqlalchemy.tables import (
+    HISTORY_IDEMPOTENCY_CONSTRAINT,
+    HISTORY_SEQ_CONSTRAINT,
+)
+
+__all__ = ["is_conflict", "translate"]
+
+# SQLSTATE 40001 serialization failure, 40P01 deadlock (PostgreSQL);
+# MySQL/MariaDB 1213 deadlock, 1020 "record has changed since last read".
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+_CONFLICT_MYSQL_CODES = frozenset({1213, 1020})
+_CONFLICT_CONSTRAINTS = (HISTORY_SEQ_CONSTRAINT, HISTORY_IDEMPOTENCY_CONSTRAINT)
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether a backend error means another writer won the race."""
+    if isinstance(error, StaleDataError):
+        return True
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _CONFLICT_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _CONFLICT_MYSQL_CODES:
+        return True
+    if isinstance(error, sa_exc.IntegrityError):
+        text = str(orig)
+        if any(name in text for name in _CONFLICT_CONSTRAINTS):
+            return True
+        # SQLite names the columns, not the constraint.
+        return "statekit_transitions.entity_type" in text
+    return False
+
+
+def translate(error: BaseException, plan: Plan, actual_version: int | None) -> Exception:
+    """Return the statekit error for a failed `apply` of `plan`."""
+    if is_conflict(error):
+        return ConcurrentTransitionError(
+            entity_type=plan.entity_type,
+            key=plan.key or "",
+            event=plan.event,
+            expected_version=plan.expected_version,
+            actual_version=actual_version,
+        )
+    return StoreError(
+        f"storing {plan.event!r} on {plan.entity_type} {plan.key} failed: "
+        f"{type(error).__name__}: {error}"
+    )

@@ -1,0 +1,82 @@
+"""`StateMixin`: the state columns for an application's SQLAlchemy mapped class.
+
+    class Order(StateMixin, Base):
+        __tablename__ = "orders"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+Column names can be changed per class with `__statekit_columns__`, e.g.
+`{"state": "status"}`; the attribute names stay those of `StateFields`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import Index, Integer, String, Table, Text
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from statekit.store.sqlalchemy.tables import UTCDateTime
+
+__all__ = ["StateMixin"]
+
+
+class StateMixin:
+    """Adds state, version, entered-at, deadline, stuck and definition-version columns,
+    and a deadline index (partial where the database supports it) for the sweeper."""
+
+    __statekit_columns__: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def _statekit_column(cls, attribute: str) -> str:
+        return cls.__statekit_columns__.get(attribute, attribute)
+
+    @declared_attr
+    def state(cls) -> Mapped[str]:
+        return mapped_column(cls._statekit_column("state"), String(64), nullable=False)
+
+    @declared_attr
+    def state_version(cls) -> Mapped[int]:
+        return mapped_column(
+            cls._statekit_column("state_version"), Integer, nullable=False, default=0
+        )
+
+    @declared_attr
+    def state_entered_at(cls) -> Mapped[datetime | None]:
+        return mapped_column(cls._statekit_column("state_entered_at"), UTCDateTime())
+
+    @declared_attr
+    def state_deadline_at(cls) -> Mapped[datetime | None]:
+        return mapped_column(cls._statekit_column("state_deadline_at"), UTCDateTime())
+
+    @declared_attr
+    def stuck_at(cls) -> Mapped[datetime | None]:
+        return mapped_column(cls._statekit_column("stuck_at"), UTCDateTime())
+
+    @declared_attr
+    def stuck_reason(cls) -> Mapped[str | None]:
+        return mapped_column(cls._statekit_column("stuck_reason"), Text())
+
+    @declared_attr
+    def state_definition_version(cls) -> Mapped[int | None]:
+        return mapped_column(cls._statekit_column("state_definition_version"), Integer)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = cls.__dict__.get("__table__")
+        if isinstance(table, Table):
+            _add_due_index(table, cls._statekit_column("state_deadline_at"))
+
+
+def _add_due_index(table: Table, deadline_column: str) -> None:
+    name = f"ix_{table.name}_statekit_due"
+    if any(index.name == name for index in table.indexes):
+        return
+    deadline = table.c[deadline_column]
+    Index(
+        name,
+        deadline,
+        postgresql_where=deadline.isnot(None),
+        sqlite_where=deadline.isnot(None),
+    )

@@ -1,0 +1,489 @@
+"""`SQLAlchemyStore`: the store protocol over the application's own tables.
+
+Apply is one compare-and-set UPDATE of the entity row
+(`WHERE key = :key AND state_version = :expected`) plus one INSERT into
+`statekit_transitions`, in one transaction: the caller's, when the entity belongs
+to a Session (the transition commits or rolls back with the caller's work), or
+statekit's own otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Select,
+    Table,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError, UnmappedInstanceError
+
+from statekit.engine import Machine
+from statekit.errors import (
+    ConcurrentTransitionError,
+    DefinitionMismatchError,
+    InstanceNotFoundError,
+    StoreError,
+)
+from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.base import AfterCommit
+from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.sqlite import configure_sqlite
+from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
+
+__all__ = ["SQLAlchemyStore"]
+
+_STATE_ATTRIBUTES = (
+    "state",
+    "version",
+    "entered_at",
+    "deadline_at",
+    "stuck_at",
+    "stuck_reason",
+    "definition_version",
+)
+_PENDING = "statekit_after_commit"
+
+
+@dataclass(frozen=True)
+class _Binding:
+    machine: Machine
+    entity_class: type
+    table: Table
+    key: Column[Any]
+    columns: dict[str, Column[Any]]  # StateFields attribute -> column
+    key_type: Callable[[str], Any]
+
+    def coerce_key(self, key: str) -> Any:
+        try:
+            return self.key_type(key)
+        except (TypeError, ValueError) as exc:
+            raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
+
+
+class SQLAlchemyStore:
+    """Persists transitions of registered entity classes through SQLAlchemy.
+
+    Args:
+        engine: The application's engine (SQLite engines are configured with WAL,
+            a busy timeout and real write transactions).
+        entities: Compiled machines and the mapped classes that carry them (each
+            class uses `StateMixin` or has the columns `StateFields` names).
+        metadata: The application's MetaData to attach statekit's tables to, so
+            its migrations own them; a private MetaData otherwise.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        entities: Mapping[Machine, type] | None = None,
+        *,
+        metadata: MetaData | None = None,
+    ) -> None:
+        configure_sqlite(engine)
+        self.engine = engine
+        self.tables: StatekitTables = statekit_tables(metadata)
+        self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
+        self._bindings: dict[str, _Binding] = {}
+        history = self.tables.transitions
+        self._insert_history = insert(history)
+        self._history_columns = [history.c[name] for name in _RECORD_COLUMNS]
+        for machine, entity_class in (entities or {}).items():
+            self.register(machine, entity_class)
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def register(self, machine: Machine, entity_class: type) -> SQLAlchemyStore:
+        """Store instances of `machine` in `entity_class`'s table; returns the store."""
+        mapper: Mapper[Any] = sa_inspect(entity_class)
+        fields = machine.fields
+        columns: dict[str, Column[Any]] = {}
+        missing = []
+        for attribute in (*_STATE_ATTRIBUTES, "key"):
+            name = getattr(fields, attribute)
+            prop = mapper.attrs.get(name)
+            if prop is None or not hasattr(prop, "columns"):
+                missing.append(name)
+                continue
+            columns[attribute] = prop.columns[0]
+        if missing:
+            raise StoreError(
+                f"{entity_class.__name__} cannot store machine {machine.name!r}: no mapped "
+                f"column for {', '.join(missing)} (use StateMixin or adjust StateFields)"
+            )
+        key = columns.pop("key")
+        table = mapper.local_table
+        if not isinstance(table, Table):
+            raise StoreError(f"{entity_class.__name__} is not mapped to a single table")
+        try:
+            python_type: Callable[[str], Any] = key.type.python_type
+        except NotImplementedError:
+            python_type = str
+        self._bindings[machine.name] = _Binding(
+            machine=machine,
+            entity_class=entity_class,
+            table=table,
+            key=key,
+            columns=columns,
+            key_type=python_type,
+        )
+        return self
+
+    def create_tables(self) -> None:
+        """Create statekit's own tables (not the application's) if missing."""
+        self.tables.metadata.create_all(self.engine, tables=[self.tables.transitions])
+
+    def _binding(self, entity_type: str) -> _Binding:
+        try:
+            return self._bindings[entity_type]
+        except KeyError:
+            raise StoreError(
+                f"no entity class registered for machine {entity_type!r} "
+                f"(registered: {', '.join(sorted(self._bindings)) or 'none'})"
+            ) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(statekit_read_only=True)
+                with conn.begin():
+                    yield conn
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"reading from the store failed: {exc}") from exc
+
+    # -- the Store protocol ----------------------------------------------------------
+
+    def load(self, entity_type: str, key: str) -> Snapshot:
+        """Return the stored snapshot (see `Store.load`).
+
+        Raises:
+            InstanceNotFoundError: no row has this key.
+            DefinitionMismatchError: the row's state or definition version is unknown.
+        """
+        binding = self._binding(entity_type)
+        cols = binding.columns
+        query = select(*(cols[a] for a in _STATE_ATTRIBUTES)).where(
+            binding.key == binding.coerce_key(key)
+        )
+        with self._reading() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise InstanceNotFoundError(entity_type=entity_type, key=key)
+        snapshot = Snapshot(entity_type, key, *row)
+        self._check_known(binding, snapshot)
+        return snapshot
+
+    def _check_known(self, binding: _Binding, snapshot: Snapshot) -> None:
+        machine = binding.machine
+        if snapshot.state not in machine.states:
+            raise DefinitionMismatchError(
+                entity_type=machine.name,
+                key=snapshot.key,
+                field="state",
+                value=snapshot.state,
+                known=machine.states,
+            )
+        accepted = machine.spec.accepted_versions
+        if snapshot.definition_version is not None and snapshot.definition_version not in accepted:
+            raise DefinitionMismatchError(
+                entity_type=machine.name,
+                key=snapshot.key,
+                field="definition version",
+                value=snapshot.definition_version,
+                known=sorted(accepted),
+            )
+
+    def create(self, snapshot: Snapshot, *, entity: object | None = None) -> None:
+        """Insert the new entity row (see `Store.create`).
+
+        With an entity that belongs to a Session the row joins that Session's
+        transaction (it is flushed so its key is known); otherwise statekit
+        inserts and commits it.
+        """
+        binding = self._binding(snapshot.entity_type)
+        if entity is None or not isinstance(entity, binding.entity_class):
+            raise StoreError(
+                f"creating a {snapshot.entity_type} needs its "
+                f"{binding.entity_class.__name__} object"
+            )
+        session = object_session(entity)
+        try:
+            if session is not None:
+                with session.no_autoflush:
+                    session.add(entity)
+                session.flush([entity])
+            else:
+                with self.sessionmaker() as own, own.begin():
+                    own.add(entity)
+        except sa_exc.IntegrityError as exc:
+            raise StoreError(
+                f"cannot create {snapshot.entity_type} {snapshot.key or '(new)'}: {exc.orig}"
+            ) from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"creating {snapshot.entity_type} failed: {exc}") from exc
+
+    def apply(
+        self,
+        plan: Plan,
+        *,
+        entity: object | None = None,
+        after_commit: AfterCommit | None = None,
+    ) -> TransitionRecord:
+        """Compare-and-set the entity row and insert the history row (see `Store.apply`).
+
+        In the entity's Session when it has one: nothing is committed here and
+        `after_commit` runs when that Session commits (never on rollback).
+        Otherwise statekit commits its own transaction before `after_commit`.
+        """
+        binding = self._binding(plan.entity_type)
+        session = _session_of(entity)
+        record = plan.record()
+        if session is not None:
+            with session.no_autoflush:
+                conn = session.connection()
+                self._write(conn, binding, plan, record)
+            if after_commit is not None:
+                _defer(session, lambda: after_commit(record))
+        else:
+            try:
+                with self.engine.begin() as conn:
+                    self._write(conn, binding, plan, record)
+            except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
+                raise translate(exc, plan, None) from exc
+            if after_commit is not None:
+                after_commit(record)
+        if entity is not None and _is_mapped(entity):
+            _mark_persisted(entity, binding, plan)
+        return record
+
+    def _write(
+        self, conn: Connection, binding: _Binding, plan: Plan, record: TransitionRecord
+    ) -> None:
+        cols = binding.columns
+        key = binding.coerce_key(plan.key or "")
+        try:
+            updated = conn.execute(
+                update(binding.table)
+                .where(binding.key == key, cols["version"] == plan.expected_version)
+                .values(
+                    {
+                        cols["state"]: plan.target,
+                        cols["version"]: plan.expected_version + 1,
+                        cols["entered_at"]: plan.at,
+                        cols["deadline_at"]: plan.deadline_at,
+                        cols["stuck_at"]: plan.at if plan.stuck_reason is not None else None,
+                        cols["stuck_reason"]: plan.stuck_reason,
+                        cols["definition_version"]: plan.definition_version,
+                    }
+                )
+            )
+            if updated.rowcount != 1:
+                actual = conn.execute(select(cols["version"]).where(binding.key == key)).scalar()
+                if actual is None:
+                    raise InstanceNotFoundError(entity_type=plan.entity_type, key=plan.key or "")
+                raise ConcurrentTransitionError(
+                    entity_type=plan.entity_type,
+                    key=plan.key or "",
+                    event=plan.event,
+                    expected_version=plan.expected_version,
+                    actual_version=actual,
+                )
+            conn.execute(self._insert_history, _history_row(record))
+        except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
+            raise translate(exc, plan, None) from exc
+
+    def history(
+        self, entity_type: str, key: str, *, idempotency_key: str | None = None
+    ) -> Sequence[TransitionRecord]:
+        """Return the instance's transitions, oldest first (see `Store.history`)."""
+        t = self.tables.transitions
+        query = (
+            select(*self._history_columns)
+            .where(t.c.entity_type == entity_type, t.c.entity_key == key)
+            .order_by(t.c.seq)
+        )
+        if idempotency_key is not None:
+            query = query.where(t.c.idempotency_key == idempotency_key)
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        return [_record(entity_type, key, row) for row in rows]
+
+    def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
+        """Return due, non-stuck instances, earliest deadline first (see `Store.find_overdue`)."""
+        binding = self._binding(entity_type)
+        cols = binding.columns
+        query = (
+            select(binding.key, *(cols[a] for a in _STATE_ATTRIBUTES))
+            .where(cols["deadline_at"] <= now, cols["stuck_at"].is_(None))
+            .order_by(cols["deadline_at"], binding.key)
+            .limit(limit)
+        )
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        return [Snapshot(entity_type, str(row[0]), *row[1:]) for row in rows]
+
+    @contextmanager
+    def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
+        """Load the entity in a new Session and transaction; commit on a clean exit,
+        roll back on an exception. Transitions fired inside join that transaction.
+
+        Raises:
+            InstanceNotFoundError: no row has this key.
+            StoreError: the commit failed (ConcurrentTransitionError when it lost a race).
+        """
+        binding = self._binding(entity_type)
+        session = self.sessionmaker()
+        try:
+            with session:
+                session.begin()
+                entity = session.get(binding.entity_class, binding.coerce_key(key))
+                if entity is None:
+                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
+                yield entity
+                session.commit()
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
+
+    # -- queries ---------------------------------------------------------------------
+
+    def last_transition(self, entity_type: str, key: str) -> TransitionRecord | None:
+        """The instance's most recent transition, or None."""
+        t = self.tables.transitions
+        query = (
+            select(*self._history_columns)
+            .where(t.c.entity_type == entity_type, t.c.entity_key == key)
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        with self._reading() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _record(entity_type, key, row)
+
+    def in_states(self, entity_type: str, *states: str) -> Select[Any]:
+        """A select of the entity class for instances in any of `states`."""
+        binding = self._binding(entity_type)
+        unknown = [s for s in states if s not in binding.machine.states]
+        if unknown:
+            raise StoreError(f"machine {entity_type!r} has no state {', '.join(unknown)}")
+        return select(binding.entity_class).where(binding.columns["state"].in_(states))
+
+    def count_by_state(self, entity_type: str) -> dict[str, int]:
+        """How many instances are in each state now (states with none are omitted)."""
+        binding = self._binding(entity_type)
+        state = binding.columns["state"]
+        with self._reading() as conn:
+            rows = conn.execute(select(state, func.count()).group_by(state)).all()
+        return {row[0]: row[1] for row in rows}
+
+
+_RECORD_COLUMNS = (
+    "seq",
+    "event",
+    "source",
+    "target",
+    "at",
+    "actor",
+    "correlation_id",
+    "idempotency_key",
+    "payload",
+    "definition_version",
+)
+
+
+def _history_row(record: TransitionRecord) -> dict[str, Any]:
+    return {
+        "entity_type": record.entity_type,
+        "entity_key": record.key,
+        "seq": record.seq,
+        "event": record.event,
+        "source": record.source,
+        "target": record.target,
+        "at": record.at,
+        "actor": record.actor,
+        "correlation_id": record.correlation_id,
+        "idempotency_key": record.idempotency_key,
+        "payload": record.payload,
+        "definition_version": record.definition_version,
+    }
+
+
+def _record(entity_type: str, key: str, row: Sequence[Any]) -> TransitionRecord:
+    seq, event_name, source, target, at, actor, correlation, idem, payload, version = row
+    return TransitionRecord(
+        entity_type=entity_type,
+        key=key,
+        seq=seq,
+        event=event_name,
+        source=source,
+        target=target,
+        at=at,
+        actor=actor,
+        correlation_id=correlation,
+        idempotency_key=idem,
+        payload=payload,
+        definition_version=version,
+    )
+
+
+def _is_mapped(entity: object) -> bool:
+    try:
+        sa_inspect(entity)
+    except sa_exc.NoInspectionAvailable:
+        return False
+    return True
+
+
+def _session_of(entity: object | None) -> Session | None:
+    if entity is None:
+        return None
+    try:
+        return object_session(entity)
+    except UnmappedInstanceError:
+        return None
+
+
+def _mark_persisted(entity: object, binding: _Binding, plan: Plan) -> None:
+    """Tell the ORM the state attributes now match the row, so it does not write
+    them again on flush."""
+    fields = binding.machine.fields
+    for attribute in _STATE_ATTRIBUTES:
+        name = getattr(fields, attribute)
+        set_committed_value(entity, name, getattr(entity, name))
+
+
+def _defer(session: Session, callback: Callable[[], None]) -> None:
+    pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+        event.listen(session, "after_commit", _run_pending)
+        event.listen(session, "after_rollback", _drop_pending)
+    pending.append(callback)
+
+
+def _run_pending(session: Session) -> None:
+    pending: list[Callable[[], None]] = session.info.get(_PENDING, [])
+    callbacks = list(pending)
+    pending.clear()
+    for callback in callbacks:
+        callback()
+
+
+def _drop_pending(session: Session) -> None:
+    session.info.get(_PENDING, []).clear()

@@ -1,0 +1,111 @@
+"""statekit's own tables, attachable to the application's MetaData.
+
+Constraint and index names are explicit: error mapping and migrations key on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "HISTORY_IDEMPOTENCY_CONSTRAINT",
+    "HISTORY_SEQ_CONSTRAINT",
+    "StatekitTables",
+    "UTCDateTime",
+    "statekit_tables",
+]
+
+HISTORY_TABLE = "statekit_transitions"
+HISTORY_SEQ_CONSTRAINT = "pk_statekit_transitions"
+HISTORY_IDEMPOTENCY_CONSTRAINT = "uq_statekit_transitions_idempotency"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as naive UTC with microseconds; returns aware UTC.
+
+    SQLite and MariaDB have no time zone type, and MariaDB's DATETIME drops
+    fractions of a second unless asked for them.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in {"mysql", "mariadb"}:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"statekit stores aware datetimes only, got naive {value!r}")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class StatekitTables:
+    """The statekit tables of one MetaData."""
+
+    metadata: MetaData
+    transitions: Table
+
+
+def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
+    """Define (or return the already defined) statekit tables on `metadata`.
+
+    Pass the application's MetaData so its migrations (Alembic autogenerate) own
+    the tables; without one, a private MetaData is used.
+    """
+    metadata = metadata if metadata is not None else MetaData()
+    existing = metadata.tables.get(HISTORY_TABLE)
+    if existing is not None:
+        return StatekitTables(metadata, existing)
+    transitions = Table(
+        HISTORY_TABLE,
+        metadata,
+        Column("entity_type", String(64), nullable=False),
+        Column("entity_key", String(128), nullable=False),
+        Column("seq", Integer, nullable=False),
+        Column("event", String(64), nullable=False),
+        Column("source", String(64), nullable=False),
+        Column("target", String(64), nullable=False),
+        Column("at", UTCDateTime(), nullable=False),
+        Column("actor", String(128)),
+        Column("correlation_id", String(128)),
+        Column("idempotency_key", String(128)),
+        Column("payload", JSON()),
+        Column("definition_version", Integer),
+        Column("note", Text()),
+        PrimaryKeyConstraint("entity_type", "entity_key", "seq", name=HISTORY_SEQ_CONSTRAINT),
+        UniqueConstraint(
+            "entity_type", "entity_key", "idempotency_key", name=HISTORY_IDEMPOTENCY_CONSTRAINT
+        ),
+        Index("ix_statekit_transitions_at", "entity_type", "at"),
+        comment="One row per applied statekit transition; seq is the entity's new version.",
+    )
+    return StatekitTables(metadata, transitions)
