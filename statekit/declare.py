@@ -161,6 +161,8 @@ class _Registry:
     def name_of(self, ref: Ref | type[BaseModel], where: str) -> str:
         if isinstance(ref, str):
             return ref
+        if isinstance(ref, staticmethod):  # referenced inside the class body
+            ref = ref.__func__
         name = getattr(ref, "__name__", "")
         if not name or name == "<lambda>":
             name = f"{where}#{len(self.objects)}"

@@ -573,7 +573,7 @@ def _entity_method(name: str) -> Handler:
 def _save(entity: object, fields: StateFields) -> dict[str, object]:
     try:
         state = vars(entity)
-    except TypeError:  # slotted object: save the state attributes only
+    except TypeError:  # slotted object: save the state attributes and every slot
         names: Sequence[str] = [
             fields.state,
             fields.version,
@@ -582,9 +582,24 @@ def _save(entity: object, fields: StateFields) -> dict[str, object]:
             fields.stuck_at,
             fields.stuck_reason,
             fields.definition_version,
+            *_slot_names(type(entity)),
         ]
         return {"\0slots": True, **{n: getattr(entity, n, _MISSING) for n in names}}
     return {k: v for k, v in state.items() if not k.startswith("_sa_")}
+
+
+def _slot_names(cls: type) -> list[str]:
+    """Every slot declared along `cls`'s MRO (private names mangled as Python does)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = f"_{klass.__name__.lstrip('_')}{slot}"
+            names.append(slot)
+    return names
 
 
 def _restore(entity: object, saved: dict[str, object]) -> None:
