@@ -1,0 +1,356 @@
+"""The contract every `Store` honours, written once and run against each backend.
+
+Subclass `StoreContract` in a `test_store_<backend>.py` module with a class whose name
+starts with `Test`, and provide the fixtures below. The tests use only the `Store`
+protocol (`create`, `load`, `apply`, `history`, `find_overdue`), the compiled machine
+and a `Runner`; nothing here knows how a backend keeps its data.
+
+Fixtures:
+    store (required): a fresh, empty `Store` for each test, able to persist instances
+        of the `machine` fixture.
+    clock: the `ManualClock` the runner reads; defaults to a new `ManualClock()`.
+    machine: the compiled machine under test; defaults to the order example
+        (`models.order.OrderWorkflow.machine`).
+    new_entity: a factory `new_entity(key) -> entity` returning a new, unstarted entity
+        with that key (a string: some tests use UUID-like keys), the attributes
+        `models.order.Order` has (`total` 10, `quantity` 1, `in_stock` 10,
+        `card_authorized` True, `paid_amount` 0) and the state attributes named by
+        `machine.fields`; defaults to a plain `models.order.Order`. A backend that
+        needs mapped rows overrides it.
+
+The tests that call `store.apply` directly stage the plan on the entity first
+(`machine.stage`), exactly as `Runner.fire` does, and pass the entity along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from models.order import OrderWorkflow
+from statekit import (
+    ConcurrentTransitionError,
+    InstanceNotFoundError,
+    Machine,
+    ManualClock,
+    Plan,
+    Runner,
+    Store,
+    StoreError,
+    TransitionRecord,
+)
+from tests.support import new_order
+
+NewEntity = Callable[[str], Any]
+
+PAYMENT = {"amount": "10", "reference": "r-1"}
+UUID_KEYS = ("8a0e3c1c-54b6-4d5f-9b7e-2f1d3c4b5a69", "0f9e8d7c-6b5a-4a39-8271-605f4e3d2c1b")
+
+
+def stage_and_apply(
+    machine: Machine,
+    store: Store,
+    entity: object,
+    plan: Plan,
+    after_commit: Callable[[TransitionRecord], None] | None = None,
+) -> TransitionRecord:
+    """Apply `plan` through `store` the way `Runner.fire` does: stage, write, or restore."""
+    restore = machine.stage(entity, plan)
+    try:
+        return store.apply(plan, entity=entity, after_commit=after_commit)
+    except BaseException:
+        restore()
+        raise
+
+
+class StoreContract:
+    """Behaviour shared by every store; see the module docstring for the fixtures."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock()
+
+    @pytest.fixture
+    def machine(self) -> Machine:
+        return OrderWorkflow.machine
+
+    @pytest.fixture
+    def new_entity(self) -> NewEntity:
+        return new_order
+
+    @pytest.fixture
+    def runner(self, machine: Machine, store: Store, clock: ManualClock) -> Runner:
+        return Runner(machine, store, clock=clock)
+
+    @pytest.fixture
+    def started(self, runner: Runner, new_entity: NewEntity) -> Any:
+        """A stored order in its initial state, key "o1"."""
+        entity = new_entity("o1")
+        runner.start(entity)
+        return entity
+
+    # -- create and load -------------------------------------------------------------
+
+    def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    def test_create_then_load(
+        self, store: Store, runner: Runner, new_entity: NewEntity, clock: ManualClock
+    ) -> None:
+        entity = new_entity("o1")
+        snapshot = runner.start(entity)
+        assert store.load("order", "o1") == snapshot
+        assert (snapshot.state, snapshot.version, snapshot.key) == ("pending", 0, "o1")
+        assert snapshot.entered_at == clock.now()
+        assert snapshot.deadline_at == clock.now() + timedelta(days=1)
+        assert snapshot.stuck_at is None
+        assert snapshot.definition_version == 1
+        assert store.history("order", "o1") == []
+
+    def test_load_of_a_missing_instance(self, store: Store, started: Any) -> None:
+        with pytest.raises(InstanceNotFoundError) as caught:
+            store.load("order", "missing")
+        assert (caught.value.entity_type, caught.value.key) == ("order", "missing")
+
+    def test_duplicate_create_is_refused(
+        self, store: Store, runner: Runner, machine: Machine, new_entity: NewEntity
+    ) -> None:
+        first = new_entity("o1")
+        runner.start(first)
+        runner.fire(first, "reserve")
+        twin = new_entity("o1")
+        snapshot = machine.start(twin)
+        with pytest.raises(StoreError):
+            store.create(snapshot, entity=twin)
+        assert store.load("order", "o1").version == 1
+        assert store.load("order", "o1").state == "stock_reserved"
+
+    # -- apply -----------------------------------------------------------------------
+
+    def test_apply_writes_state_version_and_one_history_row(
+        self, store: Store, runner: Runner, started: Any, clock: ManualClock
+    ) -> None:
+        at = clock.advance(minutes=5)
+        record = runner.fire(started, "reserve", actor="ann", correlation_id="c-1")
+        assert record == TransitionRecord(
+            entity_type="order",
+            key="o1",
+            seq=1,
+            event="reserve",
+            source="pending",
+            target="stock_reserved",
+            at=at,
+            actor="ann",
+            correlation_id="c-1",
+            definition_version=1,
+        )
+        loaded = store.load("order", "o1")
+        assert (loaded.state, loaded.version, loaded.entered_at) == ("stock_reserved", 1, at)
+        assert loaded.deadline_at == at + timedelta(minutes=30)
+        assert store.history("order", "o1") == [record]
+
+    def test_apply_compares_and_sets_the_version(
+        self, store: Store, machine: Machine, started: Any, clock: ManualClock
+    ) -> None:
+        now = clock.now()
+        cancel = machine.decide(started, "cancel", now=now)
+        reserve = machine.decide(started, "reserve", now=now)
+        first = stage_and_apply(machine, store, started, cancel)
+        assert first.target == "cancelled"
+        with pytest.raises(ConcurrentTransitionError) as caught:
+            stage_and_apply(machine, store, started, reserve)
+        err = caught.value
+        assert (err.expected_version, err.actual_version) == (0, 1)
+        assert (err.entity_type, err.key, err.event) == ("order", "o1", "reserve")
+        assert store.load("order", "o1").state == "cancelled"
+        assert store.history("order", "o1") == [first]
+
+    def test_apply_to_a_missing_instance(
+        self, store: Store, machine: Machine, new_entity: NewEntity, clock: ManualClock
+    ) -> None:
+        ghost = new_entity("ghost")
+        machine.start(ghost)
+        plan = machine.decide(ghost, "cancel", now=clock.now())
+        with pytest.raises(InstanceNotFoundError):
+            stage_and_apply(machine, store, ghost, plan)
+        assert store.history("order", "ghost") == []
+
+    def test_a_stuck_plan_is_stored_as_stuck(
+        self, store: Store, machine: Machine, started: Any, clock: ManualClock
+    ) -> None:
+        plan = machine.decide(started, "reserve", now=clock.now())
+        plan.stuck_reason = "payment never arrived"
+        stage_and_apply(machine, store, started, plan)
+        loaded = store.load("order", "o1")
+        assert (loaded.stuck_at, loaded.stuck_reason) == (clock.now(), "payment never arrived")
+
+    # -- after commit ----------------------------------------------------------------
+
+    def test_after_commit_runs_once_with_the_record(
+        self, store: Store, machine: Machine, started: Any, clock: ManualClock
+    ) -> None:
+        calls: list[TransitionRecord] = []
+        plan = machine.decide(started, "reserve", now=clock.now())
+        record = stage_and_apply(machine, store, started, plan, after_commit=calls.append)
+        assert calls == [record]
+
+    def test_after_commit_does_not_run_when_nothing_was_written(
+        self, store: Store, machine: Machine, started: Any, clock: ManualClock
+    ) -> None:
+        calls: list[TransitionRecord] = []
+        now = clock.now()
+        cancel = machine.decide(started, "cancel", now=now)
+        reserve = machine.decide(started, "reserve", now=now)
+        stage_and_apply(machine, store, started, cancel)
+        with pytest.raises(ConcurrentTransitionError):
+            stage_and_apply(machine, store, started, reserve, after_commit=calls.append)
+        assert calls == []
+
+    # -- history ---------------------------------------------------------------------
+
+    def test_history_is_ordered_and_numbered_from_one(
+        self, store: Store, runner: Runner, started: Any, clock: ManualClock
+    ) -> None:
+        records = [runner.fire(started, "reserve")]
+        clock.advance(minutes=1)
+        records.append(runner.fire(started, "pay", **PAYMENT))
+        clock.advance(hours=3)
+        records.append(runner.fire(started, "ship", carrier="DHL", tracking_number="1Z"))
+        records.append(runner.fire(started, "deliver"))
+        history = list(store.history("order", "o1"))
+        assert history == records
+        assert [r.seq for r in history] == [1, 2, 3, 4]
+        assert [(r.source, r.target) for r in history] == [
+            ("pending", "stock_reserved"),
+            ("stock_reserved", "paid"),
+            ("paid", "shipped"),
+            ("shipped", "delivered"),
+        ]
+        assert history[1].payload == {"amount": "10", "method": "card", "reference": "r-1"}
+        assert history[2].payload == {"carrier": "DHL", "tracking_number": "1Z"}
+        assert history[0].payload is None
+        assert store.load("order", "o1").version == 4
+
+    def test_history_of_an_unknown_instance_is_empty(self, store: Store, started: Any) -> None:
+        assert list(store.history("order", "nobody")) == []
+
+    def test_history_is_per_instance(
+        self, store: Store, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        one, two = new_entity("o1"), new_entity("o2")
+        runner.start(one)
+        runner.start(two)
+        runner.fire(one, "reserve")
+        runner.fire(two, "cancel")
+        runner.fire(one, "cancel")
+        assert [r.event for r in store.history("order", "o1")] == ["reserve", "cancel"]
+        assert [r.event for r in store.history("order", "o2")] == ["cancel"]
+        assert [r.seq for r in store.history("order", "o2")] == [1]
+
+    # -- idempotency keys ------------------------------------------------------------
+
+    def test_history_finds_a_record_by_idempotency_key(
+        self, store: Store, runner: Runner, started: Any
+    ) -> None:
+        runner.fire(started, "reserve")
+        record = runner.fire(started, "cancel", idempotency_key="cancel-1")
+        assert record.idempotency_key == "cancel-1"
+        assert list(store.history("order", "o1", idempotency_key="cancel-1")) == [record]
+        assert list(store.history("order", "o1", idempotency_key="other")) == []
+        assert list(store.history("order", "o2", idempotency_key="cancel-1")) == []
+
+    def test_a_recorded_idempotency_key_cannot_be_applied_again(
+        self, store: Store, runner: Runner, machine: Machine, started: Any, clock: ManualClock
+    ) -> None:
+        first = runner.fire(started, "reserve", idempotency_key="k-1")
+        plan = machine.decide(started, "cancel", now=clock.now(), idempotency_key="k-1")
+        with pytest.raises(ConcurrentTransitionError):
+            stage_and_apply(machine, store, started, plan)
+        assert store.load("order", "o1").version == 1
+        assert list(store.history("order", "o1")) == [first]
+        assert started.state == "stock_reserved"
+
+    def test_idempotency_keys_are_scoped_to_the_instance(
+        self, store: Store, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        one, two = new_entity("o1"), new_entity("o2")
+        runner.start(one)
+        runner.start(two)
+        runner.fire(one, "reserve", idempotency_key="same")
+        record = runner.fire(two, "reserve", idempotency_key="same")
+        assert not record.replayed
+        assert list(store.history("order", "o2", idempotency_key="same")) == [record]
+
+    def test_runner_replays_a_repeated_idempotency_key(
+        self, store: Store, runner: Runner, started: Any
+    ) -> None:
+        first = runner.fire(started, "reserve", idempotency_key="k-1")
+        again = runner.fire(started, "reserve", idempotency_key="k-1")
+        assert again == first
+        assert again.replayed
+        assert not first.replayed
+        assert store.load("order", "o1").version == 1
+        assert len(store.history("order", "o1")) == 1
+
+    # -- overdue instances -----------------------------------------------------------
+
+    def test_find_overdue(
+        self, store: Store, runner: Runner, new_entity: NewEntity, clock: ManualClock
+    ) -> None:
+        t0 = clock.now()
+        early, late, reserved, shipped, stuck = (
+            new_entity(k) for k in ("early", "late", "reserved", "shipped", "stuck")
+        )
+        runner.start(early)  # due at t0 + 1 day
+        runner.start(stuck)
+        clock.advance(hours=1)
+        runner.start(late)  # due at t0 + 1 day 1 hour
+        runner.start(reserved)
+        runner.start(shipped)
+        clock.advance(hours=1)
+        runner.fire(reserved, "reserve")  # due at t0 + 2h30m
+        for event, payload in (
+            ("reserve", {}),
+            ("pay", PAYMENT),
+            ("ship", {"carrier": "x", "tracking_number": "1"}),
+        ):
+            runner.fire(shipped, event, **payload)  # no deadline once shipped
+        plan = runner.machine.decide(stuck, "reserve", now=clock.now())
+        plan.stuck_reason = "payment never arrived"  # due at t0 + 2h30m, but stuck
+        stage_and_apply(runner.machine, store, stuck, plan)
+
+        now = t0 + timedelta(days=1)
+        due = store.find_overdue("order", now, 10)
+        assert [s.key for s in due] == ["reserved", "early"]
+        assert [s.deadline_at for s in due] == [
+            t0 + timedelta(hours=2, minutes=30),
+            t0 + timedelta(days=1),
+        ]
+        assert due[0] == store.load("order", "reserved")
+        assert [s.key for s in store.find_overdue("order", now, 1)] == ["reserved"]
+        assert [s.key for s in store.find_overdue("order", now - timedelta(seconds=1), 10)] == [
+            "reserved"
+        ]
+        later = store.find_overdue("order", t0 + timedelta(days=30), 10)
+        assert [s.key for s in later] == ["reserved", "early", "late"]
+        assert list(store.find_overdue("order", t0, 10)) == []
+
+    # -- keys ------------------------------------------------------------------------
+
+    def test_uuid_like_string_keys(
+        self, store: Store, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        one, two = (new_entity(k) for k in UUID_KEYS)
+        runner.start(one)
+        runner.start(two)
+        runner.fire(one, "reserve")
+        record = runner.fire(one, "cancel", idempotency_key="x")
+        assert record.key == UUID_KEYS[0]
+        assert store.load("order", UUID_KEYS[0]).state == "cancelled"
+        assert store.load("order", UUID_KEYS[1]).state == "pending"
+        assert [r.seq for r in store.history("order", UUID_KEYS[0])] == [1, 2]
+        assert list(store.history("order", UUID_KEYS[0], idempotency_key="x")) == [record]
+        assert list(store.history("order", UUID_KEYS[1])) == []

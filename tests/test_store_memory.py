@@ -1,0 +1,38 @@
+"""`MemoryStore` against the store contract, plus what only the memory store does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from statekit import MemoryStore, Runner, Snapshot, Store, StoreError
+from tests.store_contract import StoreContract
+from tests.support import new_order
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> Store:
+        return MemoryStore()
+
+
+def test_a_snapshot_without_a_key_is_refused() -> None:
+    store = MemoryStore()
+    with pytest.raises(StoreError, match=r"^cannot store a order without a key$"):
+        store.create(Snapshot(entity_type="order", key="", state="pending", version=0))
+    assert store.find_overdue("order", datetime(2100, 1, 1, tzinfo=UTC), 10) == []
+
+
+def test_history_is_a_copy() -> None:
+    from models.order import OrderWorkflow
+
+    store = MemoryStore()
+    runner = Runner(OrderWorkflow.machine, store)
+    order = new_order()
+    runner.start(order)
+    runner.fire(order, "reserve")
+    history = store.history("order", "o1")
+    assert isinstance(history, list)
+    history.clear()
+    assert len(store.history("order", "o1")) == 1
