@@ -1,4 +1,8 @@
-"""A travel booking saga: flight, hotel, car; each step undone by its compensation."""
+"""A travel booking saga: flight, hotel, car; each step undone by its compensation.
+
+Actions assign new values instead of mutating in place, so a failed transition can
+restore the entity exactly and an ORM sees the change.
+"""
 
 from __future__ import annotations
 
@@ -19,32 +23,32 @@ class Trip(StatefulObject):
 
 def book_flight(trip: Trip, ctx: Context) -> None:
     """Action of `book_flight`."""
-    trip.bookings.append("flight")
+    trip.bookings = [*trip.bookings, "flight"]
 
 
 def book_hotel(trip: Trip, ctx: Context) -> None:
     """Action of `book_hotel`."""
-    trip.bookings.append("hotel")
+    trip.bookings = [*trip.bookings, "hotel"]
 
 
 def book_car(trip: Trip, ctx: Context) -> None:
     """Action of `book_car`."""
-    trip.bookings.append("car")
+    trip.bookings = [*trip.bookings, "car"]
 
 
 def cancel_flight(trip: Trip, ctx: Context) -> None:
     """Compensation of `book_flight`."""
-    trip.bookings.remove("flight")
+    trip.bookings = [b for b in trip.bookings if b != "flight"]
 
 
 def cancel_hotel(trip: Trip, ctx: Context) -> None:
     """Compensation of `book_hotel`."""
-    trip.bookings.remove("hotel")
+    trip.bookings = [b for b in trip.bookings if b != "hotel"]
 
 
 def cancel_car(trip: Trip, ctx: Context) -> None:
     """Compensation of `book_car`."""
-    trip.bookings.remove("car")
+    trip.bookings = [b for b in trip.bookings if b != "car"]
 
 
 class TripWorkflow(Workflow, name="trip"):

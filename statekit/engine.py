@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -173,6 +174,18 @@ class Machine:
             for state, events in table.items()
         }
         self._allowed = {state: tuple(events) for state, events in self._table.items()}
+        f = self.fields
+        self._read_decision = attrgetter(f.state, f.version, f.definition_version, f.key)
+        self._state_names = (
+            f.state,
+            f.version,
+            f.entered_at,
+            f.deadline_at,
+            f.stuck_at,
+            f.stuck_reason,
+            f.definition_version,
+        )
+        self._read_state = attrgetter(*self._state_names)
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} v{self.version}: {len(self.states)} states>"
@@ -298,36 +311,47 @@ class Machine:
             TransitionNotAllowedError, InvalidPayloadError, GuardRejectedError,
             PreconditionFailedError: each naming the entity, state and event.
         """
-        f = self.fields
-        state = getattr(entity, f.state, None)
-        events = self._table.get(state)  # type: ignore[arg-type]
-        if events is None:
-            key = self.key_of(entity)
+        try:
+            state, version, stored_definition, key_value = self._read_decision(entity)
+        except AttributeError:  # a plain object without some of the attributes
+            f = self.fields
+            state, version, stored_definition, key_value = (
+                getattr(entity, name, None)
+                for name in (f.state, f.version, f.definition_version, f.key)
+            )
+        events = self._table.get(state)
+        if events is None or (
+            stored_definition is not None and stored_definition not in self._accepted_versions
+        ):
             if state is None:
-                raise NotStartedError(entity_type=self.name, key=key, event=event)
-            self._check_known(entity, state, key)
-        assert events is not None  # narrowed: _check_known raised otherwise
-        assert state is not None
-        version = getattr(entity, f.version, None) or 0
-        stored_definition = getattr(entity, f.definition_version, None)
-        if stored_definition is not None and stored_definition not in self._accepted_versions:
+                raise NotStartedError(entity_type=self.name, key=self.key_of(entity), event=event)
             self._check_known(entity, state, self.key_of(entity))
+        assert events is not None  # narrowed: _check_known raised otherwise
         branches = events.get(event)
         if branches is None:
             self._refuse(entity, state, event)
         assert branches is not None  # _refuse always raises
-        key_value = getattr(entity, f.key, None)
         key = None if key_value is None else str(key_value)
 
         model = branches[0].payload_model
-        data = self._validate_payload(model, payload, state, event, key)
+        if model is None and not payload:
+            data = None
+        else:
+            data = self._validate_payload(model, payload, state, event, key)
         ctx = Context(event, state, state, data, now, actor, self.name, key)
 
         chosen = None
         rejections: list[tuple[str, str, str]] = []
         for branch in branches:
             ctx.target = branch.target
-            failed = self._first_failure(branch, entity, ctx)
+            failed = None
+            for name, guard in branch.guards:
+                verdict = guard(entity, ctx)
+                if verdict is not True:
+                    failed = (name, _failure("guard", name, verdict) or "")
+                    break
+            if failed is None and branch.unless:
+                failed = self._unless_failure(branch, entity, ctx)
             if failed is None:
                 chosen = branch
                 break
@@ -360,7 +384,7 @@ class Machine:
             event,
             state,
             chosen.target,
-            version,
+            version or 0,
             now,
             None if timeout is None else now + timeout,
             self.version,
@@ -372,13 +396,8 @@ class Machine:
             idempotency_key,
         )
 
-    def _first_failure(
-        self, branch: _Branch, entity: object, ctx: Context
-    ) -> tuple[str, str] | None:
-        for name, guard in branch.guards:
-            reason = _failure("guard", name, guard(entity, ctx))
-            if reason is not None:
-                return name, reason
+    @staticmethod
+    def _unless_failure(branch: _Branch, entity: object, ctx: Context) -> tuple[str, str] | None:
         for name, guard in branch.unless:
             if _failure("guard", name, guard(entity, ctx)) is None:
                 return name, "held, and it is an 'unless' guard"
@@ -458,12 +477,22 @@ class Machine:
         Raises:
             PostconditionFailedError: after restoring the entity.
         """
-        saved = _save(entity, self.fields)
+        branch: _Branch = plan.branch
+        if not branch.actions and not branch.postconditions:
+            # Only the state attributes change: save and restore just those.
+            try:
+                before = self._read_state(entity)
+            except AttributeError:
+                saved = _save(entity, self.fields)
+            else:
+                self.write_snapshot(entity, plan)
+                return lambda: self._put_state(entity, before)
+        else:
+            saved = _save(entity, self.fields)
 
         def restore() -> None:
             _restore(entity, saved)
 
-        branch: _Branch = plan.branch
         ctx = plan.context
         try:
             for action in branch.actions:
@@ -485,6 +514,10 @@ class Machine:
             restore()
             raise
         return restore
+
+    def _put_state(self, entity: object, values: tuple[Any, ...]) -> None:
+        for name, value in zip(self._state_names, values, strict=True):
+            setattr(entity, name, value)
 
     def write_snapshot(self, entity: object, plan: Plan) -> None:
         """Set the entity's state attributes to what `plan` leaves behind."""
@@ -534,7 +567,11 @@ class Machine:
         memory. Returns the applied plan.
         """
         plan = self.decide(entity, event, payload, now=self.clock.now(), actor=actor)
-        self.stage(entity, plan)
+        branch: _Branch = plan.branch
+        if branch.actions or branch.postconditions:
+            self.stage(entity, plan)
+        else:  # nothing can fail after the write, so there is nothing to restore
+            self.write_snapshot(entity, plan)
         if plan.branch.effects:
             self.run_effects(entity, plan)
         return plan
@@ -585,7 +622,9 @@ def _save(entity: object, fields: StateFields) -> dict[str, object]:
             *_slot_names(type(entity)),
         ]
         return {"\0slots": True, **{n: getattr(entity, n, _MISSING) for n in names}}
-    return {k: v for k, v in state.items() if not k.startswith("_sa_")}
+    if "_sa_instance_state" in state:  # an ORM object: leave SQLAlchemy's bookkeeping
+        return {k: v for k, v in state.items() if not k.startswith("_sa_")}
+    return state.copy()
 
 
 def _slot_names(cls: type) -> list[str]:

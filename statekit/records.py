@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 __all__ = ["Context", "Plan", "Snapshot", "TransitionRecord"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snapshot:
     """An instance's persisted state: what the entity row holds."""
 
@@ -33,7 +33,7 @@ class Snapshot:
     definition_version: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransitionRecord:
     """One applied transition: a row of the history table.
 
@@ -114,30 +114,30 @@ class Plan:
     def snapshot(self) -> Snapshot:
         """The instance's snapshot once this plan is applied."""
         return Snapshot(
-            entity_type=self.entity_type,
-            key=self.key or "",
-            state=self.target,
-            version=self.expected_version + 1,
-            entered_at=self.at,
-            deadline_at=self.deadline_at,
-            stuck_at=self.at if self.stuck_reason is not None else None,
-            stuck_reason=self.stuck_reason,
-            definition_version=self.definition_version,
+            self.entity_type,
+            self.key or "",
+            self.target,
+            self.expected_version + 1,
+            self.at,
+            self.deadline_at,
+            self.at if self.stuck_reason is not None else None,
+            self.stuck_reason,
+            self.definition_version,
         )
 
     def record(self) -> TransitionRecord:
         """The history row this plan writes."""
         return TransitionRecord(
-            entity_type=self.entity_type,
-            key=self.key or "",
-            seq=self.expected_version + 1,
-            event=self.event,
-            source=self.source,
-            target=self.target,
-            at=self.at,
-            actor=self.actor,
-            correlation_id=self.correlation_id,
-            idempotency_key=self.idempotency_key,
-            payload=self.payload_data(),
-            definition_version=self.definition_version,
+            self.entity_type,
+            self.key or "",
+            self.expected_version + 1,
+            self.event,
+            self.source,
+            self.target,
+            self.at,
+            self.actor,
+            self.correlation_id,
+            self.idempotency_key,
+            None if self.payload is None else self.payload.model_dump(mode="json"),
+            self.definition_version,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -42,3 +43,15 @@ def dot_binary() -> str:
         missing_service("the Graphviz 'dot' binary", "install it with 'apt-get install graphviz'")
     assert path is not None
     return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"], scope="module")
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh database per test module on each backend (dropped afterwards)."""
+    from tests.sql_support import fresh_database
+
+    backend: str = request.param
+    with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
+        yield url

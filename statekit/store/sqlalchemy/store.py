@@ -228,7 +228,7 @@ class SQLAlchemyStore:
             if session is not None:
                 with session.no_autoflush:
                     session.add(entity)
-                session.flush([entity])
+                session.flush()
             else:
                 with self.sessionmaker() as own, own.begin():
                     own.add(entity)

@@ -1,0 +1,162 @@
+"""Several OS processes against one database: optimistic locking, crashes, duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from models.orm import ENTITIES, Base, TicketRow
+from models.ticket import TicketWorkflow
+from statekit import Runner
+from statekit.store.sqlalchemy import SQLAlchemyStore
+from tests.sql_support import engine_for
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = [f"ticket-{n}" for n in range(10)]
+WORKERS = 4
+ATTEMPTS = 60
+
+pytestmark = pytest.mark.slow
+
+
+def _worker(command: str, **args: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", command, json.dumps(args)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = engine_for(database_url)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, ENTITIES)
+    store.tables.metadata.drop_all(engine)
+    store.create_tables()
+    runner = Runner(TicketWorkflow.machine, store)
+    for key in KEYS:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            ticket = TicketRow(id=key, subject="contention")
+            session.add(ticket)
+            runner.start(ticket)
+        runner.fire_by_key(key, "assign", agent="a")
+        runner.fire_by_key(key, "start")  # now cycling in_progress <-> waiting_on_customer
+    yield engine
+    engine.dispose()
+
+
+def _hammer(database_url: str, *, unguarded: bool) -> list[dict[str, Any]]:
+    workers = [
+        _worker(
+            "hammer",
+            url=database_url,
+            keys=KEYS,
+            attempts=ATTEMPTS,
+            seed=seed,
+            unguarded=unguarded,
+        )
+        for seed in range(WORKERS)
+    ]
+    return [_result(w) for w in workers]
+
+
+def _history(engine: Engine) -> dict[str, list[int]]:
+    store = SQLAlchemyStore(engine, ENTITIES)
+    return {key: [r.seq for r in store.history("ticket", key)] for key in KEYS}
+
+
+def _versions(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(TicketRow.id, TicketRow.state_version)).all()
+    return {key: version for key, version in rows}
+
+
+def test_four_processes_never_lose_an_update(database_url: str, engine: Engine) -> None:
+    results = _hammer(database_url, unguarded=False)
+    assert all(r["errors"] == 0 for r in results)
+    fired: Counter[str] = Counter()
+    for r in results:
+        fired.update(r["fired"])
+    conflicts = sum(r["conflicts"] for r in results)
+    assert sum(fired.values()) + conflicts == WORKERS * ATTEMPTS
+    assert conflicts > 0, "the workers never raced; the test proves nothing"
+
+    history, versions = _history(engine), _versions(engine)
+    for key in KEYS:
+        assert history[key] == list(range(1, versions[key] + 1)), key
+        # two setup transitions per ticket, then exactly the fires reported for it
+        assert versions[key] == 2 + fired[key], key
+
+
+def test_control_without_the_version_predicate_loses_updates(
+    database_url: str, engine: Engine
+) -> None:
+    results = _hammer(database_url, unguarded=True)
+    fired: Counter[str] = Counter()
+    for r in results:
+        fired.update(r["fired"])
+    history, versions = _history(engine), _versions(engine)
+    lost = [key for key in KEYS if len(history[key]) != versions[key]]
+    assert lost, "the control run lost no update; the contention test could not catch one"
+
+
+def test_a_process_killed_before_commit_leaves_nothing(database_url: str, engine: Engine) -> None:
+    before = _versions(engine)["ticket-0"]
+    process = _worker("hang", url=database_url, key="ticket-0")
+    assert process.stdout is not None
+    assert json.loads(process.stdout.readline()) == {"ready": True}
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)  # reaps it and closes its pipes
+    assert process.returncode == -signal.SIGKILL
+    assert _versions(engine)["ticket-0"] == before
+    assert _history(engine)["ticket-0"] == list(range(1, before + 1))
+    # and the row is not left locked: a normal transition still goes through
+    runner = Runner(TicketWorkflow.machine, SQLAlchemyStore(engine, ENTITIES))
+    assert runner.fire_by_key("ticket-0", "ask_customer").seq == before + 1
+
+
+def test_duplicate_deliveries_from_two_processes_apply_once(
+    database_url: str, engine: Engine
+) -> None:
+    for round_number in range(3):
+        key = f"ticket-{round_number}"
+        before = _versions(engine)[key]
+        workers = [
+            _worker("duplicate", url=database_url, key=key, idempotency_key=f"msg-{round_number}")
+            for _ in range(2)
+        ]
+        for w in workers:
+            assert w.stdout is not None
+            assert json.loads(w.stdout.readline()) == {"ready": True}
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        results = [_result(w) for w in workers]
+        assert [r["seq"] for r in results] == [before + 1, before + 1]
+        assert sorted(r["replayed"] for r in results) == [False, True]
+        assert _versions(engine)[key] == before + 1
+        assert _history(engine)[key] == list(range(1, before + 2))

@@ -1,0 +1,307 @@
+"""SQLAlchemyStore on real SQLite files, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, func, inspect, select, text, update
+from sqlalchemy.orm import Session
+
+from models.order import OrderWorkflow
+from models.orm import ENTITIES, Base, OrderRow, TicketRow
+from models.ticket import TicketWorkflow
+from statekit import (
+    ConcurrentTransitionError,
+    DefinitionMismatchError,
+    IdempotencyConflictError,
+    InstanceNotFoundError,
+    Listener,
+    ManualClock,
+    PostconditionFailedError,
+    Runner,
+    StoreError,
+    TransitionNotAllowedError,
+    TransitionRecord,
+)
+from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
+from tests.sql_support import engine_for
+
+
+class Recorder(Listener):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def on_transition(self, record: TransitionRecord, entity: object) -> None:
+        self.seen.append((record.event, record.seq))
+
+
+@dataclass
+class Env:
+    engine: Engine
+    store: SQLAlchemyStore
+    clock: ManualClock
+    orders: Runner
+    tickets: Runner
+    recorder: Recorder
+
+    def new_order(self, order_id: int, total: str = "100", **fields: object) -> OrderRow:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            order = OrderRow(id=order_id, total=Decimal(total), **fields)
+            session.add(order)
+            self.orders.start(order)
+        return order
+
+    def row(self, order_id: int) -> tuple[str, int]:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(OrderRow.state, OrderRow.state_version).where(OrderRow.id == order_id)
+            ).one()
+        return found[0], found[1]
+
+    def history_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(self.store.tables.transitions)
+                ).scalar()
+                or 0
+            )
+
+
+@pytest.fixture(scope="module")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = engine_for(database_url)
+    Base.metadata.create_all(engine)
+    statekit_tables().metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def env(engine: Engine) -> Iterator[Env]:
+    store = SQLAlchemyStore(engine, ENTITIES)
+    store.create_tables()
+    clock = ManualClock()
+    recorder = Recorder()
+    yield Env(
+        engine=engine,
+        store=store,
+        clock=clock,
+        orders=Runner(OrderWorkflow.machine, store, clock=clock, listeners=[recorder]),
+        tickets=Runner(TicketWorkflow.machine, store, clock=clock),
+        recorder=recorder,
+    )
+    with engine.begin() as conn:
+        for table in (store.tables.transitions, *reversed(Base.metadata.sorted_tables)):
+            conn.execute(table.delete())
+
+
+def test_fire_in_callers_session_commits_with_the_callers_work(env: Env) -> None:
+    env.new_order(1)
+    with Session(env.engine) as session, session.begin():
+        order = session.get(OrderRow, 1)
+        assert order is not None
+        env.orders.fire(order, "reserve", actor="alice")
+        assert env.recorder.seen == []  # not committed yet
+        order.sku = "SKU-CHANGED"  # the caller's own work in the same transaction
+    assert env.recorder.seen == [("reserve", 1)]
+    assert env.row(1) == ("stock_reserved", 1)
+    [record] = env.store.history("order", "1")
+    assert (record.seq, record.event, record.source, record.target, record.actor) == (
+        1,
+        "reserve",
+        "pending",
+        "stock_reserved",
+        "alice",
+    )
+    with Session(env.engine) as session:
+        reloaded = session.get(OrderRow, 1)
+        assert reloaded is not None
+        assert (reloaded.sku, reloaded.in_stock) == ("SKU-CHANGED", 9)
+
+
+def test_rollback_of_the_callers_transaction_leaves_no_trace(env: Env) -> None:
+    env.new_order(1)
+    with Session(env.engine) as session:
+        session.begin()
+        order = session.get(OrderRow, 1)
+        assert order is not None
+        env.orders.fire(order, "reserve")
+        session.rollback()
+    assert env.row(1) == ("pending", 0)
+    assert env.history_count() == 0
+    assert env.recorder.seen == []
+
+
+def test_fire_by_key_commits_and_a_stale_object_loses(env: Env) -> None:
+    order = env.new_order(7)
+    record = env.orders.fire_by_key(7, "reserve")
+    assert (record.seq, env.row(7)) == (1, ("stock_reserved", 1))
+    assert env.recorder.seen == [("reserve", 1)]
+
+    # `order` is a detached object still at version 0: firing it must lose the race.
+    with pytest.raises(ConcurrentTransitionError) as caught:
+        env.orders.fire(order, "cancel")
+    assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
+    assert (order.state, order.state_version) == ("pending", 0)  # restored
+    assert env.row(7) == ("stock_reserved", 1)
+    assert env.history_count() == 1
+
+
+def test_refused_and_failed_transitions_write_nothing(env: Env) -> None:
+    env.new_order(3, total="100")
+    with pytest.raises(TransitionNotAllowedError):
+        env.orders.fire_by_key(3, "ship", carrier="x", tracking_number="y")
+    env.orders.fire_by_key(3, "reserve")
+    with Session(env.engine) as session:
+        # Make the post-condition fail: the books no longer balance after paying.
+        session.execute(update(OrderRow).where(OrderRow.id == 3).values(paid_amount=5))
+        session.commit()
+    with pytest.raises(PostconditionFailedError, match="fully_paid"):
+        env.orders.fire_by_key(3, "pay", amount=100, reference="r")
+    assert env.row(3) == ("stock_reserved", 1)
+    assert [r.event for r in env.store.history("order", "3")] == ["reserve"]
+
+
+def test_idempotency_key_applies_once_even_from_another_store(env: Env) -> None:
+    env.new_order(5)
+    env.orders.fire_by_key(5, "reserve")
+    first = env.orders.fire_by_key(5, "pay", amount=100, reference="r", idempotency_key="pay-5")
+    other_store = SQLAlchemyStore(env.engine, ENTITIES)  # as another process would
+    other = Runner(OrderWorkflow.machine, other_store, clock=env.clock)
+    again = other.fire_by_key(5, "pay", amount=100, reference="r", idempotency_key="pay-5")
+    assert again.replayed
+    assert not first.replayed
+    assert (again.seq, again.event, again.idempotency_key) == (first.seq, "pay", "pay-5")
+    assert env.row(5) == ("paid", 2)
+    with pytest.raises(IdempotencyConflictError, match="pay-5"):
+        other.fire_by_key(5, "refund", idempotency_key="pay-5")
+    assert env.history_count() == 2
+
+
+def test_unknown_stored_state_or_version_is_a_definition_mismatch(env: Env) -> None:
+    env.new_order(9)
+    with env.engine.begin() as conn:
+        conn.execute(update(OrderRow).where(OrderRow.id == 9).values(state="teleported"))
+    with pytest.raises(DefinitionMismatchError, match="order 9 has state 'teleported'"):
+        env.store.load("order", "9")
+    with pytest.raises(DefinitionMismatchError, match="teleported") as caught:
+        env.orders.fire_by_key(9, "reserve")
+    assert (caught.value.key, caught.value.value) == ("9", "teleported")
+    with env.engine.begin() as conn:
+        conn.execute(
+            update(OrderRow)
+            .where(OrderRow.id == 9)
+            .values(state="pending", state_definition_version=42)
+        )
+    with pytest.raises(DefinitionMismatchError, match="definition version 42"):
+        env.store.load("order", "9")
+
+
+def test_uuid_keys_history_and_queries(env: Env) -> None:
+    key = str(uuid.uuid4())
+    with Session(env.engine, expire_on_commit=False) as session, session.begin():
+        ticket = TicketRow(id=key, subject="printer on fire")
+        session.add(ticket)
+        env.tickets.start(ticket)
+    env.tickets.fire_by_key(key, "assign", agent="bo")
+    env.tickets.fire_by_key(key, "start")
+    assert [r.event for r in env.store.history("ticket", key)] == ["assign", "start"]
+    last = env.store.last_transition("ticket", key)
+    assert last is not None
+    assert (last.seq, last.target) == (2, "in_progress")
+    assert env.store.last_transition("ticket", "nope") is None
+    assert env.store.count_by_state("ticket") == {"in_progress": 1}
+    with Session(env.engine) as session:
+        found = session.scalars(env.store.in_states("ticket", "in_progress", "new")).all()
+        assert [t.id for t in found] == [key]
+        assert found[0].agent == "bo"
+    with pytest.raises(StoreError, match="no state flying"):
+        env.store.in_states("ticket", "flying")
+
+
+def test_load_and_transaction_of_missing_instances(env: Env) -> None:
+    with pytest.raises(InstanceNotFoundError, match="order 404 not found"):
+        env.store.load("order", "404")
+    with pytest.raises(InstanceNotFoundError):
+        env.orders.fire_by_key(404, "reserve")
+    with pytest.raises(InstanceNotFoundError):
+        env.orders.fire_by_key("not-a-number", "reserve")
+
+
+def test_deadlines_are_persisted_and_found_when_due(env: Env) -> None:
+    env.new_order(11)
+    env.new_order(12)
+    env.orders.fire_by_key(12, "reserve")  # stock_reserved times out after 30 minutes
+    assert env.store.find_overdue("order", env.clock.now(), 10) == []
+    env.clock.advance(minutes=31)
+    due = env.store.find_overdue("order", env.clock.now(), 10)
+    assert [(s.key, s.state) for s in due] == [("12", "stock_reserved")]
+    assert due[0].deadline_at == env.store.load("order", "12").deadline_at
+    env.clock.advance(days=1)
+    due = env.store.find_overdue("order", env.clock.now(), 10)
+    assert [s.key for s in due] == ["12", "11"]  # earliest deadline first
+    assert [s.key for s in env.store.find_overdue("order", env.clock.now(), 1)] == ["12"]
+
+
+def test_backend_errors_never_leak_raw(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    env.new_order(21)
+    broken = SQLAlchemyStore(env.engine, ENTITIES)
+    broken.tables.transitions.name = "statekit_missing_table"  # every history write fails
+    runner = Runner(OrderWorkflow.machine, broken, clock=env.clock)
+    caplog.set_level(logging.ERROR)
+    with pytest.raises(StoreError) as caught:
+        runner.fire_by_key(21, "reserve")
+    assert caught.value.__cause__ is not None
+    assert "statekit" in str(caught.value)
+    assert env.row(21) == ("pending", 0)
+
+
+def test_unregistered_machines_and_unmapped_classes_are_clear_errors(env: Env) -> None:
+    with pytest.raises(StoreError, match="no entity class registered for machine 'nope'"):
+        env.store.load("nope", "1")
+
+    class NotMapped:
+        pass
+
+    with pytest.raises(Exception, match=r"NotMapped|No inspection"):
+        SQLAlchemyStore(env.engine, {OrderWorkflow.machine: NotMapped})
+
+
+def test_tables_have_named_constraints_and_the_due_index(env: Env) -> None:
+    inspector = inspect(env.engine)
+    pk = inspector.get_pk_constraint("statekit_transitions")
+    assert pk["constrained_columns"] == ["entity_type", "entity_key", "seq"]
+    uniques = {
+        u["name"]: u["column_names"]
+        for u in inspector.get_unique_constraints("statekit_transitions")
+    }
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("statekit_transitions")}
+    merged = {**uniques, **indexes}
+    assert merged["uq_statekit_transitions_idempotency"] == [
+        "entity_type",
+        "entity_key",
+        "idempotency_key",
+    ]
+    order_indexes = {i["name"]: i for i in inspector.get_indexes("orders")}
+    assert order_indexes["ix_orders_statekit_due"]["column_names"] == ["state_deadline_at"]
+    if env.engine.dialect.name == "postgresql":
+        with env.engine.connect() as conn:
+            definition = conn.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_orders_statekit_due'")
+            ).scalar()
+        assert "WHERE (state_deadline_at IS NOT NULL)" in str(definition)
+
+
+def test_statekit_tables_attach_to_the_applications_metadata() -> None:
+    tables = statekit_tables(Base.metadata)
+    try:
+        assert Base.metadata.tables["statekit_transitions"] is tables.transitions
+        assert statekit_tables(Base.metadata).transitions is tables.transitions
+    finally:
+        Base.metadata.remove(tables.transitions)

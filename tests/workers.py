@@ -1,0 +1,117 @@
+"""Worker processes for the contention and crash tests: `python -m tests.workers CMD JSON`.
+
+Each command prints one JSON line with what it did, so the parent test can check
+the database against what every process reported.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from typing import Any
+
+from sqlalchemy import Connection, event, func, insert, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from models.orm import ENTITIES, TicketRow
+from models.ticket import TicketWorkflow
+from statekit import ConcurrentTransitionError, Runner, TransitionRecord
+from statekit.records import Plan
+from statekit.store.sqlalchemy import SQLAlchemyStore
+from statekit.store.sqlalchemy.store import _Binding, _history_row
+from tests.sql_support import engine_for
+
+CYCLE = {"in_progress": "ask_customer", "waiting_on_customer": "reply"}
+
+
+class UnguardedStore(SQLAlchemyStore):
+    """The control: writes without the version predicate and numbers history rows
+    itself, as a library without optimistic locking would."""
+
+    def _write(
+        self, conn: Connection, binding: _Binding, plan: Plan, record: TransitionRecord
+    ) -> None:
+        cols = binding.columns
+        key = binding.coerce_key(plan.key or "")
+        conn.execute(
+            update(binding.table)
+            .where(binding.key == key)
+            .values({cols["state"]: plan.target, cols["version"]: plan.expected_version + 1})
+        )
+        history = self.tables.transitions
+        next_seq = conn.execute(
+            select(func.coalesce(func.max(history.c.seq), 0) + 1).where(
+                history.c.entity_type == plan.entity_type, history.c.entity_key == plan.key
+            )
+        ).scalar()
+        conn.execute(insert(history), {**_history_row(record), "seq": next_seq})
+
+
+def _runner(url: str, unguarded: bool = False) -> tuple[Runner, SQLAlchemyStore]:
+    engine = engine_for(url, poolclass=NullPool)
+    store = (UnguardedStore if unguarded else SQLAlchemyStore)(engine, ENTITIES)
+    return Runner(TicketWorkflow.machine, store), store
+
+
+def hammer(url: str, keys: list[str], attempts: int, seed: int, unguarded: bool) -> dict[str, Any]:
+    """Read a ticket, then fire its next event on that (possibly stale) copy."""
+    runner, store = _runner(url, unguarded)
+    rng = random.Random(seed)
+    fired: dict[str, int] = dict.fromkeys(keys, 0)
+    conflicts = errors = 0
+    for _ in range(attempts):
+        key = rng.choice(keys)
+        with Session(store.engine, expire_on_commit=False) as session:
+            ticket = session.get(TicketRow, key)
+        assert ticket is not None
+        try:
+            runner.fire(ticket, CYCLE[ticket.state])
+        except ConcurrentTransitionError:
+            conflicts += 1
+        except Exception as exc:  # reported, and the test fails on any
+            errors += 1
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            fired[key] += 1
+    return {"fired": fired, "conflicts": conflicts, "errors": errors}
+
+
+def hang_before_commit(url: str, key: str) -> dict[str, Any]:
+    """Apply a transition, then stop between the UPDATE and the COMMIT until killed."""
+    runner, store = _runner(url)
+
+    @event.listens_for(store.engine, "commit")
+    def _hang(conn: Connection) -> None:
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()  # the parent kills us while we wait here
+
+    with Session(store.engine, expire_on_commit=False) as session:
+        ticket = session.get(TicketRow, key)
+    assert ticket is not None
+    runner.fire(ticket, CYCLE[ticket.state])
+    return {"committed": True}
+
+
+def duplicate(url: str, key: str, idempotency_key: str) -> dict[str, Any]:
+    """Load, wait for the parent's go, then fire with a shared idempotency key."""
+    runner, store = _runner(url)
+    with Session(store.engine, expire_on_commit=False) as session:
+        ticket = session.get(TicketRow, key)
+    assert ticket is not None
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    record = runner.fire(ticket, CYCLE[ticket.state], idempotency_key=idempotency_key)
+    return {"seq": record.seq, "replayed": record.replayed}
+
+
+def main() -> None:
+    command, raw = sys.argv[1], sys.argv[2]
+    handler = {"hammer": hammer, "hang": hang_before_commit, "duplicate": duplicate}[command]
+    result = handler(**json.loads(raw))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
