@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from statekit.clock import Clock
-from statekit.engine import Machine
+from statekit.engine import Machine, _restore, _save
 from statekit.errors import ConcurrentTransitionError, IdempotencyConflictError
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import Store
@@ -89,10 +89,16 @@ class Runner:
         """Put a new entity in the initial state and store it at version 0.
 
         Raises:
-            StoreError: the store could not create it (for example, it has no key).
+            StoreError: the store could not create it (for example, it has no key,
+                or the key is taken); the entity is left as it was.
         """
+        saved = _save(entity, self.machine.fields)
         snapshot = self.machine.start(entity, now=self.clock.now())
-        self.store.create(snapshot, entity=entity)
+        try:
+            self.store.create(snapshot, entity=entity)
+        except BaseException:
+            _restore(entity, saved)
+            raise
         return snapshot
 
     def fire(

@@ -295,6 +295,27 @@ class StoreContract:
         assert store.load("order", "o1").version == 1
         assert len(store.history("order", "o1")) == 1
 
+    # -- units of work ---------------------------------------------------------------
+
+    def test_transaction_yields_the_instance_and_commits_what_is_fired_in_it(
+        self, store: Store, runner: Runner, started: Any
+    ) -> None:
+        with store.transaction("order", "o1") as entity:
+            assert runner.machine.key_of(entity) == "o1"
+            assert runner.machine.state_of(entity) == "pending"
+            runner.fire(entity, "reserve")
+            runner.fire(entity, "cancel")
+        loaded = store.load("order", "o1")
+        assert (loaded.state, loaded.version) == ("cancelled", 2)
+        assert [r.seq for r in store.history("order", "o1")] == [1, 2]
+
+    def test_fire_by_key(self, store: Store, runner: Runner, started: Any) -> None:
+        record = runner.fire_by_key("o1", "reserve", actor="ann")
+        assert (record.seq, record.target, record.actor) == (1, "stock_reserved", "ann")
+        assert store.load("order", "o1").version == 1
+        with pytest.raises(InstanceNotFoundError):
+            runner.fire_by_key("missing", "reserve")
+
     # -- overdue instances -----------------------------------------------------------
 
     def test_find_overdue(

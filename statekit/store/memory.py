@@ -88,6 +88,8 @@ class MemoryStore:
             self._history[ident].append(record)
             if plan.idempotency_key is not None:
                 self._by_idempotency_key[plan.entity_type, key, plan.idempotency_key] = record
+            if entity is not None:  # the object that matches the stored state now
+                self._entities[ident] = entity
         if after_commit is not None:
             after_commit(record)
         return record
