@@ -7,7 +7,7 @@ The same workflows drive these rows and the plain objects in `models.order`,
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Numeric, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -27,6 +27,7 @@ class OrderRow(StateMixin, Base):
     """An order row (see `models.order.Order`)."""
 
     __tablename__ = "orders"
+    __statekit_machine__: ClassVar[Machine] = OrderWorkflow.machine
 
     id: Mapped[int] = mapped_column(primary_key=True)
     total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
@@ -51,6 +52,7 @@ class TicketRow(StateMixin, Base):
     """A support ticket row (see `models.ticket.Ticket`)."""
 
     __tablename__ = "tickets"
+    __statekit_machine__: ClassVar[Machine] = TicketWorkflow.machine
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     subject: Mapped[str] = mapped_column(String(200))
@@ -61,6 +63,7 @@ class TripRow(StateMixin, Base):
     """A travel booking row (see `models.travel.Trip`)."""
 
     __tablename__ = "trips"
+    __statekit_machine__: ClassVar[Machine] = TripWorkflow.machine
 
     id: Mapped[int] = mapped_column(primary_key=True)
     traveller: Mapped[str] = mapped_column(String(100))
@@ -68,8 +71,6 @@ class TripRow(StateMixin, Base):
 
 
 ENTITIES: dict[Machine, type] = {
-    OrderWorkflow.machine: OrderRow,
-    TicketWorkflow.machine: TicketRow,
-    TripWorkflow.machine: TripRow,
+    row.__statekit_machine__: row for row in (OrderRow, TicketRow, TripRow)
 }
 """Each example machine and the mapped class that stores its instances."""

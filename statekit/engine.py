@@ -273,6 +273,10 @@ class Machine:
                 known=sorted(self._accepted_versions),
             )
 
+    def events_from(self, state: str) -> tuple[str, ...]:
+        """Events declared from `state`, in declaration order (empty if unknown)."""
+        return self._allowed.get(state, ())
+
     def allowed_events(self, entity: object) -> tuple[str, ...]:
         """Events declared from the entity's current state, in declaration order.
 

@@ -20,7 +20,7 @@ from models.ticket import TicketWorkflow
 from statekit import ConcurrentTransitionError, Runner, TransitionRecord
 from statekit.records import Plan
 from statekit.store.sqlalchemy import SQLAlchemyStore
-from statekit.store.sqlalchemy.store import _Binding, _history_row
+from statekit.store.sqlalchemy.store import EntityBinding, _history_row
 from tests.sql_support import engine_for
 
 CYCLE = {"in_progress": "ask_customer", "waiting_on_customer": "reply"}
@@ -31,7 +31,7 @@ class UnguardedStore(SQLAlchemyStore):
     itself, as a library without optimistic locking would."""
 
     def _write(
-        self, conn: Connection, binding: _Binding, plan: Plan, record: TransitionRecord
+        self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
     ) -> None:
         cols = binding.columns
         key = binding.coerce_key(plan.key or "")

@@ -47,7 +47,7 @@ from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
-__all__ = ["SQLAlchemyStore"]
+__all__ = ["EntityBinding", "SQLAlchemyStore"]
 
 _STATE_ATTRIBUTES = (
     "state",
@@ -62,7 +62,9 @@ _PENDING = "statekit_after_commit"
 
 
 @dataclass(frozen=True)
-class _Binding:
+class EntityBinding:
+    """How one machine's instances map onto a mapped class's table."""
+
     machine: Machine
     entity_class: type
     table: Table
@@ -100,7 +102,7 @@ class SQLAlchemyStore:
         self.engine = engine
         self.tables: StatekitTables = statekit_tables(metadata)
         self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
-        self._bindings: dict[str, _Binding] = {}
+        self._bindings: dict[str, EntityBinding] = {}
         history = self.tables.transitions
         self._insert_history = insert(history)
         self._history_columns = [history.c[name] for name in _RECORD_COLUMNS]
@@ -135,7 +137,7 @@ class SQLAlchemyStore:
             python_type: Callable[[str], Any] = key.type.python_type
         except NotImplementedError:
             python_type = str
-        self._bindings[machine.name] = _Binding(
+        self._bindings[machine.name] = EntityBinding(
             machine=machine,
             entity_class=entity_class,
             table=table,
@@ -145,11 +147,23 @@ class SQLAlchemyStore:
         )
         return self
 
+    def binding(self, entity_type: str) -> EntityBinding:
+        """The table mapping of `entity_type` (a machine name).
+
+        Raises:
+            StoreError: no class is registered for it.
+        """
+        return self._binding(entity_type)
+
+    def entities(self) -> dict[Machine, type]:
+        """Every registered machine and the class that stores its instances."""
+        return {b.machine: b.entity_class for b in self._bindings.values()}
+
     def create_tables(self) -> None:
         """Create statekit's own tables (not the application's) if missing."""
         self.tables.metadata.create_all(self.engine, tables=[self.tables.transitions])
 
-    def _binding(self, entity_type: str) -> _Binding:
+    def _binding(self, entity_type: str) -> EntityBinding:
         try:
             return self._bindings[entity_type]
         except KeyError:
@@ -190,7 +204,7 @@ class SQLAlchemyStore:
         self._check_known(binding, snapshot)
         return snapshot
 
-    def _check_known(self, binding: _Binding, snapshot: Snapshot) -> None:
+    def _check_known(self, binding: EntityBinding, snapshot: Snapshot) -> None:
         machine = binding.machine
         if snapshot.state not in machine.states:
             raise DefinitionMismatchError(
@@ -274,7 +288,7 @@ class SQLAlchemyStore:
         return record
 
     def _write(
-        self, conn: Connection, binding: _Binding, plan: Plan, record: TransitionRecord
+        self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
     ) -> None:
         cols = binding.columns
         key = binding.coerce_key(plan.key or "")
@@ -384,13 +398,33 @@ class SQLAlchemyStore:
             raise StoreError(f"machine {entity_type!r} has no state {', '.join(unknown)}")
         return select(binding.entity_class).where(binding.columns["state"].in_(states))
 
-    def count_by_state(self, entity_type: str) -> dict[str, int]:
-        """How many instances are in each state now (states with none are omitted)."""
+    def count_by_state(self, entity_type: str, *, stuck_only: bool = False) -> dict[str, int]:
+        """How many instances are in each state now (states with none are omitted);
+        with `stuck_only`, count only the stuck ones."""
         binding = self._binding(entity_type)
         state = binding.columns["state"]
+        query = select(state, func.count()).group_by(state)
+        if stuck_only:
+            query = query.where(binding.columns["stuck_at"].is_not(None))
         with self._reading() as conn:
-            rows = conn.execute(select(state, func.count()).group_by(state)).all()
+            rows = conn.execute(query).all()
         return {row[0]: row[1] for row in rows}
+
+    def transition_counts(
+        self, entity_type: str, *, since: datetime | None = None
+    ) -> dict[tuple[str, str, str], int]:
+        """How often each `(source, event, target)` was taken, optionally since a time."""
+        t = self.tables.transitions
+        query = (
+            select(t.c.source, t.c.event, t.c.target, func.count())
+            .where(t.c.entity_type == entity_type)
+            .group_by(t.c.source, t.c.event, t.c.target)
+        )
+        if since is not None:
+            query = query.where(t.c.at >= since)
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        return {(row[0], row[1], row[2]): row[3] for row in rows}
 
 
 _RECORD_COLUMNS = (
@@ -459,7 +493,7 @@ def _session_of(entity: object | None) -> Session | None:
         return None
 
 
-def _mark_persisted(entity: object, binding: _Binding, plan: Plan) -> None:
+def _mark_persisted(entity: object, binding: EntityBinding, plan: Plan) -> None:
     """Tell the ORM the state attributes now match the row, so it does not write
     them again on flush."""
     fields = binding.machine.fields

@@ -1,0 +1,35 @@
+"""The `statekit` command line: one click group, every flag also an environment variable.
+
+Errors print as one line and exit 1; `-v` prints the traceback as well.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+try:
+    import click
+except ImportError:  # pragma: no cover - click is a dependency; this is a safety net
+    click = None  # type: ignore[assignment]
+
+__all__ = ["cli", "main"]
+
+if click is not None:
+    from statekit.cli.commands import cli
+else:  # pragma: no cover
+    cli = None
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the `statekit` script."""
+    if cli is None:  # pragma: no cover
+        print("statekit: the command line needs click: pip install click", file=sys.stderr)
+        raise SystemExit(1)
+    return cli.main(args=argv, prog_name="statekit")
+
+
+def print_traceback() -> None:
+    """Print the exception being handled, for `-v`."""
+    traceback.print_exc(file=sys.stderr)

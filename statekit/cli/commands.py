@@ -1,0 +1,304 @@
+"""The commands of `statekit`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from statekit.cli.loading import load_modules
+from statekit.errors import DefinitionError, StatekitError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DIALECTS = ("postgresql", "sqlite", "mysql", "mariadb")
+
+
+class _Group(click.Group):
+    """Turns any error into one line on stderr and exit 1 (`-v`: with traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("verbose"):
+                from statekit.cli import print_traceback
+
+                print_traceback()
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            if not isinstance(exc, StatekitError):
+                message = f"{type(exc).__name__}: {message}"
+            raise click.ClickException(message) from exc
+
+
+def db_option(required: bool = True) -> Callable[[F], F]:
+    """`--db URL` (STATEKIT_DB)."""
+    return click.option(
+        "--db",
+        "db_url",
+        envvar="STATEKIT_DB",
+        show_envvar=True,
+        required=required,
+        metavar="URL",
+        help="SQLAlchemy database URL, e.g. sqlite:///app.db or postgresql+psycopg://u@h/db.",
+    )
+
+
+def modules_argument(required: bool = True) -> Callable[[F], F]:
+    """MODULE... (STATEKIT_MODULES, space separated)."""
+    return click.argument(
+        "modules", nargs=-1, required=required, envvar="STATEKIT_MODULES", metavar="MODULE..."
+    )
+
+
+def json_option() -> Callable[[F], F]:
+    """`--json` (STATEKIT_JSON)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        envvar="STATEKIT_JSON",
+        show_envvar=True,
+        help="Print data as JSON instead of text.",
+    )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    envvar="STATEKIT_VERBOSE",
+    show_envvar=True,
+    help="Show tracebacks for errors.",
+)
+@click.version_option(package_name="statekit")
+def cli(verbose: bool) -> None:
+    """statekit: business entities as persisted state machines.
+
+    Machines and the mapped classes that store them are found in the Python
+    modules you name (classes with `__statekit_machine__`).
+    """
+
+
+def _open_store(db_url: str, modules: tuple[str, ...]) -> Any:
+    from sqlalchemy import create_engine
+
+    from statekit.store.sqlalchemy import SQLAlchemyStore
+
+    loaded = load_modules(list(modules))
+    if not loaded.entities:
+        raise StatekitError(f"no mapped classes with __statekit_machine__ in {', '.join(modules)}")
+    return SQLAlchemyStore(create_engine(db_url), loaded.entities)
+
+
+@cli.command()
+@modules_argument()
+@db_option(required=False)
+def check(modules: tuple[str, ...], db_url: str | None) -> None:
+    """Validate the machines declared in MODULE...; with --db, also check that every
+    stored state and definition version is known to them.
+
+    Exit 1 lists every offender.
+    """
+    problems: list[str] = []
+    try:
+        loaded = load_modules(list(modules))
+    except DefinitionError as exc:
+        problems.extend(f"{exc.machine}: {p}" for p in exc.problems)
+        loaded = None
+    if loaded is not None:
+        if not loaded.machines:
+            raise StatekitError(f"no machines found in {', '.join(modules)}")
+        if db_url is not None:
+            problems.extend(_stored_problems(db_url, modules))
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"{len(problems)} problem(s) found")
+    assert loaded is not None
+    names = ", ".join(f"{m.name} v{m.version}" for m in loaded.machines.values())
+    click.echo(f"ok: {names}")
+
+
+def _stored_problems(db_url: str, modules: tuple[str, ...]) -> list[str]:
+    from sqlalchemy import func, select
+
+    store = _open_store(db_url, modules)
+    problems = []
+    with store.engine.connect() as conn:
+        for machine, entity_class in store.entities().items():
+            binding = store.binding(machine.name)
+            state, version = binding.columns["state"], binding.columns["definition_version"]
+            rows = conn.execute(select(state, version, func.count()).group_by(state, version))
+            for stored_state, stored_version, count in rows:
+                if stored_state not in machine.states:
+                    problems.append(
+                        f"{machine.name}: {count} row(s) of {entity_class.__name__} in unknown "
+                        f"state {stored_state!r}"
+                    )
+                if stored_version is not None and stored_version not in (
+                    machine.spec.accepted_versions
+                ):
+                    problems.append(
+                        f"{machine.name}: {count} row(s) of {entity_class.__name__} under "
+                        f"unknown definition version {stored_version}"
+                    )
+    return problems
+
+
+@cli.group()
+def db() -> None:
+    """Create statekit's tables or print their DDL."""
+
+
+@db.command("create")
+@db_option()
+@modules_argument(required=False)
+def db_create(db_url: str, modules: tuple[str, ...]) -> None:
+    """Create statekit's tables (and, given MODULE..., the tables of its mapped
+    classes) where they do not exist yet."""
+    from sqlalchemy import create_engine
+
+    from statekit.store.sqlalchemy import SQLAlchemyStore
+
+    engine = create_engine(db_url)
+    loaded = load_modules(list(modules))
+    store = SQLAlchemyStore(engine, loaded.entities)
+    store.create_tables()
+    created = ["statekit_transitions"]
+    for entity_class in loaded.entities.values():
+        table = entity_class.__table__  # type: ignore[attr-defined]
+        table.create(engine, checkfirst=True)
+        created.append(table.name)
+    click.echo(f"ok: {', '.join(created)}")
+
+
+@db.command("sql")
+@click.option(
+    "--dialect",
+    type=click.Choice(DIALECTS),
+    default="postgresql",
+    show_default=True,
+    envvar="STATEKIT_DIALECT",
+    show_envvar=True,
+    help="SQL dialect to print the DDL for.",
+)
+@modules_argument(required=False)
+def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
+    """Print the CREATE statements of statekit's tables (and of MODULE...'s mapped
+    classes) for a migration you write yourself."""
+    from sqlalchemy import create_mock_engine
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from statekit.store.sqlalchemy import statekit_tables
+
+    url = {"postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}.get(
+        dialect, f"{dialect}+pymysql://"
+    )
+    engine = create_mock_engine(url, lambda *a, **k: None)
+    tables = [statekit_tables().transitions]
+    tables += [c.__table__ for c in load_modules(list(modules)).entities.values()]  # type: ignore[attr-defined]
+    for table in tables:
+        click.echo(f"{str(CreateTable(table).compile(dialect=engine.dialect)).strip()};\n")
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            click.echo(f"{str(CreateIndex(index).compile(dialect=engine.dialect)).strip()};\n")
+
+
+@cli.command()
+@click.argument("entity_type")
+@click.argument("key")
+@db_option()
+@click.option(
+    "--module",
+    "-m",
+    "modules",
+    multiple=True,
+    required=True,
+    envvar="STATEKIT_MODULES",
+    show_envvar=True,
+    help="Module declaring the machines and mapped classes (repeatable).",
+)
+@json_option()
+def history(
+    entity_type: str, key: str, db_url: str, modules: tuple[str, ...], as_json: bool
+) -> None:
+    """Where ENTITY_TYPE KEY is, since when, why, and what can happen next."""
+    store = _open_store(db_url, modules)
+    snapshot = store.load(entity_type, key)
+    records = store.history(entity_type, key)
+    machine = store.binding(entity_type).machine
+    report = {
+        "entity_type": entity_type,
+        "key": key,
+        "state": snapshot.state,
+        "version": snapshot.version,
+        "since": _iso(snapshot.entered_at),
+        "deadline": _iso(snapshot.deadline_at),
+        "stuck": snapshot.stuck_at is not None,
+        "stuck_at": _iso(snapshot.stuck_at),
+        "stuck_reason": snapshot.stuck_reason,
+        "next_events": list(machine.events_from(snapshot.state)),
+        "path": [
+            {
+                "seq": r.seq,
+                "at": _iso(r.at),
+                "event": r.event,
+                "source": r.source,
+                "target": r.target,
+                "actor": r.actor,
+                "payload": r.payload,
+            }
+            for r in records
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{entity_type} {key}: {snapshot.state} (version {snapshot.version})")
+    click.echo(f"  since     {_iso(snapshot.entered_at) or '-'}")
+    click.echo(f"  deadline  {_iso(snapshot.deadline_at) or 'none'}")
+    if snapshot.stuck_at is not None:
+        click.echo(f"  STUCK     since {_iso(snapshot.stuck_at)}: {snapshot.stuck_reason}")
+    click.echo(f"  next      {', '.join(report['next_events']) or '(final state)'}")
+    click.echo("  path")
+    for r in records:
+        actor = f" by {r.actor}" if r.actor else ""
+        payload = f"  {_summary(r.payload)}" if r.payload else ""
+        click.echo(
+            f"    {r.seq:>3}. {_iso(r.at)}  {r.source} --{r.event}--> {r.target}{actor}{payload}"
+        )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds")
+
+
+def _summary(payload: dict[str, Any], limit: int = 60) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in payload.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    envvar="STATEKIT_DEMO_DIR",
+    show_envvar=True,
+    help="Where the demo writes its SQLite file and diagrams.",
+)
+def demo(directory: Path) -> None:
+    """Run a day of orders and tickets on a fresh SQLite file and report on it."""
+    from statekit.cli.demo import run_demo
+
+    run_demo(directory, progress=sys.stdout.isatty())
