@@ -1,0 +1,159 @@
+"""The exception tree: one root, facts as attributes, messages that say what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+import statekit
+from statekit import (
+    CompensationError,
+    ConcurrentTransitionError,
+    DefinitionError,
+    DefinitionMismatchError,
+    GuardRejectedError,
+    IdempotencyConflictError,
+    InstanceNotFoundError,
+    InvalidPayloadError,
+    NotStartedError,
+    PostconditionFailedError,
+    PreconditionFailedError,
+    StatekitError,
+    StoreError,
+    TransitionError,
+    TransitionNotAllowedError,
+    UnknownEventError,
+)
+
+TREE: dict[type[Exception], type[Exception]] = {
+    DefinitionError: StatekitError,
+    TransitionError: StatekitError,
+    TransitionNotAllowedError: TransitionError,
+    UnknownEventError: TransitionError,
+    GuardRejectedError: TransitionError,
+    PreconditionFailedError: TransitionError,
+    PostconditionFailedError: TransitionError,
+    InvalidPayloadError: TransitionError,
+    NotStartedError: TransitionError,
+    IdempotencyConflictError: TransitionError,
+    StoreError: StatekitError,
+    ConcurrentTransitionError: StoreError,
+    InstanceNotFoundError: StoreError,
+    DefinitionMismatchError: StoreError,
+    CompensationError: StatekitError,
+}
+
+
+@pytest.mark.parametrize(("error", "parent"), TREE.items(), ids=lambda c: c.__name__)
+def test_the_tree(error: type[Exception], parent: type[Exception]) -> None:
+    assert issubclass(error, parent)
+    assert issubclass(error, StatekitError)
+    assert error.__name__.endswith("Error")
+
+
+def test_every_exported_error_is_in_the_tree() -> None:
+    exported = {
+        getattr(statekit, name)
+        for name in statekit.__all__
+        if isinstance(getattr(statekit, name), type)
+        and issubclass(getattr(statekit, name), Exception)
+    }
+    assert exported == {*TREE, StatekitError}
+
+
+def test_pre_and_post_condition_errors_are_distinct() -> None:
+    assert not issubclass(PreconditionFailedError, PostconditionFailedError)
+    assert not issubclass(PostconditionFailedError, PreconditionFailedError)
+    assert not issubclass(UnknownEventError, TransitionNotAllowedError)
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (StatekitError, "Base class of every error statekit raises."),
+        (
+            StoreError,
+            "The store failed; the backend's exception, if any, is in `__cause__`.",
+        ),
+        (CompensationError, "A compensation could not be completed."),
+    ],
+)
+def test_errors_without_data_use_their_docstring(error: type[StatekitError], message: str) -> None:
+    assert str(error()) == message
+    assert str(error("custom")) == "custom"
+
+
+def test_definition_error_lists_problems() -> None:
+    one = DefinitionError("m", ["first"])
+    assert str(one) == "machine 'm' is invalid (1 problem):\n  - first"
+    two = DefinitionError("m", ["first", "second"])
+    assert str(two) == "machine 'm' is invalid (2 problems):\n  - first\n  - second"
+    assert two.problems == ("first", "second")
+    assert two.machine == "m"
+
+
+def test_transition_errors_carry_their_facts() -> None:
+    err = TransitionNotAllowedError(
+        entity_type="order", key="42", state="pending_payment", event="ship", allowed_events=[]
+    )
+    assert str(err) == "cannot fire 'ship' on order 42 in state 'pending_payment'; allowed: none"
+    assert (err.entity_type, err.key, err.state, err.event, err.allowed_events) == (
+        "order",
+        "42",
+        "pending_payment",
+        "ship",
+        (),
+    )
+    unknown = UnknownEventError(
+        entity_type="order",
+        key=None,
+        state="new",
+        event="fly",
+        allowed_events=["pay", "cancel"],
+        known_events=[],
+    )
+    assert str(unknown) == (
+        "order has no event 'fly' (machine 'order' declares: none); "
+        "allowed in state 'new': pay, cancel"
+    )
+    payload = InvalidPayloadError(
+        entity_type="order",
+        key="1",
+        state="new",
+        event="pay",
+        allowed_events=["pay"],
+        errors=["amount: bad", "reference: missing"],
+    )
+    assert str(payload) == "invalid payload for 'pay' on order 1: amount: bad; reference: missing"
+    assert payload.errors == ("amount: bad", "reference: missing")
+    post = PostconditionFailedError(
+        entity_type="order",
+        key="1",
+        state="new",
+        event="pay",
+        allowed_events=[],
+        condition="balanced",
+        reason="off by one",
+    )
+    assert str(post) == (
+        "cannot fire 'pay' on order 1 in state 'new': post-condition 'balanced' failed: off by one"
+    )
+
+
+def test_store_errors_carry_their_facts() -> None:
+    race = ConcurrentTransitionError(
+        entity_type="order", key="7", event="pay", expected_version=3, actual_version=None
+    )
+    assert str(race) == (
+        "cannot fire 'pay' on order 7: expected version 3 but the store has unknown; "
+        "another transition won"
+    )
+    assert (race.expected_version, race.actual_version) == (3, None)
+    missing = InstanceNotFoundError(entity_type="order", key="7")
+    assert str(missing) == "order 7 not found"
+    mismatch = DefinitionMismatchError(
+        entity_type="order", key=None, field="state", value="gone", known=[]
+    )
+    assert str(mismatch) == (
+        "order has state 'gone', which machine 'order' does not know (known: none)"
+    )
+    assert (mismatch.field, mismatch.value, mismatch.known) == ("state", "gone", ())
