@@ -544,6 +544,7 @@ class Slotted:
     """An entity without a __dict__."""
 
     __slots__ = (
+        "__weakref__",
         "id",
         "note",
         "state",
@@ -701,3 +702,34 @@ def test_key_and_state_readers(machine: Machine) -> None:
     assert machine.snapshot(order).key == ""
     order.id = 12  # type: ignore[assignment]
     assert machine.key_of(order) == "12"
+
+
+def test_an_orm_objects_bookkeeping_is_left_alone_on_restore() -> None:
+    bookkeeping = object()
+
+    def rewrite(entity: Thing, ctx: Context) -> None:
+        entity.label = "changed"
+        entity._sa_extra = "kept"
+
+    machine, thing = one_step(action=rewrite, post=spy("never_ok", False))
+    thing._sa_instance_state = bookkeeping
+    thing.label = "original"
+    with pytest.raises(PostconditionFailedError):
+        machine.fire(thing, "go")
+    assert thing.label == "original"
+    assert thing._sa_instance_state is bookkeeping
+    assert thing._sa_extra == "kept"
+    assert thing.state == "a"
+
+
+def test_events_from_a_state(machine: Machine) -> None:
+    assert machine.events_from("pending") == ("reserve", "abandon", "cancel")
+    assert machine.events_from("stock_reserved") == ("pay", "cancel")
+    assert machine.events_from("delivered") == ()
+    assert machine.events_from("limbo") == ()
+
+
+def test_payload_validation_without_a_model_or_data(machine: Machine) -> None:
+    """The rule the interop bridge reuses: no model and no data is no payload."""
+    assert machine._validate_payload(None, {}, "pending", "cancel", "o1") is None
+    assert machine._validate_payload(None, None, "pending", "cancel", "o1") is None

@@ -6,6 +6,7 @@ import copy
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -301,6 +302,15 @@ def test_effects_and_listeners_run_only_after_the_write(clock: ManualClock) -> N
     assert EFFECTS == []
     assert recorder.seen == []
     assert attributes(order) == before
+
+
+def test_a_failed_write_removes_state_attributes_it_added(clock: ManualClock) -> None:
+    store = FailingStore()
+    runner = Runner(OrderWorkflow.machine, store, clock=clock)
+    partial = SimpleNamespace(id="p1", state="pending", state_version=0)
+    with pytest.raises(StoreError, match="disk full"):
+        runner.fire(partial, "cancel")
+    assert vars(partial) == {"id": "p1", "state": "pending", "state_version": 0}
 
 
 def test_effects_see_the_committed_state(
