@@ -282,7 +282,10 @@ class Machine:
 
         Guards are not evaluated (use `can_fire` for that); never raises.
         """
-        return self._allowed.get(getattr(entity, self.fields.state, None), ())  # type: ignore[arg-type]
+        try:
+            return self._allowed.get(getattr(entity, self.fields.state, None), ())  # type: ignore[arg-type]
+        except Exception:  # an unhashable state, a property that raises: "never raises"
+            return ()
 
     def can_fire(self, entity: object, event: str, **payload: Any) -> bool:
         """Whether `fire(entity, event, **payload)` would be accepted now; never raises."""

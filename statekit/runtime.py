@@ -192,8 +192,12 @@ class Runner:
         return retry_on_conflict(attempt, attempts=retries + 1)
 
     def can_fire(self, entity: object, event: str, **payload: Any) -> bool:
-        """Whether the machine would accept `event` now; never raises."""
-        return self.machine.can_fire(entity, event, **payload)
+        """Whether `fire` would accept `event` now, by this runner's clock; never raises."""
+        try:
+            self.machine.decide(entity, event, payload, now=self.clock.now())
+        except Exception:  # the contract is "never raises"
+            return False
+        return True
 
     def allowed_events(self, entity: object) -> tuple[str, ...]:
         """Events declared from the entity's state; never raises."""

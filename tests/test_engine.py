@@ -424,6 +424,22 @@ def test_can_fire_and_allowed_events_never_raise(machine: Machine, reserved: Ord
     assert machine.can_fire(object(), "pay") is False
 
 
+class Haunted:
+    """An entity whose state attribute cannot be read (like a detached ORM row)."""
+
+    id = "h1"
+
+    @property
+    def state(self) -> str:
+        raise RuntimeError("instance is detached")
+
+
+@pytest.mark.parametrize("entity", [Haunted(), Thing(state=["not", "hashable"])])
+def test_the_non_raising_pair_survives_unreadable_states(machine: Machine, entity: object) -> None:
+    assert machine.allowed_events(entity) == ()
+    assert machine.can_fire(entity, "reserve") is False
+
+
 def test_can_fire_does_not_change_the_entity(machine: Machine, reserved: Order) -> None:
     before = attributes(reserved)
     assert machine.can_fire(reserved, "pay", **PAYMENT) is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,7 +30,7 @@ from statekit import (
     retry_on_conflict,
 )
 from statekit.store.base import AfterCommit
-from tests.support import attributes, new_order, state_attributes
+from tests.support import Thing, attributes, new_order, state_attributes
 
 PAYMENT = {"amount": "10", "reference": "r-1"}
 
@@ -139,6 +139,24 @@ def test_the_non_raising_pair_delegates_to_the_machine(runner: Runner, order: Or
     assert runner.can_fire(order, "reserve") is True
     assert runner.can_fire(order, "teleport") is False
     assert runner.can_fire(new_order("o2"), "reserve") is False
+
+
+def test_can_fire_reads_the_runners_clock(store: MemoryStore) -> None:
+    def in_the_future(entity: object, ctx: Context) -> bool | str:
+        return ctx.now.year >= 2100 or f"it is only {ctx.now.year}"
+
+    class Future(Workflow):
+        a = State(initial=True)
+        b = State(final=True)
+        go = a.to(b, guard=in_the_future)
+
+    clock = ManualClock(datetime(2100, 1, 1, tzinfo=UTC))
+    runner = Runner(Future.machine, store, clock=clock)
+    thing = Thing(key="f1")
+    runner.start(thing)
+    assert Future.machine.can_fire(thing, "go") is False  # the machine's wall clock
+    assert runner.can_fire(thing, "go") is True
+    assert runner.fire(thing, "go").target == "b"
 
 
 def test_start_without_a_key_is_a_store_error(runner: Runner) -> None:
