@@ -66,6 +66,14 @@ def stage_and_apply(
         raise
 
 
+def start_all(runner: Runner, new_entity: NewEntity, *keys: str) -> list[Any]:
+    """Start and store a new entity for each key."""
+    entities = [new_entity(key) for key in keys]
+    for entity in entities:
+        runner.start(entity)
+    return entities
+
+
 class StoreContract:
     """Behaviour shared by every store; see the module docstring for the fixtures."""
 
@@ -240,9 +248,7 @@ class StoreContract:
     def test_history_is_per_instance(
         self, store: Store, runner: Runner, new_entity: NewEntity
     ) -> None:
-        one, two = new_entity("o1"), new_entity("o2")
-        runner.start(one)
-        runner.start(two)
+        one, two = start_all(runner, new_entity, "o1", "o2")
         runner.fire(one, "reserve")
         runner.fire(two, "cancel")
         runner.fire(one, "cancel")
@@ -276,9 +282,7 @@ class StoreContract:
     def test_idempotency_keys_are_scoped_to_the_instance(
         self, store: Store, runner: Runner, new_entity: NewEntity
     ) -> None:
-        one, two = new_entity("o1"), new_entity("o2")
-        runner.start(one)
-        runner.start(two)
+        one, two = start_all(runner, new_entity, "o1", "o2")
         runner.fire(one, "reserve", idempotency_key="same")
         record = runner.fire(two, "reserve", idempotency_key="same")
         assert not record.replayed
@@ -364,9 +368,7 @@ class StoreContract:
     def test_uuid_like_string_keys(
         self, store: Store, runner: Runner, new_entity: NewEntity
     ) -> None:
-        one, two = (new_entity(k) for k in UUID_KEYS)
-        runner.start(one)
-        runner.start(two)
+        one, _ = start_all(runner, new_entity, *UUID_KEYS)
         runner.fire(one, "reserve")
         record = runner.fire(one, "cancel", idempotency_key="x")
         assert record.key == UUID_KEYS[0]
