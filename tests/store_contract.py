@@ -12,7 +12,9 @@ Fixtures:
     machine: the compiled machine under test; defaults to the order example
         (`models.order.OrderWorkflow.machine`).
     new_entity: a factory `new_entity(key) -> entity` returning a new, unstarted entity
-        with that key (a string: some tests use UUID-like keys), the attributes
+        with that key. Keys are arbitrary strings of up to 36 characters ("o1",
+        "early", UUIDs), so a SQL table needs a string key column. The entity has the
+        attributes
         `models.order.Order` has (`total` 10, `quantity` 1, `in_stock` 10,
         `card_authorized` True, `paid_amount` 0) and the state attributes named by
         `machine.fields`; defaults to a plain `models.order.Order`. A backend that
