@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from statekit import Context, State, StatefulObject, Workflow
+from statekit import CompensationContext, Context, State, StatefulObject, Workflow
 
 
 class Payment(BaseModel):
@@ -87,17 +87,18 @@ def take_stock(order: Order, ctx: Context) -> None:
     order.in_stock -= order.quantity
 
 
-def release_stock(order: Order, ctx: Context) -> None:
+def release_stock(order: Order, undo: CompensationContext) -> None:
     """Compensation of `reserve`: give the reserved units back."""
     order.in_stock += order.quantity
 
 
-def refund_payment(order: Order, ctx: Context) -> None:
-    """Compensation of `pay`: refund what was paid."""
+def refund_payment(order: Order, undo: CompensationContext) -> None:
+    """Compensation of `pay`: refund what was paid (the payment provider would be
+    called with `undo.idempotency_key`, so a retried refund is not paid out twice)."""
     order.paid_amount = Decimal(0)
 
 
-class OrderWorkflow(Workflow, name="order"):
+class OrderWorkflow(Workflow, name="order", compensated_state="cancelled"):
     """Order fulfilment from placement to delivery."""
 
     pending = State(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from statekit import Context, State, StatefulObject, Workflow
+from statekit import CompensationContext, Context, State, StatefulObject, Workflow
 
 
 @dataclass(eq=False)
@@ -36,22 +36,22 @@ def book_car(trip: Trip, ctx: Context) -> None:
     trip.bookings = [*trip.bookings, "car"]
 
 
-def cancel_flight(trip: Trip, ctx: Context) -> None:
+def cancel_flight(trip: Trip, undo: CompensationContext) -> None:
     """Compensation of `book_flight`."""
     trip.bookings = [b for b in trip.bookings if b != "flight"]
 
 
-def cancel_hotel(trip: Trip, ctx: Context) -> None:
+def cancel_hotel(trip: Trip, undo: CompensationContext) -> None:
     """Compensation of `book_hotel`."""
     trip.bookings = [b for b in trip.bookings if b != "hotel"]
 
 
-def cancel_car(trip: Trip, ctx: Context) -> None:
+def cancel_car(trip: Trip, undo: CompensationContext) -> None:
     """Compensation of `book_car`."""
     trip.bookings = [b for b in trip.bookings if b != "car"]
 
 
-class TripWorkflow(Workflow, name="trip"):
+class TripWorkflow(Workflow, name="trip", compensated_state="aborted"):
     """Books flight, hotel and car in turn; a step stuck for 15 minutes is undone."""
 
     requested = State(initial=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from statekit.clock import Clock, ManualClock, SystemClock
+from statekit.compensation import Backoff, CompensationContext, CompensationTask
 from statekit.declare import Event, State, Transition, Workflow
 from statekit.definition import MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
 from statekit.engine import Handler, Machine, StateFields
@@ -28,12 +29,16 @@ from statekit.errors import (
 from statekit.records import Context, Plan, Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner, retry_on_conflict
 from statekit.store import MemoryStore, Store
+from statekit.sweeper import Sweeper, SweepResult
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Backoff",
     "Clock",
+    "CompensationContext",
     "CompensationError",
+    "CompensationTask",
     "ConcurrentTransitionError",
     "Context",
     "DefinitionError",
@@ -62,6 +67,8 @@ __all__ = [
     "StatekitError",
     "Store",
     "StoreError",
+    "SweepResult",
+    "Sweeper",
     "SystemClock",
     "TimeoutSpec",
     "Transition",

@@ -79,10 +79,15 @@ class State:
         action: Refs = None,
         effect: Refs = None,
         compensate: Ref | None = None,
+        compensate_attempts: int = 5,
         payload: type[BaseModel] | str | None = None,
         description: str = "",
     ) -> Transition:
-        """Declare a transition from this state to `target` (see `Transition`)."""
+        """Declare a transition from this state to `target` (see `Transition`).
+
+        `compensate` names the handler that undoes this step when the instance is
+        compensated; it is tried up to `compensate_attempts` times.
+        """
         return Sources((self,)).to(
             target,
             guard=guard,
@@ -92,6 +97,7 @@ class State:
             action=action,
             effect=effect,
             compensate=compensate,
+            compensate_attempts=compensate_attempts,
             payload=payload,
             description=description,
         )
@@ -185,6 +191,7 @@ def _build_spec(
     name: str,
     version: int,
     compatible_versions: Sequence[int],
+    compensated_state: str | None,
     registry: _Registry,
 ) -> MachineSpec:
     states: list[StateSpec] = []
@@ -212,6 +219,7 @@ def _build_spec(
         compatible_versions=tuple(compatible_versions),
         states=tuple(states),
         transitions=tuple(transitions),
+        compensated_state=compensated_state,
         description=inspect.cleandoc(cls.__doc__ or ""),
     )
 
@@ -239,13 +247,25 @@ def _branch_spec(event: str, branch: Transition, registry: _Registry) -> Transit
         actions=registry.names(opts.get("action"), f"{event}.action"),
         effects=registry.names(opts.get("effect"), f"{event}.effect"),
         compensation=None if compensate is None else registry.name_of(compensate, event),
+        compensation_attempts=opts.get("compensate_attempts", 5),
         payload=None if payload is None else registry.name_of(payload, event),
         description=opts.get("description", ""),
     )
 
 
 _OPTIONS = frozenset(
-    {"guard", "unless", "pre", "post", "action", "effect", "compensate", "payload", "description"}
+    {
+        "guard",
+        "unless",
+        "pre",
+        "post",
+        "action",
+        "effect",
+        "compensate",
+        "compensate_attempts",
+        "payload",
+        "description",
+    }
 )
 
 
@@ -253,7 +273,8 @@ class Workflow:
     """Base class for declaring a machine with class syntax.
 
     Class keywords: `name` (defaults to the class name in snake case without a
-    `Workflow` suffix), `version`, `compatible_versions`, `entity` (a class whose
+    `Workflow` suffix), `version`, `compatible_versions`, `compensated_state` (the
+    final state an instance enters once its compensations are done), `entity` (a class whose
     methods string references may name), `handlers` (extra places to look names
     up) and `fields` (a `StateFields` naming the entity's state attributes).
 
@@ -270,6 +291,7 @@ class Workflow:
         name: str | None = None,
         version: int = 1,
         compatible_versions: Sequence[int] = (),
+        compensated_state: str | None = None,
         entity: type | None = None,
         handlers: object = None,
         fields: StateFields | None = None,
@@ -283,6 +305,7 @@ class Workflow:
             name=machine_name,
             version=version,
             compatible_versions=compatible_versions,
+            compensated_state=compensated_state,
             registry=registry,
         )
         if registry.problems:

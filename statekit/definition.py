@@ -67,6 +67,7 @@ class TransitionSpec(_Frozen):
     actions: tuple[str, ...] = ()
     effects: tuple[str, ...] = ()
     compensation: str | None = None
+    compensation_attempts: int = Field(default=5, ge=1)
     payload: str | None = None
     description: str = ""
 
@@ -79,6 +80,7 @@ class MachineSpec(_Frozen):
     compatible_versions: tuple[int, ...] = ()
     states: tuple[StateSpec, ...] = Field(min_length=1)
     transitions: tuple[TransitionSpec, ...] = ()
+    compensated_state: str | None = Field(default=None, pattern=_NAME_PATTERN)
     description: str = ""
 
     @model_validator(mode="after")

@@ -32,7 +32,7 @@ from statekit.errors import (
 from statekit.records import Context, Plan, Snapshot
 from statekit.validation import graph_problems, reference_problems
 
-__all__ = ["Handler", "Machine", "StateFields"]
+__all__ = ["Handler", "Machine", "Note", "StateFields"]
 
 logger = logging.getLogger("statekit")
 
@@ -95,6 +95,25 @@ class _Branch:
         self.timeout = timeout
 
 
+class Note(BaseModel):
+    """Payload of statekit's own transitions (stuck, resolve, retry, compensated)."""
+
+    note: str
+
+
+class _SystemBranch:
+    """The branch of a system transition: no guards, actions, checks or effects."""
+
+    __slots__ = ()
+    actions: tuple[Handler, ...] = ()
+    postconditions: tuple[tuple[str, Handler], ...] = ()
+    effects: tuple[tuple[str, Handler], ...] = ()
+    compensation: str | None = None
+
+
+_SYSTEM_BRANCH = _SystemBranch()
+
+
 def _failure(kind: str, name: str, verdict: object) -> str | None:
     """Return None when a check passed, else the reason it gave."""
     if verdict is True:
@@ -155,6 +174,7 @@ class Machine:
         self._known_events = frozenset(self.events)
         self._accepted_versions = spec.accepted_versions
         self.timeouts = {s.name: s.timeout for s in spec.states if s.timeout is not None}
+        self.compensated_state = spec.compensated_state
         self.compensations: dict[str, object] = {
             t.compensation: self._resolve_object(t.compensation)
             for t in spec.transitions
@@ -272,6 +292,60 @@ class Machine:
                 value=stored,
                 known=sorted(self._accepted_versions),
             )
+
+    def system_plan(
+        self,
+        entity: object,
+        event: str,
+        target: str,
+        *,
+        now: datetime,
+        actor: str | None,
+        note: str | None = None,
+        stuck_reason: str | None = None,
+    ) -> Plan:
+        """Plan one of statekit's own transitions (`@stuck`, `@resolve`, `@retry`,
+        `@compensated`): no guards or handlers run, but it is versioned and recorded
+        like any other. A stuck plan clears the deadline so the sweeper skips it.
+
+        Raises:
+            NotStartedError, DefinitionMismatchError: as for `decide`.
+            ValueError: `target` is not a declared state.
+        """
+        snapshot = self.snapshot(entity)
+        if target not in self._table:
+            raise ValueError(f"machine {self.name!r} has no state {target!r}")
+        timeout = self.timeouts.get(target)
+        deadline = None if stuck_reason is not None or timeout is None else now + timeout.after
+        payload = None if note is None else Note(note=note)
+        key = snapshot.key or None
+        ctx = Context(event, snapshot.state, target, payload, now, actor, self.name, key)
+        return Plan(
+            self.name,
+            key,
+            event,
+            snapshot.state,
+            target,
+            snapshot.version,
+            now,
+            deadline,
+            self.version,
+            ctx,
+            _SYSTEM_BRANCH,
+            payload,
+            actor,
+            None,
+            None,
+            stuck_reason,
+        )
+
+    def compensation_of(self, source: str, event: str, target: str) -> tuple[str, int] | None:
+        """The compensation (handler name, attempts) declared on the branch that
+        took `source --event--> target`, or None."""
+        for branch in self._table.get(source, {}).get(event, ()):
+            if branch.target == target and branch.compensation is not None:
+                return branch.compensation, branch.spec.compensation_attempts
+        return None
 
     def events_from(self, state: str) -> tuple[str, ...]:
         """Events declared from `state`, in declaration order (empty if unknown)."""
@@ -629,9 +703,17 @@ def _save(entity: object, fields: StateFields) -> dict[str, object]:
             *_slot_names(type(entity)),
         ]
         return {"\0slots": True, **{n: getattr(entity, n, _MISSING) for n in names}}
-    if "_sa_instance_state" in state:  # an ORM object: leave SQLAlchemy's bookkeeping
-        return {k: v for k, v in state.items() if not k.startswith("_sa_")}
-    return state.copy()
+    saved = {k: v for k, v in state.items() if not k.startswith("_sa_")}
+    # Lists, dicts and sets are copied one level down, so an action that appends to a
+    # list or sets a key is undone too (in place: the object keeps its identity).
+    contents = {k: v.copy() for k, v in saved.items() if type(v) in _CONTAINERS}
+    if contents:
+        saved[_CONTENTS] = contents
+    return saved
+
+
+_CONTAINERS = (list, dict, set)
+_CONTENTS = "\0contents"
 
 
 def _slot_names(cls: type) -> list[str]:
@@ -659,9 +741,22 @@ def _restore(entity: object, saved: dict[str, object]) -> None:
             else:
                 setattr(entity, name, value)
         return
-    current = vars(entity)
-    for name in [k for k in current if not k.startswith("_sa_") and k not in saved]:
-        delattr(entity, name)
-    for name, value in saved.items():
-        if current.get(name, _MISSING) is not value:
-            setattr(entity, name, value)
+    contents: dict[str, Any] = saved.pop(_CONTENTS, {})  # type: ignore[assignment]
+    try:
+        current = vars(entity)
+        for name in [k for k in current if not k.startswith("_sa_") and k not in saved]:
+            delattr(entity, name)
+        for name, value in saved.items():
+            if current.get(name, _MISSING) is not value:
+                setattr(entity, name, value)
+        for name, copy in contents.items():
+            original: Any = saved[name]
+            if original != copy:
+                if isinstance(original, list):
+                    original[:] = copy
+                else:
+                    original.clear()
+                    original.update(copy)
+    finally:
+        if contents:
+            saved[_CONTENTS] = contents

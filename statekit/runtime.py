@@ -61,6 +61,15 @@ class Listener:
     def on_transition(self, record: TransitionRecord, entity: object) -> None:
         """A transition was committed."""
 
+    def on_stuck(self, record: TransitionRecord, entity: object) -> None:
+        """An instance was marked stuck (the `@stuck` record is committed)."""
+
+    def on_compensation_failed(self, task: Any, error: BaseException) -> None:
+        """An attempt at a compensation failed; it will be retried."""
+
+    def on_dead_lettered(self, task: Any, error: BaseException) -> None:
+        """A compensation used its last attempt; the instance needs a person."""
+
 
 class Runner:
     """Fires events on entities of one machine and persists them through a store.

@@ -52,8 +52,17 @@ def graph_problems(spec: MachineSpec) -> list[str]:
                 f"but no transition {timeout_event!r} leaves {state.name!r}"
             )
 
+    compensated = spec.compensated_state
+    if compensated is not None:
+        if compensated not in states:
+            problems.append(f"compensated_state {compensated!r} is not a declared state")
+        elif not states[compensated].final:
+            problems.append(f"compensated_state {compensated!r} must be a final state")
+
     if len(initial) == 1:
         reached = {initial[0]}
+        if compensated is not None:
+            reached.add(compensated)  # entered by the sweeper once compensations finish
         frontier = [initial[0]]
         while frontier:
             for t in outgoing[frontier.pop()]:

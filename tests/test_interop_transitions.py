@@ -508,11 +508,14 @@ def without_lost_fields(spec: MachineSpec) -> MachineSpec:
     return spec.model_copy(
         update={
             "description": "",
+            "compensated_state": None,
             "states": tuple(
                 s.model_copy(update={"timeout": None, "description": ""}) for s in spec.states
             ),
             "transitions": tuple(
-                t.model_copy(update={"compensation": None, "description": ""})
+                t.model_copy(
+                    update={"compensation": None, "compensation_attempts": 5, "description": ""}
+                )
                 for t in spec.transitions
             ),
         }

@@ -7,8 +7,11 @@ import inspect
 import statekit
 
 PUBLIC = [
+    "Backoff",
     "Clock",
+    "CompensationContext",
     "CompensationError",
+    "CompensationTask",
     "ConcurrentTransitionError",
     "Context",
     "DefinitionError",
@@ -37,6 +40,8 @@ PUBLIC = [
     "StatekitError",
     "Store",
     "StoreError",
+    "SweepResult",
+    "Sweeper",
     "SystemClock",
     "TimeoutSpec",
     "Transition",

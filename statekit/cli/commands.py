@@ -96,7 +96,9 @@ def _open_store(db_url: str, modules: tuple[str, ...]) -> Any:
     loaded = load_modules(list(modules))
     if not loaded.entities:
         raise StatekitError(f"no mapped classes with __statekit_machine__ in {', '.join(modules)}")
-    return SQLAlchemyStore(create_engine(db_url), loaded.entities)
+    engine = create_engine(db_url)
+    click.get_current_context().call_on_close(engine.dispose)
+    return SQLAlchemyStore(engine, loaded.entities)
 
 
 @cli.command()
@@ -170,6 +172,7 @@ def db_create(db_url: str, modules: tuple[str, ...]) -> None:
     from statekit.store.sqlalchemy import SQLAlchemyStore
 
     engine = create_engine(db_url)
+    click.get_current_context().call_on_close(engine.dispose)
     loaded = load_modules(list(modules))
     store = SQLAlchemyStore(engine, loaded.entities)
     store.create_tables()
@@ -204,7 +207,8 @@ def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
         dialect, f"{dialect}+pymysql://"
     )
     engine = create_mock_engine(url, lambda *a, **k: None)
-    tables = [statekit_tables().transitions]
+    own = statekit_tables()
+    tables = [own.transitions, own.compensations, own.attempts]
     tables += [c.__table__ for c in load_modules(list(modules)).entities.values()]  # type: ignore[attr-defined]
     for table in tables:
         click.echo(f"{str(CreateTable(table).compile(dialect=engine.dialect)).strip()};\n")
@@ -302,3 +306,7 @@ def demo(directory: Path) -> None:
     from statekit.cli.demo import run_demo
 
     run_demo(directory, progress=sys.stdout.isatty())
+
+
+# `diagram` and `stats` live in their own module; importing it registers them on `cli`.
+from statekit.cli import views as _views  # noqa: E402, F401

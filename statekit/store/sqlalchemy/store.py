@@ -45,6 +45,7 @@ from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
 from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
+from statekit.store.sqlalchemy.sweep import SweepOperations
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
@@ -79,7 +80,7 @@ class EntityBinding:
             raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
 
 
-class SQLAlchemyStore:
+class SQLAlchemyStore(SweepOperations):
     """Persists transitions of registered entity classes through SQLAlchemy.
 
     Args:
@@ -155,13 +156,17 @@ class SQLAlchemyStore:
         """
         return self._binding(entity_type)
 
+    def _all_bindings(self) -> Sequence[EntityBinding]:
+        return list(self._bindings.values())
+
     def entities(self) -> dict[Machine, type]:
         """Every registered machine and the class that stores its instances."""
         return {b.machine: b.entity_class for b in self._bindings.values()}
 
     def create_tables(self) -> None:
         """Create statekit's own tables (not the application's) if missing."""
-        self.tables.metadata.create_all(self.engine, tables=[self.tables.transitions])
+        t = self.tables
+        t.metadata.create_all(self.engine, tables=[t.transitions, t.compensations, t.attempts])
 
     def _binding(self, entity_type: str) -> EntityBinding:
         try:

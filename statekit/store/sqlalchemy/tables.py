@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -37,6 +39,9 @@ __all__ = [
 HISTORY_TABLE = "statekit_transitions"
 HISTORY_SEQ_CONSTRAINT = "pk_statekit_transitions"
 HISTORY_IDEMPOTENCY_CONSTRAINT = "uq_statekit_transitions_idempotency"
+COMPENSATIONS_TABLE = "statekit_compensations"
+ATTEMPTS_TABLE = "statekit_compensation_attempts"
+COMPENSATION_STEP_CONSTRAINT = "uq_statekit_compensations_step"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -73,6 +78,8 @@ class StatekitTables:
 
     metadata: MetaData
     transitions: Table
+    compensations: Table
+    attempts: Table
 
 
 def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
@@ -84,7 +91,12 @@ def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
     metadata = metadata if metadata is not None else MetaData()
     existing = metadata.tables.get(HISTORY_TABLE)
     if existing is not None:
-        return StatekitTables(metadata, existing)
+        return StatekitTables(
+            metadata,
+            existing,
+            metadata.tables[COMPENSATIONS_TABLE],
+            metadata.tables[ATTEMPTS_TABLE],
+        )
     transitions = Table(
         HISTORY_TABLE,
         metadata,
@@ -108,4 +120,43 @@ def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
         Index("ix_statekit_transitions_at", "entity_type", "at"),
         comment="One row per applied statekit transition; seq is the entity's new version.",
     )
-    return StatekitTables(metadata, transitions)
+    identity = BigInteger().with_variant(Integer(), "sqlite")
+    compensations = Table(
+        COMPENSATIONS_TABLE,
+        metadata,
+        Column("id", identity, primary_key=True, autoincrement=True),
+        Column("entity_type", String(64), nullable=False),
+        Column("entity_key", String(128), nullable=False),
+        Column("step_seq", Integer, nullable=False),
+        Column("action", String(128), nullable=False),
+        Column("event", String(64), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("max_attempts", Integer, nullable=False),
+        Column("next_attempt_at", UTCDateTime(), nullable=False),
+        Column("lease_until", UTCDateTime()),
+        Column("claim_token", String(32)),
+        Column("last_error", Text()),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        UniqueConstraint(
+            "entity_type", "entity_key", "step_seq", "action", name=COMPENSATION_STEP_CONSTRAINT
+        ),
+        Index("ix_statekit_compensations_due", "status", "next_attempt_at"),
+        Index("ix_statekit_compensations_entity", "entity_type", "entity_key", "step_seq"),
+        comment="The compensation outbox: one row per step to undo.",
+    )
+    attempts = Table(
+        ATTEMPTS_TABLE,
+        metadata,
+        Column("compensation_id", identity, nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("at", UTCDateTime(), nullable=False),
+        Column("succeeded", Boolean(), nullable=False),
+        Column("error", Text()),
+        PrimaryKeyConstraint(
+            "compensation_id", "attempt", name="pk_statekit_compensation_attempts"
+        ),
+        comment="Every attempt at a compensation, with its error.",
+    )
+    return StatekitTables(metadata, transitions, compensations, attempts)

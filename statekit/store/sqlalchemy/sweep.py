@@ -1,0 +1,413 @@
+"""The sweeper's side of `SQLAlchemyStore`: claiming overdue rows and the outbox.
+
+Claims use `FOR UPDATE SKIP LOCKED` where the server has it (PostgreSQL, MySQL 8,
+MariaDB 10.6+), detected once per store from the dialect and server version, so
+concurrent sweepers take disjoint rows; elsewhere (SQLite) the write transaction and
+compare-and-set updates keep them apart. Compensation handlers never run inside a
+claim transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, and_, exists, func, insert, or_, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, object_session, sessionmaker
+
+from statekit.compensation import CompensationTask
+from statekit.errors import ConcurrentTransitionError, StoreError
+from statekit.records import Snapshot
+from statekit.store.sqlalchemy.tables import StatekitTables
+
+__all__ = ["SweepOperations", "supports_skip_locked"]
+
+_OPEN = ("pending", "running", "dead")
+_TASK_COLUMNS = (
+    "entity_type",
+    "entity_key",
+    "step_seq",
+    "action",
+    "event",
+    "max_attempts",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "claim_token",
+    "id",
+)
+
+
+def supports_skip_locked(engine: Engine) -> bool:
+    """Whether the server behind `engine` has `SELECT ... FOR UPDATE SKIP LOCKED`."""
+    dialect = engine.dialect
+    if dialect.name == "postgresql":
+        return True
+    if dialect.name not in {"mysql", "mariadb"}:
+        return False
+    if dialect.server_version_info is None:
+        with engine.connect():
+            pass  # the first connection reads the server version
+    version = tuple(dialect.server_version_info or ())
+    if getattr(dialect, "is_mariadb", False):
+        return version >= (10, 6)
+    return version >= (8, 0, 1)
+
+
+class SweepOperations:
+    """Mixed into `SQLAlchemyStore`; the statements the `Sweeper` needs."""
+
+    engine: Engine
+    tables: StatekitTables
+    sessionmaker: sessionmaker[Session]
+
+    def binding(self, entity_type: str) -> Any:  # provided by SQLAlchemyStore
+        raise NotImplementedError
+
+    @cached_property
+    def skip_locked(self) -> bool:
+        """Whether claims use SKIP LOCKED on this store's server (detected once)."""
+        return supports_skip_locked(self.engine)
+
+    # -- overdue instances -----------------------------------------------------------
+
+    @contextmanager
+    def overdue_batch(self, entity_type: str, now: datetime, limit: int) -> Iterator[list[Any]]:
+        """Claim up to `limit` instances whose deadline has passed, in one transaction
+        that commits on a clean exit; transitions fired on them join it.
+
+        Stuck instances have no deadline, so the due index alone covers the claim.
+        """
+        binding = self.binding(entity_type)
+        deadline = binding.columns["deadline_at"]
+        query: Select[Any] = (
+            select(binding.entity_class)
+            .where(deadline <= now)
+            .order_by(deadline, binding.key)
+            .limit(limit)
+        )
+        if self.skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        try:
+            with self.sessionmaker() as session:
+                session.begin()
+                yield list(session.scalars(query))
+                session.commit()
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"sweeping {entity_type} failed: {exc}") from exc
+
+    def stuck(self, entity_type: str) -> list[Snapshot]:
+        """Snapshots of the stuck instances of `entity_type`, oldest first."""
+        binding = self.binding(entity_type)
+        cols = binding.columns
+        names = (
+            "state",
+            "version",
+            "entered_at",
+            "deadline_at",
+            "stuck_at",
+            "stuck_reason",
+            "definition_version",
+        )
+        query = (
+            select(binding.key, *(cols[n] for n in names))
+            .where(cols["stuck_at"].is_not(None))
+            .order_by(cols["stuck_at"], binding.key)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Snapshot(entity_type, str(row[0]), *row[1:]) for row in rows]
+
+    # -- the compensation outbox -----------------------------------------------------
+
+    def add_compensations(
+        self, entity: object, tasks: Sequence[CompensationTask], now: datetime
+    ) -> None:
+        """Schedule `tasks` in the entity's transaction; existing ones are left alone."""
+        if not tasks:
+            return
+        session = object_session(entity)
+        if session is None:
+            raise StoreError("compensations are scheduled in the entity's transaction")
+        table = self.tables.compensations
+        rows = [
+            {
+                "entity_type": t.entity_type,
+                "entity_key": t.key,
+                "step_seq": t.step_seq,
+                "action": t.action,
+                "event": t.event,
+                "status": "pending",
+                "attempts": 0,
+                "max_attempts": t.max_attempts,
+                "next_attempt_at": t.next_attempt_at or now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for t in tasks
+        ]
+        name = self.engine.dialect.name
+        statement: Any
+        if name == "postgresql":
+            statement = pg_insert(table).on_conflict_do_nothing()
+        elif name == "sqlite":
+            statement = sqlite_insert(table).on_conflict_do_nothing()
+        elif name in {"mysql", "mariadb"}:
+            statement = mysql_insert(table)
+            statement = statement.on_duplicate_key_update(id=table.c.id)
+        else:  # pragma: no cover - other dialects: plain insert, duplicates surface
+            statement = insert(table)
+        session.connection().execute(statement, rows)
+
+    def claim_compensations(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[CompensationTask]:
+        """Claim due tasks (newest step first per instance) for this sweeper: each
+        becomes `running` with one more attempt and a lease, committed before any
+        handler runs. A task whose lease expired is claimed again."""
+        c = self.tables.compensations
+        newer = c.alias("newer")
+        blocked = exists().where(
+            newer.c.entity_type == c.c.entity_type,
+            newer.c.entity_key == c.c.entity_key,
+            newer.c.step_seq > c.c.step_seq,
+            newer.c.status.in_(_OPEN),
+        )
+        due = or_(
+            and_(c.c.status == "pending", c.c.next_attempt_at <= now),
+            and_(c.c.status == "running", c.c.lease_until <= now),
+        )
+        query = (
+            select(c.c.id, c.c.attempts)
+            .where(due, ~blocked)
+            .order_by(c.c.next_attempt_at, c.c.id)
+            .limit(limit)
+        )
+        if self.skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        token = uuid.uuid4().hex
+        try:
+            with self.engine.begin() as conn:
+                claimed = []
+                for task_id, attempts in conn.execute(query).all():
+                    result = conn.execute(
+                        update(c)
+                        .where(c.c.id == task_id, c.c.attempts == attempts)
+                        .values(
+                            status="running",
+                            attempts=attempts + 1,
+                            claim_token=token,
+                            lease_until=now + lease,
+                            updated_at=now,
+                        )
+                    )
+                    if result.rowcount == 1:
+                        claimed.append(task_id)
+                if not claimed:
+                    return []
+                rows = conn.execute(
+                    select(*(c.c[n] for n in _TASK_COLUMNS))
+                    .where(c.c.id.in_(claimed))
+                    .order_by(c.c.next_attempt_at, c.c.id)
+                ).all()
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"claiming compensations failed: {exc}") from exc
+        return [_task(row) for row in rows]
+
+    def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
+        """Mark `task` done in the entity's transaction (with its attempt row) and
+        return how many compensations of the instance are still open.
+
+        Raises:
+            ConcurrentTransitionError: the task's claim was lost (lease expired and
+                another sweeper took it, or a person cancelled it); roll back.
+        """
+        session = object_session(entity)
+        if session is None:
+            raise StoreError("a compensation completes in the entity's transaction")
+        conn = session.connection()
+        self._finish(conn, task, now, status="done", error=None, next_attempt_at=None)
+        c = self.tables.compensations
+        remaining = conn.execute(
+            select(func.count()).where(
+                c.c.entity_type == task.entity_type,
+                c.c.entity_key == task.key,
+                c.c.status.in_(_OPEN),
+            )
+        ).scalar()
+        return int(remaining or 0)
+
+    def fail_compensation(
+        self,
+        task: CompensationTask,
+        now: datetime,
+        *,
+        error: str,
+        next_attempt_at: datetime,
+        dead: bool,
+    ) -> None:
+        """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`."""
+        try:
+            with self.engine.begin() as conn:
+                self._finish(
+                    conn,
+                    task,
+                    now,
+                    status="dead" if dead else "pending",
+                    error=error,
+                    next_attempt_at=next_attempt_at,
+                )
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"recording a failed compensation failed: {exc}") from exc
+
+    def _finish(
+        self,
+        conn: Connection,
+        task: CompensationTask,
+        now: datetime,
+        *,
+        status: str,
+        error: str | None,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        c = self.tables.compensations
+        values: dict[str, Any] = {
+            "status": status,
+            "last_error": error,
+            "lease_until": None,
+            "claim_token": None,
+            "updated_at": now,
+        }
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        result = conn.execute(
+            update(c)
+            .where(c.c.id == task.id, c.c.claim_token == task.claim_token, c.c.status == "running")
+            .values(values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrentTransitionError(
+                entity_type=task.entity_type,
+                key=task.key,
+                event=f"compensate {task.action}",
+                expected_version=task.attempts,
+                actual_version=None,
+            )
+        conn.execute(
+            insert(self.tables.attempts).values(
+                compensation_id=task.id,
+                attempt=task.attempts,
+                at=now,
+                succeeded=status == "done",
+                error=error,
+            )
+        )
+
+    def compensations(
+        self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
+    ) -> list[CompensationTask]:
+        """Outbox rows, optionally of one instance and/or in given statuses."""
+        c = self.tables.compensations
+        query = select(*(c.c[n] for n in _TASK_COLUMNS)).order_by(
+            c.c.entity_type, c.c.entity_key, c.c.step_seq.desc()
+        )
+        if entity_type is not None:
+            query = query.where(c.c.entity_type == entity_type)
+        if key is not None:
+            query = query.where(c.c.entity_key == key)
+        if status:
+            query = query.where(c.c.status.in_(status))
+        with self.engine.connect() as conn:
+            return [_task(row) for row in conn.execute(query).all()]
+
+    def compensation_attempts(self, task_id: int) -> list[tuple[int, datetime, bool, str | None]]:
+        """(attempt, at, succeeded, error) of every attempt at one compensation."""
+        a = self.tables.attempts
+        query = (
+            select(a.c.attempt, a.c.at, a.c.succeeded, a.c.error)
+            .where(a.c.compensation_id == task_id)
+            .order_by(a.c.attempt)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], bool(r[2]), r[3]) for r in conn.execute(query).all()]
+
+    def reopen_dead_compensations(self, entity: object, now: datetime, extra_attempts: int) -> int:
+        """In the entity's transaction, give its dead compensations `extra_attempts`
+        more tries starting now; returns how many were reopened."""
+        session = object_session(entity)
+        if session is None:
+            raise StoreError("compensations are retried in the entity's transaction")
+        binding = self._binding_of(entity)
+        key = str(getattr(entity, binding.machine.fields.key))
+        c = self.tables.compensations
+        result = session.connection().execute(
+            update(c)
+            .where(
+                c.c.entity_type == binding.machine.name,
+                c.c.entity_key == key,
+                c.c.status == "dead",
+            )
+            .values(
+                status="pending",
+                max_attempts=c.c.attempts + extra_attempts,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        return int(result.rowcount)
+
+    def cancel_compensations(self, entity: object, now: datetime) -> int:
+        """In the entity's transaction, cancel its open compensations (a person
+        resolved the instance); a running one loses its claim."""
+        session = object_session(entity)
+        if session is None:
+            raise StoreError("compensations are cancelled in the entity's transaction")
+        binding = self._binding_of(entity)
+        key = str(getattr(entity, binding.machine.fields.key))
+        c = self.tables.compensations
+        result = session.connection().execute(
+            update(c)
+            .where(
+                c.c.entity_type == binding.machine.name,
+                c.c.entity_key == key,
+                c.c.status.in_(_OPEN),
+            )
+            .values(status="cancelled", claim_token=None, lease_until=None, updated_at=now)
+        )
+        return int(result.rowcount)
+
+    def _binding_of(self, entity: object) -> Any:
+        for binding in self._all_bindings():
+            if isinstance(entity, binding.entity_class):
+                return binding
+        raise StoreError(f"{type(entity).__name__} is not registered with this store")
+
+    def _all_bindings(self) -> Sequence[Any]:  # provided by SQLAlchemyStore
+        raise NotImplementedError
+
+
+def _task(row: Sequence[Any]) -> CompensationTask:
+    (entity_type, key, step, action, event, limit, status, attempts, due, error, token, ident) = row
+    return CompensationTask(
+        entity_type=entity_type,
+        key=key,
+        step_seq=step,
+        action=action,
+        event=event,
+        max_attempts=limit,
+        status=status,
+        attempts=attempts,
+        next_attempt_at=due,
+        last_error=error,
+        claim_token=token,
+        id=ident,
+    )

@@ -1,0 +1,480 @@
+"""The sweeper: time out overdue instances and run their compensations to the end.
+
+    sweeper = Sweeper([orders, tickets])   # Runners sharing one SQLAlchemyStore
+    result = sweeper.run_once()            # or run_forever(interval=30, stop=event)
+
+A pass claims overdue instances in batches, fires each one's timeout event through
+the normal decide/apply path (guards, history, locking) or marks it stuck and
+schedules the compensations of its completed steps, newest first, as durable rows.
+Then it drains the outbox: each claimed compensation runs in the entity's own
+transaction, which also marks it done; a failure is retried with exponential
+backoff and jitter until its attempts are used up, then dead-lettered for a person.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from statekit.clock import Clock
+from statekit.compensation import SWEEPER_ACTOR, Backoff, CompensationContext, CompensationTask
+from statekit.engine import Machine
+from statekit.errors import (
+    CompensationError,
+    ConcurrentTransitionError,
+    StatekitError,
+    StoreError,
+    TransitionError,
+)
+from statekit.records import Snapshot, TransitionRecord
+from statekit.runtime import Listener, Runner
+
+__all__ = ["SweepResult", "SweepStore", "Sweeper"]
+
+logger = logging.getLogger("statekit.sweeper")
+
+
+class SweepStore(Protocol):
+    """What a store offers the sweeper on top of the `Store` protocol."""
+
+    def overdue_batch(
+        self, entity_type: str, now: datetime, limit: int
+    ) -> AbstractContextManager[list[Any]]: ...
+
+    def add_compensations(
+        self, entity: object, tasks: Sequence[CompensationTask], now: datetime
+    ) -> None: ...
+
+    def claim_compensations(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[CompensationTask]: ...
+
+    def complete_compensation(
+        self, task: CompensationTask, entity: object, now: datetime
+    ) -> int: ...
+
+    def fail_compensation(
+        self,
+        task: CompensationTask,
+        now: datetime,
+        *,
+        error: str,
+        next_attempt_at: datetime,
+        dead: bool,
+    ) -> None: ...
+
+    def reopen_dead_compensations(
+        self, entity: object, now: datetime, extra_attempts: int
+    ) -> int: ...
+
+    def cancel_compensations(self, entity: object, now: datetime) -> int: ...
+
+    def history(
+        self, entity_type: str, key: str, *, idempotency_key: str | None = None
+    ) -> Sequence[TransitionRecord]: ...
+
+    def transaction(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
+
+    def stuck(self, entity_type: str) -> list[Snapshot]: ...
+
+    def compensations(
+        self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
+    ) -> list[CompensationTask]: ...
+
+
+@dataclass
+class SweepResult:
+    """What one pass did."""
+
+    claimed: int = 0
+    timed_out: int = 0
+    marked_stuck: int = 0
+    compensations_run: int = 0
+    compensations_failed: int = 0
+    dead_lettered: int = 0
+    compensated: int = 0
+    lost_races: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts as a plain dict (for `--json`)."""
+        return asdict(self)
+
+
+class Sweeper:
+    """Runs deadlines and compensations for the machines of `runners`.
+
+    Args:
+        runners: One Runner per machine; they must share one store that implements
+            `SweepStore` (`SQLAlchemyStore` does).
+        clock: Time source; defaults to the first runner's clock.
+        batch_size: Instances or compensations claimed per transaction.
+        lease: How long a claimed compensation is reserved before another sweeper
+            may take it over (a sweeper that died mid-handler).
+        backoff: Delay between attempts of a failing compensation.
+        listeners: Hooks for stuck instances, failed and dead-lettered compensations.
+    """
+
+    def __init__(
+        self,
+        runners: Sequence[Runner],
+        *,
+        clock: Clock | None = None,
+        batch_size: int = 100,
+        lease: timedelta = timedelta(minutes=5),
+        backoff: Backoff | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        if not runners:
+            raise ValueError("a Sweeper needs at least one Runner")
+        stores = {id(r.store) for r in runners}
+        if len(stores) != 1:
+            raise ValueError("the runners of one Sweeper must share one store")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.runners = {r.machine.name: r for r in runners}
+        self.store: SweepStore = runners[0].store  # type: ignore[assignment]
+        self.clock = clock or runners[0].clock
+        self.batch_size = batch_size
+        self.lease = lease
+        self.backoff = backoff or Backoff()
+        self.listeners = tuple(listeners)
+
+    # -- passes ----------------------------------------------------------------------
+
+    def run_once(self, stop: Callable[[], bool] = lambda: False) -> SweepResult:
+        """One pass: time out everything overdue, then drain due compensations.
+
+        `stop` is checked between batches; a batch in progress always finishes.
+        """
+        result = SweepResult()
+        for runner in self.runners.values():
+            self._sweep_deadlines(runner, result, stop)
+        self._drain(result, stop)
+        return result
+
+    def run_forever(
+        self,
+        interval: float,
+        stop: threading.Event,
+        on_pass: Callable[[SweepResult], None] | None = None,
+    ) -> None:
+        """Run passes every `interval` seconds until `stop` is set."""
+        while not stop.is_set():
+            result = self.run_once(stop.is_set)
+            if on_pass is not None:
+                on_pass(result)
+            stop.wait(interval)
+
+    def _sweep_deadlines(
+        self, runner: Runner, result: SweepResult, stop: Callable[[], bool]
+    ) -> None:
+        machine = runner.machine
+        seen: set[str] = set()
+        while not stop():
+            now = self.clock.now()
+            with self.store.overdue_batch(machine.name, now, self.batch_size) as entities:
+                fresh = [e for e in entities if machine.key_of(e) not in seen]
+                for entity in fresh:
+                    seen.add(machine.key_of(entity) or "")
+                    result.claimed += 1
+                    self._time_out(runner, entity, now, result)
+            if len(entities) < self.batch_size or not fresh:
+                return
+
+    def _time_out(self, runner: Runner, entity: object, now: datetime, result: SweepResult) -> None:
+        machine = runner.machine
+        state = machine.state_of(entity) or ""
+        timeout = machine.timeouts.get(state)
+        if timeout is not None and timeout.event is not None:
+            try:
+                runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
+            except ConcurrentTransitionError:
+                result.lost_races += 1
+                return
+            except TransitionError as exc:
+                self._mark_stuck(
+                    runner, entity, f"timeout event {timeout.event!r} refused: {exc}", now, result
+                )
+                return
+            result.timed_out += 1
+            return
+        if timeout is None:
+            reason = f"deadline passed in {state!r}, which declares no timeout"
+        else:
+            reason = f"no progress in {state!r} within {_duration(timeout.after)}"
+        self._mark_stuck(runner, entity, reason, now, result)
+
+    def _mark_stuck(
+        self,
+        runner: Runner,
+        entity: object,
+        reason: str,
+        now: datetime,
+        result: SweepResult,
+        actor: str = SWEEPER_ACTOR,
+    ) -> TransitionRecord | None:
+        machine = runner.machine
+        key = machine.key_of(entity) or ""
+        tasks = self._tasks_for(machine, key, now)
+        plan = machine.system_plan(
+            entity,
+            "@stuck",
+            machine.state_of(entity) or "",
+            now=now,
+            actor=actor,
+            note=reason,
+            stuck_reason=reason,
+        )
+        restore = machine.stage(entity, plan)
+        try:
+            record = runner.store.apply(
+                plan, entity=entity, after_commit=lambda r: self._notify("on_stuck", r, entity)
+            )
+            self.store.add_compensations(entity, tasks, now)
+        except ConcurrentTransitionError:
+            restore()
+            result.lost_races += 1
+            return None
+        result.marked_stuck += 1
+        logger.warning(
+            "%s %s is stuck: %s (%d compensation(s) scheduled)",
+            machine.name,
+            key,
+            reason,
+            len(tasks),
+            extra={"entity_type": machine.name, "entity_key": key, "reason": reason},
+        )
+        return record
+
+    def _tasks_for(self, machine: Machine, key: str, now: datetime) -> list[CompensationTask]:
+        tasks = []
+        for record in reversed(self.store.history(machine.name, key)):
+            declared = machine.compensation_of(record.source, record.event, record.target)
+            if declared is not None:
+                action, attempts = declared
+                tasks.append(
+                    CompensationTask(
+                        entity_type=machine.name,
+                        key=key,
+                        step_seq=record.seq,
+                        action=action,
+                        event=record.event,
+                        max_attempts=attempts,
+                        next_attempt_at=now,
+                    )
+                )
+        return tasks
+
+    def _drain(self, result: SweepResult, stop: Callable[[], bool]) -> None:
+        while not stop():
+            now = self.clock.now()
+            tasks = self.store.claim_compensations(now, self.batch_size, self.lease)
+            if not tasks:
+                return
+            for task in tasks:
+                self._compensate(task, now, result)
+
+    def _compensate(self, task: CompensationTask, now: datetime, result: SweepResult) -> None:
+        runner = self.runners.get(task.entity_type)
+        if runner is None:
+            logger.error("no runner for %s; compensation %s skipped", task.entity_type, task.action)
+            return
+        machine = runner.machine
+        handler = machine.compensations.get(task.action)
+        step = next(
+            (r for r in self.store.history(task.entity_type, task.key) if r.seq == task.step_seq),
+            None,
+        )
+        try:
+            if not callable(handler) or step is None:
+                missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
+                raise CompensationError(
+                    f"cannot compensate step {task.step_seq} of {task.entity_type} {task.key}: "
+                    f"{missing}"
+                )
+            context = CompensationContext(step, task.idempotency_key, task.attempts, task.action)
+            with self.store.transaction(task.entity_type, task.key) as entity:
+                handler(entity, context)
+                remaining = self.store.complete_compensation(task, entity, now)
+                if remaining == 0:
+                    self._finish_instance(runner, entity, now, result)
+        except ConcurrentTransitionError:
+            result.lost_races += 1
+            return
+        except Exception as exc:  # the handler's failure is data: record and retry
+            self._record_failure(task, now, exc, result)
+            return
+        result.compensations_run += 1
+
+    def _finish_instance(
+        self, runner: Runner, entity: object, now: datetime, result: SweepResult
+    ) -> None:
+        machine = runner.machine
+        target = machine.compensated_state
+        if target is None or machine.state_of(entity) == target:
+            return
+        plan = machine.system_plan(
+            entity,
+            "@compensated",
+            target,
+            now=now,
+            actor=SWEEPER_ACTOR,
+            note="every compensation completed",
+        )
+        machine.stage(entity, plan)
+        runner.store.apply(plan, entity=entity)
+        result.compensated += 1
+
+    def _record_failure(
+        self, task: CompensationTask, now: datetime, error: Exception, result: SweepResult
+    ) -> None:
+        dead = task.attempts >= task.max_attempts
+        message = f"{type(error).__name__}: {error}"
+        try:
+            self.store.fail_compensation(
+                task,
+                now,
+                error=message[:2000],
+                next_attempt_at=now + self.backoff.delay(task.attempts),
+                dead=dead,
+            )
+        except ConcurrentTransitionError:
+            result.lost_races += 1
+            return
+        result.compensations_failed += 1
+        hook = "on_compensation_failed"
+        if dead:
+            result.dead_lettered += 1
+            hook = "on_dead_lettered"
+        logger.warning(
+            "compensation %s of %s %s step %d failed (attempt %d of %d)%s: %s",
+            task.action,
+            task.entity_type,
+            task.key,
+            task.step_seq,
+            task.attempts,
+            task.max_attempts,
+            "; dead-lettered" if dead else "",
+            message,
+            extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
+        )
+        self._notify(hook, task, error)
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, hook)(*args)
+            except Exception:
+                logger.exception("listener %r failed in %s", listener, hook)
+
+    # -- levers ----------------------------------------------------------------------
+
+    def compensate(
+        self, entity_type: str, key: str, *, reason: str, actor: str
+    ) -> TransitionRecord:
+        """Mark an instance stuck now and schedule its compensations (abort a saga).
+
+        Raises:
+            StatekitError: the instance is already stuck.
+        """
+        runner = self._runner(entity_type)
+        with self.store.transaction(entity_type, key) as entity:
+            if runner.machine.snapshot(entity).stuck_at is not None:
+                raise StatekitError(f"{entity_type} {key} is already stuck")
+            record = self._mark_stuck(
+                runner, entity, reason, self.clock.now(), SweepResult(), actor
+            )
+        if record is None:
+            raise ConcurrentTransitionError(
+                entity_type=entity_type,
+                key=key,
+                event="@stuck",
+                expected_version=-1,
+                actual_version=None,
+            )
+        return record
+
+    def retry(
+        self, entity_type: str, key: str, *, actor: str, extra_attempts: int = 3
+    ) -> TransitionRecord:
+        """Give an instance's dead-lettered compensations `extra_attempts` more tries,
+        recorded in its history with the actor.
+
+        Raises:
+            StatekitError: it has no dead-lettered compensations.
+        """
+        runner = self._runner(entity_type)
+        machine = runner.machine
+        now = self.clock.now()
+        with self.store.transaction(entity_type, key) as entity:
+            reopened = self.store.reopen_dead_compensations(entity, now, extra_attempts)
+            if reopened == 0:
+                raise StatekitError(f"{entity_type} {key} has no dead-lettered compensations")
+            snapshot = machine.snapshot(entity)
+            plan = machine.system_plan(
+                entity,
+                "@retry",
+                snapshot.state,
+                now=now,
+                actor=actor,
+                note=f"retrying {reopened} dead-lettered compensation(s)",
+                stuck_reason=snapshot.stuck_reason or "compensations retried",
+            )
+            machine.stage(entity, plan)
+            return runner.store.apply(plan, entity=entity)
+
+    def resolve(
+        self, entity_type: str, key: str, state: str, *, note: str, actor: str
+    ) -> TransitionRecord:
+        """Move an instance into `state` by hand, with a note; it is no longer stuck
+        and its open compensations are cancelled. Recorded in history with the actor.
+
+        Raises:
+            StatekitError: `state` is not declared, or the note is empty.
+        """
+        runner = self._runner(entity_type)
+        machine = runner.machine
+        if state not in machine.states:
+            known = ", ".join(machine.states)
+            raise StatekitError(f"machine {entity_type!r} has no state {state!r} (states: {known})")
+        if not note.strip():
+            raise StatekitError("resolving an instance by hand needs a note saying why")
+        now = self.clock.now()
+        with self.store.transaction(entity_type, key) as entity:
+            plan = machine.system_plan(entity, "@resolve", state, now=now, actor=actor, note=note)
+            machine.stage(entity, plan)
+            record = runner.store.apply(plan, entity=entity)
+            self.store.cancel_compensations(entity, now)
+        return record
+
+    def stuck(self) -> Iterator[tuple[Snapshot, list[CompensationTask]]]:
+        """Every stuck instance with its compensations, and every instance with a
+        dead-lettered compensation."""
+        for name in self.runners:
+            tasks: dict[str, list[CompensationTask]] = {}
+            for task in self.store.compensations(name):
+                tasks.setdefault(task.key, []).append(task)
+            for snapshot in self.store.stuck(name):
+                yield snapshot, tasks.get(snapshot.key, [])
+
+    def _runner(self, entity_type: str) -> Runner:
+        try:
+            return self.runners[entity_type]
+        except KeyError:
+            raise StoreError(
+                f"this sweeper has no machine {entity_type!r} "
+                f"(it has: {', '.join(sorted(self.runners))})"
+            ) from None
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
