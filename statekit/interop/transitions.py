@@ -38,7 +38,8 @@ What has no equivalent in transitions (lost on export):
 
 - timeouts: transitions' `Timeout` state runs a `threading.Timer` in the process;
   statekit deadlines live in the store and are swept, so none is exported.
-- compensations (and the compensated state), the definition version and compatible versions, descriptions.
+- compensations (and the compensated state), the definition version and compatible
+  versions, descriptions.
 - the other state columns: transitions sets only the state attribute; the version,
   `state_entered_at`, deadline and stuck columns are not maintained.
 - persistence, history, idempotency and optimistic locking.
