@@ -1,0 +1,101 @@
+"""A small machine for the sweeper tests, whose compensations count their calls.
+
+Handlers write their call into `job_calls` through the entity's own transaction, so
+a call counts only if the compensation committed; "exactly once" is then a query.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import ClassVar
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session
+
+from statekit import CompensationContext, Context, Machine, State, Workflow
+from statekit.store.sqlalchemy import StateMixin
+
+FAILURES: dict[tuple[str, str], int] = {}
+"""(key, action) -> how many more attempts of that compensation should fail."""
+
+
+class JobBase(DeclarativeBase):
+    metadata = MetaData()
+
+
+calls = Table(
+    "job_calls",
+    JobBase.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_key", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+)
+
+
+def _record_call(job: JobRow, undo: CompensationContext) -> None:
+    session = object_session(job)
+    assert session is not None, "compensations run in the entity's transaction"
+    session.connection().execute(
+        insert(calls).values(job_key=job.id, action=undo.action, attempt=undo.attempt)
+    )
+    remaining = FAILURES.get((job.id, undo.action), 0)
+    if remaining:
+        FAILURES[job.id, undo.action] = remaining - 1
+        raise RuntimeError(f"{undo.action} of {job.id} is down (attempt {undo.attempt})")
+
+
+def undo_first(job: JobRow, undo: CompensationContext) -> None:
+    """Compensation of `advance`."""
+    _record_call(job, undo)
+    job.undone = (job.undone or "") + "1"
+
+
+def undo_second(job: JobRow, undo: CompensationContext) -> None:
+    """Compensation of `continue_`."""
+    _record_call(job, undo)
+    job.undone = (job.undone or "") + "2"
+
+
+def not_frozen(job: JobRow, ctx: Context) -> bool | str:
+    """Guard of `expire`."""
+    return not job.frozen or "the job is frozen"
+
+
+class JobWorkflow(Workflow, name="job", compensated_state="undone"):
+    """new -> first -> second -> done; new expires after 10 minutes; first and second
+    get stuck after 10 minutes and are compensated back."""
+
+    new = State(initial=True, timeout=timedelta(minutes=10), on_timeout="expire")
+    first = State(timeout=timedelta(minutes=10))
+    second = State(timeout=timedelta(minutes=10))
+    done = State(final=True)
+    expired = State(final=True)
+    undone = State(final=True)
+
+    expire = new.to(expired, guard=not_frozen)
+    advance = new.to(first, compensate=undo_first, compensate_attempts=5)
+    continue_ = first.to(second, compensate=undo_second, compensate_attempts=3)
+    finish = second.to(done)
+
+
+class JobRow(StateMixin, JobBase):
+    """A job row."""
+
+    __tablename__ = "jobs"
+    __statekit_machine__: ClassVar[Machine] = JobWorkflow.machine
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    frozen: Mapped[bool] = mapped_column(default=False)
+    undone: Mapped[str | None] = mapped_column(String(16))
+
+
+def call_counts(conn: Connection) -> dict[tuple[str, str], int]:
+    """How many committed calls each (job, action) has."""
+    rows = conn.execute(
+        select(calls.c.job_key, calls.c.action, func.count()).group_by(
+            calls.c.job_key, calls.c.action
+        )
+    ).all()
+    return {(row[0], row[1]): row[2] for row in rows}
