@@ -438,6 +438,7 @@ def test_diagram_without_dot_says_how_to_fix_it(
         (("--instance", "1"), "Error: --instance reads the database: give --db URL"),
         (("--heat",), "Error: --heat reads the database: give --db URL"),
         (("--heat", "--instance", "1", "--db", "sqlite://"), "Error: choose one of"),
+        (("--since", "7d"), "Error: --since limits the counts of --heat; add --heat"),
         (
             ("--heat", "--db", "sqlite://"),
             "Error: no mapped classes with __statekit_machine__ in models.order",
@@ -582,6 +583,20 @@ def test_verbose_shows_the_traceback(sqlite_shop: Shop) -> None:
     assert result.stderr.splitlines()[-1].startswith("Error: ")
     by_env = invoke(*args, env={"STATEKIT_VERBOSE": "1"})
     assert "Traceback (most recent call last):" in by_env.stderr
+
+
+def test_database_errors_are_one_line(tmp_path: Path) -> None:
+    bad_url = invoke("stats", "--db", "not a url", "-m", "models.orm")
+    assert bad_url.exit_code == 1
+    assert bad_url.stderr == (
+        "Error: invalid database URL (expected e.g. sqlite:///app.db or "
+        "postgresql+psycopg://user@host/db)\n"
+    )
+    empty = invoke("stats", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "-m", "models.orm")
+    assert empty.exit_code == 1
+    assert empty.stderr.startswith("Error: ")
+    assert "no such table" in empty.stderr
+    assert empty.stderr.count("\n") == 1
 
 
 def test_unknown_module_is_one_line() -> None:

@@ -28,7 +28,7 @@ import click
 from statekit.cli.commands import cli, db_option, json_option
 from statekit.cli.loading import load_modules, resolve_machine
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import StatekitError, StoreError
 
 __all__ = ["diagram", "parse_since", "percentile", "stats"]
 
@@ -160,7 +160,10 @@ def _store(db_url: str, modules: Sequence[str]) -> Iterator[Any]:
     try:
         engine = create_engine(db_url)
     except ArgumentError as exc:
-        raise StatekitError(f"invalid database URL {db_url!r}: {exc}") from exc
+        raise StatekitError(
+            "invalid database URL (expected e.g. sqlite:///app.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from exc
     try:
         yield SQLAlchemyStore(engine, loaded.entities)
     finally:
@@ -273,6 +276,8 @@ def diagram(
         raise click.ClickException(f"{fmt} is a binary format: write it to a file with -o FILE")
     if instance_key is not None and heat:
         raise click.ClickException("choose one of --instance and --heat")
+    if since is not None and not heat:
+        raise click.ClickException("--since limits the counts of --heat; add --heat")
     if (instance_key is not None or heat) and db_url is None:
         option = "--heat" if heat else "--instance"
         raise click.ClickException(f"{option} reads the database: give --db URL (or STATEKIT_DB)")
@@ -357,6 +362,7 @@ def _rounded(seconds: float) -> float:
 
 def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime) -> dict[str, Any]:
     from sqlalchemy import and_, select
+    from sqlalchemy.exc import SQLAlchemyError
 
     binding = store.binding(machine.name)
     finals = {s.name for s in machine.spec.states if s.final}
@@ -390,11 +396,14 @@ def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime)
     waiting = select(state_col, entered_col).where(
         state_col.not_in(sorted(finals)), entered_col.is_not(None)
     )
-    with store.engine.connect() as conn:
-        for state, entered, left in conn.execute(stays):
-            figures(state).stays.append((left - entered).total_seconds())
-        for state, entered in conn.execute(waiting):
-            figures(state).waiting.append(max((now - entered).total_seconds(), 0.0))
+    try:
+        with store.engine.connect() as conn:
+            for state, entered, left in conn.execute(stays):
+                figures(state).stays.append((left - entered).total_seconds())
+            for state, entered in conn.execute(waiting):
+                figures(state).waiting.append(max((now - entered).total_seconds(), 0.0))
+    except SQLAlchemyError as exc:
+        raise StoreError(f"reading {machine.name} stays failed: {exc}") from exc
 
     events: dict[str, int] = {}
     counts = store.transition_counts(machine.name, since=since)
