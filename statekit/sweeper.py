@@ -86,6 +86,10 @@ class SweepStore(Protocol):
         self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
     ) -> list[CompensationTask]: ...
 
+    def compensation_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
+
+    def steps(self, entity: object) -> list[TransitionRecord]: ...
+
 
 @dataclass
 class SweepResult:
@@ -220,7 +224,7 @@ class Sweeper:
     ) -> TransitionRecord | None:
         machine = runner.machine
         key = machine.key_of(entity) or ""
-        tasks = self._tasks_for(machine, key, now)
+        tasks = self._tasks_for(machine, entity, key, now)
         plan = machine.system_plan(
             entity,
             "@stuck",
@@ -251,9 +255,11 @@ class Sweeper:
         )
         return record
 
-    def _tasks_for(self, machine: Machine, key: str, now: datetime) -> list[CompensationTask]:
+    def _tasks_for(
+        self, machine: Machine, entity: object, key: str, now: datetime
+    ) -> list[CompensationTask]:
         tasks = []
-        for record in reversed(self.store.history(machine.name, key)):
+        for record in reversed(self.store.steps(entity)):
             declared = machine.compensation_of(record.source, record.event, record.target)
             if declared is not None:
                 action, attempts = declared
@@ -286,19 +292,18 @@ class Sweeper:
             return
         machine = runner.machine
         handler = machine.compensations.get(task.action)
-        step = next(
-            (r for r in self.store.history(task.entity_type, task.key) if r.seq == task.step_seq),
-            None,
-        )
         try:
-            if not callable(handler) or step is None:
-                missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
-                raise CompensationError(
-                    f"cannot compensate step {task.step_seq} of {task.entity_type} {task.key}: "
-                    f"{missing}"
+            with self.store.compensation_unit(task.entity_type, task.key) as entity:
+                step = next((r for r in self.store.steps(entity) if r.seq == task.step_seq), None)
+                if not callable(handler) or step is None:
+                    missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
+                    raise CompensationError(
+                        f"cannot compensate step {task.step_seq} of {task.entity_type} "
+                        f"{task.key}: {missing}"
+                    )
+                context = CompensationContext(
+                    step, task.idempotency_key, task.attempts, task.action
                 )
-            context = CompensationContext(step, task.idempotency_key, task.attempts, task.action)
-            with self.store.transaction(task.entity_type, task.key) as entity:
                 handler(entity, context)
                 remaining = self.store.complete_compensation(task, entity, now)
                 if remaining == 0:

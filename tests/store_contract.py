@@ -36,12 +36,12 @@ from models.order import OrderWorkflow
 from statekit import (
     ConcurrentTransitionError,
     InstanceNotFoundError,
+    Listener,
     Machine,
     ManualClock,
     Plan,
     Runner,
     Store,
-    StoreError,
     TransitionRecord,
 )
 from tests.support import new_order
@@ -133,8 +133,9 @@ class StoreContract:
         runner.fire(first, "reserve")
         twin = new_entity("o1")
         snapshot = machine.start(twin)
-        with pytest.raises(StoreError):
+        with pytest.raises(ConcurrentTransitionError) as caught:
             store.create(snapshot, entity=twin)
+        assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
         assert store.load("order", "o1").version == 1
         assert store.load("order", "o1").state == "stock_reserved"
 
@@ -314,6 +315,37 @@ class StoreContract:
         loaded = store.load("order", "o1")
         assert (loaded.state, loaded.version) == ("cancelled", 2)
         assert [r.seq for r in store.history("order", "o1")] == [1, 2]
+
+    def test_transaction_that_raises_leaves_nothing_and_runs_no_callback(
+        self, store: Store, machine: Machine, clock: ManualClock, started: Any
+    ) -> None:
+        seen: list[str] = []
+
+        class Seen(Listener):
+            def on_transition(self, record: TransitionRecord, entity: object) -> None:
+                seen.append(record.event)
+
+        runner = Runner(machine, store, clock=clock, listeners=[Seen()])
+        seen_inside: list[list[str]] = []
+
+        def unit_that_fails() -> None:
+            with store.transaction("order", "o1") as entity:
+                runner.fire(entity, "reserve", idempotency_key="k-1")
+                seen_inside.append(list(seen))
+                raise RuntimeError("caller's own work failed")
+
+        with pytest.raises(RuntimeError, match="caller's own work failed"):
+            unit_that_fails()
+        assert seen_inside == [[]]  # no callback before the unit commits
+        loaded = store.load("order", "o1")
+        assert (loaded.state, loaded.version) == ("pending", 0)
+        assert list(store.history("order", "o1")) == []
+        assert list(store.history("order", "o1", idempotency_key="k-1")) == []
+        assert seen == []
+        with store.transaction("order", "o1") as entity:  # and the instance still works
+            runner.fire(entity, "reserve", idempotency_key="k-1")
+        assert seen == ["reserve"]
+        assert store.load("order", "o1").version == 1
 
     def test_fire_by_key(self, store: Store, runner: Runner, started: Any) -> None:
         record = runner.fire_by_key("o1", "reserve", actor="ann")

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,32 +17,14 @@ from models.orm import ENTITIES, Base, TicketRow
 from models.ticket import TicketWorkflow
 from statekit import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore
+from tests.processes import result, spawn
 from tests.sql_support import engine_for
 
-ROOT = Path(__file__).resolve().parent.parent
 KEYS = [f"ticket-{n}" for n in range(10)]
 WORKERS = 4
 ATTEMPTS = 60
 
 pytestmark = pytest.mark.slow
-
-
-def _worker(command: str, **args: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.workers", command, json.dumps(args)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _result(process: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
 
 
 @pytest.fixture
@@ -70,7 +49,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 def _hammer(database_url: str, *, unguarded: bool) -> list[dict[str, Any]]:
     workers = [
-        _worker(
+        spawn(
             "hammer",
             url=database_url,
             keys=KEYS,
@@ -80,7 +59,7 @@ def _hammer(database_url: str, *, unguarded: bool) -> list[dict[str, Any]]:
         )
         for seed in range(WORKERS)
     ]
-    return [_result(w) for w in workers]
+    return [result(w) for w in workers]
 
 
 def _history(engine: Engine) -> dict[str, list[int]]:
@@ -125,7 +104,7 @@ def test_control_without_the_version_predicate_loses_updates(
 
 def test_a_process_killed_before_commit_leaves_nothing(database_url: str, engine: Engine) -> None:
     before = _versions(engine)["ticket-0"]
-    process = _worker("hang", url=database_url, key="ticket-0")
+    process = spawn("hang", url=database_url, key="ticket-0")
     assert process.stdout is not None
     assert json.loads(process.stdout.readline()) == {"ready": True}
     os.kill(process.pid, signal.SIGKILL)
@@ -145,7 +124,7 @@ def test_duplicate_deliveries_from_two_processes_apply_once(
         key = f"ticket-{round_number}"
         before = _versions(engine)[key]
         workers = [
-            _worker("duplicate", url=database_url, key=key, idempotency_key=f"msg-{round_number}")
+            spawn("duplicate", url=database_url, key=key, idempotency_key=f"msg-{round_number}")
             for _ in range(2)
         ]
         for w in workers:
@@ -155,7 +134,7 @@ def test_duplicate_deliveries_from_two_processes_apply_once(
             assert w.stdin is not None
             w.stdin.write("go\n")
             w.stdin.flush()
-        results = [_result(w) for w in workers]
+        results = [result(w) for w in workers]
         assert [r["seq"] for r in results] == [before + 1, before + 1]
         assert sorted(r["replayed"] for r in results) == [False, True]
         assert _versions(engine)[key] == before + 1

@@ -20,7 +20,8 @@ from models.ticket import TicketWorkflow
 from statekit import ConcurrentTransitionError, Runner, TransitionRecord
 from statekit.records import Plan
 from statekit.store.sqlalchemy import SQLAlchemyStore
-from statekit.store.sqlalchemy.store import EntityBinding, _history_row
+from statekit.store.sqlalchemy.history import history_row as _history_row
+from statekit.store.sqlalchemy.store import EntityBinding
 from tests.sql_support import engine_for
 
 CYCLE = {"in_progress": "ask_customer", "waiting_on_customer": "reply"}
@@ -106,9 +107,65 @@ def duplicate(url: str, key: str, idempotency_key: str) -> dict[str, Any]:
     return {"seq": record.seq, "replayed": record.replayed}
 
 
+def _job_sweeper(url: str, batch_size: int) -> Any:
+    from statekit import Sweeper
+    from tests.sweep_support import JobRow, JobWorkflow
+
+    engine = engine_for(url, poolclass=NullPool)
+    store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
+    return Sweeper([Runner(JobWorkflow.machine, store)], batch_size=batch_size)
+
+
+def sweep(url: str, batch_size: int) -> dict[str, Any]:
+    """Wait for the parent's go, then run one sweeper pass over the jobs."""
+    sweeper = _job_sweeper(url, batch_size)
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    return dict(sweeper.run_once().as_dict())
+
+
+def sweep_until_killed(
+    url: str, batch_size: int, hang_at_instance: int = 0, hang_at_compensation: int = 0
+) -> dict[str, Any]:
+    """Run a pass, but stop (until killed) inside the batch transaction that is
+    timing out instance number `hang_at_instance`, or inside the transaction of
+    compensation number `hang_at_compensation` after its handler ran."""
+    sweeper = _job_sweeper(url, batch_size)
+    counts = {"instances": 0, "compensations": 0}
+
+    def hang() -> None:
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()
+
+    time_out, complete = sweeper._time_out, sweeper.store.complete_compensation
+
+    def counting_time_out(*args: Any) -> None:
+        time_out(*args)
+        counts["instances"] += 1
+        if counts["instances"] == hang_at_instance:
+            hang()
+
+    def counting_complete(*args: Any) -> int:
+        remaining: int = complete(*args)
+        counts["compensations"] += 1
+        if counts["compensations"] == hang_at_compensation:
+            hang()
+        return remaining
+
+    sweeper._time_out = counting_time_out  # type: ignore[method-assign]
+    sweeper.store.complete_compensation = counting_complete  # type: ignore[method-assign]
+    return dict(sweeper.run_once().as_dict())
+
+
 def main() -> None:
     command, raw = sys.argv[1], sys.argv[2]
-    handler = {"hammer": hammer, "hang": hang_before_commit, "duplicate": duplicate}[command]
+    handler = {
+        "hammer": hammer,
+        "hang": hang_before_commit,
+        "duplicate": duplicate,
+        "sweep": sweep,
+        "sweep_until_killed": sweep_until_killed,
+    }[command]
     result = handler(**json.loads(raw))
     print(json.dumps(result), flush=True)
 

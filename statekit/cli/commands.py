@@ -58,6 +58,20 @@ def modules_argument(required: bool = True) -> Callable[[F], F]:
     )
 
 
+def module_option() -> Callable[[F], F]:
+    """`--module/-m MODULE` (repeatable; STATEKIT_MODULES)."""
+    return click.option(
+        "--module",
+        "-m",
+        "modules",
+        multiple=True,
+        required=True,
+        envvar="STATEKIT_MODULES",
+        show_envvar=True,
+        help="Module declaring the machines and mapped classes (repeatable).",
+    )
+
+
 def json_option() -> Callable[[F], F]:
     """`--json` (STATEKIT_JSON)."""
     return click.option(
@@ -220,16 +234,7 @@ def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
 @click.argument("entity_type")
 @click.argument("key")
 @db_option()
-@click.option(
-    "--module",
-    "-m",
-    "modules",
-    multiple=True,
-    required=True,
-    envvar="STATEKIT_MODULES",
-    show_envvar=True,
-    help="Module declaring the machines and mapped classes (repeatable).",
-)
+@module_option()
 @json_option()
 def history(
     entity_type: str, key: str, db_url: str, modules: tuple[str, ...], as_json: bool
@@ -309,4 +314,5 @@ def demo(directory: Path) -> None:
 
 
 # `diagram` and `stats` live in their own module; importing it registers them on `cli`.
+from statekit.cli import sweeping as _sweeping  # noqa: E402, F401
 from statekit.cli import views as _views  # noqa: E402, F401

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from statekit.engine import StateFields, _restore, _save
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
@@ -30,6 +31,7 @@ class MemoryStore:
         self._history: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._by_idempotency_key: dict[tuple[str, str, str], TransitionRecord] = {}
         self._entities: dict[tuple[str, str], object] = {}
+        self._unit = threading.local()  # the open transaction() block of each thread
 
     def load(self, entity_type: str, key: str) -> Snapshot:
         """Return the stored snapshot (see `Store.load`)."""
@@ -90,7 +92,12 @@ class MemoryStore:
                 self._by_idempotency_key[plan.entity_type, key, plan.idempotency_key] = record
             if entity is not None:  # the object that matches the stored state now
                 self._entities[ident] = entity
-        if after_commit is not None:
+        unit: _Unit | None = getattr(self._unit, "current", None)
+        if unit is not None and entity is not None and entity is unit.entity:
+            unit.undo.append((ident, current, record))
+            if after_commit is not None:
+                unit.held.append(lambda: after_commit(record))
+        elif after_commit is not None:
             after_commit(record)
         return record
 
@@ -120,12 +127,53 @@ class MemoryStore:
 
     @contextmanager
     def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
-        """Yield the entity object given to `create` (see `Store.transaction`).
+        """Yield the entity object last written for this key (see `Store.transaction`).
 
-        Memory writes are durable as soon as `apply` returns, so there is nothing
-        to commit; a failed `fire` already restores the object.
+        Transitions fired on that object inside the block are undone if the block
+        raises (snapshot, history row, idempotency key and the object itself), and
+        their after-commit callbacks run only on a clean exit. Writes by other
+        objects are independent writers and commit at once, as in a database.
         """
-        entity = self._entities.get((entity_type, key))
-        if entity is None:
-            raise InstanceNotFoundError(entity_type=entity_type, key=key)
-        yield entity
+        ident = (entity_type, key)
+        with self._lock:
+            entity = self._entities.get(ident)
+            if entity is None:
+                raise InstanceNotFoundError(entity_type=entity_type, key=key)
+        attributes = _save(entity, StateFields())
+        outer = getattr(self._unit, "current", None)
+        unit = _Unit(entity)
+        self._unit.current = unit
+        try:
+            yield entity
+        except BaseException:
+            self._undo(unit)
+            _restore(entity, attributes)
+            raise
+        finally:
+            self._unit.current = outer
+        for callback in unit.held:
+            callback()
+
+    def _undo(self, unit: _Unit) -> None:
+        with self._lock:
+            for ident, previous, record in reversed(unit.undo):
+                current = self._snapshots.get(ident)
+                if current is None or current.version != record.seq:
+                    continue  # someone wrote after us; a database would have blocked them
+                self._snapshots[ident] = previous
+                history = self._history[ident]
+                if history and history[-1] is record:
+                    history.pop()
+                if record.idempotency_key is not None:
+                    self._by_idempotency_key.pop((*ident, record.idempotency_key), None)
+
+
+class _Unit:
+    """The writes made through one `MemoryStore.transaction` block."""
+
+    __slots__ = ("entity", "held", "undo")
+
+    def __init__(self, entity: object) -> None:
+        self.entity = entity
+        self.held: list[Callable[[], None]] = []
+        self.undo: list[tuple[tuple[str, str], Snapshot, TransitionRecord]] = []

@@ -39,13 +39,17 @@ from statekit.errors import (
     ConcurrentTransitionError,
     DefinitionMismatchError,
     InstanceNotFoundError,
+    StatekitError,
     StoreError,
 )
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
 from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
+from statekit.store.sqlalchemy.history import history_row as _history_row
+from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
-from statekit.store.sqlalchemy.sweep import SweepOperations
+from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
@@ -242,6 +246,9 @@ class SQLAlchemyStore(SweepOperations):
                 f"creating a {snapshot.entity_type} needs its "
                 f"{binding.entity_class.__name__} object"
             )
+        key_attribute = binding.machine.fields.key
+        if getattr(entity, key_attribute, None) == "":
+            raise StoreError(f"cannot store a {snapshot.entity_type} with an empty key")
         session = object_session(entity)
         try:
             if session is not None:
@@ -252,11 +259,34 @@ class SQLAlchemyStore(SweepOperations):
                 with self.sessionmaker() as own, own.begin():
                     own.add(entity)
         except sa_exc.IntegrityError as exc:
+            key = getattr(entity, key_attribute, None)
+            existing = None if key is None else self._version_of(binding, str(key))
+            if existing is not None:
+                raise ConcurrentTransitionError(
+                    entity_type=snapshot.entity_type,
+                    key=str(key),
+                    event="(create)",
+                    expected_version=snapshot.version,
+                    actual_version=existing,
+                ) from exc
             raise StoreError(
                 f"cannot create {snapshot.entity_type} {snapshot.key or '(new)'}: {exc.orig}"
             ) from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"creating {snapshot.entity_type} failed: {exc}") from exc
+        if getattr(entity, key_attribute, None) is None:
+            raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
+
+    def _version_of(self, binding: EntityBinding, key: str) -> int | None:
+        """The committed version of `key`, read outside any failed transaction."""
+        try:
+            with self._reading() as conn:
+                version: int | None = conn.execute(
+                    select(binding.columns["version"]).where(binding.key == binding.coerce_key(key))
+                ).scalar()
+        except StatekitError:
+            return None
+        return version
 
     def apply(
         self,
@@ -285,7 +315,7 @@ class SQLAlchemyStore(SweepOperations):
                 with self.engine.begin() as conn:
                     self._write(conn, binding, plan, record)
             except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
-                raise translate(exc, plan, None) from exc
+                raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
             if after_commit is not None:
                 after_commit(record)
         if entity is not None and _is_mapped(entity):
@@ -326,7 +356,7 @@ class SQLAlchemyStore(SweepOperations):
                 )
             conn.execute(self._insert_history, _history_row(record))
         except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
-            raise translate(exc, plan, None) from exc
+            raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
 
     def history(
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
@@ -367,18 +397,8 @@ class SQLAlchemyStore(SweepOperations):
             InstanceNotFoundError: no row has this key.
             StoreError: the commit failed (ConcurrentTransitionError when it lost a race).
         """
-        binding = self._binding(entity_type)
-        session = self.sessionmaker()
-        try:
-            with session:
-                session.begin()
-                entity = session.get(binding.entity_class, binding.coerce_key(key))
-                if entity is None:
-                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
-                yield entity
-                session.commit()
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
+        with unit_of_work(self.sessionmaker, self._binding(entity_type), key) as entity:
+            yield entity
 
     # -- queries ---------------------------------------------------------------------
 
@@ -430,55 +450,6 @@ class SQLAlchemyStore(SweepOperations):
         with self._reading() as conn:
             rows = conn.execute(query).all()
         return {(row[0], row[1], row[2]): row[3] for row in rows}
-
-
-_RECORD_COLUMNS = (
-    "seq",
-    "event",
-    "source",
-    "target",
-    "at",
-    "actor",
-    "correlation_id",
-    "idempotency_key",
-    "payload",
-    "definition_version",
-)
-
-
-def _history_row(record: TransitionRecord) -> dict[str, Any]:
-    return {
-        "entity_type": record.entity_type,
-        "entity_key": record.key,
-        "seq": record.seq,
-        "event": record.event,
-        "source": record.source,
-        "target": record.target,
-        "at": record.at,
-        "actor": record.actor,
-        "correlation_id": record.correlation_id,
-        "idempotency_key": record.idempotency_key,
-        "payload": record.payload,
-        "definition_version": record.definition_version,
-    }
-
-
-def _record(entity_type: str, key: str, row: Sequence[Any]) -> TransitionRecord:
-    seq, event_name, source, target, at, actor, correlation, idem, payload, version = row
-    return TransitionRecord(
-        entity_type=entity_type,
-        key=key,
-        seq=seq,
-        event=event_name,
-        source=source,
-        target=target,
-        at=at,
-        actor=actor,
-        correlation_id=correlation,
-        idempotency_key=idem,
-        payload=payload,
-        definition_version=version,
-    )
 
 
 def _is_mapped(entity: object) -> bool:

@@ -16,19 +16,33 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    exists,
+    func,
+    insert,
+    or_,
+    orm,
+    select,
+    update,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, object_session, sessionmaker
+from sqlalchemy.orm import Session, object_session
 
 from statekit.compensation import CompensationTask
-from statekit.errors import ConcurrentTransitionError, StoreError
-from statekit.records import Snapshot
+from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
+from statekit.records import Snapshot, TransitionRecord
+from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
+from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.tables import StatekitTables
 
-__all__ = ["SweepOperations", "supports_skip_locked"]
+__all__ = ["SweepOperations", "supports_skip_locked", "unit_of_work"]
 
 _OPEN = ("pending", "running", "dead")
 _TASK_COLUMNS = (
@@ -68,7 +82,7 @@ class SweepOperations:
 
     engine: Engine
     tables: StatekitTables
-    sessionmaker: sessionmaker[Session]
+    sessionmaker: orm.sessionmaker[Session]
 
     def binding(self, entity_type: str) -> Any:  # provided by SQLAlchemyStore
         raise NotImplementedError
@@ -77,6 +91,37 @@ class SweepOperations:
     def skip_locked(self) -> bool:
         """Whether claims use SKIP LOCKED on this store's server (detected once)."""
         return supports_skip_locked(self.engine)
+
+    @cached_property
+    def _sweep_engine(self) -> Engine:
+        """The engine for sweeper transactions: READ COMMITTED on MySQL/MariaDB, so a
+        claim locks only the rows it takes (REPEATABLE READ would also lock the gaps
+        between them and stall other sweepers' inserts)."""
+        if self.engine.dialect.name in {"mysql", "mariadb"}:
+            return self.engine.execution_options(isolation_level="READ COMMITTED")
+        return self.engine
+
+    @cached_property
+    def _sweep_sessions(self) -> orm.sessionmaker[Session]:
+        return orm.sessionmaker(bind=self._sweep_engine, expire_on_commit=False)
+
+    @contextmanager
+    def compensation_unit(self, entity_type: str, key: str) -> Iterator[Any]:
+        """Like `transaction`, on the sweeper's connections: the unit in which one
+        compensation runs and is marked done."""
+        with unit_of_work(self._sweep_sessions, self.binding(entity_type), key) as entity:
+            yield entity
+
+    def steps(self, entity: object) -> list[TransitionRecord]:
+        """The entity's history, oldest first, read in the entity's own transaction."""
+        conn, name, key = self._in_unit(entity, "steps are read")
+        t = self.tables.transitions
+        rows = conn.execute(
+            select(*(t.c[n] for n in _RECORD_COLUMNS))
+            .where(t.c.entity_type == name, t.c.entity_key == key)
+            .order_by(t.c.seq)
+        )
+        return [_record(name, key, row) for row in rows]
 
     # -- overdue instances -----------------------------------------------------------
 
@@ -98,7 +143,7 @@ class SweepOperations:
         if self.skip_locked:
             query = query.with_for_update(skip_locked=True)
         try:
-            with self.sessionmaker() as session:
+            with self._sweep_sessions() as session:
                 session.begin()
                 yield list(session.scalars(query))
                 session.commit()
@@ -187,36 +232,32 @@ class SweepOperations:
             and_(c.c.status == "running", c.c.lease_until <= now),
         )
         query = (
-            select(c.c.id, c.c.attempts)
-            .where(due, ~blocked)
-            .order_by(c.c.next_attempt_at, c.c.id)
-            .limit(limit)
+            select(c.c.id).where(due, ~blocked).order_by(c.c.next_attempt_at, c.c.id).limit(limit)
         )
         if self.skip_locked:
             query = query.with_for_update(skip_locked=True)
         token = uuid.uuid4().hex
         try:
-            with self.engine.begin() as conn:
-                claimed = []
-                for task_id, attempts in conn.execute(query).all():
-                    result = conn.execute(
-                        update(c)
-                        .where(c.c.id == task_id, c.c.attempts == attempts)
-                        .values(
-                            status="running",
-                            attempts=attempts + 1,
-                            claim_token=token,
-                            lease_until=now + lease,
-                            updated_at=now,
-                        )
-                    )
-                    if result.rowcount == 1:
-                        claimed.append(task_id)
-                if not claimed:
+            with self._sweep_engine.begin() as conn:
+                ids = [row[0] for row in conn.execute(query).all()]
+                if not ids:
                     return []
+                # The selected rows are locked by this transaction (SKIP LOCKED) or the
+                # database's only write lock is held (SQLite): one UPDATE claims them all.
+                conn.execute(
+                    update(c)
+                    .where(c.c.id.in_(ids), c.c.status.in_(("pending", "running")))
+                    .values(
+                        status="running",
+                        attempts=c.c.attempts + 1,
+                        claim_token=token,
+                        lease_until=now + lease,
+                        updated_at=now,
+                    )
+                )
                 rows = conn.execute(
                     select(*(c.c[n] for n in _TASK_COLUMNS))
-                    .where(c.c.id.in_(claimed))
+                    .where(c.c.id.in_(ids), c.c.claim_token == token)
                     .order_by(c.c.next_attempt_at, c.c.id)
                 ).all()
         except sa_exc.SQLAlchemyError as exc:
@@ -257,7 +298,7 @@ class SweepOperations:
     ) -> None:
         """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`."""
         try:
-            with self.engine.begin() as conn:
+            with self._sweep_engine.begin() as conn:
                 self._finish(
                     conn,
                     task,
@@ -343,16 +384,12 @@ class SweepOperations:
     def reopen_dead_compensations(self, entity: object, now: datetime, extra_attempts: int) -> int:
         """In the entity's transaction, give its dead compensations `extra_attempts`
         more tries starting now; returns how many were reopened."""
-        session = object_session(entity)
-        if session is None:
-            raise StoreError("compensations are retried in the entity's transaction")
-        binding = self._binding_of(entity)
-        key = str(getattr(entity, binding.machine.fields.key))
+        conn, name, key = self._in_unit(entity, "compensations are retried")
         c = self.tables.compensations
-        result = session.connection().execute(
+        result = conn.execute(
             update(c)
             .where(
-                c.c.entity_type == binding.machine.name,
+                c.c.entity_type == name,
                 c.c.entity_key == key,
                 c.c.status == "dead",
             )
@@ -368,22 +405,27 @@ class SweepOperations:
     def cancel_compensations(self, entity: object, now: datetime) -> int:
         """In the entity's transaction, cancel its open compensations (a person
         resolved the instance); a running one loses its claim."""
-        session = object_session(entity)
-        if session is None:
-            raise StoreError("compensations are cancelled in the entity's transaction")
-        binding = self._binding_of(entity)
-        key = str(getattr(entity, binding.machine.fields.key))
+        conn, name, key = self._in_unit(entity, "compensations are cancelled")
         c = self.tables.compensations
-        result = session.connection().execute(
+        result = conn.execute(
             update(c)
             .where(
-                c.c.entity_type == binding.machine.name,
+                c.c.entity_type == name,
                 c.c.entity_key == key,
                 c.c.status.in_(_OPEN),
             )
             .values(status="cancelled", claim_token=None, lease_until=None, updated_at=now)
         )
         return int(result.rowcount)
+
+    def _in_unit(self, entity: object, what: str) -> tuple[Connection, str, str]:
+        """The entity's transaction connection, machine name and key."""
+        session = object_session(entity)
+        if session is None:
+            raise StoreError(f"{what} in the entity's transaction; it has none")
+        binding = self._binding_of(entity)
+        key = str(getattr(entity, binding.machine.fields.key))
+        return session.connection(), binding.machine.name, key
 
     def _binding_of(self, entity: object) -> Any:
         for binding in self._all_bindings():
@@ -411,3 +453,20 @@ def _task(row: Sequence[Any]) -> CompensationTask:
         claim_token=token,
         id=ident,
     )
+
+
+@contextmanager
+def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) -> Iterator[Any]:
+    """Load one entity in a new Session and transaction; commit on a clean exit, roll
+    back on an exception, and turn backend errors into `StoreError`."""
+    entity_type = binding.machine.name
+    try:
+        with sessions() as session:
+            session.begin()
+            entity = session.get(binding.entity_class, binding.coerce_key(key))
+            if entity is None:
+                raise InstanceNotFoundError(entity_type=entity_type, key=key)
+            yield entity
+            session.commit()
+    except sa_exc.SQLAlchemyError as exc:
+        raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc

@@ -1,0 +1,238 @@
+"""`statekit sweep`, `stuck`, `retry` and `resolve`: the sweeper and a person's levers.
+
+Exit codes of `statekit sweep`: 0 after `--once`, or after a SIGTERM/SIGINT let the
+current batch finish; 1 on an error (bad database URL, unknown module, store
+failure); 2 on bad usage; 130 when a second signal stops it at once.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+
+from statekit.cli.commands import cli, db_option, json_option, module_option, modules_argument
+from statekit.cli.loading import load_modules
+from statekit.errors import StatekitError
+from statekit.runtime import Runner
+from statekit.sweeper import Sweeper, SweepResult
+
+_ACTOR = click.option(
+    "--actor",
+    envvar="STATEKIT_ACTOR",
+    show_envvar=True,
+    default=lambda: os.environ.get("USER") or getpass.getuser(),
+    show_default="the current user",
+    help="Who is acting; recorded in the instance's history.",
+)
+
+
+def _sweeper(db_url: str, modules: tuple[str, ...], batch_size: int = 100) -> Sweeper:
+    from sqlalchemy import create_engine
+
+    from statekit.store.sqlalchemy import SQLAlchemyStore
+
+    loaded = load_modules(list(modules))
+    if not loaded.entities:
+        raise StatekitError(f"no mapped classes with __statekit_machine__ in {', '.join(modules)}")
+    store = SQLAlchemyStore(create_engine(db_url), loaded.entities)
+    runners = [Runner(machine, store) for machine in loaded.entities]
+    return Sweeper(runners, batch_size=batch_size)
+
+
+def _summary(result: SweepResult) -> str:
+    return ", ".join(
+        f"{name.replace('_', ' ')} {count}" for name, count in result.as_dict().items()
+    )
+
+
+@cli.command()
+@db_option()
+@modules_argument()
+@click.option(
+    "--once",
+    is_flag=True,
+    envvar="STATEKIT_SWEEP_ONCE",
+    show_envvar=True,
+    help="Run one pass and exit (for cron or a Kubernetes CronJob).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    envvar="STATEKIT_SWEEP_INTERVAL",
+    show_envvar=True,
+    help="Seconds between passes when running continuously.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    envvar="STATEKIT_BATCH_SIZE",
+    show_envvar=True,
+    help="Instances or compensations claimed per transaction.",
+)
+@json_option()
+def sweep(
+    db_url: str,
+    modules: tuple[str, ...],
+    once: bool,
+    interval: float,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Time out overdue instances and run due compensations.
+
+    Runs one pass with --once, otherwise a pass every --interval seconds until
+    SIGTERM or SIGINT, which let the current batch finish and exit 0; a second
+    signal exits at once with 130. With --json every pass prints one JSON object
+    on stdout; logs always go to stderr. Many sweepers may run against one
+    database: they claim disjoint instances.
+    """
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    sweeper = _sweeper(db_url, modules, batch_size)
+
+    def report(result: SweepResult) -> None:
+        if as_json:
+            click.echo(json.dumps(result.as_dict()))
+        else:
+            click.echo(f"swept: {_summary(result)}")
+        sys.stdout.flush()
+
+    if once:
+        report(sweeper.run_once())
+        return
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            os._exit(130)
+        logging.getLogger("statekit.sweeper").info(
+            "signal %d: finishing the current batch, then exiting", signum
+        )
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        sweeper.run_forever(interval, stop, on_pass=report)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@cli.command()
+@db_option()
+@modules_argument()
+@json_option()
+def stuck(db_url: str, modules: tuple[str, ...], as_json: bool) -> None:
+    """List stuck instances with their compensations (dead-lettered ones need a person:
+    `statekit retry` or `statekit resolve`)."""
+    sweeper = _sweeper(db_url, modules)
+    rows: list[dict[str, Any]] = []
+    for snapshot, tasks in sweeper.stuck():
+        rows.append(
+            {
+                "entity_type": snapshot.entity_type,
+                "key": snapshot.key,
+                "state": snapshot.state,
+                "stuck_at": snapshot.stuck_at.isoformat() if snapshot.stuck_at else None,
+                "reason": snapshot.stuck_reason,
+                "compensations": [
+                    {
+                        "step": t.step_seq,
+                        "action": t.action,
+                        "status": t.status,
+                        "attempts": t.attempts,
+                        "max_attempts": t.max_attempts,
+                        "last_error": t.last_error,
+                    }
+                    for t in tasks
+                ],
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("nothing is stuck")
+        return
+    for row in rows:
+        click.echo(
+            f"{row['entity_type']} {row['key']} in {row['state']}, stuck since "
+            f"{row['stuck_at']}: {row['reason']}"
+        )
+        for task in row["compensations"]:
+            error = f" (last error: {task['last_error']})" if task["last_error"] else ""
+            click.echo(
+                f"    step {task['step']} {task['action']}: {task['status']}, "
+                f"{task['attempts']}/{task['max_attempts']} attempts{error}"
+            )
+
+
+@cli.command()
+@click.argument("entity_type")
+@click.argument("key")
+@db_option()
+@module_option()
+@_ACTOR
+@click.option(
+    "--attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    envvar="STATEKIT_RETRY_ATTEMPTS",
+    show_envvar=True,
+    help="How many more tries each dead-lettered compensation gets.",
+)
+def retry(
+    entity_type: str, key: str, db_url: str, modules: tuple[str, ...], actor: str, attempts: int
+) -> None:
+    """Give the dead-lettered compensations of ENTITY_TYPE KEY more attempts (the
+    next sweep runs them); recorded in its history with --actor."""
+    record = _sweeper(db_url, modules).retry(entity_type, key, actor=actor, extra_attempts=attempts)
+    click.echo(
+        f"{entity_type} {key}: {record.payload and record.payload.get('note')} (#{record.seq})"
+    )
+
+
+@cli.command()
+@click.argument("entity_type")
+@click.argument("key")
+@click.argument("state")
+@click.option(
+    "--note",
+    required=True,
+    envvar="STATEKIT_NOTE",
+    show_envvar=True,
+    help="Why the instance is moved by hand; recorded in its history.",
+)
+@db_option()
+@module_option()
+@_ACTOR
+def resolve(
+    entity_type: str,
+    key: str,
+    state: str,
+    note: str,
+    db_url: str,
+    modules: tuple[str, ...],
+    actor: str,
+) -> None:
+    """Move ENTITY_TYPE KEY into STATE by hand: it is no longer stuck and its open
+    compensations are cancelled; recorded in its history with --actor and --note."""
+    record = _sweeper(db_url, modules).resolve(entity_type, key, state, note=note, actor=actor)
+    click.echo(
+        f"{entity_type} {key}: {record.source} -> {record.target} by {actor} (#{record.seq})"
+    )

@@ -1,0 +1,202 @@
+"""Sweepers as separate OS processes: concurrency, SIGKILL mid-batch, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import make_url
+
+from statekit import ManualClock, Runner, Sweeper
+from statekit.store.sqlalchemy import SQLAlchemyStore
+from tests.processes import ROOT, go, result, spawn, wait_ready
+from tests.sql_support import engine_for
+from tests.sweep_support import JobBase, JobRow, JobWorkflow, call_counts
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[SQLAlchemyStore]:
+    engine = engine_for(database_url)
+    JobBase.metadata.drop_all(engine)
+    JobBase.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
+    store.tables.metadata.drop_all(engine)
+    store.create_tables()
+    yield store
+    engine.dispose()
+
+
+def _overdue_jobs(store: SQLAlchemyStore, count: int) -> list[str]:
+    """`count` jobs that completed `advance` and are past the deadline of `first`."""
+    now = datetime.now(UTC)
+    entered, deadline = now - timedelta(minutes=20), now - timedelta(minutes=10)
+    keys = [f"job-{n:05d}" for n in range(count)]
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(JobRow.__table__),
+            [
+                {
+                    "id": key,
+                    "frozen": False,
+                    "state": "first",
+                    "state_version": 1,
+                    "state_entered_at": entered,
+                    "state_deadline_at": deadline,
+                    "state_definition_version": 1,
+                }
+                for key in keys
+            ],
+        )
+        conn.execute(
+            insert(store.tables.transitions),
+            [
+                {
+                    "entity_type": "job",
+                    "entity_key": key,
+                    "seq": 1,
+                    "event": "advance",
+                    "source": "new",
+                    "target": "first",
+                    "at": entered,
+                    "definition_version": 1,
+                }
+                for key in keys
+            ],
+        )
+    return keys
+
+
+def _assert_each_exactly_once(
+    store: SQLAlchemyStore, keys: list[str], *, crashed: bool = False
+) -> None:
+    t = store.tables.transitions
+    with store.engine.connect() as conn:
+        events = conn.execute(
+            select(t.c.event, func.count()).where(t.c.entity_type == "job").group_by(t.c.event)
+        ).all()
+        states = conn.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+        calls = call_counts(conn)
+    assert dict(events) == {"advance": len(keys), "@stuck": len(keys), "@compensated": len(keys)}
+    assert dict(states) == {"undone": len(keys)}
+    assert calls == {(key, "undo_first"): 1 for key in keys}
+    done = store.compensations("job", status=["done"])
+    assert len(done) == len(keys)
+    # A claim held by a killed sweeper counts as an attempt, so those finish on the
+    # second; without a crash every compensation succeeds on its first attempt.
+    assert {task.attempts for task in done} <= ({1, 2} if crashed else {1})
+
+
+def _count_for(database_url: str) -> int:
+    return 600 if make_url(database_url).get_backend_name() == "sqlite" else 5000
+
+
+def test_two_sweeper_processes_share_the_work_and_do_it_once(
+    database_url: str, store: SQLAlchemyStore
+) -> None:
+    keys = _overdue_jobs(store, _count_for(database_url))
+    workers = [spawn("sweep", url=database_url, batch_size=50) for _ in range(2)]
+    for worker in workers:
+        wait_ready(worker)
+    for worker in workers:
+        go(worker)
+    results = [result(w) for w in workers]
+    assert sum(r["marked_stuck"] for r in results) == len(keys)
+    assert sum(r["compensations_run"] for r in results) == len(keys)
+    assert sum(r["compensated"] for r in results) == len(keys)
+    _assert_each_exactly_once(store, keys)
+
+
+def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
+    database_url: str, store: SQLAlchemyStore
+) -> None:
+    keys = _overdue_jobs(store, 300)
+    # Killed while timing out the 250th instance: batches 1 and 2 are committed, the
+    # third is half done and never commits.
+    worker = spawn("sweep_until_killed", url=database_url, batch_size=100, hang_at_instance=250)
+    wait_ready(worker)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.communicate(timeout=30)
+    assert worker.returncode == -signal.SIGKILL
+    with store.engine.connect() as conn:
+        stuck_rows = conn.execute(
+            select(func.count()).select_from(JobRow).where(JobRow.stuck_at.is_not(None))
+        ).scalar()
+    assert stuck_rows == 200  # the two committed batches, nothing of the third
+    assert not store.compensations("job", status=["done"])
+
+    # Kill the next one inside the transaction of its 30th compensation, after the
+    # handler ran: that handler's call and the claims of its batch are left behind.
+    worker = spawn("sweep_until_killed", url=database_url, batch_size=100, hang_at_compensation=30)
+    wait_ready(worker)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.communicate(timeout=30)
+
+    # A later run (after any claim's lease ran out) finishes everything exactly once.
+    clock = ManualClock(datetime.now(UTC) + timedelta(minutes=10))
+    sweeper = Sweeper([Runner(JobWorkflow.machine, store, clock=clock)], clock=clock)
+    sweeper.run_once()
+    _assert_each_exactly_once(store, keys, crashed=True)
+    reclaimed = [t for t in store.compensations("job") if t.attempts == 2]
+    assert 0 < len(reclaimed) <= 100  # the killed claim batch, taken over after its lease
+
+
+def test_statekit_sweep_once_as_json(database_url: str, store: SQLAlchemyStore) -> None:
+    keys = _overdue_jobs(store, 25)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "statekit",
+            "sweep",
+            "--once",
+            "--json",
+            "--batch-size",
+            "10",
+            "tests.sweep_support",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "STATEKIT_DB": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["claimed"], result["marked_stuck"], result["compensated"]) == (25, 25, 25)
+    assert "is stuck" in done.stderr  # logs go to stderr, data to stdout
+    _assert_each_exactly_once(store, keys)
+
+
+def test_statekit_sweep_finishes_its_batch_on_sigterm(
+    database_url: str, store: SQLAlchemyStore
+) -> None:
+    _overdue_jobs(store, 5)
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "statekit", "sweep", "--json", "--interval", "0.2"),
+            *("--db", database_url, "tests.sweep_support"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first = json.loads(process.stdout.readline())
+    assert first["marked_stuck"] == 5
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "finishing the current batch" in err
+    for line in out.strip().splitlines():
+        assert set(json.loads(line)) == set(first)  # only whole JSON passes on stdout
