@@ -447,10 +447,10 @@ class Worker:
     process: subprocess.Popen[str]
 
     @classmethod
-    def spawn(cls, url: str, phase: str) -> Worker:
+    def spawn(cls, url: str) -> Worker:
         root = Path(__file__).resolve().parent.parent
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.sweep", "--worker", url, "--phase", phase],
+            [sys.executable, "-m", "bench.sweep", "--worker", url],
             cwd=root,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -479,9 +479,9 @@ class Worker:
         return data
 
 
-def sweep_in_processes(db: Database, processes: int, phase: str) -> tuple[float, Counter[str]]:
+def sweep_in_processes(db: Database, processes: int) -> tuple[float, Counter[str]]:
     """Run `processes` sweepers at once; seconds from `go` to the last one done."""
-    workers = [Worker.spawn(db.url, phase) for _ in range(processes)]
+    workers = [Worker.spawn(db.url) for _ in range(processes)]
     started = perf_counter_ns()
     for worker in workers:
         worker.go()
@@ -493,7 +493,7 @@ def sweep_in_processes(db: Database, processes: int, phase: str) -> tuple[float,
     return elapsed, total
 
 
-def worker_main(url: str, phase: str) -> int:
+def worker_main(url: str) -> int:
     """One sweeper process: warm up, say `ready`, wait for `go`, sweep, say `done`."""
     quiet()
     engine = make_engine(url)
@@ -505,10 +505,7 @@ def worker_main(url: str, phase: str) -> int:
     print("ready", flush=True)
     sys.stdin.readline()
     cpu = time.process_time()
-    if phase == "deadlines":
-        result = statekit_deadlines(sweeper, runner)
-    else:
-        result = sweeper.run_once()
+    result = statekit_deadlines(sweeper, runner)
     data = {**result.as_dict(), "cpu_ms": round((time.process_time() - cpu) * 1000)}
     print("done " + json.dumps(data), flush=True)
     engine.dispose()
@@ -670,7 +667,7 @@ def sweep_rounds(db: Database, rounds: int, loads: list[float]) -> Results:
 
     def run_processes(n: int) -> Callable[[], None]:
         def run() -> None:
-            seconds, total = sweep_in_processes(db, n, "deadlines")
+            seconds, total = sweep_in_processes(db, n)
             results.add(ONE if n == 1 else TWO, seconds, total["marked_stuck"])
             results.worker_cpu.setdefault(n, []).append(total["cpu_ms"] / 1000)
             results.lost_races += total["lost_races"]
@@ -935,13 +932,12 @@ def database_url(backend: str) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sweep")
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
-    parser.add_argument("--phase", choices=("deadlines", "run_once"), default="deadlines")
     parser.add_argument("--profile", choices=("postgresql", "sqlite"))
     parser.add_argument("--quick", action="store_true", help="100,000 rows / 1,000 overdue")
     parser.add_argument("--top", type=int, default=25, help="profile lines to print")
     args = parser.parse_args(argv)
     if args.worker:
-        return worker_main(args.worker, args.phase)
+        return worker_main(args.worker)
     if args.profile:
         profile(args.profile, QUICK if args.quick else FULL, args.top)
         return 0
