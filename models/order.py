@@ -92,9 +92,29 @@ def release_stock(order: Order, undo: CompensationContext) -> None:
     order.in_stock += order.quantity
 
 
+class PaymentProvider:
+    """Stand-in for the outside payment provider: refunds are idempotent by key, and
+    `outages` makes the next calls fail the way a provider that is down does."""
+
+    def __init__(self) -> None:
+        self.refunds: dict[str, Decimal] = {}
+        self.outages = 0
+
+    def refund(self, idempotency_key: str, amount: Decimal) -> None:
+        """Refund `amount` once per key; raises ConnectionError during an outage."""
+        if self.outages > 0:
+            self.outages -= 1
+            raise ConnectionError("payment provider unavailable")
+        self.refunds.setdefault(idempotency_key, amount)
+
+
+payments = PaymentProvider()
+
+
 def refund_payment(order: Order, undo: CompensationContext) -> None:
-    """Compensation of `pay`: refund what was paid (the payment provider would be
-    called with `undo.idempotency_key`, so a retried refund is not paid out twice)."""
+    """Compensation of `pay`: refund what was paid. The provider gets the step's
+    idempotency key, so a retried refund is never paid out twice."""
+    payments.refund(undo.idempotency_key, order.paid_amount)
     order.paid_amount = Decimal(0)
 
 

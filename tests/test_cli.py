@@ -657,10 +657,18 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "replayed=True" in report
     assert "two clerks raced on order 9" in report
     assert "expected version 1" in report
-    assert "past their deadline at 19:15 (6), waiting for the sweeper:" in report
+    assert "past their deadline at 19:15 (6), for the sweeper:" in report
+    # The sweeper runs once the clock has moved: timeouts, stuck orders compensated,
+    # and a refund that fails while the payment provider is down, retried a minute later.
+    assert "the sweeper runs" in report
+    assert "refund_payment failed on attempt 1 (ConnectionError" in report
+    assert "pass 2, a minute later: compensations run 2, compensated 1" in report
+    assert "refunds paid out by the provider: 1" in report
+    assert "paid --@stuck--> paid by statekit-sweeper" in report
+    assert "paid --@compensated--> cancelled by statekit-sweeper" in report
     out = tmp_path / "demo"
     assert (out / "demo.db").is_file()
-    for name in ("order", "order-2-path", "order-heat"):
+    for name in ("order", "order-7-path", "order-heat"):
         assert (out / f"{name}.mmd").read_text().startswith("---\ntitle:")
         drawn = [out / f"{name}.svg", out / f"{name}.dot"]
         assert any(p.is_file() and p.stat().st_size > 0 for p in drawn), name

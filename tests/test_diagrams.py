@@ -696,3 +696,23 @@ def test_main_reports_a_package_without_workflows(
     monkeypatch.chdir(ROOT)
     assert main(["--models", "statekit.store", "--check"]) == 1
     assert "no workflows found" in capsys.readouterr().err
+
+
+def test_statekits_own_transitions_are_drawn_as_such_not_as_undeclared() -> None:
+    history = [
+        record(1, "assign", "new", "assigned"),
+        record(2, "start", "assigned", "in_progress"),
+        record(3, "@stuck", "in_progress", "in_progress"),
+        record(4, "@resolve", "in_progress", "closed"),
+    ]
+    snapshot = Snapshot("ticket", "T-7", "closed", 4, entered_at=T0 + timedelta(hours=4))
+    graph = instance_graph(TicketWorkflow.machine, snapshot, history)
+    stuck, resolve = graph.edges_of("@stuck")[0], graph.edges_of("@resolve")[0]
+    assert (stuck.system, stuck.declared, stuck.steps) == (True, True, (3,))
+    assert (resolve.system, resolve.declared, resolve.steps) == (True, True, (4,))
+    assert not any(edge.system for edge in machine_graph(TicketWorkflow.machine).edges)
+    dot, mermaid = to_dot(graph), to_mermaid(graph)
+    assert "by statekit" in dot
+    assert "not in the definition" not in dot
+    assert "by statekit" in mermaid
+    assert "not in the definition" not in mermaid

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import Connection, event, func, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from models.orm import ENTITIES, TicketRow
 from models.ticket import TicketWorkflow
@@ -51,7 +50,7 @@ class UnguardedStore(SQLAlchemyStore):
 
 
 def _runner(url: str, unguarded: bool = False) -> tuple[Runner, SQLAlchemyStore]:
-    engine = engine_for(url, poolclass=NullPool)
+    engine = engine_for(url)
     store = (UnguardedStore if unguarded else SQLAlchemyStore)(engine, ENTITIES)
     return Runner(TicketWorkflow.machine, store), store
 
@@ -111,7 +110,7 @@ def _job_sweeper(url: str, batch_size: int) -> Any:
     from statekit import Sweeper
     from tests.sweep_support import JobRow, JobWorkflow
 
-    engine = engine_for(url, poolclass=NullPool)
+    engine = engine_for(url)
     store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
     return Sweeper([Runner(JobWorkflow.machine, store)], batch_size=batch_size)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,8 @@ def run_demo(
             step(day, examples)
             advance()
     _report(day, directory, echo)
+    _sweep(day, examples, echo)
+    _write_diagrams(day, directory, echo)
     engine.dispose()
 
 
@@ -202,21 +204,58 @@ def _report(day: _Day, directory: Path, echo: Callable[[str], None]) -> None:
         echo(f"* {note}")
     overdue = [(m, s) for m in ("order", "ticket") for s in store.find_overdue(m, now, 100)]
     echo("")
-    echo(f"past their deadline at {now:%H:%M} ({len(overdue)}), waiting for the sweeper:")
+    echo(f"past their deadline at {now:%H:%M} ({len(overdue)}), for the sweeper:")
     for machine, snapshot in overdue:
         echo(f"  - {machine} {snapshot.key} in {snapshot.state} since {snapshot.entered_at:%H:%M}")
     echo("")
     echo("order 2's path:")
     for r in store.history("order", "2"):
         echo(f"  {r.seq}. {r.at:%H:%M} {r.source} --{r.event}--> {r.target} by {r.actor}")
-    written = _write_diagrams(day, directory)
+
+
+def _sweep(day: _Day, examples: Any, echo: Callable[[str], None]) -> None:
+    from models.order import payments
+    from statekit.compensation import Backoff
+    from statekit.sweeper import Sweeper
+
+    sweeper = Sweeper(
+        [day.orders, day.tickets],
+        clock=day.clock,
+        backoff=Backoff(base=timedelta(seconds=30), jitter=0),
+    )
+    day.clock.advance(days=2)
+    payments.outages = 1  # the payment provider is down for the first refund
     echo("")
-    echo("diagrams:")
-    for path in written:
-        echo(f"  {path}")
+    echo(f"two days later, {day.clock.now():%Y-%m-%d %H:%M}: the sweeper runs")
+    first = sweeper.run_once()
+    echo(f"  pass 1: {_counts(first.as_dict())}")
+    for snapshot, tasks in sweeper.stuck():
+        for task in tasks:
+            if task.last_error is not None and task.next_attempt_at is not None:
+                echo(
+                    f"  {snapshot.entity_type} {snapshot.key} is stuck ({snapshot.stuck_reason}); "
+                    f"{task.action} failed on attempt {task.attempts} ({task.last_error}), "
+                    f"retrying at {task.next_attempt_at:%H:%M:%S}"
+                )
+    day.clock.advance(minutes=1)
+    second = sweeper.run_once()
+    echo(f"  pass 2, a minute later: {_counts(second.as_dict())}")
+    echo(f"  refunds paid out by the provider: {len(payments.refunds)} (one per paid order undone)")
+    echo("order 7's path:")
+    for r in day.store.history("order", "7"):
+        note = f"  ({r.payload['note']})" if r.payload and "note" in r.payload else ""
+        echo(f"  {r.seq}. {r.at:%d %H:%M} {r.source} --{r.event}--> {r.target} by {r.actor}{note}")
+    counts = day.store.count_by_state("order")
+    echo("orders now: " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())))
 
 
-def _write_diagrams(day: _Day, directory: Path) -> list[Path]:
+def _counts(counts: dict[str, int]) -> str:
+    return (
+        ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items() if n) or "nothing"
+    )
+
+
+def _write_diagrams(day: _Day, directory: Path, echo: Callable[[str], None]) -> None:
     from statekit.diagrams import (
         GraphvizNotInstalledError,
         heat_graph,
@@ -231,8 +270,8 @@ def _write_diagrams(day: _Day, directory: Path) -> list[Path]:
     machine = store.binding("order").machine
     graphs = {
         "order": machine_graph(machine),
-        "order-2-path": instance_graph(
-            machine, store.load("order", "2"), store.history("order", "2")
+        "order-7-path": instance_graph(
+            machine, store.load("order", "7"), store.history("order", "7")
         ),
         "order-heat": heat_graph(
             machine,
@@ -253,4 +292,7 @@ def _write_diagrams(day: _Day, directory: Path) -> list[Path]:
         mermaid = directory / f"{name}.mmd"
         mermaid.write_text(to_mermaid(graph))
         written.append(mermaid)
-    return written
+    echo("")
+    echo("diagrams:")
+    for path in written:
+        echo(f"  {path}")

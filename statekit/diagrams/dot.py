@@ -132,6 +132,8 @@ def _edge_label(edge: Edge, faded: bool) -> str:
     if edge.compensation:
         undo = _FAINT_TEXT if faded else _UNDO
         rows += _font(f"undo: {edge.compensation}", color=undo, size=9, style="i")
+    if edge.system:
+        rows += _font("by statekit", color=_FAINT_TEXT, size=9, style="i")
     if not edge.declared:
         rows += _font("not in the definition", color=_UNDECLARED, size=9)
     return _table(rows)
@@ -141,7 +143,7 @@ def _edge(edge: Edge, heaviest: int) -> str:
     faded = edge.faded
     pairs: list[tuple[str, str]] = [("label", _edge_label(edge, faded))]
     styles = []
-    if edge.timeout:
+    if edge.timeout or edge.system:
         styles.append("dashed")
     if edge.emphasis:
         pairs += [("color", _PATH), ("penwidth", "2.2")]

@@ -100,6 +100,8 @@ class Edge:
         emphasis: Drawn strong: on the instance's path.
         faded: Drawn faint: never taken (heat) or off the path (instance).
         declared: False for a transition seen in the data that the definition lacks.
+        system: One of statekit's own transitions (`@stuck`, `@resolve`, `@retry`,
+            `@compensated`): recorded by the sweeper or a person, not declared.
     """
 
     source: str
@@ -113,6 +115,7 @@ class Edge:
     emphasis: bool = False
     faded: bool = False
     declared: bool = True
+    system: bool = False
 
     @property
     def key(self) -> TransitionKey:
@@ -323,7 +326,10 @@ def _with_undeclared(
                 )
         if (source, event, target) not in declared:
             declared.add((source, event, target))
-            edges.append(Edge(source=source, target=target, event=event, declared=False))
+            system = event.startswith("@")
+            edges.append(
+                Edge(source=source, target=target, event=event, declared=system, system=system)
+            )
     return nodes, edges
 
 

@@ -89,6 +89,8 @@ def _edge_label(edge: Edge) -> str:
         parts.append(edge.timeout)
     if edge.compensation:
         parts.append(f"undo {edge.compensation}")
+    if edge.system:
+        parts.append("by statekit")
     if not edge.declared:
         parts.append("not in the definition")
     return " / ".join(parts)
