@@ -307,12 +307,13 @@ class Machine:
         """Plan one of statekit's own transitions (`@stuck`, `@resolve`, `@retry`,
         `@compensated`): no guards or handlers run, but it is versioned and recorded
         like any other. A stuck plan clears the deadline so the sweeper skips it.
+        `entity` may be the entity object or its stored `Snapshot`.
 
         Raises:
             NotStartedError, DefinitionMismatchError: as for `decide`.
             ValueError: `target` is not a declared state.
         """
-        snapshot = self.snapshot(entity)
+        snapshot = entity if isinstance(entity, Snapshot) else self.snapshot(entity)
         if target not in self._table:
             raise ValueError(f"machine {self.name!r} has no state {target!r}")
         timeout = self.timeouts.get(target)

@@ -61,8 +61,8 @@ class Listener:
     def on_transition(self, record: TransitionRecord, entity: object) -> None:
         """A transition was committed."""
 
-    def on_stuck(self, record: TransitionRecord, entity: object) -> None:
-        """An instance was marked stuck (the `@stuck` record is committed)."""
+    def on_stuck(self, record: TransitionRecord) -> None:
+        """An instance was marked stuck (its `@stuck` record is committed)."""
 
     def on_compensation_failed(self, task: Any, error: BaseException) -> None:
         """An attempt at a compensation failed; it will be retried."""

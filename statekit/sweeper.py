@@ -34,7 +34,10 @@ from statekit.errors import (
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner
 
-__all__ = ["SweepResult", "SweepStore", "Sweeper"]
+__all__ = ["COMPENSATIONS_DUE", "SweepResult", "SweepStore", "Sweeper"]
+
+COMPENSATIONS_DUE = "@compensations"
+"""What `SweepStore.due` reports when a compensation is due."""
 
 logger = logging.getLogger("statekit.sweeper")
 
@@ -44,7 +47,9 @@ class SweepStore(Protocol):
 
     def overdue_batch(
         self, entity_type: str, now: datetime, limit: int
-    ) -> AbstractContextManager[list[Any]]: ...
+    ) -> AbstractContextManager[Any]: ...
+
+    def due(self, entity_types: Sequence[str], now: datetime) -> set[str]: ...
 
     def add_compensations(
         self, entity: object, tasks: Sequence[CompensationTask], now: datetime
@@ -156,9 +161,12 @@ class Sweeper:
         `stop` is checked between batches; a batch in progress always finishes.
         """
         result = SweepResult()
-        for runner in self.runners.values():
-            self._sweep_deadlines(runner, result, stop)
-        self._drain(result, stop)
+        due = self.store.due(list(self.runners), self.clock.now())
+        for name, runner in self.runners.items():
+            if name in due:
+                self._sweep_deadlines(runner, result, stop)
+        if COMPENSATIONS_DUE in due or result.marked_stuck:
+            self._drain(result, stop)
         return result
 
     def run_forever(
@@ -178,53 +186,95 @@ class Sweeper:
         self, runner: Runner, result: SweepResult, stop: Callable[[], bool]
     ) -> None:
         machine = runner.machine
+        compensating_events = tuple(
+            {t.event for t in machine.spec.transitions if t.compensation is not None}
+        )
         seen: set[str] = set()
         while not stop():
             now = self.clock.now()
-            with self.store.overdue_batch(machine.name, now, self.batch_size) as entities:
-                fresh = [e for e in entities if machine.key_of(e) not in seen]
-                for entity in fresh:
-                    seen.add(machine.key_of(entity) or "")
-                    result.claimed += 1
-                    self._time_out(runner, entity, now, result)
-            if len(entities) < self.batch_size or not fresh:
+            notices: list[TransitionRecord] = []
+            with self.store.overdue_batch(machine.name, now, self.batch_size) as batch:
+                fresh = [s for s in batch.snapshots if s.key not in seen]
+                seen.update(s.key for s in fresh)
+                result.claimed += len(fresh)
+                stuck: list[tuple[Snapshot, str]] = []
+                for snapshot in fresh:
+                    reason = self._time_out(runner, batch, snapshot, result)
+                    if reason is not None:
+                        stuck.append((snapshot, reason))
+                if stuck:
+                    notices = self._mark_batch_stuck(
+                        machine, batch, stuck, compensating_events, now
+                    )
+                    result.marked_stuck += len(notices)
+            for record in notices:
+                self._notify("on_stuck", record)
+            if len(batch.snapshots) < self.batch_size or not fresh:
                 return
 
-    def _time_out(self, runner: Runner, entity: object, now: datetime, result: SweepResult) -> None:
+    def _time_out(
+        self, runner: Runner, batch: Any, snapshot: Snapshot, result: SweepResult
+    ) -> str | None:
+        """Fire the timeout event of one claimed instance; return why it is stuck instead."""
         machine = runner.machine
-        state = machine.state_of(entity) or ""
-        timeout = machine.timeouts.get(state)
-        if timeout is not None and timeout.event is not None:
-            try:
-                runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
-            except ConcurrentTransitionError:
-                result.lost_races += 1
-                return
-            except TransitionError as exc:
-                self._mark_stuck(
-                    runner, entity, f"timeout event {timeout.event!r} refused: {exc}", now, result
-                )
-                return
-            result.timed_out += 1
-            return
+        timeout = machine.timeouts.get(snapshot.state)
         if timeout is None:
-            reason = f"deadline passed in {state!r}, which declares no timeout"
-        else:
-            reason = f"no progress in {state!r} within {_duration(timeout.after)}"
-        self._mark_stuck(runner, entity, reason, now, result)
+            return f"deadline passed in {snapshot.state!r}, which declares no timeout"
+        if timeout.event is None:
+            return f"no progress in {snapshot.state!r} within {_duration(timeout.after)}"
+        entity = batch.entity(snapshot.key)
+        try:
+            runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
+        except ConcurrentTransitionError:
+            result.lost_races += 1
+            batch.forget(entity)
+            return None
+        except TransitionError as exc:
+            batch.forget(entity)
+            return f"timeout event {timeout.event!r} refused: {exc}"
+        result.timed_out += 1
+        return None
+
+    def _mark_batch_stuck(
+        self,
+        machine: Machine,
+        batch: Any,
+        stuck: list[tuple[Snapshot, str]],
+        compensating_events: tuple[str, ...],
+        now: datetime,
+    ) -> list[TransitionRecord]:
+        steps = batch.steps([s.key for s, _ in stuck], compensating_events)
+        plans, tasks = [], []
+        for snapshot, reason in stuck:
+            plans.append(
+                machine.system_plan(
+                    snapshot,
+                    "@stuck",
+                    snapshot.state,
+                    now=now,
+                    actor=SWEEPER_ACTOR,
+                    note=reason,
+                    stuck_reason=reason,
+                )
+            )
+            tasks.extend(_tasks(machine, snapshot.key, steps.get(snapshot.key, []), now))
+        records: list[TransitionRecord] = batch.mark(plans, tasks, now)
+        logger.info(
+            "%d %s instance(s) marked stuck, %d compensation(s) scheduled",
+            len(records),
+            machine.name,
+            len(tasks),
+            extra={"entity_type": machine.name, "stuck": len(records)},
+        )
+        return records
 
     def _mark_stuck(
-        self,
-        runner: Runner,
-        entity: object,
-        reason: str,
-        now: datetime,
-        result: SweepResult,
-        actor: str = SWEEPER_ACTOR,
-    ) -> TransitionRecord | None:
+        self, runner: Runner, entity: object, reason: str, now: datetime, actor: str
+    ) -> TransitionRecord:
+        """Mark one loaded instance stuck in its own transaction (`compensate`)."""
         machine = runner.machine
         key = machine.key_of(entity) or ""
-        tasks = self._tasks_for(machine, entity, key, now)
+        tasks = _tasks(machine, key, self.store.steps(entity), now)
         plan = machine.system_plan(
             entity,
             "@stuck",
@@ -237,44 +287,13 @@ class Sweeper:
         restore = machine.stage(entity, plan)
         try:
             record = runner.store.apply(
-                plan, entity=entity, after_commit=lambda r: self._notify("on_stuck", r, entity)
+                plan, entity=entity, after_commit=lambda r: self._notify("on_stuck", r)
             )
             self.store.add_compensations(entity, tasks, now)
-        except ConcurrentTransitionError:
+        except BaseException:
             restore()
-            result.lost_races += 1
-            return None
-        result.marked_stuck += 1
-        logger.warning(
-            "%s %s is stuck: %s (%d compensation(s) scheduled)",
-            machine.name,
-            key,
-            reason,
-            len(tasks),
-            extra={"entity_type": machine.name, "entity_key": key, "reason": reason},
-        )
+            raise
         return record
-
-    def _tasks_for(
-        self, machine: Machine, entity: object, key: str, now: datetime
-    ) -> list[CompensationTask]:
-        tasks = []
-        for record in reversed(self.store.steps(entity)):
-            declared = machine.compensation_of(record.source, record.event, record.target)
-            if declared is not None:
-                action, attempts = declared
-                tasks.append(
-                    CompensationTask(
-                        entity_type=machine.name,
-                        key=key,
-                        step_seq=record.seq,
-                        action=action,
-                        event=record.event,
-                        max_attempts=attempts,
-                        next_attempt_at=now,
-                    )
-                )
-        return tasks
 
     def _drain(self, result: SweepResult, stop: Callable[[], bool]) -> None:
         while not stop():
@@ -391,18 +410,7 @@ class Sweeper:
         with self.store.transaction(entity_type, key) as entity:
             if runner.machine.snapshot(entity).stuck_at is not None:
                 raise StatekitError(f"{entity_type} {key} is already stuck")
-            record = self._mark_stuck(
-                runner, entity, reason, self.clock.now(), SweepResult(), actor
-            )
-        if record is None:
-            raise ConcurrentTransitionError(
-                entity_type=entity_type,
-                key=key,
-                event="@stuck",
-                expected_version=-1,
-                actual_version=None,
-            )
-        return record
+            return self._mark_stuck(runner, entity, reason, self.clock.now(), actor)
 
     def retry(
         self, entity_type: str, key: str, *, actor: str, extra_attempts: int = 3
@@ -475,6 +483,29 @@ class Sweeper:
                 f"this sweeper has no machine {entity_type!r} "
                 f"(it has: {', '.join(sorted(self.runners))})"
             ) from None
+
+
+def _tasks(
+    machine: Machine, key: str, history: Sequence[TransitionRecord], now: datetime
+) -> list[CompensationTask]:
+    """The compensations of `history`'s completed steps, newest first."""
+    tasks = []
+    for record in reversed(history):
+        declared = machine.compensation_of(record.source, record.event, record.target)
+        if declared is not None:
+            action, attempts = declared
+            tasks.append(
+                CompensationTask(
+                    entity_type=machine.name,
+                    key=key,
+                    step_seq=record.seq,
+                    action=action,
+                    event=record.event,
+                    max_attempts=attempts,
+                    next_attempt_at=now,
+                )
+            )
+    return tasks
 
 
 def _duration(value: timedelta) -> str:

@@ -35,7 +35,7 @@ class Hooks(Listener):
         self.failed: list[tuple[str, int]] = []
         self.dead: list[str] = []
 
-    def on_stuck(self, record: TransitionRecord, entity: object) -> None:
+    def on_stuck(self, record: TransitionRecord) -> None:
         self.stuck.append(record.key)
 
     def on_compensation_failed(self, task: Any, error: BaseException) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -20,29 +20,44 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    String,
     and_,
+    any_,
+    cast,
     exists,
     func,
     insert,
+    literal,
+    literal_column,
     or_,
     orm,
     select,
+    tuple_,
+    union_all,
     update,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
 
 from statekit.compensation import CompensationTask
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
-from statekit.records import Snapshot, TransitionRecord
+from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
+from statekit.store.sqlalchemy.history import history_row
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.tables import StatekitTables
 
-__all__ = ["SweepOperations", "supports_skip_locked", "unit_of_work"]
+__all__ = [
+    "COMPENSATIONS_DUE",
+    "DueBatch",
+    "SweepOperations",
+    "supports_skip_locked",
+    "unit_of_work",
+]
 
 _OPEN = ("pending", "running", "dead")
 _TASK_COLUMNS = (
@@ -126,18 +141,19 @@ class SweepOperations:
     # -- overdue instances -----------------------------------------------------------
 
     @contextmanager
-    def overdue_batch(self, entity_type: str, now: datetime, limit: int) -> Iterator[list[Any]]:
+    def overdue_batch(self, entity_type: str, now: datetime, limit: int) -> Iterator[DueBatch]:
         """Claim up to `limit` instances whose deadline has passed, in one transaction
-        that commits on a clean exit; transitions fired on them join it.
+        that commits on a clean exit; work done through the yielded `DueBatch` (and
+        transitions fired on entities it loads) joins that transaction.
 
         Stuck instances have no deadline, so the due index alone covers the claim.
         """
         binding = self.binding(entity_type)
-        deadline = binding.columns["deadline_at"]
+        cols = binding.columns
         query: Select[Any] = (
-            select(binding.entity_class)
-            .where(deadline <= now)
-            .order_by(deadline, binding.key)
+            select(binding.key, *(cols[name] for name in _SNAPSHOT_FIELDS))
+            .where(cols["deadline_at"] <= now)
+            .order_by(cols["deadline_at"], binding.key)
             .limit(limit)
         )
         if self.skip_locked:
@@ -145,10 +161,50 @@ class SweepOperations:
         try:
             with self._sweep_sessions() as session:
                 session.begin()
-                yield list(session.scalars(query))
+                rows = session.connection().execute(query).all()
+                snapshots = [Snapshot(entity_type, str(row[0]), *row[1:]) for row in rows]
+                yield DueBatch(self, binding, session, snapshots)
                 session.commit()
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"sweeping {entity_type} failed: {exc}") from exc
+
+    def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
+        """Which of `entity_types` have an overdue instance, plus `"@compensations"`
+        when a compensation is due: one cheap, non-locking query, so an idle sweeper
+        costs about one indexed lookup per pass."""
+        c = self.tables.compensations
+        moment: Any = now
+        if self.engine.dialect.name == "postgresql":
+            # Inline `now`: the generic plan of a prepared `deadline <= $1` may scan the
+            # whole table when nothing is due; with the value the due index answers.
+            stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+            moment = literal_column(f"TIMESTAMP '{stamp}'")
+        probes = [
+            select(literal(name)).where(
+                exists().where(self.binding(name).columns["deadline_at"] <= moment)
+            )
+            for name in entity_types
+        ]
+        probes += [
+            select(literal(COMPENSATIONS_DUE)).where(
+                exists().where(c.c.status == "pending", c.c.next_attempt_at <= moment)
+            ),
+            select(literal(COMPENSATIONS_DUE)).where(
+                exists().where(c.c.status == "running", c.c.lease_until <= moment)
+            ),
+        ]
+        try:
+            with self._probe_engine.connect() as conn:
+                conn = conn.execution_options(statekit_read_only=True)
+                return {row[0] for row in conn.execute(union_all(*probes))}
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"checking for due work failed: {exc}") from exc
+
+    @cached_property
+    def _probe_engine(self) -> Engine:
+        if self.engine.dialect.name == "sqlite":
+            return self.engine
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def stuck(self, entity_type: str) -> list[Snapshot]:
         """Snapshots of the stuck instances of `entity_type`, oldest first."""
@@ -178,11 +234,17 @@ class SweepOperations:
         self, entity: object, tasks: Sequence[CompensationTask], now: datetime
     ) -> None:
         """Schedule `tasks` in the entity's transaction; existing ones are left alone."""
-        if not tasks:
-            return
         session = object_session(entity)
         if session is None:
             raise StoreError("compensations are scheduled in the entity's transaction")
+        self.add_compensations_on(session.connection(), tasks, now)
+
+    def add_compensations_on(
+        self, conn: Connection, tasks: Sequence[CompensationTask], now: datetime
+    ) -> None:
+        """Schedule `tasks` on `conn`'s transaction; existing ones are left alone."""
+        if not tasks:
+            return
         table = self.tables.compensations
         rows = [
             {
@@ -211,7 +273,7 @@ class SweepOperations:
             statement = statement.on_duplicate_key_update(id=table.c.id)
         else:  # pragma: no cover - other dialects: plain insert, duplicates surface
             statement = insert(table)
-        session.connection().execute(statement, rows)
+        conn.execute(statement, rows)
 
     def claim_compensations(
         self, now: datetime, limit: int, lease: timedelta
@@ -470,3 +532,137 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
             session.commit()
     except sa_exc.SQLAlchemyError as exc:
         raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
+
+
+COMPENSATIONS_DUE = "@compensations"
+"""The name `SweepOperations.due` reports when compensations are due."""
+
+
+def _one_of(column: Any, values: list[Any], item_type: Any, dialect: str) -> Any:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`: one parameter
+    whatever the batch size (hundreds of separate parameters cost the driver a new
+    statement text and the server a generic plan on every batch)."""
+    if dialect == "postgresql":
+        return column == any_(cast(literal(values, type_=ARRAY(item_type)), ARRAY(item_type)))
+    return column.in_(values)
+
+
+_SNAPSHOT_FIELDS = (
+    "state",
+    "version",
+    "entered_at",
+    "deadline_at",
+    "stuck_at",
+    "stuck_reason",
+    "definition_version",
+)
+
+
+class DueBatch:
+    """Instances claimed by one sweeper transaction (see `overdue_batch`)."""
+
+    def __init__(
+        self,
+        operations: SweepOperations,
+        binding: Any,
+        session: Session,
+        snapshots: list[Snapshot],
+    ) -> None:
+        self._operations = operations
+        self._binding = binding
+        self._session = session
+        self.snapshots = snapshots
+
+    def entity(self, key: str) -> Any:
+        """The entity object of a claimed instance, loaded in the batch's transaction."""
+        entity = self._session.get(self._binding.entity_class, self._binding.coerce_key(key))
+        if entity is None:  # pragma: no cover - the row is locked by this transaction
+            raise InstanceNotFoundError(entity_type=self._binding.machine.name, key=key)
+        return entity
+
+    def forget(self, entity: object) -> None:
+        """Drop an entity object from the batch, so nothing it holds is flushed."""
+        self._session.expunge(entity)
+
+    def steps(
+        self, keys: Sequence[str], events: Sequence[str]
+    ) -> dict[str, list[TransitionRecord]]:
+        """History rows of `keys` whose event is one of `events`, oldest first."""
+        if not keys or not events:
+            return {}
+        t = self._operations.tables.transitions
+        name = self._binding.machine.name
+        conn = self._session.connection()
+        rows = conn.execute(
+            select(t.c.entity_key, *(t.c[n] for n in _RECORD_COLUMNS)).where(
+                t.c.entity_type == name,
+                _one_of(t.c.entity_key, list(keys), String(), conn.dialect.name),
+                t.c.event.in_(events),
+            )
+        ).all()
+        rows = sorted(rows, key=lambda row: (row[0], row[1]))  # here: keeps the plan a plain scan
+        found: dict[str, list[TransitionRecord]] = {}
+        for row in rows:
+            found.setdefault(row[0], []).append(_record(name, row[0], row[1:]))
+        return found
+
+    def mark(
+        self, plans: Sequence[Plan], tasks: Sequence[CompensationTask], now: datetime
+    ) -> list[TransitionRecord]:
+        """Apply system plans for claimed instances set-based: one compare-and-set
+        UPDATE for all of them, one multi-row history INSERT, one outbox INSERT.
+
+        Raises:
+            ConcurrentTransitionError: a row's version moved (impossible while the
+                claim holds it; checked where the driver reports per-batch counts).
+        """
+        if not plans:
+            return []
+        binding, conn = self._binding, self._session.connection()
+        cols = binding.columns
+        groups: dict[tuple[Any, ...], list[Plan]] = {}
+        for plan in plans:
+            shape = (
+                plan.target,
+                plan.at,
+                plan.deadline_at,
+                plan.stuck_reason,
+                plan.definition_version,
+            )
+            groups.setdefault(shape, []).append(plan)
+        for (target, at, deadline, reason, definition), group in groups.items():
+            # One statement per group; each row still must match its expected version.
+            pairs = [(binding.coerce_key(p.key or ""), p.expected_version) for p in group]
+            result = conn.execute(
+                update(binding.table)
+                .where(
+                    _one_of(
+                        binding.key, [k for k, _ in pairs], binding.key.type, conn.dialect.name
+                    ),
+                    tuple_(binding.key, cols["version"]).in_(pairs),
+                )
+                .values(
+                    {
+                        cols["state"]: target,
+                        cols["version"]: cols["version"] + 1,
+                        cols["entered_at"]: at,
+                        cols["deadline_at"]: deadline,
+                        cols["stuck_at"]: at if reason is not None else None,
+                        cols["stuck_reason"]: reason,
+                        cols["definition_version"]: definition,
+                    }
+                )
+            )
+            if result.rowcount != len(group):
+                first = group[0]
+                raise ConcurrentTransitionError(
+                    entity_type=first.entity_type,
+                    key=first.key or "",
+                    event=first.event,
+                    expected_version=first.expected_version,
+                    actual_version=None,
+                )
+        records = [plan.record() for plan in plans]
+        conn.execute(insert(self._operations.tables.transitions), [history_row(r) for r in records])
+        self._operations.add_compensations_on(conn, tasks, now)
+        return records
