@@ -173,7 +173,7 @@ def test_statekit_sweep_once_as_json(database_url: str, store: SQLAlchemyStore) 
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert (result["claimed"], result["marked_stuck"], result["compensated"]) == (25, 25, 25)
-    assert "is stuck" in done.stderr  # logs go to stderr, data to stdout
+    assert "job instance(s) marked stuck" in done.stderr  # logs go to stderr, data to stdout
     _assert_each_exactly_once(store, keys)
 
 

@@ -138,11 +138,12 @@ def sweep_until_killed(
 
     time_out, complete = sweeper._time_out, sweeper.store.complete_compensation
 
-    def counting_time_out(*args: Any) -> None:
-        time_out(*args)
+    def counting_time_out(*args: Any) -> str | None:
+        reason: str | None = time_out(*args)
         counts["instances"] += 1
         if counts["instances"] == hang_at_instance:
-            hang()
+            hang()  # inside the batch transaction: nothing of this batch is written yet
+        return reason
 
     def counting_complete(*args: Any) -> int:
         remaining: int = complete(*args)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     MetaData,
     Select,
     Table,
+    bindparam,
     event,
     func,
     insert,
@@ -49,7 +50,7 @@ from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
-from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
+from statekit.store.sqlalchemy.sweep import UNIT_CALLBACKS, SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
@@ -76,6 +77,26 @@ class EntityBinding:
     key: Column[Any]
     columns: dict[str, Column[Any]]  # StateFields attribute -> column
     key_type: Callable[[str], Any]
+    compare_and_set: Any = None  # the apply UPDATE, built once
+
+    def __post_init__(self) -> None:
+        cols = self.columns
+        statement = (
+            update(self.table)
+            .where(self.key == bindparam("k_"), cols["version"] == bindparam("v_"))
+            .values(
+                {
+                    cols["state"]: bindparam("state_"),
+                    cols["version"]: bindparam("next_"),
+                    cols["entered_at"]: bindparam("at_"),
+                    cols["deadline_at"]: bindparam("deadline_"),
+                    cols["stuck_at"]: bindparam("stuck_at_"),
+                    cols["stuck_reason"]: bindparam("reason_"),
+                    cols["definition_version"]: bindparam("definition_"),
+                }
+            )
+        )
+        object.__setattr__(self, "compare_and_set", statement)
 
     def coerce_key(self, key: str) -> Any:
         try:
@@ -329,19 +350,18 @@ class SQLAlchemyStore(SweepOperations):
         key = binding.coerce_key(plan.key or "")
         try:
             updated = conn.execute(
-                update(binding.table)
-                .where(binding.key == key, cols["version"] == plan.expected_version)
-                .values(
-                    {
-                        cols["state"]: plan.target,
-                        cols["version"]: plan.expected_version + 1,
-                        cols["entered_at"]: plan.at,
-                        cols["deadline_at"]: plan.deadline_at,
-                        cols["stuck_at"]: plan.at if plan.stuck_reason is not None else None,
-                        cols["stuck_reason"]: plan.stuck_reason,
-                        cols["definition_version"]: plan.definition_version,
-                    }
-                )
+                binding.compare_and_set,
+                {
+                    "k_": key,
+                    "v_": plan.expected_version,
+                    "state_": plan.target,
+                    "next_": plan.expected_version + 1,
+                    "at_": plan.at,
+                    "deadline_": plan.deadline_at,
+                    "stuck_at_": plan.at if plan.stuck_reason is not None else None,
+                    "reason_": plan.stuck_reason,
+                    "definition_": plan.definition_version,
+                },
             )
             if updated.rowcount != 1:
                 actual = conn.execute(select(cols["version"]).where(binding.key == key)).scalar()
@@ -479,6 +499,10 @@ def _mark_persisted(entity: object, binding: EntityBinding, plan: Plan) -> None:
 
 
 def _defer(session: Session, callback: Callable[[], None]) -> None:
+    unit: list[Callable[[], None]] | None = session.info.get(UNIT_CALLBACKS)
+    if unit is not None:  # statekit's own unit of work runs these after its commit
+        unit.append(callback)
+        return
     pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
     if pending is None:
         pending = session.info[_PENDING] = []

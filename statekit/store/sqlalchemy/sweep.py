@@ -10,7 +10,7 @@ claim transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -50,6 +50,9 @@ from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import history_row
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.tables import StatekitTables
+
+UNIT_CALLBACKS = "statekit_unit_callbacks"
+"""`Session.info` key of the after-commit callbacks of statekit's own units of work."""
 
 __all__ = [
     "COMPENSATIONS_DUE",
@@ -522,8 +525,10 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
     """Load one entity in a new Session and transaction; commit on a clean exit, roll
     back on an exception, and turn backend errors into `StoreError`."""
     entity_type = binding.machine.name
+    committed: list[Callable[[], None]] = []
     try:
         with sessions() as session:
+            session.info[UNIT_CALLBACKS] = committed
             session.begin()
             entity = session.get(binding.entity_class, binding.coerce_key(key))
             if entity is None:
@@ -532,6 +537,8 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
             session.commit()
     except sa_exc.SQLAlchemyError as exc:
         raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
+    for callback in committed:  # only reached after a successful commit
+        callback()
 
 
 COMPENSATIONS_DUE = "@compensations"
