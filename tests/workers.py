@@ -78,6 +78,27 @@ def hammer(url: str, keys: list[str], attempts: int, seed: int, unguarded: bool)
     return {"fired": fired, "conflicts": conflicts, "errors": errors}
 
 
+def stale_round(url: str, keys: list[str], unguarded: bool) -> dict[str, Any]:
+    """Load every ticket, wait for the parent's go, then fire on those copies: all
+    workers act on the same versions, so only the version predicate can stop them."""
+    runner, store = _runner(url, unguarded)
+    with Session(store.engine, expire_on_commit=False) as session:
+        tickets = [session.get(TicketRow, key) for key in keys]
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    fired: dict[str, int] = dict.fromkeys(keys, 0)
+    conflicts = 0
+    for ticket in tickets:
+        assert ticket is not None
+        try:
+            runner.fire(ticket, CYCLE[ticket.state])
+        except ConcurrentTransitionError:
+            conflicts += 1
+        else:
+            fired[ticket.id] += 1
+    return {"fired": fired, "conflicts": conflicts, "errors": 0}
+
+
 def hang_before_commit(url: str, key: str) -> dict[str, Any]:
     """Apply a transition, then stop between the UPDATE and the COMMIT until killed."""
     runner, store = _runner(url)
@@ -161,6 +182,7 @@ def main() -> None:
     command, raw = sys.argv[1], sys.argv[2]
     handler = {
         "hammer": hammer,
+        "stale_round": stale_round,
         "hang": hang_before_commit,
         "duplicate": duplicate,
         "sweep": sweep,
