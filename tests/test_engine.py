@@ -749,3 +749,27 @@ def test_payload_validation_without_a_model_or_data(machine: Machine) -> None:
     """The rule the interop bridge reuses: no model and no data is no payload."""
     assert machine._validate_payload(None, {}, "pending", "cancel", "o1") is None
     assert machine._validate_payload(None, None, "pending", "cancel", "o1") is None
+
+
+def test_a_failed_post_condition_restores_dicts_and_sets_in_place() -> None:
+    def tag(entity: Any, ctx: Context) -> None:
+        entity.labels.add("shipped")
+        entity.meta["carrier"] = "DHL"
+
+    def never(entity: Any, ctx: Context) -> bool | str:
+        return "refused"
+
+    class Tagged(Workflow, name="tagged"):
+        a = State(initial=True)
+        b = State(final=True)
+        go = a.to(b, action=tag, post=never)
+
+    thing = Thing(id="t-1")
+    Tagged.machine.start(thing)
+    labels, meta = {"new"}, {"source": "web"}
+    thing.labels, thing.meta = labels, meta  # type: ignore[attr-defined]
+    with pytest.raises(PostconditionFailedError):
+        Tagged.machine.fire(thing, "go")
+    assert thing.labels is labels  # type: ignore[attr-defined]
+    assert thing.meta is meta  # type: ignore[attr-defined]
+    assert (labels, meta) == ({"new"}, {"source": "web"})
