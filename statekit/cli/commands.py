@@ -239,11 +239,14 @@ def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
 def history(
     entity_type: str, key: str, db_url: str, modules: tuple[str, ...], as_json: bool
 ) -> None:
-    """Where ENTITY_TYPE KEY is, since when, why, and what can happen next."""
+    """Where ENTITY_TYPE KEY is, since when, why, and what can happen next: state,
+    deadline, stuck marker, the path with actors and payloads, the events allowed
+    next and the compensations not done yet."""
     store = _open_store(db_url, modules)
     snapshot = store.load(entity_type, key)
     records = store.history(entity_type, key)
     machine = store.binding(entity_type).machine
+    open_tasks = store.compensations(entity_type, key, status=("pending", "running", "dead"))
     report = {
         "entity_type": entity_type,
         "key": key,
@@ -267,6 +270,18 @@ def history(
             }
             for r in records
         ],
+        "pending_compensations": [
+            {
+                "step": t.step_seq,
+                "action": t.action,
+                "status": t.status,
+                "attempts": t.attempts,
+                "max_attempts": t.max_attempts,
+                "next_attempt_at": _iso(t.next_attempt_at),
+                "last_error": t.last_error,
+            }
+            for t in open_tasks
+        ],
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -284,6 +299,14 @@ def history(
         click.echo(
             f"    {r.seq:>3}. {_iso(r.at)}  {r.source} --{r.event}--> {r.target}{actor}{payload}"
         )
+    if open_tasks:
+        click.echo("  compensations not done")
+        for t in open_tasks:
+            error = f"; last error: {t.last_error}" if t.last_error else ""
+            click.echo(
+                f"    step {t.step_seq} {t.action}: {t.status}, {t.attempts}/{t.max_attempts} "
+                f"attempts, next at {_iso(t.next_attempt_at)}{error}"
+            )
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -1,0 +1,106 @@
+"""`statekit stuck`, `retry`, `resolve` and the compensations in `history`, through click."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.orm import Session
+
+from statekit import Backoff, ManualClock, Runner, Sweeper
+from statekit.cli import cli
+from statekit.store.sqlalchemy import SQLAlchemyStore, sqlite_engine
+from tests.sweep_support import FAILURES, JobBase, JobRow, JobWorkflow
+
+
+@pytest.fixture
+def dead_letter(tmp_path: Path) -> str:
+    """A SQLite database with job j-1 stuck and its compensation dead-lettered."""
+    path = tmp_path / "jobs.db"
+    engine = sqlite_engine(str(path))
+    JobBase.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
+    store.create_tables()
+    clock = ManualClock()
+    runner = Runner(JobWorkflow.machine, store, clock=clock)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        row = JobRow(id="j-1")
+        session.add(row)
+        runner.start(row)
+    runner.fire_by_key("j-1", "advance")
+    runner.fire_by_key("j-1", "continue_")
+    FAILURES["j-1", "undo_second"] = 3
+    sweeper = Sweeper([runner], clock=clock, backoff=Backoff(base=timedelta(seconds=1), jitter=0))
+    clock.advance(minutes=11)
+    for _ in range(3):
+        sweeper.run_once()
+        clock.advance(minutes=1)
+    engine.dispose()
+    FAILURES.clear()
+    return f"sqlite:///{path}"
+
+
+def invoke(*args: str, db: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [*args], env={"STATEKIT_DB": db}, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_stuck_lists_the_instance_and_its_dead_letter(dead_letter: str) -> None:
+    code, out = invoke("stuck", "tests.sweep_support", db=dead_letter)
+    assert code == 0, out
+    assert "job j-1 in second, stuck since" in out
+    assert "no progress in 'second' within 10m" in out
+    assert "step 2 undo_second: dead, 3/3 attempts (last error: RuntimeError: undo_second" in out
+    assert "step 1 undo_first: pending, 0/5 attempts" in out
+    code, out = invoke("stuck", "--json", "tests.sweep_support", db=dead_letter)
+    [row] = json.loads(out)
+    assert [t["status"] for t in row["compensations"]] == ["dead", "pending"]
+
+
+def test_history_shows_the_compensations_not_done(dead_letter: str) -> None:
+    code, out = invoke("history", "job", "j-1", "-m", "tests.sweep_support", db=dead_letter)
+    assert code == 0, out
+    assert "STUCK" in out
+    assert "compensations not done" in out
+    assert "step 2 undo_second: dead, 3/3 attempts" in out
+    code, out = invoke(
+        "history", "job", "j-1", "-m", "tests.sweep_support", "--json", db=dead_letter
+    )
+    report = json.loads(out)
+    assert [t["action"] for t in report["pending_compensations"]] == ["undo_second", "undo_first"]
+
+
+def test_retry_then_sweep_finishes_the_instance(dead_letter: str) -> None:
+    code, out = invoke(
+        "retry", "job", "j-1", "-m", "tests.sweep_support", "--actor", "ops-ann", db=dead_letter
+    )
+    assert code == 0, out
+    assert "retrying 1 dead-lettered compensation(s)" in out
+    code, out = invoke("sweep", "--once", "--json", "tests.sweep_support", db=dead_letter)
+    assert code == 0, out
+    assert json.loads(out.strip().splitlines()[-1])["compensated"] == 1
+    code, out = invoke("stuck", "tests.sweep_support", db=dead_letter)
+    assert out.strip() == "nothing is stuck"
+    code, out = invoke("history", "job", "j-1", "-m", "tests.sweep_support", db=dead_letter)
+    assert "--@retry--> second by ops-ann" in out
+    code, out = invoke(
+        "retry", "job", "j-1", "-m", "tests.sweep_support", "--actor", "ops-ann", db=dead_letter
+    )
+    assert code == 1
+    assert "no dead-lettered compensations" in out
+
+
+def test_resolve_moves_the_instance_by_hand(dead_letter: str) -> None:
+    args = ("resolve", "job", "j-1", "done", "-m", "tests.sweep_support", "--actor", "ops-bo")
+    code, out = invoke(*args, "--note", "finished by hand", db=dead_letter)
+    assert code == 0, out
+    assert "job j-1: second -> done by ops-bo" in out
+    code, out = invoke("history", "job", "j-1", "-m", "tests.sweep_support", db=dead_letter)
+    assert "--@resolve--> done by ops-bo  note=finished by hand" in out
+    assert "compensations not done" not in out
+    code, out = invoke(*args, "--note", "", db=dead_letter)
+    assert code == 1
+    assert "needs a note" in out
