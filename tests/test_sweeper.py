@@ -293,11 +293,23 @@ def test_skip_locked_is_detected_per_server(env: Env) -> None:
 
 
 def test_a_locked_row_is_skipped_not_waited_for(env: Env) -> None:
-    if not env.store.skip_locked:
-        pytest.skip("SQLite has one writer at a time; there are no row locks to skip")
     env.job("held")
     env.job("free")
     env.clock.advance(minutes=11)
+    if not env.store.skip_locked:
+        # SQLite has one writer at a time: a second sweeper waits for the writer up to
+        # its busy timeout, then fails cleanly, and works once the writer committed.
+        url = env.engine.url.render_as_string(hide_password=False)
+        impatient = engine_for(url, busy_timeout_ms=100)
+        store = SQLAlchemyStore(impatient, {JobWorkflow.machine: JobRow})
+        other = Sweeper([Runner(JobWorkflow.machine, store, clock=env.clock)], clock=env.clock)
+        with Session(env.engine) as session, session.begin():
+            session.get(JobRow, "held")  # a write transaction, from its first statement
+            with pytest.raises(StatekitError, match="database is locked"):
+                other.run_once()
+        assert other.run_once().timed_out == 2
+        impatient.dispose()
+        return
     with Session(env.engine) as session, session.begin():
         session.execute(select(JobRow).where(JobRow.id == "held").with_for_update())
         result = env.sweeper.run_once()  # another transaction holds 'held'
