@@ -91,7 +91,7 @@ class SweepStore(Protocol):
         self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
     ) -> list[CompensationTask]: ...
 
-    def compensation_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
+    def session_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
 
     def steps(self, entity: object) -> list[TransitionRecord]: ...
 
@@ -312,7 +312,7 @@ class Sweeper:
         machine = runner.machine
         handler = machine.compensations.get(task.action)
         try:
-            with self.store.compensation_unit(task.entity_type, task.key) as entity:
+            with self.store.session_unit(task.entity_type, task.key) as entity:
                 step = next((r for r in self.store.steps(entity) if r.seq == task.step_seq), None)
                 if not callable(handler) or step is None:
                     missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
@@ -407,7 +407,7 @@ class Sweeper:
             StatekitError: the instance is already stuck.
         """
         runner = self._runner(entity_type)
-        with self.store.transaction(entity_type, key) as entity:
+        with self.store.session_unit(entity_type, key) as entity:
             if runner.machine.snapshot(entity).stuck_at is not None:
                 raise StatekitError(f"{entity_type} {key} is already stuck")
             return self._mark_stuck(runner, entity, reason, self.clock.now(), actor)
@@ -424,7 +424,7 @@ class Sweeper:
         runner = self._runner(entity_type)
         machine = runner.machine
         now = self.clock.now()
-        with self.store.transaction(entity_type, key) as entity:
+        with self.store.session_unit(entity_type, key) as entity:
             reopened = self.store.reopen_dead_compensations(entity, now, extra_attempts)
             if reopened == 0:
                 raise StatekitError(f"{entity_type} {key} has no dead-lettered compensations")
@@ -458,7 +458,7 @@ class Sweeper:
         if not note.strip():
             raise StatekitError("resolving an instance by hand needs a note saying why")
         now = self.clock.now()
-        with self.store.transaction(entity_type, key) as entity:
+        with self.store.session_unit(entity_type, key) as entity:
             plan = machine.system_plan(entity, "@resolve", state, now=now, actor=actor, note=note)
             machine.stage(entity, plan)
             record = runner.store.apply(plan, entity=entity)

@@ -9,26 +9,30 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, func, inspect, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, ForeignKey, func, inspect, select, text, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from models.order import OrderWorkflow
 from models.orm import ENTITIES, Base, OrderRow, TicketRow
 from models.ticket import TicketWorkflow
 from statekit import (
     ConcurrentTransitionError,
+    Context,
     DefinitionMismatchError,
+    GuardRejectedError,
     IdempotencyConflictError,
     InstanceNotFoundError,
     Listener,
     ManualClock,
     PostconditionFailedError,
     Runner,
+    State,
     StoreError,
     TransitionNotAllowedError,
     TransitionRecord,
+    Workflow,
 )
-from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
+from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin, statekit_tables
 from tests.sql_support import engine_for
 
 
@@ -305,3 +309,70 @@ def test_statekit_tables_attach_to_the_applications_metadata() -> None:
         assert statekit_tables(Base.metadata).transitions is tables.transitions
     finally:
         Base.metadata.remove(tables.transitions)
+
+
+def test_fire_by_key_writes_back_what_actions_changed(env: Env) -> None:
+    env.new_order(31, total="45")
+    binding = env.store.binding("order")
+    assert binding.rows is not None  # OrderRow is plain columns: the light unit is used
+    env.orders.fire_by_key(31, "reserve")
+    env.orders.fire_by_key(31, "pay", amount="45", reference="p-31")
+    with Session(env.engine) as session:
+        order = session.get(OrderRow, 31)
+        assert order is not None
+        assert (order.state, order.state_version) == ("paid", 2)
+        assert (order.in_stock, order.paid_amount) == (9, Decimal("45.00"))
+    with env.store.transaction("order", "31") as loaded:
+        assert isinstance(loaded, OrderRow)  # the mapped class, methods and all
+        assert loaded.total == Decimal("45.00")
+        loaded.sku = "SKU-RENAMED"  # the caller's own change joins the unit
+    with Session(env.engine) as session:
+        renamed = session.get(OrderRow, 31)
+        assert renamed is not None
+        assert renamed.sku == "SKU-RENAMED"
+
+
+class RelBase(DeclarativeBase):
+    pass
+
+
+class Customer(RelBase):
+    __tablename__ = "rel_customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    blocked: Mapped[bool] = mapped_column(default=False)
+
+
+class Account(StateMixin, RelBase):
+    __tablename__ = "rel_accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("rel_customers.id"))
+    customer: Mapped[Customer] = relationship()
+
+
+def customer_in_good_standing(account: Account, ctx: Context) -> bool | str:
+    return not account.customer.blocked or "the customer is blocked"
+
+
+class AccountWorkflow(Workflow, name="account"):
+    opened = State(initial=True)
+    active = State(final=True)
+    activate = opened.to(active, guard=customer_in_good_standing)
+
+
+def test_classes_with_relationships_keep_a_session(engine: Engine) -> None:
+    RelBase.metadata.create_all(engine)
+    try:
+        store = SQLAlchemyStore(engine, {AccountWorkflow.machine: Account})
+        assert store.binding("account").rows is None
+        runner = Runner(AccountWorkflow.machine, store)
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            session.add_all([Customer(id=1, blocked=True), Customer(id=2)])
+            for number in (1, 2):
+                account = Account(id=number, customer_id=number)
+                session.add(account)
+                runner.start(account)
+        with pytest.raises(GuardRejectedError, match="the customer is blocked"):
+            runner.fire_by_key(1, "activate")
+        assert runner.fire_by_key(2, "activate").target == "active"
+    finally:
+        RelBase.metadata.drop_all(engine)

@@ -169,9 +169,9 @@ def test_scheduling_twice_is_harmless(env: Env) -> None:
         CompensationTask("job", "twice", 1, "undo_first", "advance", 5),
         CompensationTask("job", "twice", 1, "undo_first", "advance", 5),
     ]
-    with env.store.transaction("job", "twice") as row:
+    with env.store.session_unit("job", "twice") as row:
         env.store.add_compensations(row, tasks, env.clock.now())
-    with env.store.transaction("job", "twice") as row:
+    with env.store.session_unit("job", "twice") as row:
         env.store.add_compensations(row, tasks[:1], env.clock.now())
     assert len(env.store.compensations("job", "twice")) == 1
 

@@ -49,6 +49,7 @@ from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_of as _record
+from statekit.store.sqlalchemy.rows import RowLoader, RowUnit, row_loader
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
 from statekit.store.sqlalchemy.sweep import UNIT_CALLBACKS, SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
@@ -77,6 +78,7 @@ class EntityBinding:
     key: Column[Any]
     columns: dict[str, Column[Any]]  # StateFields attribute -> column
     key_type: Callable[[str], Any]
+    rows: RowLoader | None = None  # the light unit's loader, for simple classes
     compare_and_set: Any = None  # the apply UPDATE, built once
 
     def __post_init__(self) -> None:
@@ -129,6 +131,7 @@ class SQLAlchemyStore(SweepOperations):
         self.tables: StatekitTables = statekit_tables(metadata)
         self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
+        self._row_units: dict[int, RowUnit] = {}
         history = self.tables.transitions
         self._insert_history = insert(history)
         self._history_columns = [history.c[name] for name in _RECORD_COLUMNS]
@@ -170,6 +173,7 @@ class SQLAlchemyStore(SweepOperations):
             key=key,
             columns=columns,
             key_type=python_type,
+            rows=row_loader(mapper, table, key),
         )
         return self
 
@@ -323,8 +327,15 @@ class SQLAlchemyStore(SweepOperations):
         Otherwise statekit commits its own transaction before `after_commit`.
         """
         binding = self._binding(plan.entity_type)
-        session = _session_of(entity)
         record = plan.record()
+        unit = self._row_units.get(id(entity)) if entity is not None else None
+        if unit is not None:
+            self._write(unit.conn, binding, plan, record)
+            if after_commit is not None:
+                unit.committed.append(lambda: after_commit(record))
+            _mark_persisted(entity, binding, plan)
+            return record
+        session = _session_of(entity)
         if session is not None:
             with session.no_autoflush:
                 conn = session.connection()
@@ -410,14 +421,46 @@ class SQLAlchemyStore(SweepOperations):
 
     @contextmanager
     def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
-        """Load the entity in a new Session and transaction; commit on a clean exit,
-        roll back on an exception. Transitions fired inside join that transaction.
+        """Load the entity for one unit of work; commit on a clean exit, roll back on an
+        exception. Transitions fired on it inside join that transaction.
+
+        For a class whose attributes are all plain columns of its table, the entity
+        is a detached instance loaded on one connection, and the columns changed on it
+        are written back in the same transaction; other classes get a Session (see
+        `session_unit`), so relationships work as usual.
 
         Raises:
             InstanceNotFoundError: no row has this key.
             StoreError: the commit failed (ConcurrentTransitionError when it lost a race).
         """
-        with unit_of_work(self.sessionmaker, self._binding(entity_type), key) as entity:
+        binding = self._binding(entity_type)
+        if binding.rows is None:
+            with unit_of_work(self.sessionmaker, binding, key) as entity:
+                yield entity
+            return
+        loader, coerced = binding.rows, binding.coerce_key(key)
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(loader.load, {"key_": coerced}).first()
+                if row is None:
+                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
+                entity = loader.instance(row)
+                unit = self._row_units[id(entity)] = RowUnit(conn)
+                try:
+                    yield entity
+                    loader.write_changes(conn, entity, coerced)
+                finally:
+                    del self._row_units[id(entity)]
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
+        for callback in unit.committed:  # only reached once the commit succeeded
+            callback()
+
+    @contextmanager
+    def session_unit(self, entity_type: str, key: str) -> Iterator[Any]:
+        """Like `transaction`, always with an ORM Session (on the sweeper's
+        connections); the sweeper and a person's levers work through it."""
+        with unit_of_work(self._sweep_sessions, self._binding(entity_type), key) as entity:
             yield entity
 
     # -- queries ---------------------------------------------------------------------

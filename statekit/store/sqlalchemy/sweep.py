@@ -123,13 +123,6 @@ class SweepOperations:
     def _sweep_sessions(self) -> orm.sessionmaker[Session]:
         return orm.sessionmaker(bind=self._sweep_engine, expire_on_commit=False)
 
-    @contextmanager
-    def compensation_unit(self, entity_type: str, key: str) -> Iterator[Any]:
-        """Like `transaction`, on the sweeper's connections: the unit in which one
-        compensation runs and is marked done."""
-        with unit_of_work(self._sweep_sessions, self.binding(entity_type), key) as entity:
-            yield entity
-
     def steps(self, entity: object) -> list[TransitionRecord]:
         """The entity's history, oldest first, read in the entity's own transaction."""
         conn, name, key = self._in_unit(entity, "steps are read")
