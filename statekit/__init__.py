@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from statekit.clock import Clock, ManualClock, SystemClock
 from statekit.compensation import Backoff, CompensationContext, CompensationTask
 from statekit.declare import Event, State, Transition, Workflow
@@ -32,6 +34,10 @@ from statekit.store import MemoryStore, Store
 from statekit.sweeper import Sweeper, SweepResult
 
 __version__ = "0.1.0.dev0"
+
+# A library does not decide where logs go: without the application's own logging set
+# up, statekit stays quiet instead of printing warnings through Python's last resort.
+logging.getLogger("statekit").addHandler(logging.NullHandler())
 
 __all__ = [
     "Backoff",
