@@ -104,3 +104,33 @@ def test_resolve_moves_the_instance_by_hand(dead_letter: str) -> None:
     code, out = invoke(*args, "--note", "", db=dead_letter)
     assert code == 1
     assert "needs a note" in out
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `statekit diagram ... | head` once head has exited
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "statekit",
+                "diagram",
+                "models.order:OrderWorkflow",
+                "-f",
+                "dot",
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""  # no "Error: BrokenPipeError" on the terminal
+    assert done.returncode == 1

@@ -25,8 +25,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise  # click reports these itself (a closed pipe: quietly, exit 1)
         except Exception as exc:
             if ctx.params.get("verbose"):
                 from statekit.cli import print_traceback
