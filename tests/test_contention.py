@@ -81,7 +81,8 @@ def test_four_processes_never_lose_an_update(database_url: str, engine: Engine) 
         fired.update(r["fired"])
     conflicts = sum(r["conflicts"] for r in results)
     assert sum(fired.values()) + conflicts == WORKERS * ATTEMPTS
-    assert conflicts > 0, "the workers never raced; the test proves nothing"
+    # Whether a random schedule races is luck (SQLite serializes whole transactions);
+    # the stale-copies test below makes every worker race, deterministically.
 
     history, versions = _history(engine), _versions(engine)
     for key in KEYS:
