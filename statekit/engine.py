@@ -32,7 +32,7 @@ from statekit.errors import (
 from statekit.records import Context, Plan, Snapshot
 from statekit.validation import graph_problems, reference_problems
 
-__all__ = ["Handler", "Machine", "Note", "StateFields"]
+__all__ = ["STATE_KEYS", "Handler", "Machine", "Note", "StateFields"]
 
 logger = logging.getLogger("statekit")
 
@@ -54,6 +54,22 @@ class StateFields:
     stuck_reason: str = "stuck_reason"
     definition_version: str = "state_definition_version"
     key: str = "id"
+
+    def state_attributes(self) -> tuple[str, ...]:
+        """The entity's state attribute names, in `Snapshot` order (without the key)."""
+        return tuple(getattr(self, name) for name in STATE_KEYS)
+
+
+STATE_KEYS = (
+    "state",
+    "version",
+    "entered_at",
+    "deadline_at",
+    "stuck_at",
+    "stuck_reason",
+    "definition_version",
+)
+"""The `StateFields` fields that name state columns, in `Snapshot` order."""
 
 
 class _Branch:
@@ -196,15 +212,7 @@ class Machine:
         self._allowed = {state: tuple(events) for state, events in self._table.items()}
         f = self.fields
         self._read_decision = attrgetter(f.state, f.version, f.definition_version, f.key)
-        self._state_names = (
-            f.state,
-            f.version,
-            f.entered_at,
-            f.deadline_at,
-            f.stuck_at,
-            f.stuck_reason,
-            f.definition_version,
-        )
+        self._state_names = f.state_attributes()
         self._read_state = attrgetter(*self._state_names)
 
     def __repr__(self) -> str:
@@ -693,16 +701,7 @@ def _save(entity: object, fields: StateFields) -> dict[str, object]:
     try:
         state = vars(entity)
     except TypeError:  # slotted object: save the state attributes and every slot
-        names: Sequence[str] = [
-            fields.state,
-            fields.version,
-            fields.entered_at,
-            fields.deadline_at,
-            fields.stuck_at,
-            fields.stuck_reason,
-            fields.definition_version,
-            *_slot_names(type(entity)),
-        ]
+        names: Sequence[str] = [*fields.state_attributes(), *_slot_names(type(entity))]
         return {"\0slots": True, **{n: getattr(entity, n, _MISSING) for n in names}}
     saved = {k: v for k, v in state.items() if not k.startswith("_sa_")}
     # Lists, dicts and sets are copied one level down, so an action that appends to a

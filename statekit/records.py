@@ -138,6 +138,6 @@ class Plan:
             self.actor,
             self.correlation_id,
             self.idempotency_key,
-            None if self.payload is None else self.payload.model_dump(mode="json"),
+            self.payload_data(),
             self.definition_version,
         )

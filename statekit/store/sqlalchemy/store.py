@@ -35,7 +35,7 @@ from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError, UnmappedInstanceError
 
-from statekit.engine import Machine
+from statekit.engine import STATE_KEYS, Machine
 from statekit.errors import (
     ConcurrentTransitionError,
     DefinitionMismatchError,
@@ -56,15 +56,6 @@ from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
-_STATE_ATTRIBUTES = (
-    "state",
-    "version",
-    "entered_at",
-    "deadline_at",
-    "stuck_at",
-    "stuck_reason",
-    "definition_version",
-)
 _PENDING = "statekit_after_commit"
 
 
@@ -99,6 +90,14 @@ class EntityBinding:
             )
         )
         object.__setattr__(self, "compare_and_set", statement)
+
+    def snapshot_select(self) -> Select[Any]:
+        """SELECT of the key and the state columns, in `Snapshot` order."""
+        return select(self.key, *(self.columns[name] for name in STATE_KEYS))
+
+    def snapshot(self, row: Sequence[Any]) -> Snapshot:
+        """The snapshot of a row selected with `snapshot_select`."""
+        return Snapshot(self.machine.name, str(row[0]), *row[1:])
 
     def coerce_key(self, key: str) -> Any:
         try:
@@ -146,7 +145,7 @@ class SQLAlchemyStore(SweepOperations):
         fields = machine.fields
         columns: dict[str, Column[Any]] = {}
         missing = []
-        for attribute in (*_STATE_ATTRIBUTES, "key"):
+        for attribute in (*STATE_KEYS, "key"):
             name = getattr(fields, attribute)
             prop = mapper.attrs.get(name)
             if prop is None or not hasattr(prop, "columns"):
@@ -226,15 +225,12 @@ class SQLAlchemyStore(SweepOperations):
             DefinitionMismatchError: the row's state or definition version is unknown.
         """
         binding = self._binding(entity_type)
-        cols = binding.columns
-        query = select(*(cols[a] for a in _STATE_ATTRIBUTES)).where(
-            binding.key == binding.coerce_key(key)
-        )
+        query = binding.snapshot_select().where(binding.key == binding.coerce_key(key))
         with self._reading() as conn:
             row = conn.execute(query).first()
         if row is None:
             raise InstanceNotFoundError(entity_type=entity_type, key=key)
-        snapshot = Snapshot(entity_type, key, *row)
+        snapshot = Snapshot(entity_type, key, *row[1:])  # the key as the caller gave it
         self._check_known(binding, snapshot)
         return snapshot
 
@@ -410,14 +406,14 @@ class SQLAlchemyStore(SweepOperations):
         binding = self._binding(entity_type)
         cols = binding.columns
         query = (
-            select(binding.key, *(cols[a] for a in _STATE_ATTRIBUTES))
+            binding.snapshot_select()
             .where(cols["deadline_at"] <= now, cols["stuck_at"].is_(None))
             .order_by(cols["deadline_at"], binding.key)
             .limit(limit)
         )
         with self._reading() as conn:
             rows = conn.execute(query).all()
-        return [Snapshot(entity_type, str(row[0]), *row[1:]) for row in rows]
+        return [binding.snapshot(row) for row in rows]
 
     @contextmanager
     def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
@@ -535,9 +531,7 @@ def _session_of(entity: object | None) -> Session | None:
 def _mark_persisted(entity: object, binding: EntityBinding, plan: Plan) -> None:
     """Tell the ORM the state attributes now match the row, so it does not write
     them again on flush."""
-    fields = binding.machine.fields
-    for attribute in _STATE_ATTRIBUTES:
-        name = getattr(fields, attribute)
+    for name in binding.machine.fields.state_attributes():
         set_committed_value(entity, name, getattr(entity, name))
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Select,
     String,
+    Table,
     and_,
     any_,
     cast,
@@ -50,12 +51,12 @@ from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import history_row
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.tables import StatekitTables
+from statekit.sweeper import COMPENSATIONS_DUE
 
 UNIT_CALLBACKS = "statekit_unit_callbacks"
 """`Session.info` key of the after-commit callbacks of statekit's own units of work."""
 
 __all__ = [
-    "COMPENSATIONS_DUE",
     "DueBatch",
     "SweepOperations",
     "supports_skip_locked",
@@ -147,7 +148,7 @@ class SweepOperations:
         binding = self.binding(entity_type)
         cols = binding.columns
         query: Select[Any] = (
-            select(binding.key, *(cols[name] for name in _SNAPSHOT_FIELDS))
+            binding.snapshot_select()
             .where(cols["deadline_at"] <= now)
             .order_by(cols["deadline_at"], binding.key)
             .limit(limit)
@@ -158,7 +159,7 @@ class SweepOperations:
             with self._sweep_sessions() as session:
                 session.begin()
                 rows = session.connection().execute(query).all()
-                snapshots = [Snapshot(entity_type, str(row[0]), *row[1:]) for row in rows]
+                snapshots = [binding.snapshot(row) for row in rows]
                 yield DueBatch(self, binding, session, snapshots)
                 session.commit()
         except sa_exc.SQLAlchemyError as exc:
@@ -181,13 +182,10 @@ class SweepOperations:
             )
             for name in entity_types
         ]
+        # One EXISTS per way of being due, so each can use the outbox's due index.
         probes += [
-            select(literal(COMPENSATIONS_DUE)).where(
-                exists().where(c.c.status == "pending", c.c.next_attempt_at <= moment)
-            ),
-            select(literal(COMPENSATIONS_DUE)).where(
-                exists().where(c.c.status == "running", c.c.lease_until <= moment)
-            ),
+            select(literal(COMPENSATIONS_DUE)).where(exists().where(condition))
+            for condition in _compensation_due(c, moment)
         ]
         try:
             with self._probe_engine.connect() as conn:
@@ -206,23 +204,14 @@ class SweepOperations:
         """Snapshots of the stuck instances of `entity_type`, oldest first."""
         binding = self.binding(entity_type)
         cols = binding.columns
-        names = (
-            "state",
-            "version",
-            "entered_at",
-            "deadline_at",
-            "stuck_at",
-            "stuck_reason",
-            "definition_version",
-        )
         query = (
-            select(binding.key, *(cols[n] for n in names))
+            binding.snapshot_select()
             .where(cols["stuck_at"].is_not(None))
             .order_by(cols["stuck_at"], binding.key)
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [Snapshot(entity_type, str(row[0]), *row[1:]) for row in rows]
+        return [binding.snapshot(row) for row in rows]
 
     # -- the compensation outbox -----------------------------------------------------
 
@@ -285,10 +274,7 @@ class SweepOperations:
             newer.c.step_seq > c.c.step_seq,
             newer.c.status.in_(_OPEN),
         )
-        due = or_(
-            and_(c.c.status == "pending", c.c.next_attempt_at <= now),
-            and_(c.c.status == "running", c.c.lease_until <= now),
-        )
+        due = or_(*_compensation_due(c, now))
         query = (
             select(c.c.id).where(due, ~blocked).order_by(c.c.next_attempt_at, c.c.id).limit(limit)
         )
@@ -534,8 +520,13 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
         callback()
 
 
-COMPENSATIONS_DUE = "@compensations"
-"""The name `SweepOperations.due` reports when compensations are due."""
+def _compensation_due(c: Table, now: Any) -> tuple[Any, Any]:
+    """The two ways a compensation is due: pending and its next attempt has come, or
+    running and its claim's lease has run out (its sweeper died)."""
+    return (
+        and_(c.c.status == "pending", c.c.next_attempt_at <= now),
+        and_(c.c.status == "running", c.c.lease_until <= now),
+    )
 
 
 def _one_of(column: Any, values: list[Any], item_type: Any, dialect: str) -> Any:
@@ -545,17 +536,6 @@ def _one_of(column: Any, values: list[Any], item_type: Any, dialect: str) -> Any
     if dialect == "postgresql":
         return column == any_(cast(literal(values, type_=ARRAY(item_type)), ARRAY(item_type)))
     return column.in_(values)
-
-
-_SNAPSHOT_FIELDS = (
-    "state",
-    "version",
-    "entered_at",
-    "deadline_at",
-    "stuck_at",
-    "stuck_reason",
-    "definition_version",
-)
 
 
 class DueBatch:
