@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,15 +102,32 @@ def cli(verbose: bool) -> None:
     """
 
 
-def _open_store(db_url: str, modules: tuple[str, ...]) -> Any:
+def open_store(db_url: str, modules: Sequence[str]) -> Any:
+    """An `SQLAlchemyStore` over `db_url` for the mapped classes in `modules`; its engine
+    is disposed of when the command ends.
+
+    Raises:
+        StatekitError: the URL is not a database URL, or no module declares a mapped
+            class with `__statekit_machine__`.
+    """
     from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError
 
     from statekit.store.sqlalchemy import SQLAlchemyStore
 
     loaded = load_modules(list(modules))
     if not loaded.entities:
-        raise StatekitError(f"no mapped classes with __statekit_machine__ in {', '.join(modules)}")
-    engine = create_engine(db_url)
+        raise StatekitError(
+            f"no mapped classes with __statekit_machine__ in {', '.join(modules) or '(none)'}; "
+            "name the module that declares them"
+        )
+    try:
+        engine = create_engine(db_url)
+    except ArgumentError as exc:
+        raise StatekitError(
+            "invalid database URL (expected e.g. sqlite:///app.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from exc
     click.get_current_context().call_on_close(engine.dispose)
     return SQLAlchemyStore(engine, loaded.entities)
 
@@ -147,7 +164,7 @@ def check(modules: tuple[str, ...], db_url: str | None) -> None:
 def _stored_problems(db_url: str, modules: tuple[str, ...]) -> list[str]:
     from sqlalchemy import func, select
 
-    store = _open_store(db_url, modules)
+    store = open_store(db_url, modules)
     problems = []
     with store.engine.connect() as conn:
         for machine, entity_class in store.entities().items():
@@ -242,7 +259,7 @@ def history(
     """Where ENTITY_TYPE KEY is, since when, why, and what can happen next: state,
     deadline, stuck marker, the path with actors and payloads, the events allowed
     next and the compensations not done yet."""
-    store = _open_store(db_url, modules)
+    store = open_store(db_url, modules)
     snapshot = store.load(entity_type, key)
     records = store.history(entity_type, key)
     machine = store.binding(entity_type).machine

@@ -19,9 +19,14 @@ from typing import Any
 
 import click
 
-from statekit.cli.commands import cli, db_option, json_option, module_option, modules_argument
-from statekit.cli.loading import load_modules
-from statekit.errors import StatekitError
+from statekit.cli.commands import (
+    cli,
+    db_option,
+    json_option,
+    module_option,
+    modules_argument,
+    open_store,
+)
 from statekit.runtime import Runner
 from statekit.sweeper import Sweeper, SweepResult
 
@@ -36,15 +41,8 @@ _ACTOR = click.option(
 
 
 def _sweeper(db_url: str, modules: tuple[str, ...], batch_size: int = 100) -> Sweeper:
-    from sqlalchemy import create_engine
-
-    from statekit.store.sqlalchemy import SQLAlchemyStore
-
-    loaded = load_modules(list(modules))
-    if not loaded.entities:
-        raise StatekitError(f"no mapped classes with __statekit_machine__ in {', '.join(modules)}")
-    store = SQLAlchemyStore(create_engine(db_url), loaded.entities)
-    runners = [Runner(machine, store) for machine in loaded.entities]
+    store = open_store(db_url, modules)
+    runners = [Runner(machine, store) for machine in store.entities()]
     return Sweeper(runners, batch_size=batch_size)
 
 

@@ -16,8 +16,7 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +24,8 @@ from typing import Any, TypeVar
 
 import click
 
-from statekit.cli.commands import cli, db_option, json_option
-from statekit.cli.loading import load_modules, resolve_machine
+from statekit.cli.commands import cli, db_option, json_option, open_store
+from statekit.cli.loading import resolve_machine
 from statekit.engine import Machine
 from statekit.errors import StatekitError, StoreError
 
@@ -141,33 +140,6 @@ def since_option(default: str | None, what: str) -> Callable[[F], F]:
         metavar="WHEN",
         help=f"{what}: a duration back from now (30m, 24h, 7d, 1h30m) or an ISO 8601 time.",
     )
-
-
-@contextmanager
-def _store(db_url: str, modules: Sequence[str]) -> Iterator[Any]:
-    """An `SQLAlchemyStore` over `db_url` for the mapped classes in `modules`."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import ArgumentError
-
-    from statekit.store.sqlalchemy import SQLAlchemyStore
-
-    loaded = load_modules(list(modules))
-    if not loaded.entities:
-        raise StatekitError(
-            f"no mapped classes with __statekit_machine__ in {', '.join(modules) or '(none)'}; "
-            "name their module with --module"
-        )
-    try:
-        engine = create_engine(db_url)
-    except ArgumentError as exc:
-        raise StatekitError(
-            "invalid database URL (expected e.g. sqlite:///app.db or "
-            "postgresql+psycopg://user@host/db)"
-        ) from exc
-    try:
-        yield SQLAlchemyStore(engine, loaded.entities)
-    finally:
-        engine.dispose()
 
 
 # -- diagram ---------------------------------------------------------------------------
@@ -286,22 +258,22 @@ def diagram(
         graph = machine_graph(machine)
     else:
         assert db_url is not None
-        with _store(db_url, (target.partition(":")[0], *modules)) as store:
-            _require_entity_class(store, machine, target, modules)
-            if instance_key is not None:
-                graph = instance_graph(
-                    machine,
-                    store.load(machine.name, instance_key),
-                    store.history(machine.name, instance_key),
-                )
-            else:
-                moment = None if since is None else parse_since(since, datetime.now(UTC))
-                graph = heat_graph(
-                    machine,
-                    store.transition_counts(machine.name, since=moment),
-                    store.count_by_state(machine.name),
-                    store.count_by_state(machine.name, stuck_only=True),
-                )
+        store = open_store(db_url, (target.partition(":")[0], *modules))
+        _require_entity_class(store, machine, target, modules)
+        if instance_key is not None:
+            graph = instance_graph(
+                machine,
+                store.load(machine.name, instance_key),
+                store.history(machine.name, instance_key),
+            )
+        else:
+            moment = None if since is None else parse_since(since, datetime.now(UTC))
+            graph = heat_graph(
+                machine,
+                store.transition_counts(machine.name, since=moment),
+                store.count_by_state(machine.name),
+                store.count_by_state(machine.name, stuck_only=True),
+            )
     data: bytes
     if fmt == "dot":
         data = to_dot(graph).encode()
@@ -475,21 +447,21 @@ def stats(
         )
     now = _now_option_value(now_text)
     start = parse_since(since, now)
-    with _store(db_url, modules) as store:
-        machines = sorted(store.entities(), key=lambda m: m.name)
-        if machine_names:
-            known = {m.name for m in machines}
-            unknown = [n for n in machine_names if n not in known]
-            if unknown:
-                raise StatekitError(
-                    f"unknown machine {', '.join(unknown)}; found: {', '.join(sorted(known))}"
-                )
-            machines = [m for m in machines if m.name in machine_names]
-        report = {
-            "since": start.isoformat(),
-            "now": now.isoformat(),
-            "machines": [_machine_stats(store, m, start, now) for m in machines],
-        }
+    store = open_store(db_url, modules)
+    machines = sorted(store.entities(), key=lambda m: m.name)
+    if machine_names:
+        known = {m.name for m in machines}
+        unknown = [n for n in machine_names if n not in known]
+        if unknown:
+            raise StatekitError(
+                f"unknown machine {', '.join(unknown)}; found: {', '.join(sorted(known))}"
+            )
+        machines = [m for m in machines if m.name in machine_names]
+    report = {
+        "since": start.isoformat(),
+        "now": now.isoformat(),
+        "machines": [_machine_stats(store, m, start, now) for m in machines],
+    }
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
