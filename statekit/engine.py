@@ -210,6 +210,17 @@ class Machine:
             for state, events in table.items()
         }
         self._allowed = {state: tuple(events) for state, events in self._table.items()}
+        steps: dict[tuple[str, int], list[tuple[str, str, str]]] = {}
+        for source, events in self._table.items():
+            for event, branches in events.items():
+                for branch in branches:
+                    if branch.compensation is not None:
+                        declared = (branch.compensation, branch.spec.compensation_attempts)
+                        steps.setdefault(declared, []).append((source, event, branch.target))
+        self.compensated_steps = {declared: tuple(found) for declared, found in steps.items()}
+        """Every declared compensation, (handler, attempts) -> the steps (source,
+        event, target) it undoes, so a store can schedule an instance's
+        compensations from its history rows without reading them back."""
         f = self.fields
         self._read_decision = attrgetter(f.state, f.version, f.definition_version, f.key)
         self._state_names = f.state_attributes()

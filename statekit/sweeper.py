@@ -180,9 +180,6 @@ class Sweeper:
         self, runner: Runner, result: SweepResult, stop: Callable[[], bool]
     ) -> None:
         machine = runner.machine
-        compensating_events = tuple(
-            {t.event for t in machine.spec.transitions if t.compensation is not None}
-        )
         seen: set[str] = set()
         while not stop():
             now = self.clock.now()
@@ -197,9 +194,7 @@ class Sweeper:
                     if reason is not None:
                         stuck.append((snapshot, reason))
                 if stuck:
-                    notices = self._mark_batch_stuck(
-                        machine, batch, stuck, compensating_events, now
-                    )
+                    notices = self._mark_batch_stuck(machine, batch, stuck, now)
                     result.marked_stuck += len(notices)
             for record in notices:
                 self._notify("on_stuck", record)
@@ -234,30 +229,27 @@ class Sweeper:
         machine: Machine,
         batch: Any,
         stuck: list[tuple[Snapshot, str]],
-        compensating_events: tuple[str, ...],
         now: datetime,
     ) -> list[TransitionRecord]:
-        steps = batch.steps([s.key for s, _ in stuck], compensating_events)
-        plans, tasks = [], []
-        for snapshot, reason in stuck:
-            plans.append(
-                machine.system_plan(
-                    snapshot,
-                    "@stuck",
-                    snapshot.state,
-                    now=now,
-                    actor=SWEEPER_ACTOR,
-                    note=reason,
-                    stuck_reason=reason,
-                )
+        plans = [
+            machine.system_plan(
+                snapshot,
+                "@stuck",
+                snapshot.state,
+                now=now,
+                actor=SWEEPER_ACTOR,
+                note=reason,
+                stuck_reason=reason,
             )
-            tasks.extend(_tasks(machine, snapshot.key, steps.get(snapshot.key, []), now))
-        records: list[TransitionRecord] = batch.mark(plans, tasks, now)
+            for snapshot, reason in stuck
+        ]
+        records: list[TransitionRecord]
+        records, scheduled = batch.mark(plans, machine.compensated_steps, now)
         logger.info(
             "%d %s instance(s) marked stuck, %d compensation(s) scheduled",
             len(records),
             machine.name,
-            len(tasks),
+            scheduled,
             extra={"entity_type": machine.name, "stuck": len(records)},
         )
         return records

@@ -20,11 +20,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
-    String,
     Table,
     and_,
-    any_,
-    cast,
     exists,
     func,
     insert,
@@ -33,23 +30,18 @@ from sqlalchemy import (
     or_,
     orm,
     select,
-    tuple_,
     union_all,
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
 
 from statekit.compensation import CompensationTask
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
-from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.records import Snapshot, TransitionRecord
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
-from statekit.store.sqlalchemy.history import history_row
 from statekit.store.sqlalchemy.history import record_of as _record
+from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements, insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables
 from statekit.sweeper import COMPENSATIONS_DUE
 
@@ -111,6 +103,14 @@ class SweepOperations:
         """Whether claims use SKIP LOCKED on this store's server (detected once)."""
         return supports_skip_locked(self.engine)
 
+    def _mark_statements(self, binding: Any) -> MarkStatements:
+        """The set-based marking statements of `binding`'s machine (built once)."""
+        built: dict[str, MarkStatements] = self.__dict__.setdefault("_marking", {})
+        name = binding.machine.name
+        if name not in built:
+            built[name] = MarkStatements(binding, self.tables, self.engine.dialect.name)
+        return built[name]
+
     @cached_property
     def _sweep_engine(self) -> Engine:
         """The engine for sweeper transactions: READ COMMITTED on MySQL/MariaDB, so a
@@ -160,7 +160,7 @@ class SweepOperations:
                 session.begin()
                 rows = session.connection().execute(query).all()
                 snapshots = [binding.snapshot(row) for row in rows]
-                yield DueBatch(self, binding, session, snapshots)
+                yield DueBatch(self._mark_statements(binding), session, snapshots)
                 session.commit()
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"sweeping {entity_type} failed: {exc}") from exc
@@ -247,18 +247,7 @@ class SweepOperations:
             }
             for t in tasks
         ]
-        name = self.engine.dialect.name
-        statement: Any
-        if name == "postgresql":
-            statement = pg_insert(table).on_conflict_do_nothing()
-        elif name == "sqlite":
-            statement = sqlite_insert(table).on_conflict_do_nothing()
-        elif name in {"mysql", "mariadb"}:
-            statement = mysql_insert(table)
-            statement = statement.on_duplicate_key_update(id=table.c.id)
-        else:  # pragma: no cover - other dialects: plain insert, duplicates surface
-            statement = insert(table)
-        conn.execute(statement, rows)
+        conn.execute(insert_ignoring_duplicates(table, self.engine.dialect.name), rows)
 
     def claim_compensations(
         self, now: datetime, limit: int, lease: timedelta
@@ -527,122 +516,3 @@ def _compensation_due(c: Table, now: Any) -> tuple[Any, Any]:
         and_(c.c.status == "pending", c.c.next_attempt_at <= now),
         and_(c.c.status == "running", c.c.lease_until <= now),
     )
-
-
-def _one_of(column: Any, values: list[Any], item_type: Any, dialect: str) -> Any:
-    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`: one parameter
-    whatever the batch size (hundreds of separate parameters cost the driver a new
-    statement text and the server a generic plan on every batch)."""
-    if dialect == "postgresql":
-        return column == any_(cast(literal(values, type_=ARRAY(item_type)), ARRAY(item_type)))
-    return column.in_(values)
-
-
-class DueBatch:
-    """Instances claimed by one sweeper transaction (see `overdue_batch`)."""
-
-    def __init__(
-        self,
-        operations: SweepOperations,
-        binding: Any,
-        session: Session,
-        snapshots: list[Snapshot],
-    ) -> None:
-        self._operations = operations
-        self._binding = binding
-        self._session = session
-        self.snapshots = snapshots
-
-    def entity(self, key: str) -> Any:
-        """The entity object of a claimed instance, loaded in the batch's transaction."""
-        entity = self._session.get(self._binding.entity_class, self._binding.coerce_key(key))
-        if entity is None:  # pragma: no cover - the row is locked by this transaction
-            raise InstanceNotFoundError(entity_type=self._binding.machine.name, key=key)
-        return entity
-
-    def forget(self, entity: object) -> None:
-        """Drop an entity object from the batch, so nothing it holds is flushed."""
-        self._session.expunge(entity)
-
-    def steps(
-        self, keys: Sequence[str], events: Sequence[str]
-    ) -> dict[str, list[TransitionRecord]]:
-        """History rows of `keys` whose event is one of `events`, oldest first."""
-        if not keys or not events:
-            return {}
-        t = self._operations.tables.transitions
-        name = self._binding.machine.name
-        conn = self._session.connection()
-        rows = conn.execute(
-            select(t.c.entity_key, *(t.c[n] for n in _RECORD_COLUMNS)).where(
-                t.c.entity_type == name,
-                _one_of(t.c.entity_key, list(keys), String(), conn.dialect.name),
-                t.c.event.in_(events),
-            )
-        ).all()
-        rows = sorted(rows, key=lambda row: (row[0], row[1]))  # here: keeps the plan a plain scan
-        found: dict[str, list[TransitionRecord]] = {}
-        for row in rows:
-            found.setdefault(row[0], []).append(_record(name, row[0], row[1:]))
-        return found
-
-    def mark(
-        self, plans: Sequence[Plan], tasks: Sequence[CompensationTask], now: datetime
-    ) -> list[TransitionRecord]:
-        """Apply system plans for claimed instances set-based: one compare-and-set
-        UPDATE for all of them, one multi-row history INSERT, one outbox INSERT.
-
-        Raises:
-            ConcurrentTransitionError: a row's version moved (impossible while the
-                claim holds it; checked where the driver reports per-batch counts).
-        """
-        if not plans:
-            return []
-        binding, conn = self._binding, self._session.connection()
-        cols = binding.columns
-        groups: dict[tuple[Any, ...], list[Plan]] = {}
-        for plan in plans:
-            shape = (
-                plan.target,
-                plan.at,
-                plan.deadline_at,
-                plan.stuck_reason,
-                plan.definition_version,
-            )
-            groups.setdefault(shape, []).append(plan)
-        for (target, at, deadline, reason, definition), group in groups.items():
-            # One statement per group; each row still must match its expected version.
-            pairs = [(binding.coerce_key(p.key or ""), p.expected_version) for p in group]
-            result = conn.execute(
-                update(binding.table)
-                .where(
-                    _one_of(
-                        binding.key, [k for k, _ in pairs], binding.key.type, conn.dialect.name
-                    ),
-                    tuple_(binding.key, cols["version"]).in_(pairs),
-                )
-                .values(
-                    {
-                        cols["state"]: target,
-                        cols["version"]: cols["version"] + 1,
-                        cols["entered_at"]: at,
-                        cols["deadline_at"]: deadline,
-                        cols["stuck_at"]: at if reason is not None else None,
-                        cols["stuck_reason"]: reason,
-                        cols["definition_version"]: definition,
-                    }
-                )
-            )
-            if result.rowcount != len(group):
-                first = group[0]
-                raise ConcurrentTransitionError(
-                    entity_type=first.entity_type,
-                    key=first.key or "",
-                    event=first.event,
-                    expected_version=first.expected_version,
-                    actual_version=None,
-                )
-        records = [plan.record() for plan in plans]
-        conn.execute(insert(self._operations.tables.transitions), [history_row(r) for r in records])
-        self._operations.add_compensations_on(conn, tasks, now)
-        return records

@@ -1,0 +1,288 @@
+"""Set-based writes for instances claimed by one sweeper transaction.
+
+A sweep marks hundreds of instances at once. Row by row, the driver and SQLAlchemy
+would spend more time than the database; so each batch is a handful of statements,
+built once per machine, that take the batch's keys as one parameter: an array on
+PostgreSQL, an expanding IN list elsewhere. The history rows and the compensation
+outbox rows are produced by the database from the rows just updated.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError
+from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.sqlalchemy.history import RECORD_COLUMNS, history_row
+from statekit.store.sqlalchemy.tables import StatekitTables
+
+__all__ = ["DueBatch", "MarkStatements", "insert_ignoring_duplicates"]
+
+_HISTORY_CONSTANTS = ("entity_type", *(name for name in RECORD_COLUMNS if name != "seq"))
+"""History columns one group of a batch shares (all but the key and the seq)."""
+_OUTBOX_CONSTANTS = ("action", "max_attempts", "next_attempt_at")
+
+
+def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
+    """INSERT into the outbox that skips rows whose (entity, step, action) exists."""
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if dialect in {"mysql", "mariadb"}:
+        return mysql_insert(table).on_duplicate_key_update(id=table.c.id)
+    return insert(table)  # pragma: no cover - other dialects: duplicates surface
+
+
+class MarkStatements:
+    """The statements that mark a batch of one machine's instances, built once.
+
+    Keys travel as one parameter whatever the batch size, so the statement text
+    (and the database's plan of it) never changes: a typed array on PostgreSQL, a
+    JSON array read with `json_each` on SQLite (integer and text keys), and an
+    expanding IN list elsewhere.
+    """
+
+    def __init__(self, binding: Any, tables: StatekitTables, dialect: str) -> None:
+        self.binding = binding
+        self.mode = "expanding"
+        if dialect == "postgresql":
+            self.mode = "array"
+        elif dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38):
+            self.mode = "json" if binding.key_type in (int, str) else "expanding"
+        key, cols = binding.key, binding.columns
+        history, outbox = tables.transitions, tables.compensations
+        text_keys = self._one_of(history.c.entity_key, String(), "texts")
+
+        # The compare-and-set: every (key, version) pair must match.
+        pair = tuple_(key, cols["version"])
+        if self.mode == "array":
+            given = (
+                func.unnest(
+                    bindparam("keys", type_=ARRAY(key.type)),
+                    bindparam("versions", type_=ARRAY(Integer())),
+                )
+                .table_valued("k", "v")
+                .render_derived(name="given")
+            )
+            matching = [pair.in_(select(given.c.k, given.c.v))]
+        elif self.mode == "json":
+            rows = func.json_each(bindparam("pairs")).table_valued("value")
+            first, second = (func.json_extract(rows.c.value, f"$[{i}]") for i in (0, 1))
+            matching = [self._one_of(key, key.type, "keys"), pair.in_(select(first, second))]
+        else:  # the key list first, so the row-value test runs on those rows only
+            pairs = pair.in_(bindparam("pairs", expanding=True))
+            matching = [self._one_of(key, key.type, "keys"), pairs]
+        self.update = (
+            update(binding.table)
+            .where(*matching)
+            .values(
+                {
+                    cols["state"]: bindparam("state"),
+                    cols["version"]: cols["version"] + 1,
+                    cols["entered_at"]: bindparam("entered_at", type_=cols["entered_at"].type),
+                    cols["deadline_at"]: bindparam("deadline_at", type_=cols["deadline_at"].type),
+                    cols["stuck_at"]: bindparam("stuck_at", type_=cols["stuck_at"].type),
+                    cols["stuck_reason"]: bindparam("stuck_reason"),
+                    cols["definition_version"]: bindparam("definition"),
+                }
+            )
+        )
+
+        # History rows built by the database from the rows just updated: only
+        # where the key column reads back as the text statekit keys by.
+        self.derives_history = binding.key_type in (int, str)
+        constants = {
+            name: bindparam(f"h_{name}", type_=history.c[name].type) for name in _HISTORY_CONSTANTS
+        }
+        derived = select(*constants.values(), cast(key, String()), cols["version"]).where(
+            self._one_of(key, key.type, "keys")
+        )
+        self.history = insert(history).from_select([*constants, "entity_key", "seq"], derived)
+        self.history_rows = insert(history)
+
+        # Outbox rows for every step of the batch that `action` undoes.
+        outbox_constants = [
+            bindparam(f"c_{name}", type_=outbox.c[name].type) for name in _OUTBOX_CONSTANTS
+        ]
+        steps = select(
+            history.c.entity_type,
+            history.c.entity_key,
+            history.c.seq,
+            history.c.event,
+            *outbox_constants,
+            bindparam("c_status", "pending", type_=outbox.c.status.type),
+            bindparam("c_attempts", 0, type_=outbox.c.attempts.type),
+            bindparam("c_created_at", type_=outbox.c.created_at.type),
+            bindparam("c_updated_at", type_=outbox.c.updated_at.type),
+        ).where(
+            history.c.entity_type == binding.machine.name,
+            text_keys,
+            tuple_(history.c.source, history.c.event, history.c.target).in_(
+                bindparam("steps", expanding=True)
+            ),
+        )
+        columns = [
+            "entity_type",
+            "entity_key",
+            "step_seq",
+            "event",
+            *_OUTBOX_CONSTANTS,
+            "status",
+            "attempts",
+            "created_at",
+            "updated_at",
+        ]
+        self.schedule = insert_ignoring_duplicates(outbox, dialect).from_select(columns, steps)
+
+    def _one_of(self, column: Any, item_type: Any, name: str) -> Any:
+        """`column` is one of the values passed as `name` (see `values`)."""
+        if self.mode == "array":
+            return column == func.any(bindparam(name, type_=ARRAY(item_type)))
+        if self.mode == "json":
+            rows = func.json_each(bindparam(name)).table_valued("value")
+            return column.in_(select(rows.c.value))
+        return column.in_(bindparam(name, expanding=True))
+
+    def values(self, values: list[Any]) -> Any:
+        """A list as the parameter of a one-of test or of the (key, version) pairs."""
+        return json.dumps(values) if self.mode == "json" else values
+
+
+class DueBatch:
+    """Instances claimed by one sweeper transaction (see `overdue_batch`)."""
+
+    def __init__(
+        self,
+        statements: MarkStatements,
+        session: Session,
+        snapshots: list[Snapshot],
+    ) -> None:
+        self._statements = statements
+        self._binding = statements.binding
+        self._session = session
+        self.snapshots = snapshots
+
+    def entity(self, key: str) -> Any:
+        """The entity object of a claimed instance, loaded in the batch's transaction."""
+        entity = self._session.get(self._binding.entity_class, self._binding.coerce_key(key))
+        if entity is None:  # pragma: no cover - the row is locked by this transaction
+            raise InstanceNotFoundError(entity_type=self._binding.machine.name, key=key)
+        return entity
+
+    def forget(self, entity: object) -> None:
+        """Drop an entity object from the batch, so nothing it holds is flushed."""
+        self._session.expunge(entity)
+
+    def mark(
+        self,
+        plans: Sequence[Plan],
+        compensated_steps: Mapping[tuple[str, int], Sequence[tuple[str, str, str]]],
+        now: datetime,
+    ) -> tuple[list[TransitionRecord], int]:
+        """Apply system plans for claimed instances set-based, and schedule the
+        compensations of every step in their history that declares one.
+
+        Per group of plans that write the same history row but for key and seq:
+        one compare-and-set UPDATE and one history INSERT; then one outbox INSERT
+        per declared compensation, selected from the history rows by the database.
+        Returns the records written and the number of compensations scheduled.
+
+        Raises:
+            ConcurrentTransitionError: a row's version moved (impossible while the
+                claim holds it; checked where the driver reports per-batch counts).
+        """
+        if not plans:
+            return [], 0
+        conn = self._session.connection()
+        records = [plan.record() for plan in plans]
+        groups: dict[tuple[Any, ...], list[tuple[Plan, TransitionRecord]]] = {}
+        for plan, record in zip(plans, records, strict=True):
+            shape = (
+                plan.event,
+                plan.source,
+                plan.target,
+                plan.at,
+                plan.deadline_at,
+                plan.stuck_reason,
+                plan.definition_version,
+                plan.actor,
+                plan.correlation_id,
+                plan.idempotency_key,
+                None if record.payload is None else json.dumps(record.payload, sort_keys=True),
+            )
+            groups.setdefault(shape, []).append((plan, record))
+        for group in groups.values():
+            self._update(conn, group)
+        keys = [record.key for record in records]
+        scheduled = 0
+        for (action, attempts), steps in compensated_steps.items():
+            parameters = {
+                "texts": self._statements.values(keys),
+                "steps": list(steps),
+                "c_action": action,
+                "c_max_attempts": attempts,
+                "c_next_attempt_at": now,
+                "c_created_at": now,
+                "c_updated_at": now,
+            }
+            scheduled += int(conn.execute(self._statements.schedule, parameters).rowcount)
+        return records, scheduled
+
+    def _update(self, conn: Connection, group: Sequence[tuple[Plan, TransitionRecord]]) -> None:
+        """The compare-and-set UPDATE and the history rows of plans that set the
+        same values."""
+        statements, first = self._statements, group[0][0]
+        keys = [self._binding.coerce_key(plan.key or "") for plan, _ in group]
+        parameters: dict[str, Any] = {
+            "keys": statements.values(keys),
+            "state": first.target,
+            "entered_at": first.at,
+            "deadline_at": first.deadline_at,
+            "stuck_at": first.at if first.stuck_reason is not None else None,
+            "stuck_reason": first.stuck_reason,
+            "definition": first.definition_version,
+        }
+        versions = [plan.expected_version for plan, _ in group]
+        if statements.mode == "array":  # the keys and versions as two arrays
+            parameters["versions"] = versions
+        else:
+            parameters["pairs"] = statements.values(list(zip(keys, versions, strict=True)))
+        result = conn.execute(statements.update, parameters)
+        if result.rowcount != len(group):
+            raise ConcurrentTransitionError(
+                entity_type=first.entity_type,
+                key=first.key or "",
+                event=first.event,
+                expected_version=first.expected_version,
+                actual_version=None,
+            )
+        if not statements.derives_history:
+            conn.execute(statements.history_rows, [history_row(r) for _, r in group])
+            return
+        row = history_row(group[0][1])
+        history = {f"h_{name}": row[name] for name in _HISTORY_CONSTANTS}
+        conn.execute(statements.history, {"keys": parameters["keys"], **history})
