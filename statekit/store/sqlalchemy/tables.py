@@ -142,8 +142,8 @@ def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
         UniqueConstraint(
             "entity_type", "entity_key", "step_seq", "action", name=COMPENSATION_STEP_CONSTRAINT
         ),
+        # The step constraint's index also serves lookups by instance.
         Index("ix_statekit_compensations_due", "status", "next_attempt_at"),
-        Index("ix_statekit_compensations_entity", "entity_type", "entity_key", "step_seq"),
         comment="The compensation outbox: one row per step to undo.",
     )
     attempts = Table(
