@@ -337,7 +337,7 @@ class Machine:
             raise ValueError(f"machine {self.name!r} has no state {target!r}")
         timeout = self.timeouts.get(target)
         deadline = None if stuck_reason is not None or timeout is None else now + timeout.after
-        payload = None if note is None else Note(note=note)
+        payload = None if note is None else Note.model_construct(note=note)  # a str: valid
         key = snapshot.key or None
         ctx = Context(event, snapshot.state, target, payload, now, actor, self.name, key)
         return Plan(

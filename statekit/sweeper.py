@@ -13,6 +13,7 @@ backoff and jitter until its attempts are used up, then dead-lettered for a pers
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -210,7 +211,7 @@ class Sweeper:
         if timeout is None:
             return f"deadline passed in {snapshot.state!r}, which declares no timeout"
         if timeout.event is None:
-            return f"no progress in {snapshot.state!r} within {_duration(timeout.after)}"
+            return _no_progress(snapshot.state, timeout.after)
         entity = batch.entity(snapshot.key)
         try:
             runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
@@ -492,6 +493,12 @@ def _tasks(
                 )
             )
     return tasks
+
+
+@functools.lru_cache(maxsize=256)
+def _no_progress(state: str, after: timedelta) -> str:
+    """Why an instance is stuck in a state whose timeout fires no event."""
+    return f"no progress in {state!r} within {_duration(after)}"
 
 
 def _duration(value: timedelta) -> str:

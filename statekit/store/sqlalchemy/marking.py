@@ -57,6 +57,18 @@ def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
     return insert(table)  # pragma: no cover - other dialects: duplicates surface
 
 
+def _hashable(payload: dict[str, Any] | None) -> Any:
+    """The payload as a dict key: its items when they hash (a note), else its JSON."""
+    if payload is None:
+        return None
+    items = tuple((k, type(v), v) for k, v in sorted(payload.items()))  # 1 == True
+    try:
+        hash(items)
+    except TypeError:
+        return json.dumps(payload, sort_keys=True)
+    return items
+
+
 class MarkStatements:
     """The statements that mark a batch of one machine's instances, built once.
 
@@ -232,7 +244,7 @@ class DueBatch:
                 plan.actor,
                 plan.correlation_id,
                 plan.idempotency_key,
-                None if record.payload is None else json.dumps(record.payload, sort_keys=True),
+                _hashable(record.payload),
             )
             groups.setdefault(shape, []).append((plan, record))
         for group in groups.values():
