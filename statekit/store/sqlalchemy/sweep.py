@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     exists,
     func,
     insert,
@@ -42,7 +43,7 @@ from statekit.records import Snapshot, TransitionRecord
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements, insert_ignoring_duplicates
-from statekit.store.sqlalchemy.tables import StatekitTables
+from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 from statekit.sweeper import COMPENSATIONS_DUE
 
 UNIT_CALLBACKS = "statekit_unit_callbacks"
@@ -169,13 +170,27 @@ class SweepOperations:
         """Which of `entity_types` have an overdue instance, plus `"@compensations"`
         when a compensation is due: one cheap, non-locking query, so an idle sweeper
         costs about one indexed lookup per pass."""
-        c = self.tables.compensations
-        moment: Any = now
+        parameters: dict[str, Any] = {}
         if self.engine.dialect.name == "postgresql":
             # Inline `now`: the generic plan of a prepared `deadline <= $1` may scan the
             # whole table when nothing is due; with the value the due index answers.
             stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
-            moment = literal_column(f"TIMESTAMP '{stamp}'")
+            probe = self._due_probe(entity_types, literal_column(f"TIMESTAMP '{stamp}'"))
+        else:  # built once: an idle sweeper polls often, and building it costs more
+            cache: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_due_probes", {})
+            key = tuple(entity_types)
+            if key not in cache:
+                cache[key] = self._due_probe(key, bindparam("now", type_=UTCDateTime()))
+            probe, parameters = cache[key], {"now": now}
+        try:
+            with self._probe_engine.connect() as conn:
+                conn = conn.execution_options(statekit_read_only=True)
+                return {row[0] for row in conn.execute(probe, parameters)}
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"checking for due work failed: {exc}") from exc
+
+    def _due_probe(self, entity_types: Sequence[str], moment: Any) -> Any:
+        """The UNION ALL of one EXISTS per machine and per way a compensation is due."""
         probes = [
             select(literal(name)).where(
                 exists().where(self.binding(name).columns["deadline_at"] <= moment)
@@ -185,14 +200,9 @@ class SweepOperations:
         # One EXISTS per way of being due, so each can use the outbox's due index.
         probes += [
             select(literal(COMPENSATIONS_DUE)).where(exists().where(condition))
-            for condition in _compensation_due(c, moment)
+            for condition in _compensation_due(self.tables.compensations, moment)
         ]
-        try:
-            with self._probe_engine.connect() as conn:
-                conn = conn.execution_options(statekit_read_only=True)
-                return {row[0] for row in conn.execute(union_all(*probes))}
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"checking for due work failed: {exc}") from exc
+        return union_all(*probes)
 
     @cached_property
     def _probe_engine(self) -> Engine:
