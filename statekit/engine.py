@@ -210,13 +210,19 @@ class Machine:
             for state, events in table.items()
         }
         self._allowed = {state: tuple(events) for state, events in self._table.items()}
-        steps: dict[tuple[str, int], list[tuple[str, str, str]]] = {}
+        # (source, event, target) -> (handler, attempts); the first branch that
+        # declares one wins, as it does when the step is looked up one at a time.
+        self._compensation_by_step: dict[tuple[str, str, str], tuple[str, int]] = {}
         for source, events in self._table.items():
             for event, branches in events.items():
                 for branch in branches:
                     if branch.compensation is not None:
                         declared = (branch.compensation, branch.spec.compensation_attempts)
-                        steps.setdefault(declared, []).append((source, event, branch.target))
+                        step = (source, event, branch.target)
+                        self._compensation_by_step.setdefault(step, declared)
+        steps: dict[tuple[str, int], list[tuple[str, str, str]]] = {}
+        for step, declared in self._compensation_by_step.items():
+            steps.setdefault(declared, []).append(step)
         self.compensated_steps = {declared: tuple(found) for declared, found in steps.items()}
         """Every declared compensation, (handler, attempts) -> the steps (source,
         event, target) it undoes, so a store can schedule an instance's
@@ -362,10 +368,7 @@ class Machine:
     def compensation_of(self, source: str, event: str, target: str) -> tuple[str, int] | None:
         """The compensation (handler name, attempts) declared on the branch that
         took `source --event--> target`, or None."""
-        for branch in self._table.get(source, {}).get(event, ()):
-            if branch.target == target and branch.compensation is not None:
-                return branch.compensation, branch.spec.compensation_attempts
-        return None
+        return self._compensation_by_step.get((source, event, target))
 
     def events_from(self, state: str) -> tuple[str, ...]:
         """Events declared from `state`, in declaration order (empty if unknown)."""

@@ -164,3 +164,34 @@ def test_system_plans_need_a_declared_target_and_unknown_steps_have_no_compensat
         machine.system_plan(snapshot, "@resolve", "limbo", now=ManualClock().now(), actor="me")
     assert machine.compensation_of("first", "continue_", "second") == ("undo_second", 3)
     assert machine.compensation_of("second", "finish", "done") is None
+
+
+def test_a_step_has_one_compensation_whether_scheduled_alone_or_in_a_batch() -> None:
+    def cheap(entity: object, ctx: object) -> bool:
+        return True
+
+    def refund(entity: object, undo: object) -> None: ...
+
+    def void(entity: object, undo: object) -> None: ...
+
+    states = (StateSpec(name="a", initial=True), StateSpec(name="b", final=True))
+    pay = (
+        TransitionSpec(
+            event="pay",
+            sources=("a",),
+            target="b",
+            guards=("cheap",),
+            compensation="refund",
+            compensation_attempts=2,
+        ),
+        TransitionSpec(
+            event="pay", sources=("a",), target="b", compensation="void", compensation_attempts=4
+        ),
+    )
+    machine = Machine(
+        MachineSpec(name="m", states=states, transitions=pay),
+        handlers={"cheap": cheap, "refund": refund, "void": void},
+    )
+    # The history row cannot tell the branches apart: the first declared one counts.
+    assert machine.compensation_of("a", "pay", "b") == ("refund", 2)
+    assert machine.compensated_steps == {("refund", 2): (("a", "pay", "b"),)}

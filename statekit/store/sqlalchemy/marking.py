@@ -3,8 +3,9 @@
 A sweep marks hundreds of instances at once. Row by row, the driver and SQLAlchemy
 would spend more time than the database; so each batch is a handful of statements,
 built once per machine, that take the batch's keys as one parameter: an array on
-PostgreSQL, an expanding IN list elsewhere. The history rows and the compensation
-outbox rows are produced by the database from the rows just updated.
+PostgreSQL, a JSON list on SQLite, an expanding IN list elsewhere. The database
+builds the history rows from the rows just updated and the compensation outbox rows
+from the instances' history.
 """
 
 from __future__ import annotations
@@ -80,11 +81,13 @@ class MarkStatements:
 
     def __init__(self, binding: Any, tables: StatekitTables, dialect: str) -> None:
         self.binding = binding
+        # Integer and text keys read back as the text statekit keys by, and fit JSON.
+        plain_keys = binding.key_type in (int, str)
         self.mode = "expanding"
         if dialect == "postgresql":
             self.mode = "array"
-        elif dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38):
-            self.mode = "json" if binding.key_type in (int, str) else "expanding"
+        elif dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38) and plain_keys:
+            self.mode = "json"
         key, cols = binding.key, binding.columns
         history, outbox = tables.transitions, tables.compensations
         text_keys = self._one_of(history.c.entity_key, String(), "texts")
@@ -124,9 +127,8 @@ class MarkStatements:
             )
         )
 
-        # History rows built by the database from the rows just updated: only
-        # where the key column reads back as the text statekit keys by.
-        self.derives_history = binding.key_type in (int, str)
+        # History rows built by the database from the rows just updated.
+        self.derives_history = plain_keys
         constants = {
             name: bindparam(f"h_{name}", type_=history.c[name].type) for name in _HISTORY_CONSTANTS
         }
@@ -248,12 +250,12 @@ class DueBatch:
             )
             groups.setdefault(shape, []).append((plan, record))
         for group in groups.values():
-            self._update(conn, group)
-        keys = [record.key for record in records]
+            self._write_group(conn, group)
+        texts = self._statements.values([record.key for record in records])
         scheduled = 0
         for (action, attempts), steps in compensated_steps.items():
             parameters = {
-                "texts": self._statements.values(keys),
+                "texts": texts,
                 "steps": list(steps),
                 "c_action": action,
                 "c_max_attempts": attempts,
@@ -264,7 +266,9 @@ class DueBatch:
             scheduled += int(conn.execute(self._statements.schedule, parameters).rowcount)
         return records, scheduled
 
-    def _update(self, conn: Connection, group: Sequence[tuple[Plan, TransitionRecord]]) -> None:
+    def _write_group(
+        self, conn: Connection, group: Sequence[tuple[Plan, TransitionRecord]]
+    ) -> None:
         """The compare-and-set UPDATE and the history rows of plans that set the
         same values."""
         statements, first = self._statements, group[0][0]
