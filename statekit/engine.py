@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from keyword import iskeyword
 from operator import attrgetter
 from typing import Any
 
@@ -231,6 +232,7 @@ class Machine:
         self._read_decision = attrgetter(f.state, f.version, f.definition_version, f.key)
         self._state_names = f.state_attributes()
         self._read_state = attrgetter(*self._state_names)
+        self._write_state = _attribute_writer(self._state_names)
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} v{self.version}: {len(self.states)} states>"
@@ -345,21 +347,19 @@ class Machine:
         deadline = None if stuck_reason is not None or timeout is None else now + timeout.after
         payload = None if note is None else Note.model_construct(note=note)  # a str: valid
         key = snapshot.key or None
-        ctx = Context(event, snapshot.state, target, payload, now, actor, self.name, key)
         return Plan(
-            self.name,
-            key,
             event,
             snapshot.state,
             target,
-            snapshot.version,
+            payload,
             now,
+            actor,
+            self.name,
+            key,
+            snapshot.version,
             deadline,
             self.version,
-            ctx,
             _SYSTEM_BRANCH,
-            payload,
-            actor,
             None,
             None,
             stuck_reason,
@@ -415,6 +415,19 @@ class Machine:
             TransitionNotAllowedError, InvalidPayloadError, GuardRejectedError,
             PreconditionFailedError: each naming the entity, state and event.
         """
+        return self._decide(entity, event, payload, now, actor, correlation_id, idempotency_key)
+
+    def _decide(
+        self,
+        entity: object,
+        event: str,
+        payload: Mapping[str, Any] | BaseModel | None,
+        now: datetime,
+        actor: str | None,
+        correlation_id: str | None,
+        idempotency_key: str | None,
+    ) -> Plan:
+        """`decide` with positional arguments, for the hot paths in this package."""
         try:
             state, version, stored_definition, key_value = self._read_decision(entity)
         except AttributeError:  # a plain object without some of the attributes
@@ -442,35 +455,39 @@ class Machine:
             data = None
         else:
             data = self._validate_payload(model, payload, state, event, key)
-        ctx = Context(event, state, state, data, now, actor, self.name, key)
-
-        chosen = None
-        rejections: list[tuple[str, str, str]] = []
-        for branch in branches:
-            ctx.target = branch.target
-            failed = None
-            for name, guard in branch.guards:
-                verdict = guard(entity, ctx)
-                if verdict is not True:
-                    failed = (name, _failure("guard", name, verdict) or "")
-                    break
-            if failed is None and branch.unless:
-                failed = self._unless_failure(branch, entity, ctx)
-            if failed is None:
-                chosen = branch
+        # The plan is also the context handed to guards and conditions. It starts on
+        # the first branch; `_choose` moves it along when that branch's guards say no.
+        first = branches[0]
+        plan = Plan(
+            event,
+            state,
+            first.target,
+            data,
+            now,
+            actor,
+            self.name,
+            key,
+            version or 0,
+            None,
+            self.version,
+            first,
+            correlation_id,
+            idempotency_key,
+        )
+        chosen = first
+        for name, guard in first.guards:
+            verdict = guard(entity, plan)
+            if verdict is not True:
+                failure = (first.target, name, _failure("guard", name, verdict) or "")
+                chosen = self._choose(entity, plan, branches, failure)
                 break
-            rejections.append((branch.target, failed[0], failed[1]))
-        if chosen is None:
-            raise GuardRejectedError(
-                entity_type=self.name,
-                key=key,
-                state=state,
-                event=event,
-                allowed_events=self._allowed[state],
-                rejections=rejections,
-            )
+        else:
+            if first.unless:
+                failed = self._unless_failure(first, entity, plan)
+                if failed is not None:
+                    chosen = self._choose(entity, plan, branches, (first.target, *failed))
         for name, check in chosen.preconditions:
-            reason = _failure("pre-condition", name, check(entity, ctx))
+            reason = _failure("pre-condition", name, check(entity, plan))
             if reason is not None:
                 raise PreconditionFailedError(
                     entity_type=self.name,
@@ -482,22 +499,45 @@ class Machine:
                     reason=reason,
                 )
         timeout = chosen.timeout
-        return Plan(
-            self.name,
-            key,
-            event,
-            state,
-            chosen.target,
-            version or 0,
-            now,
-            None if timeout is None else now + timeout,
-            self.version,
-            ctx,
-            chosen,
-            data,
-            actor,
-            correlation_id,
-            idempotency_key,
+        if timeout is not None:
+            plan.deadline_at = now + timeout
+        return plan
+
+    def _choose(
+        self,
+        entity: object,
+        plan: Plan,
+        branches: tuple[_Branch, ...],
+        first_failure: tuple[str, str, str],
+    ) -> _Branch:
+        """Try the branches after the first, whose guards refused with `first_failure`
+        (target, guard, reason); point `plan` at the first that passes.
+
+        Raises:
+            GuardRejectedError: no branch passed; it lists every guard that said no.
+        """
+        rejections = [first_failure]
+        for branch in branches[1:]:
+            plan.target = branch.target
+            failed = None
+            for name, guard in branch.guards:
+                verdict = guard(entity, plan)
+                if verdict is not True:
+                    failed = (name, _failure("guard", name, verdict) or "")
+                    break
+            if failed is None and branch.unless:
+                failed = self._unless_failure(branch, entity, plan)
+            if failed is None:
+                plan.branch = branch
+                return branch
+            rejections.append((branch.target, *failed))
+        raise GuardRejectedError(
+            entity_type=self.name,
+            key=plan.key,
+            state=plan.source,
+            event=plan.event,
+            allowed_events=self._allowed[plan.source],
+            rejections=rejections,
         )
 
     @staticmethod
@@ -562,16 +602,10 @@ class Machine:
 
     def start(self, entity: object, *, now: datetime | None = None) -> Snapshot:
         """Put a new entity into the initial state at version 0 and return its snapshot."""
-        f = self.fields
         moment = now or self.clock.now()
         timeout = self.timeouts.get(self.initial)
-        setattr(entity, f.state, self.initial)
-        setattr(entity, f.version, 0)
-        setattr(entity, f.entered_at, moment)
-        setattr(entity, f.deadline_at, moment + timeout.after if timeout else None)
-        setattr(entity, f.stuck_at, None)
-        setattr(entity, f.stuck_reason, None)
-        setattr(entity, f.definition_version, self.version)
+        deadline = moment + timeout.after if timeout else None
+        self._write_state(entity, self.initial, 0, moment, deadline, None, None, self.version)
         return self.snapshot(entity)
 
     def stage(self, entity: object, plan: Plan) -> Callable[[], None]:
@@ -620,19 +654,22 @@ class Machine:
         return restore
 
     def _put_state(self, entity: object, values: tuple[Any, ...]) -> None:
-        for name, value in zip(self._state_names, values, strict=True):
-            setattr(entity, name, value)
+        self._write_state(entity, *values)
 
     def write_snapshot(self, entity: object, plan: Plan) -> None:
         """Set the entity's state attributes to what `plan` leaves behind."""
-        f = self.fields
-        setattr(entity, f.state, plan.target)
-        setattr(entity, f.version, plan.expected_version + 1)
-        setattr(entity, f.entered_at, plan.at)
-        setattr(entity, f.deadline_at, plan.deadline_at)
-        setattr(entity, f.stuck_at, plan.at if plan.stuck_reason is not None else None)
-        setattr(entity, f.stuck_reason, plan.stuck_reason)
-        setattr(entity, f.definition_version, plan.definition_version)
+        at = plan.now
+        stuck = plan.stuck_reason
+        self._write_state(
+            entity,
+            plan.target,
+            plan.expected_version + 1,
+            at,
+            plan.deadline_at,
+            None if stuck is None else at,
+            stuck,
+            plan.definition_version,
+        )
 
     def run_effects(self, entity: object, plan: Plan) -> None:
         """Run the plan's after-commit effects; a failing effect is logged, not raised,
@@ -670,15 +707,39 @@ class Machine:
         Use a `Runner` to persist transitions; this is for entities that live only in
         memory. Returns the applied plan.
         """
-        plan = self.decide(entity, event, payload, now=self.clock.now(), actor=actor)
+        plan = self._decide(entity, event, payload, self.clock.now(), actor, None, None)
         branch: _Branch = plan.branch
         if branch.actions or branch.postconditions:
             self.stage(entity, plan)
         else:  # nothing can fail after the write, so there is nothing to restore
             self.write_snapshot(entity, plan)
-        if plan.branch.effects:
+        if branch.effects:
             self.run_effects(entity, plan)
         return plan
+
+
+def _attribute_writer(names: Sequence[str]) -> Callable[..., None]:
+    """Build `write(entity, *values)`, which assigns `values` to the attributes
+    `names` in order.
+
+    The function is compiled from source with one plain attribute assignment per
+    name, as `dataclasses` builds `__init__`: CPython runs those several times
+    faster than the equivalent `setattr` calls, and every transition writes
+    seven of them. Names that are not identifiers fall back to `setattr`.
+    """
+    if not all(name.isidentifier() and not iskeyword(name) for name in names):
+
+        def write_each(entity: object, *values: Any) -> None:
+            for name, value in zip(names, values, strict=True):
+                setattr(entity, name, value)
+
+        return write_each
+    params = [f"value_{i}" for i in range(len(names))]
+    body = "".join(f"    entity.{name} = {p}\n" for name, p in zip(names, params, strict=True))
+    namespace: dict[str, Any] = {}
+    exec(f"def write(entity, {', '.join(params)}):\n{body}", namespace)
+    write: Callable[..., None] = namespace["write"]
+    return write
 
 
 def _lookup_in(handlers: object) -> Callable[[str], object]:

@@ -80,25 +80,31 @@ class Context:
 
 
 @dataclass(slots=True)
-class Plan:
-    """A decided transition: everything the store writes, nothing written yet."""
+class Plan(Context):
+    """A decided transition: everything the store writes, nothing written yet.
 
-    entity_type: str
-    key: str | None
-    event: str
-    source: str
-    target: str
-    expected_version: int
-    at: datetime
-    deadline_at: datetime | None
-    definition_version: int
-    context: Context = field(repr=False, compare=False)
-    branch: Any = field(repr=False, compare=False)
-    payload: BaseModel | None = None
-    actor: str | None = None
+    A plan is also the `Context` its guards, actions and effects were handed
+    (`now` is the transition's time, also readable as `at`), so deciding builds
+    one object per transition.
+    """
+
+    expected_version: int = 0
+    deadline_at: datetime | None = None
+    definition_version: int = 0
+    branch: Any = field(default=None, repr=False, compare=False)
     correlation_id: str | None = None
     idempotency_key: str | None = None
     stuck_reason: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        """When the transition happens: the time it was decided at."""
+        return self.now
+
+    @property
+    def context(self) -> Context:
+        """What the transition's handlers are handed: the plan itself."""
+        return self
 
     @property
     def version(self) -> int:

@@ -137,14 +137,8 @@ class Runner:
             recorded = self._recorded(entity, event, idempotency_key)
             if recorded is not None:
                 return recorded
-        plan = machine.decide(
-            entity,
-            event,
-            payload,
-            now=self.clock.now(),
-            actor=actor,
-            correlation_id=correlation_id,
-            idempotency_key=idempotency_key,
+        plan = machine._decide(
+            entity, event, payload, self.clock.now(), actor, correlation_id, idempotency_key
         )
         restore = machine.stage(entity, plan)
         try:

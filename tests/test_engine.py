@@ -28,6 +28,7 @@ from statekit import (
     PreconditionFailedError,
     Snapshot,
     State,
+    StateFields,
     SystemClock,
     TransitionError,
     TransitionNotAllowedError,
@@ -124,6 +125,40 @@ def test_guard_rejection_names_every_guard_tried_and_its_reason() -> None:
     assert err.allowed_events == ("pick", "leap")
     assert CALLS == ["warm", "cold", "picky", "closed"]
     assert attributes(thing) == before
+
+
+SEEN: list[tuple[Context, str]] = []
+
+
+def looks_right(entity: object, ctx: Context) -> bool:
+    SEEN.append((ctx, ctx.target))
+    return ctx.target == "right"
+
+
+def looks_anywhere(entity: object, ctx: Context) -> bool:
+    SEEN.append((ctx, ctx.target))
+    return True
+
+
+class Handed(Workflow, name="handed"):
+    start = State(initial=True)
+    left = State(final=True)
+    right = State(final=True)
+
+    pick = start.to(left, guard=looks_right) | start.to(right, guard=looks_anywhere)
+
+
+def test_guards_are_handed_the_plan_being_decided() -> None:
+    SEEN.clear()
+    thing = Thing()
+    Handed.machine.start(thing)
+    plan = Handed.machine.fire(thing, "pick", actor="ann")
+    # Each guard saw the branch it was asked about; both saw the plan that resulted.
+    assert [target for _, target in SEEN] == ["left", "right"]
+    assert all(ctx is plan for ctx, _ in SEEN)
+    assert plan.context is plan
+    assert (plan.target, plan.actor, plan.at, plan.version) == ("right", "ann", plan.now, 1)
+    assert thing.state == "right"
 
 
 def test_an_unless_guard_that_fails_lets_the_branch_through() -> None:
@@ -773,3 +808,27 @@ def test_a_failed_post_condition_restores_dicts_and_sets_in_place() -> None:
     assert thing.labels is labels  # type: ignore[attr-defined]
     assert thing.meta is meta  # type: ignore[attr-defined]
     assert (labels, meta) == ({"new"}, {"source": "web"})
+
+
+@pytest.mark.parametrize("state_name", ["class", "order-state"])
+def test_state_attributes_need_not_be_identifiers(state_name: str) -> None:
+    """Names Python cannot assign as `entity.name = ...` are still written and restored."""
+
+    def positive(entity: object, ctx: Context) -> bool | str:
+        return getattr(entity, "amount", 0) > 0 or "amount must be positive"
+
+    class Odd(Workflow, name="odd", fields=StateFields(state=state_name)):
+        a = State(initial=True)
+        b = State(final=True)
+        go = a.to(b, action=lambda e, c: setattr(e, "amount", -1), post=positive)
+        skip = a.to(b)
+
+    thing = Thing()
+    Odd.machine.start(thing)
+    assert getattr(thing, state_name) == "a"
+    before = attributes(thing)
+    with pytest.raises(PostconditionFailedError):
+        Odd.machine.fire(thing, "go")
+    assert attributes(thing) == before
+    Odd.machine.fire(thing, "skip")
+    assert (getattr(thing, state_name), thing.state_version) == ("b", 1)
