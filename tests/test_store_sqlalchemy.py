@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, ForeignKey, func, inspect, select, text, update
+from sqlalchemy import Engine, ForeignKey, String, func, inspect, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from models.order import OrderWorkflow
@@ -27,6 +27,7 @@ from statekit import (
     PostconditionFailedError,
     Runner,
     State,
+    StateFields,
     StoreError,
     TransitionNotAllowedError,
     TransitionRecord,
@@ -376,3 +377,52 @@ def test_classes_with_relationships_keep_a_session(engine: Engine) -> None:
         assert runner.fire_by_key(2, "activate").target == "active"
     finally:
         RelBase.metadata.drop_all(engine)
+
+
+class CodedBase(DeclarativeBase):
+    pass
+
+
+class Coded(StateMixin, CodedBase):
+    """A row whose statekit key (`code`) is not its primary key (`id`)."""
+
+    __tablename__ = "coded_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20), unique=True)
+
+
+class CodedWorkflow(Workflow, name="coded", fields=StateFields(key="code")):
+    new = State(initial=True)
+    done = State(final=True)
+    finish = new.to(done)
+
+
+def test_a_light_unit_entity_is_a_clean_detached_instance(engine: Engine) -> None:
+    """What the light unit loads behaves as a row the ORM loaded and let go of: it has
+    its primary-key identity, and after a fire nothing in it is pending a write."""
+    CodedBase.metadata.create_all(engine)
+    try:
+        store = SQLAlchemyStore(engine, {CodedWorkflow.machine: Coded})
+        store.create_tables()
+        assert store.binding("coded").rows is not None
+        runner = Runner(CodedWorkflow.machine, store)
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            item = Coded(id=7, code="C-7")
+            session.add(item)
+            runner.start(item)
+        with store.transaction("coded", "C-7") as loaded:
+            state = inspect(loaded)
+            assert state.detached
+            assert state.identity == (7,)  # the primary key, not statekit's key
+            runner.fire(loaded, "finish")
+            names = CodedWorkflow.machine.fields.state_attributes()
+            assert not [n for n in names if state.attrs[n].history.has_changes()]
+        assert (loaded.state, loaded.state_version) == ("done", 1)
+        with Session(engine) as session:
+            merged = session.merge(loaded)  # adopted as the row it is: no INSERT
+            assert not session.is_modified(merged)
+            session.flush()
+            assert session.get(Coded, 7) is merged
+            assert (merged.state, merged.state_version) == ("done", 1)
+    finally:
+        CodedBase.metadata.drop_all(engine)

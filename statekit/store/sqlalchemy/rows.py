@@ -10,15 +10,16 @@ Session unit; classes with relationships keep the Session.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Column, Connection, Select, Table, bindparam, select, update
-from sqlalchemy.orm import Mapper, make_transient_to_detached
+from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import instance_dict, instance_state
+from sqlalchemy.orm.state import InstanceState
 
-__all__ = ["RowLoader", "RowUnit", "row_loader"]
+__all__ = ["RowLoader", "RowUnit", "commit_attributes", "row_loader"]
 
 _KEY: Any = bindparam("key_")
 
@@ -31,6 +32,14 @@ class RowUnit:
     committed: list[Callable[[], None]] = field(default_factory=list)
 
 
+commit_attributes: Callable[[InstanceState[Any], dict[str, Any], Sequence[str]], None] | None
+commit_attributes = getattr(InstanceState, "_commit", None)
+"""`InstanceState._commit(dict, keys)`: how SQLAlchemy marks attributes as holding
+what the row holds (`set_committed_value` calls it for one attribute). Private API,
+so it is looked up once and every caller keeps a public fallback; the tests check
+entities are clean after each kind of fire."""
+
+
 @dataclass(frozen=True)
 class RowLoader:
     """Loads and writes back one mapped class's rows without a Session."""
@@ -40,15 +49,23 @@ class RowLoader:
     key: Column[Any]
     attributes: tuple[tuple[str, Column[Any]], ...]
     load: Select[Any]
+    names: tuple[str, ...] = ()  # the attribute names, in `load`'s column order
+    identity_names: tuple[str, ...] = ()  # the attributes of the primary key
 
     def instance(self, row: Any) -> Any:
-        """A detached instance of the class holding the row's values, as if loaded."""
+        """A detached instance of the class holding the row's values, as if loaded.
+
+        The row's values go straight into the instance's dict (`load` selects the
+        columns in `attributes` order). Giving the instance its identity key is all
+        `make_transient_to_detached` would change on it, since every attribute is
+        loaded, at a fraction of the cost.
+        """
         entity = self.mapper.class_manager.new_instance()
+        state = instance_state(entity)
         values = instance_dict(entity)
-        mapping = row._mapping
-        for name, column in self.attributes:
-            values[name] = mapping[column]
-        make_transient_to_detached(entity)
+        values.update(zip(self.names, row, strict=True))
+        identity = tuple(values[name] for name in self.identity_names)
+        state.key = self.mapper.identity_key_from_primary_key(identity)
         return entity
 
     def write_changes(self, conn: Connection, entity: Any, key: Any) -> None:
@@ -73,10 +90,15 @@ def row_loader(mapper: Mapper[Any], table: Table, key: Column[Any]) -> RowLoader
         if len(columns) != 1 or not isinstance(columns[0], Column) or columns[0].table is not table:
             return None
         attributes.append((prop.key, columns[0]))
+    name_of: dict[Any, str] = {column: name for name, column in attributes}
+    if not all(column in name_of for column in mapper.primary_key):
+        return None
     return RowLoader(
         mapper=mapper,
         table=table,
         key=key,
         attributes=tuple(attributes),
         load=select(*(column for _, column in attributes)).where(key == _KEY),
+        names=tuple(name for name, _ in attributes),
+        identity_names=tuple(name_of[column] for column in mapper.primary_key),
     )
