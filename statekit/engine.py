@@ -33,12 +33,16 @@ from statekit.errors import (
 from statekit.records import Context, Plan, Snapshot
 from statekit.validation import graph_problems, reference_problems
 
-__all__ = ["STATE_KEYS", "Handler", "Machine", "Note", "StateFields"]
+__all__ = ["STATE_KEYS", "Handler", "Machine", "Note", "StateFields", "StateWriter"]
 
 logger = logging.getLogger("statekit")
 
 Handler = Callable[[Any, Context], Any]
 """A guard, condition, action or effect: called as `handler(entity, context)`."""
+
+StateWriter = Callable[..., None]
+"""`write(entity, *values)`: sets an entity's seven state attributes, given in
+`StateFields.state_attributes()` order."""
 
 _MISSING = object()
 
@@ -608,9 +612,15 @@ class Machine:
         self._write_state(entity, self.initial, 0, moment, deadline, None, None, self.version)
         return self.snapshot(entity)
 
-    def stage(self, entity: object, plan: Plan) -> Callable[[], None]:
+    def stage(
+        self, entity: object, plan: Plan, *, write: StateWriter | None = None
+    ) -> Callable[[], None]:
         """Run the plan's actions, move the entity to its target state in memory and
         check post-conditions. Returns a function that restores the entity exactly.
+
+        `write`, when given, sets the state attributes (and restores them) when
+        nothing else changes: a store passes one for entities it loaded itself
+        (see `Store`).
 
         Raises:
             PostconditionFailedError: after restoring the entity.
@@ -623,8 +633,9 @@ class Machine:
             except AttributeError:
                 saved = _save(entity, self.fields)
             else:
-                self.write_snapshot(entity, plan)
-                return lambda: self._put_state(entity, before)
+                put = write or self._write_state
+                self._write_plan(put, entity, plan)
+                return lambda: put(entity, *before)
         else:
             saved = _save(entity, self.fields)
 
@@ -653,14 +664,15 @@ class Machine:
             raise
         return restore
 
-    def _put_state(self, entity: object, values: tuple[Any, ...]) -> None:
-        self._write_state(entity, *values)
-
     def write_snapshot(self, entity: object, plan: Plan) -> None:
         """Set the entity's state attributes to what `plan` leaves behind."""
+        self._write_plan(self._write_state, entity, plan)
+
+    @staticmethod
+    def _write_plan(write: StateWriter, entity: object, plan: Plan) -> None:
         at = plan.now
         stuck = plan.stuck_reason
-        self._write_state(
+        write(
             entity,
             plan.target,
             plan.expected_version + 1,
@@ -718,7 +730,7 @@ class Machine:
         return plan
 
 
-def _attribute_writer(names: Sequence[str]) -> Callable[..., None]:
+def _attribute_writer(names: Sequence[str]) -> StateWriter:
     """Build `write(entity, *values)`, which assigns `values` to the attributes
     `names` in order.
 
@@ -738,7 +750,7 @@ def _attribute_writer(names: Sequence[str]) -> Callable[..., None]:
     body = "".join(f"    entity.{name} = {p}\n" for name, p in zip(names, params, strict=True))
     namespace: dict[str, Any] = {}
     exec(f"def write(entity, {', '.join(params)}):\n{body}", namespace)
-    write: Callable[..., None] = namespace["write"]
+    write: StateWriter = namespace["write"]
     return write
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar
 
 from statekit.clock import Clock
-from statekit.engine import Machine, _restore, _save
+from statekit.engine import Machine, StateWriter, _restore, _save
 from statekit.errors import ConcurrentTransitionError, IdempotencyConflictError
 from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.base import Store
+from statekit.store.base import AfterCommit, Store
 
 __all__ = ["Listener", "Runner", "retry_on_conflict"]
 
@@ -93,6 +94,9 @@ class Runner:
         self.store = store
         self.clock = clock or machine.clock
         self.listeners = tuple(listeners)
+        self._state_writer: Callable[[object], StateWriter | None] | None = getattr(
+            store, "state_writer", None
+        )
 
     def start(self, entity: object) -> Snapshot:
         """Put a new entity in the initial state and store it at version 0.
@@ -132,6 +136,17 @@ class Runner:
             ConcurrentTransitionError: another writer moved the instance first; the
                 entity object is left as it was, so reload it before retrying.
         """
+        return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
+
+    def _fire(
+        self,
+        entity: object,
+        event: str,
+        payload: dict[str, Any],
+        actor: str | None,
+        correlation_id: str | None,
+        idempotency_key: str | None,
+    ) -> TransitionRecord:
         machine = self.machine
         if idempotency_key is not None:
             recorded = self._recorded(entity, event, idempotency_key)
@@ -140,13 +155,14 @@ class Runner:
         plan = machine._decide(
             entity, event, payload, self.clock.now(), actor, correlation_id, idempotency_key
         )
-        restore = machine.stage(entity, plan)
+        state_writer = self._state_writer
+        write = None if state_writer is None else state_writer(entity)
+        restore = machine.stage(entity, plan, write=write)
+        after_commit: AfterCommit | None = None
+        if plan.branch.effects or self.listeners:
+            after_commit = partial(self._committed, entity, plan)
         try:
-            return self.store.apply(
-                plan,
-                entity=entity,
-                after_commit=lambda record: self._committed(entity, plan, record),
-            )
+            return self.store.apply(plan, entity=entity, after_commit=after_commit)
         except ConcurrentTransitionError:
             restore()
             if idempotency_key is not None:
@@ -183,14 +199,7 @@ class Runner:
 
         def attempt() -> TransitionRecord:
             with self.store.transaction(self.machine.name, str(key)) as entity:
-                return self.fire(
-                    entity,
-                    event,
-                    actor=actor,
-                    correlation_id=correlation_id,
-                    idempotency_key=idempotency_key,
-                    **payload,
-                )
+                return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
 
         return retry_on_conflict(attempt, attempts=retries + 1)
 

@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -389,6 +390,7 @@ class Coded(StateMixin, CodedBase):
     __tablename__ = "coded_items"
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(20), unique=True)
+    label: Mapped[str] = mapped_column(String(20), default="")
 
 
 class CodedWorkflow(Workflow, name="coded", fields=StateFields(key="code")):
@@ -397,32 +399,121 @@ class CodedWorkflow(Workflow, name="coded", fields=StateFields(key="code")):
     finish = new.to(done)
 
 
-def test_a_light_unit_entity_is_a_clean_detached_instance(engine: Engine) -> None:
+@pytest.fixture
+def coded(engine: Engine) -> Iterator[tuple[SQLAlchemyStore, Runner]]:
+    """Item C-7 (primary key 7) in `new`, stored through the light unit."""
+    CodedBase.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, {CodedWorkflow.machine: Coded})
+    store.create_tables()
+    runner = Runner(CodedWorkflow.machine, store)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        item = Coded(id=7, code="C-7", label="")
+        session.add(item)
+        runner.start(item)
+    yield store, runner
+    with engine.begin() as conn:
+        conn.execute(store.tables.transitions.delete())
+    CodedBase.metadata.drop_all(engine)
+
+
+def test_a_light_unit_entity_is_a_clean_detached_instance(
+    coded: tuple[SQLAlchemyStore, Runner], engine: Engine
+) -> None:
     """What the light unit loads behaves as a row the ORM loaded and let go of: it has
     its primary-key identity, and after a fire nothing in it is pending a write."""
-    CodedBase.metadata.create_all(engine)
-    try:
-        store = SQLAlchemyStore(engine, {CodedWorkflow.machine: Coded})
-        store.create_tables()
-        assert store.binding("coded").rows is not None
-        runner = Runner(CodedWorkflow.machine, store)
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            item = Coded(id=7, code="C-7")
-            session.add(item)
-            runner.start(item)
+    store, runner = coded
+    assert store.binding("coded").rows is not None
+    with store.transaction("coded", "C-7") as loaded:
+        state = inspect(loaded)
+        assert state.detached
+        assert state.identity == (7,)  # the primary key, not statekit's key
+        runner.fire(loaded, "finish")
+        names = CodedWorkflow.machine.fields.state_attributes()
+        assert not [n for n in names if state.attrs[n].history.has_changes()]
+    assert (loaded.state, loaded.state_version) == ("done", 1)
+    with Session(engine) as session:
+        merged = session.merge(loaded)  # adopted as the row it is: no INSERT
+        assert not session.is_modified(merged)
+        session.flush()
+        assert session.get(Coded, 7) is merged
+        assert (merged.state, merged.state_version) == ("done", 1)
+
+
+def test_a_light_unit_writes_the_callers_changes_and_the_transition(
+    coded: tuple[SQLAlchemyStore, Runner], engine: Engine
+) -> None:
+    store, runner = coded
+    with store.transaction("coded", "C-7") as loaded:
+        loaded.label = "renamed"
+        runner.fire(loaded, "finish")
+        assert inspect(loaded).attrs.label.history.has_changes()  # still the caller's to write
+    with engine.connect() as conn:
+        row = conn.execute(select(Coded.state, Coded.state_version, Coded.label)).one()
+    assert tuple(row) == ("done", 1, "renamed")
+    assert [r.event for r in runner.history(loaded)] == ["finish"]
+
+
+def _record_seq_one_elsewhere(store: SQLAlchemyStore, engine: Engine) -> None:
+    """A history row for C-7's first transition that its row does not know about, so
+    the next fire's UPDATE succeeds and its history INSERT fails."""
+    with engine.begin() as conn:
+        conn.execute(
+            store.tables.transitions.insert().values(
+                entity_type="coded",
+                entity_key="C-7",
+                seq=1,
+                event="finish",
+                source="new",
+                target="done",
+                at=datetime.now(UTC),
+                definition_version=1,
+            )
+        )
+
+
+def _coded_row(engine: Engine) -> tuple[str, int, str]:
+    with engine.connect() as conn:
+        row = conn.execute(select(Coded.state, Coded.state_version, Coded.label)).one()
+    return row[0], row[1], row[2]
+
+
+def test_a_failed_history_insert_writes_nothing_in_any_transaction(
+    coded: tuple[SQLAlchemyStore, Runner], engine: Engine
+) -> None:
+    """The UPDATE ran, the INSERT failed: the caller gets ConcurrentTransitionError, the
+    entity is as it was, and no transaction commits the UPDATE alone, even when the
+    caller catches the error inside it."""
+    store, runner = coded
+    _record_seq_one_elsewhere(store, engine)
+    names = CodedWorkflow.machine.fields.state_attributes()
+
+    with pytest.raises(ConcurrentTransitionError):
+        runner.fire_by_key("C-7", "finish")
+    assert _coded_row(engine) == ("new", 0, "")
+
+    def catch_it_inside_a_light_unit() -> None:
         with store.transaction("coded", "C-7") as loaded:
-            state = inspect(loaded)
-            assert state.detached
-            assert state.identity == (7,)  # the primary key, not statekit's key
-            runner.fire(loaded, "finish")
-            names = CodedWorkflow.machine.fields.state_attributes()
-            assert not [n for n in names if state.attrs[n].history.has_changes()]
-        assert (loaded.state, loaded.state_version) == ("done", 1)
-        with Session(engine) as session:
-            merged = session.merge(loaded)  # adopted as the row it is: no INSERT
-            assert not session.is_modified(merged)
-            session.flush()
-            assert session.get(Coded, 7) is merged
-            assert (merged.state, merged.state_version) == ("done", 1)
-    finally:
-        CodedBase.metadata.drop_all(engine)
+            before = {n: getattr(loaded, n) for n in names}
+            loaded.label = "caller's work"
+            with pytest.raises(ConcurrentTransitionError):
+                runner.fire(loaded, "finish")
+            assert {n: getattr(loaded, n) for n in names} == before
+            assert not any(inspect(loaded).attrs[n].history.has_changes() for n in names)
+
+    with pytest.raises(StoreError, match="commit refused: coded C-7: 'finish' updated the row"):
+        catch_it_inside_a_light_unit()
+    assert _coded_row(engine) == ("new", 0, "")
+
+    with Session(engine, expire_on_commit=False) as session:
+        item = session.scalars(select(Coded)).one()
+        item.label = "caller's work"
+        with pytest.raises(ConcurrentTransitionError):
+            runner.fire(item, "finish")
+        assert (item.state, item.state_version) == ("new", 0)
+        with pytest.raises(StoreError, match="commit refused"):
+            session.commit()
+        session.rollback()
+        assert _coded_row(engine) == ("new", 0, "")
+        item.label = "after the rollback"  # the Session is usable again
+        session.commit()
+    assert _coded_row(engine) == ("new", 0, "after the rollback")

@@ -21,6 +21,12 @@ class Store(Protocol):
 
     Implementations guarantee that `apply` is atomic (state, version and history row
     together or not at all) and compare-and-set on the version.
+
+    A store may also offer `state_writer(entity) -> StateWriter | None`. The `Runner`
+    asks it before moving an entity to its new state, so that a store which loaded
+    the entity itself (in `transaction`) can set the state attributes the cheapest
+    way its objects allow; `apply` writes the same values to the row. None means
+    plain attribute assignment.
     """
 
     def load(self, entity_type: str, key: str) -> Snapshot:

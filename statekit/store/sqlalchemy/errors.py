@@ -10,6 +10,7 @@ from statekit.records import Plan
 from statekit.store.sqlalchemy.tables import (
     HISTORY_IDEMPOTENCY_CONSTRAINT,
     HISTORY_SEQ_CONSTRAINT,
+    HISTORY_TABLE,
 )
 
 __all__ = ["is_conflict", "translate"]
@@ -38,9 +39,16 @@ def is_conflict(error: BaseException) -> bool:
         text = str(orig)
         if any(name in text for name in _CONFLICT_CONSTRAINTS):
             return True
+        # MySQL and MariaDB call every primary key PRIMARY, whatever it was named.
+        if "PRIMARY'" in text and _inserts_history(error.statement):
+            return True
         # SQLite names the columns, not the constraint.
         return "statekit_transitions.entity_type" in text
     return False
+
+
+def _inserts_history(statement: str | None) -> bool:
+    return (statement or "").lstrip().upper().startswith(f"INSERT INTO {HISTORY_TABLE.upper()}")
 
 
 def translate(error: BaseException, plan: Plan, actual_version: int | None) -> Exception:

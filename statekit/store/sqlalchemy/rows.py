@@ -19,17 +19,37 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import instance_dict, instance_state
 from sqlalchemy.orm.state import InstanceState
 
-__all__ = ["RowLoader", "RowUnit", "commit_attributes", "row_loader"]
+__all__ = ["RowLoader", "RowUnit", "commit_attributes", "loaded_values_writer", "row_loader"]
 
 _KEY: Any = bindparam("key_")
 
 
 @dataclass
 class RowUnit:
-    """One light unit in progress: its connection and after-commit callbacks."""
+    """One light unit in progress: its connection, how the `Runner` sets the state
+    attributes of its entity, and its after-commit callbacks."""
 
     conn: Connection
+    write_state: Callable[..., None]
     committed: list[Callable[[], None]] = field(default_factory=list)
+    half_written: str | None = None  # why the unit must not commit (see halfway.py)
+
+
+def loaded_values_writer(names: Sequence[str]) -> Callable[..., None]:
+    """A `StateWriter` for an entity of a light unit: it puts the values straight
+    into the instance's dict, the values the ORM holds as loaded from the row.
+
+    That is what they are once `apply` has run: it writes the same values to the
+    row in the unit's transaction, and a failed transition puts the old ones back
+    the same way. The ORM's change events are skipped, because nothing has to be
+    written for these attributes at the end of the unit. A fresh light-unit
+    instance has every attribute loaded, so none is expired.
+    """
+
+    def write(entity: Any, *values: Any) -> None:
+        instance_dict(entity).update(zip(names, values, strict=True))
+
+    return write
 
 
 commit_attributes: Callable[[InstanceState[Any], dict[str, Any], Sequence[str]], None] | None

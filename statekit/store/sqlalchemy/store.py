@@ -35,7 +35,7 @@ from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.exc import StaleDataError, UnmappedInstanceError
 
-from statekit.engine import STATE_KEYS, Machine
+from statekit.engine import STATE_KEYS, Machine, StateWriter
 from statekit.errors import (
     ConcurrentTransitionError,
     DefinitionMismatchError,
@@ -46,6 +46,7 @@ from statekit.errors import (
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
 from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_of as _record
@@ -53,6 +54,7 @@ from statekit.store.sqlalchemy.rows import (
     RowLoader,
     RowUnit,
     commit_attributes,
+    loaded_values_writer,
     row_loader,
 )
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
@@ -77,9 +79,12 @@ class EntityBinding:
     rows: RowLoader | None = None  # the light unit's loader, for simple classes
     compare_and_set: Any = None  # the apply UPDATE, built once
     state_names: tuple[str, ...] = ()  # the entity's state attribute names
+    write_state: StateWriter | None = None  # how the Runner sets them in a light unit
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "state_names", self.machine.fields.state_attributes())
+        names = self.machine.fields.state_attributes()
+        object.__setattr__(self, "state_names", names)
+        object.__setattr__(self, "write_state", loaded_values_writer(names))
         cols = self.columns
         statement = (
             update(self.table)
@@ -316,6 +321,12 @@ class SQLAlchemyStore(SweepOperations):
             return None
         return version
 
+    def state_writer(self, entity: object) -> StateWriter | None:
+        """How the `Runner` sets the state attributes of `entity` (see `Store`): in a
+        light unit, straight into the loaded values; otherwise through the ORM."""
+        unit = self._row_units.get(id(entity))
+        return None if unit is None else unit.write_state
+
     def apply(
         self,
         plan: Plan,
@@ -333,22 +344,33 @@ class SQLAlchemyStore(SweepOperations):
         record = plan.record()
         unit = self._row_units.get(id(entity)) if entity is not None else None
         if unit is not None:
-            self._write(unit.conn, binding, plan, record)
+            try:
+                self._write(unit.conn, binding, plan, record)
+            except HalfWritten as half:
+                unit.half_written = half.reason  # the block may catch it: its end won't commit
+                raise half.error from half.__cause__
             if after_commit is not None:
                 unit.committed.append(lambda: after_commit(record))
-            _mark_persisted(entity, binding, plan)
+            if instance_state(entity).committed_state:  # set through the ORM, not the Runner
+                _mark_persisted(entity, binding, plan)
             return record
         session = _session_of(entity)
         if session is not None:
             with session.no_autoflush:
                 conn = session.connection()
-                self._write(conn, binding, plan, record)
+                try:
+                    self._write(conn, binding, plan, record)
+                except HalfWritten as half:
+                    refuse_commit(session, half.reason)
+                    raise half.error from half.__cause__
             if after_commit is not None:
                 _defer(session, lambda: after_commit(record))
         else:
             try:
                 with self.engine.begin() as conn:
                     self._write(conn, binding, plan, record)
+            except HalfWritten as half:  # the transaction rolled back: nothing was written
+                raise half.error from half.__cause__
             except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
                 raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
             if after_commit is not None:
@@ -388,9 +410,13 @@ class SQLAlchemyStore(SweepOperations):
                     expected_version=plan.expected_version,
                     actual_version=actual,
                 )
-            conn.execute(self._insert_history, _history_row(record))
         except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
             raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
+        try:
+            conn.execute(self._insert_history, _history_row(record))
+        except sa_exc.SQLAlchemyError as exc:
+            error = translate(exc, plan, self._version_of(binding, plan.key or ""))
+            raise HalfWritten(error, plan) from exc
 
     def history(
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
@@ -448,9 +474,13 @@ class SQLAlchemyStore(SweepOperations):
                 if row is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
                 entity = loader.instance(row)
-                unit = self._row_units[id(entity)] = RowUnit(conn)
+                write_state = binding.write_state
+                assert write_state is not None  # set by __post_init__
+                unit = self._row_units[id(entity)] = RowUnit(conn, write_state)
                 try:
                     yield entity
+                    if unit.half_written is not None:
+                        raise StoreError(f"commit refused: {unit.half_written}")
                     loader.write_changes(conn, entity, coerced)
                 finally:
                     del self._row_units[id(entity)]

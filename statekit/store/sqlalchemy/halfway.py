@@ -1,0 +1,55 @@
+"""A transition that moved the entity row but could not write its history row.
+
+The compare-and-set UPDATE and the history INSERT run in one transaction, so a
+failed INSERT must take the UPDATE down with it. statekit's own transactions roll
+back on the error. In a transaction the caller owns (a Session, or a light unit's
+block) the caller might catch the error and commit anyway; SQLite and MySQL would
+then keep the UPDATE without its history row. So that transaction is refused its
+commit until it has been rolled back, as SQLAlchemy refuses a Session after a
+failed flush.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from statekit.errors import StoreError
+from statekit.records import Plan
+
+__all__ = ["HalfWritten", "refuse_commit"]
+
+_REASON = "statekit_half_written"
+_LISTENING = "statekit_half_written_listening"
+
+
+class HalfWritten(Exception):  # noqa: N818 - internal signal, never reaches the caller
+    """Raised inside the store when the UPDATE ran and the history INSERT failed;
+    `error` is what the caller gets, `reason` what a later commit is refused with."""
+
+    def __init__(self, error: Exception, plan: Plan) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.reason = (
+            f"{plan.entity_type} {plan.key}: {plan.event!r} updated the row but its "
+            f"history row failed ({error}); roll this transaction back"
+        )
+
+
+def refuse_commit(session: Session, reason: str) -> None:
+    """Make `session` raise `StoreError(reason)` on commit until it rolls back."""
+    if not session.info.get(_LISTENING):
+        event.listen(session, "before_commit", _refuse)
+        event.listen(session, "after_rollback", _forget)
+        session.info[_LISTENING] = True
+    session.info[_REASON] = reason
+
+
+def _refuse(session: Session) -> None:
+    reason = session.info.get(_REASON)
+    if reason is not None:
+        raise StoreError(f"commit refused: {reason}")
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_REASON, None)
