@@ -11,11 +11,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from keyword import iskeyword
 from operator import attrgetter
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from statekit.clock import Clock, SystemClock
 from statekit.definition import MachineSpec, TransitionSpec
@@ -119,7 +120,16 @@ class _Branch:
 class Note(BaseModel):
     """Payload of statekit's own transitions (stuck, resolve, retry, compensated)."""
 
+    model_config = ConfigDict(frozen=True)
+
     note: str
+
+
+@lru_cache(maxsize=1024)
+def _note(text: str) -> Note:
+    """The (immutable, shared) note payload for `text`: a sweep marks many instances
+    stuck for the same reason, and a batch groups them by payload."""
+    return Note.model_construct(note=text)  # a str: valid
 
 
 class _SystemBranch:
@@ -349,7 +359,7 @@ class Machine:
             raise ValueError(f"machine {self.name!r} has no state {target!r}")
         timeout = self.timeouts.get(target)
         deadline = None if stuck_reason is not None or timeout is None else now + timeout.after
-        payload = None if note is None else Note.model_construct(note=note)  # a str: valid
+        payload = None if note is None else _note(note)
         key = snapshot.key or None
         return Plan(
             event,

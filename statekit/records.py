@@ -133,6 +133,10 @@ class Plan(Context):
 
     def record(self) -> TransitionRecord:
         """The history row this plan writes."""
+        return self.record_with(self.payload_data())
+
+    def record_with(self, payload: dict[str, Any] | None) -> TransitionRecord:
+        """The history row this plan writes, its payload already dumped as `payload`."""
         return TransitionRecord(
             self.entity_type,
             self.key or "",
@@ -140,10 +144,10 @@ class Plan(Context):
             self.event,
             self.source,
             self.target,
-            self.at,
+            self.now,
             self.actor,
             self.correlation_id,
             self.idempotency_key,
-            self.payload_data(),
+            payload,
             self.definition_version,
         )

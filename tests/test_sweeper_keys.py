@@ -60,7 +60,8 @@ class UuidKeyed(StateMixin, KeyedBase):
 
 KEYS = {
     IntKeyed: lambda i: 1000 + i,
-    TextKeyed: lambda i: f"ticket-{i:03d}",
+    # Quotes, a comma, a backslash and braces: array and JSON literals must escape them.
+    TextKeyed: lambda i: f'ticket {i:03d}, "q" \\ {{b}}',
     UuidKeyed: lambda i: uuid.UUID(int=i + 1),
 }
 

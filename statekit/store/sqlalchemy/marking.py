@@ -70,6 +70,27 @@ def _hashable(payload: dict[str, Any] | None) -> Any:
     return items
 
 
+def _is_hashable(payload: object) -> bool:
+    """Whether a payload can key a group itself (None, or a frozen model such as the
+    sweeper's notes, which compare by value)."""
+    return payload is None or bool(getattr(payload, "model_config", {}).get("frozen"))
+
+
+def _records(plans: Sequence[Plan]) -> list[TransitionRecord]:
+    """The plans' history records, dumping each distinct payload object once (the
+    plans of a sweep share the note of their reason)."""
+    dumped: dict[int, dict[str, Any] | None] = {}
+    records = []
+    for plan in plans:
+        payload = plan.payload
+        key = id(payload)
+        if key not in dumped:
+            dumped[key] = plan.payload_data()
+        data = dumped[key]
+        records.append(plan.record_with(None if data is None else dict(data)))
+    return records
+
+
 class MarkStatements:
     """The statements that mark a batch of one machine's instances, built once.
 
@@ -96,10 +117,7 @@ class MarkStatements:
         pair = tuple_(key, cols["version"])
         if self.mode == "array":
             given = (
-                func.unnest(
-                    bindparam("keys", type_=ARRAY(key.type)),
-                    bindparam("versions", type_=ARRAY(Integer())),
-                )
+                func.unnest(_array("keys", key.type), _array("versions", Integer()))
                 .table_valued("k", "v")
                 .render_derived(name="given")
             )
@@ -175,7 +193,7 @@ class MarkStatements:
     def _one_of(self, column: Any, item_type: Any, name: str) -> Any:
         """`column` is one of the values passed as `name` (see `values`)."""
         if self.mode == "array":
-            return column == func.any(bindparam(name, type_=ARRAY(item_type)))
+            return column == func.any(_array(name, item_type))
         if self.mode == "json":
             rows = func.json_each(bindparam(name)).table_valued("value")
             return column.in_(select(rows.c.value))
@@ -183,7 +201,27 @@ class MarkStatements:
 
     def values(self, values: list[Any]) -> Any:
         """A list as the parameter of a one-of test or of the (key, version) pairs."""
-        return json.dumps(values) if self.mode == "json" else values
+        if self.mode == "json":
+            return json.dumps(values)
+        if self.mode == "array":
+            return _array_literal(values)
+        return values
+
+
+def _array(name: str, item_type: Any) -> Any:
+    """A PostgreSQL array parameter sent as its text form and cast by the server:
+    the driver's own array dumping looks at every element in Python, which cost
+    more than the statements it feeds."""
+    return cast(bindparam(name, type_=String()), ARRAY(item_type))
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    """`values` (integers, or anything whose text is the element) as a PostgreSQL
+    array literal: '{1,2,3}' or '{"a","b \\"quoted\\""}'."""
+    if all(type(value) is int for value in values):
+        return "{" + ",".join(map(str, values)) + "}"
+    quoted = (str(value).replace("\\", "\\\\").replace('"', '\\"') for value in values)
+    return "{" + ",".join(f'"{text}"' for text in quoted) + "}"
 
 
 class DueBatch:
@@ -232,9 +270,10 @@ class DueBatch:
         if not plans:
             return [], 0
         conn = self._session.connection()
-        records = [plan.record() for plan in plans]
+        records = _records(plans)
         groups: dict[tuple[Any, ...], list[tuple[Plan, TransitionRecord]]] = {}
         for plan, record in zip(plans, records, strict=True):
+            payload = plan.payload
             shape = (
                 plan.event,
                 plan.source,
@@ -246,7 +285,7 @@ class DueBatch:
                 plan.actor,
                 plan.correlation_id,
                 plan.idempotency_key,
-                _hashable(record.payload),
+                payload if _is_hashable(payload) else _hashable(record.payload),
             )
             groups.setdefault(shape, []).append((plan, record))
         for group in groups.values():
@@ -284,7 +323,7 @@ class DueBatch:
         }
         versions = [plan.expected_version for plan, _ in group]
         if statements.mode == "array":  # the keys and versions as two arrays
-            parameters["versions"] = versions
+            parameters["versions"] = statements.values(versions)
         else:
             parameters["pairs"] = statements.values(list(zip(keys, versions, strict=True)))
         result = conn.execute(statements.update, parameters)
