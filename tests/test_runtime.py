@@ -30,7 +30,7 @@ from statekit import (
     retry_on_conflict,
 )
 from statekit.store.base import AfterCommit
-from tests.support import Thing, attributes, new_order, state_attributes
+from tests.support import Thing, attributes, new_order, one_step, state_attributes
 
 PAYMENT = {"amount": "10", "reference": "r-1"}
 
@@ -306,6 +306,51 @@ class FailingStore(MemoryStore):
         self, plan: Plan, *, entity: object | None = None, after_commit: AfterCommit | None = None
     ) -> TransitionRecord:
         raise StoreError("disk full")
+
+
+class WritingStore(MemoryStore):
+    """A store that sets state attributes itself (see `Store`), recording each call;
+    `fail` makes its writes fail after that."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.writes: list[tuple[Any, ...]] = []
+
+    def state_writer(self, entity: object) -> Callable[..., None]:
+        names = OrderWorkflow.machine.fields.state_attributes()
+
+        def write(target: object, *values: Any) -> None:
+            self.writes.append(values[:2])
+            for name, value in zip(names, values, strict=True):
+                setattr(target, name, value)
+
+        return write
+
+    def apply(
+        self, plan: Plan, *, entity: object | None = None, after_commit: AfterCommit | None = None
+    ) -> TransitionRecord:
+        if self.fail:
+            raise StoreError("disk full")
+        return super().apply(plan, entity=entity, after_commit=after_commit)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["applied", "failed"])
+def test_a_store_may_set_the_state_attributes_itself(clock: ManualClock, fail: bool) -> None:
+    machine, thing = one_step()
+    store = WritingStore(fail=fail)
+    runner = Runner(machine, store, clock=clock)
+    store.create(machine.snapshot(thing), entity=thing)
+    before = attributes(thing)
+    if fail:
+        with pytest.raises(StoreError, match="disk full"):
+            runner.fire(thing, "go")
+        assert store.writes == [("b", 1), ("a", 0)]  # moved, then put back the same way
+        assert attributes(thing) == before
+    else:
+        runner.fire(thing, "go")
+        assert store.writes == [("b", 1)]
+        assert (thing.state, thing.state_version) == ("b", 1)
 
 
 def test_effects_and_listeners_run_only_after_the_write(clock: ManualClock) -> None:
