@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,18 +21,15 @@ from sqlalchemy import (
     MetaData,
     Select,
     Table,
-    bindparam,
-    event,
     func,
     insert,
     select,
-    update,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
-from sqlalchemy.orm.exc import StaleDataError, UnmappedInstanceError
+from sqlalchemy.orm import Mapper, object_session, sessionmaker
+from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.exc import StaleDataError
 
 from statekit.engine import STATE_KEYS, Machine, StateWriter
 from statekit.errors import (
@@ -45,77 +41,19 @@ from statekit.errors import (
 )
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
+from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_of as _record
-from statekit.store.sqlalchemy.rows import (
-    RowLoader,
-    RowUnit,
-    commit_attributes,
-    loaded_values_writer,
-    row_loader,
-)
+from statekit.store.sqlalchemy.rows import RowUnit, row_loader
+from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, session_of
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
-from statekit.store.sqlalchemy.sweep import UNIT_CALLBACKS, SweepOperations, unit_of_work
+from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
-
-_PENDING = "statekit_after_commit"
-
-
-@dataclass(frozen=True)
-class EntityBinding:
-    """How one machine's instances map onto a mapped class's table."""
-
-    machine: Machine
-    entity_class: type
-    table: Table
-    key: Column[Any]
-    columns: dict[str, Column[Any]]  # StateFields attribute -> column
-    key_type: Callable[[str], Any]
-    rows: RowLoader | None = None  # the light unit's loader, for simple classes
-    compare_and_set: Any = None  # the apply UPDATE, built once
-    state_names: tuple[str, ...] = ()  # the entity's state attribute names
-    write_state: StateWriter | None = None  # how the Runner sets them in a light unit
-
-    def __post_init__(self) -> None:
-        names = self.machine.fields.state_attributes()
-        object.__setattr__(self, "state_names", names)
-        object.__setattr__(self, "write_state", loaded_values_writer(names))
-        cols = self.columns
-        statement = (
-            update(self.table)
-            .where(self.key == bindparam("k_"), cols["version"] == bindparam("v_"))
-            .values(
-                {
-                    cols["state"]: bindparam("state_"),
-                    cols["version"]: bindparam("next_"),
-                    cols["entered_at"]: bindparam("at_"),
-                    cols["deadline_at"]: bindparam("deadline_"),
-                    cols["stuck_at"]: bindparam("stuck_at_"),
-                    cols["stuck_reason"]: bindparam("reason_"),
-                    cols["definition_version"]: bindparam("definition_"),
-                }
-            )
-        )
-        object.__setattr__(self, "compare_and_set", statement)
-
-    def snapshot_select(self) -> Select[Any]:
-        """SELECT of the key and the state columns, in `Snapshot` order."""
-        return select(self.key, *(self.columns[name] for name in STATE_KEYS))
-
-    def snapshot(self, row: Sequence[Any]) -> Snapshot:
-        """The snapshot of a row selected with `snapshot_select`."""
-        return Snapshot(self.machine.name, str(row[0]), *row[1:])
-
-    def coerce_key(self, key: str) -> Any:
-        try:
-            return self.key_type(key)
-        except (TypeError, ValueError) as exc:
-            raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
 
 
 class SQLAlchemyStore(SweepOperations):
@@ -352,9 +290,9 @@ class SQLAlchemyStore(SweepOperations):
             if after_commit is not None:
                 unit.committed.append(lambda: after_commit(record))
             if instance_state(entity).committed_state:  # set through the ORM, not the Runner
-                _mark_persisted(entity, binding, plan)
+                mark_persisted(entity, binding, plan)
             return record
-        session = _session_of(entity)
+        session = session_of(entity)
         if session is not None:
             with session.no_autoflush:
                 conn = session.connection()
@@ -364,7 +302,7 @@ class SQLAlchemyStore(SweepOperations):
                     refuse_commit(session, half.reason)
                     raise half.error from half.__cause__
             if after_commit is not None:
-                _defer(session, lambda: after_commit(record))
+                defer(session, lambda: after_commit(record))
         else:
             try:
                 with self.engine.begin() as conn:
@@ -375,8 +313,8 @@ class SQLAlchemyStore(SweepOperations):
                 raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
             if after_commit is not None:
                 after_commit(record)
-        if entity is not None and _is_mapped(entity):
-            _mark_persisted(entity, binding, plan)
+        if entity is not None and is_mapped(entity):
+            mark_persisted(entity, binding, plan)
         return record
 
     def _write(
@@ -546,58 +484,3 @@ class SQLAlchemyStore(SweepOperations):
         with self._reading() as conn:
             rows = conn.execute(query).all()
         return {(row[0], row[1], row[2]): row[3] for row in rows}
-
-
-def _is_mapped(entity: object) -> bool:
-    try:
-        sa_inspect(entity)
-    except sa_exc.NoInspectionAvailable:
-        return False
-    return True
-
-
-def _session_of(entity: object | None) -> Session | None:
-    if entity is None:
-        return None
-    try:
-        return object_session(entity)
-    except UnmappedInstanceError:
-        return None
-
-
-def _mark_persisted(entity: object, binding: EntityBinding, plan: Plan) -> None:
-    """Tell the ORM the state attributes now match the row, so it does not write
-    them again on flush."""
-    state = instance_state(entity)
-    if commit_attributes is not None:
-        # What `set_committed_value` does for one attribute (its value is already in
-        # the instance's dict), done once for all seven: a ninth of the time.
-        commit_attributes(state, state.dict, binding.state_names)
-        return
-    for name in binding.state_names:  # pragma: no cover - SQLAlchemy without _commit
-        set_committed_value(entity, name, getattr(entity, name))
-
-
-def _defer(session: Session, callback: Callable[[], None]) -> None:
-    unit: list[Callable[[], None]] | None = session.info.get(UNIT_CALLBACKS)
-    if unit is not None:  # statekit's own unit of work runs these after its commit
-        unit.append(callback)
-        return
-    pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
-    if pending is None:
-        pending = session.info[_PENDING] = []
-        event.listen(session, "after_commit", _run_pending)
-        event.listen(session, "after_rollback", _drop_pending)
-    pending.append(callback)
-
-
-def _run_pending(session: Session) -> None:
-    pending: list[Callable[[], None]] = session.info.get(_PENDING, [])
-    callbacks = list(pending)
-    pending.clear()
-    for callback in callbacks:
-        callback()
-
-
-def _drop_pending(session: Session) -> None:
-    session.info.get(_PENDING, []).clear()

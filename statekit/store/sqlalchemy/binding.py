@@ -1,0 +1,68 @@
+"""`EntityBinding`: how one machine's instances map onto a mapped class's table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, Select, Table, bindparam, select, update
+
+from statekit.engine import STATE_KEYS, Machine, StateWriter
+from statekit.errors import InstanceNotFoundError
+from statekit.records import Snapshot
+from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
+
+__all__ = ["EntityBinding"]
+
+
+@dataclass(frozen=True)
+class EntityBinding:
+    """How one machine's instances map onto a mapped class's table."""
+
+    machine: Machine
+    entity_class: type
+    table: Table
+    key: Column[Any]
+    columns: dict[str, Column[Any]]  # StateFields attribute -> column
+    key_type: Callable[[str], Any]
+    rows: RowLoader | None = None  # the light unit's loader, for simple classes
+    compare_and_set: Any = None  # the apply UPDATE, built once
+    state_names: tuple[str, ...] = ()  # the entity's state attribute names
+    write_state: StateWriter | None = None  # how the Runner sets them in a light unit
+
+    def __post_init__(self) -> None:
+        names = self.machine.fields.state_attributes()
+        object.__setattr__(self, "state_names", names)
+        object.__setattr__(self, "write_state", loaded_values_writer(names))
+        cols = self.columns
+        statement = (
+            update(self.table)
+            .where(self.key == bindparam("k_"), cols["version"] == bindparam("v_"))
+            .values(
+                {
+                    cols["state"]: bindparam("state_"),
+                    cols["version"]: bindparam("next_"),
+                    cols["entered_at"]: bindparam("at_"),
+                    cols["deadline_at"]: bindparam("deadline_"),
+                    cols["stuck_at"]: bindparam("stuck_at_"),
+                    cols["stuck_reason"]: bindparam("reason_"),
+                    cols["definition_version"]: bindparam("definition_"),
+                }
+            )
+        )
+        object.__setattr__(self, "compare_and_set", statement)
+
+    def snapshot_select(self) -> Select[Any]:
+        """SELECT of the key and the state columns, in `Snapshot` order."""
+        return select(self.key, *(self.columns[name] for name in STATE_KEYS))
+
+    def snapshot(self, row: Sequence[Any]) -> Snapshot:
+        """The snapshot of a row selected with `snapshot_select`."""
+        return Snapshot(self.machine.name, str(row[0]), *row[1:])
+
+    def coerce_key(self, key: str) -> Any:
+        try:
+            return self.key_type(key)
+        except (TypeError, ValueError) as exc:
+            raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
