@@ -305,7 +305,7 @@ class SQLAlchemyStore(SweepOperations):
                 defer(session, lambda: after_commit(record))
         else:
             try:
-                with self.engine.begin() as conn:
+                with self.engine.connect() as conn, conn.begin():
                     self._write(conn, binding, plan, record)
             except HalfWritten as half:  # the transaction rolled back: nothing was written
                 raise half.error from half.__cause__
@@ -407,7 +407,7 @@ class SQLAlchemyStore(SweepOperations):
             return
         loader, coerced = binding.rows, binding.coerce_key(key)
         try:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn, conn.begin():
                 row = conn.execute(loader.load, {"key_": coerced}).first()
                 if row is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
