@@ -517,3 +517,41 @@ def test_a_failed_history_insert_writes_nothing_in_any_transaction(
         item.label = "after the rollback"  # the Session is usable again
         session.commit()
     assert _coded_row(engine) == ("new", 0, "after the rollback")
+
+
+def test_a_session_refusing_its_commit_is_released_by_ending_that_transaction(
+    coded: tuple[SQLAlchemyStore, Runner], engine: Engine
+) -> None:
+    """Closing the Session ends the refusal (a reused Session works again); a savepoint
+    that held the half-written transition releases it when rolled back, while an
+    unrelated savepoint's rollback does not."""
+    store, runner = coded
+    _record_seq_one_elsewhere(store, engine)
+
+    session = Session(engine, expire_on_commit=False)
+    item = session.scalars(select(Coded)).one()
+    with pytest.raises(ConcurrentTransitionError):
+        runner.fire(item, "finish")
+    session.close()  # as a web request's scoped Session is at the end of the request
+    session.scalars(select(Coded)).one().label = "next request"
+    session.commit()
+    assert _coded_row(engine) == ("new", 0, "next request")
+
+    with Session(engine, expire_on_commit=False) as session:
+        item = session.scalars(select(Coded)).one()
+        savepoint = session.begin_nested()
+        with pytest.raises(ConcurrentTransitionError):
+            runner.fire(item, "finish")
+        savepoint.rollback()  # takes the UPDATE with it
+        session.commit()
+    assert _coded_row(engine) == ("new", 0, "next request")
+
+    with Session(engine, expire_on_commit=False) as session:
+        item = session.scalars(select(Coded)).one()
+        with pytest.raises(ConcurrentTransitionError):
+            runner.fire(item, "finish")
+        session.begin_nested().rollback()  # a later savepoint undoes nothing of it
+        with pytest.raises(StoreError, match="commit refused"):
+            session.commit()
+        session.rollback()
+    assert _coded_row(engine) == ("new", 0, "next request")

@@ -12,7 +12,7 @@ failed flush.
 from __future__ import annotations
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from statekit.errors import StoreError
 from statekit.records import Plan
@@ -37,19 +37,38 @@ class HalfWritten(Exception):  # noqa: N818 - internal signal, never reaches the
 
 
 def refuse_commit(session: Session, reason: str) -> None:
-    """Make `session` raise `StoreError(reason)` on commit until it rolls back."""
+    """Make `session` raise `StoreError(reason)` when it tries to commit the
+    transaction it is in now (or one enclosing it), until that one has ended
+    another way: rolled back, or closed."""
     if not session.info.get(_LISTENING):
         event.listen(session, "before_commit", _refuse)
-        event.listen(session, "after_rollback", _forget)
+        event.listen(session, "after_transaction_end", _forget)
         session.info[_LISTENING] = True
-    session.info[_REASON] = reason
+    session.info[_REASON] = (reason, _innermost(session))
+
+
+def _innermost(session: Session) -> SessionTransaction | None:
+    return session.get_nested_transaction() or session.get_transaction()
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction | None) -> bool:
+    """Whether `transaction` is `outer` or nested inside it."""
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def _refuse(session: Session) -> None:
-    reason = session.info.get(_REASON)
-    if reason is not None:
-        raise StoreError(f"commit refused: {reason}")
+    held = session.info.get(_REASON)
+    if held is not None and _within(held[1], _innermost(session)):
+        raise StoreError(f"commit refused: {held[0]}")
 
 
-def _forget(session: Session) -> None:
-    session.info.pop(_REASON, None)
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    # It cannot have committed (see _refuse): it rolled back or was closed, and
+    # with it the UPDATE that had no history row.
+    held = session.info.get(_REASON)
+    if held is not None and _within(held[1], transaction):
+        del session.info[_REASON]
