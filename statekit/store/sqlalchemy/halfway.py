@@ -5,8 +5,8 @@ failed INSERT must take the UPDATE down with it. statekit's own transactions rol
 back on the error. In a transaction the caller owns (a Session, or a light unit's
 block) the caller might catch the error and commit anyway; SQLite and MySQL would
 then keep the UPDATE without its history row. So that transaction is refused its
-commit until it has been rolled back, as SQLAlchemy refuses a Session after a
-failed flush.
+commit until it has been rolled back or the Session closed, as SQLAlchemy refuses
+a Session after a failed flush.
 """
 
 from __future__ import annotations
