@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, ForeignKey, String, func, inspect, select, text, update
+from sqlalchemy import Engine, ForeignKey, String, event, func, inspect, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from models.order import OrderWorkflow
@@ -555,3 +555,26 @@ def test_a_session_refusing_its_commit_is_released_by_ending_that_transaction(
             session.commit()
         session.rollback()
     assert _coded_row(engine) == ("new", 0, "next request")
+
+
+def test_a_class_that_observes_its_state_keeps_the_orm_attribute_path(
+    coded: tuple[SQLAlchemyStore, Runner],
+) -> None:
+    """An application "set" listener on a state attribute still hears statekit's
+    writes in the light unit (the fast path that skips ORM events is not used)."""
+    heard: list[object] = []
+
+    def on_set(target: object, value: object, old: object, initiator: object) -> None:
+        heard.append(value)
+
+    event.listen(Coded.state, "set", on_set)
+    try:
+        engine = coded[0].engine
+        store = SQLAlchemyStore(engine, {CodedWorkflow.machine: Coded})
+        assert store.binding("coded").rows is not None  # still the light unit
+        assert store.binding("coded").write_state is None
+        Runner(CodedWorkflow.machine, store).fire_by_key("C-7", "finish")
+        assert heard == ["done"]
+    finally:
+        event.remove(Coded.state, "set", on_set)
+    assert coded[0].binding("coded").write_state is not None  # built without the listener

@@ -30,7 +30,7 @@ class RowUnit:
     attributes of its entity, and its after-commit callbacks."""
 
     conn: Connection
-    write_state: Callable[..., None]
+    write_state: Callable[..., None] | None  # None: through the ORM's attributes
     committed: list[Callable[[], None]] = field(default_factory=list)
     half_written: str | None = None  # why the unit must not commit (see halfway.py)
 

@@ -412,9 +412,7 @@ class SQLAlchemyStore(SweepOperations):
                 if row is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
                 entity = loader.instance(row)
-                write_state = binding.write_state
-                assert write_state is not None  # set by __post_init__
-                unit = self._row_units[id(entity)] = RowUnit(conn, write_state)
+                unit = self._row_units[id(entity)] = RowUnit(conn, binding.write_state)
                 try:
                     yield entity
                     if unit.half_written is not None:
