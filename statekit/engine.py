@@ -15,6 +15,7 @@ from functools import lru_cache
 from keyword import iskeyword
 from operator import attrgetter
 from typing import Any
+from unicodedata import normalize
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -749,7 +750,7 @@ def _attribute_writer(names: Sequence[str]) -> StateWriter:
     faster than the equivalent `setattr` calls, and every transition writes
     seven of them. Names that are not identifiers fall back to `setattr`.
     """
-    if not all(name.isidentifier() and not iskeyword(name) for name in names):
+    if not all(_plain_name(name) for name in names):
 
         def write_each(entity: object, *values: Any) -> None:
             for name, value in zip(names, values, strict=True):
@@ -762,6 +763,13 @@ def _attribute_writer(names: Sequence[str]) -> StateWriter:
     exec(f"def write(entity, {', '.join(params)}):\n{body}", namespace)
     write: StateWriter = namespace["write"]
     return write
+
+
+def _plain_name(name: str) -> bool:
+    """Whether `entity.<name> = value` in source sets the attribute `name`: an
+    identifier, not a keyword, and unchanged by the NFKC folding Python applies to
+    identifiers in source."""
+    return name.isidentifier() and not iskeyword(name) and normalize("NFKC", name) == name
 
 
 def _lookup_in(handlers: object) -> Callable[[str], object]:

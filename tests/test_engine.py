@@ -810,7 +810,7 @@ def test_a_failed_post_condition_restores_dicts_and_sets_in_place() -> None:
     assert (labels, meta) == ({"new"}, {"source": "web"})
 
 
-@pytest.mark.parametrize("state_name", ["class", "order-state"])
+@pytest.mark.parametrize("state_name", ["class", "order-state", "\ufb01eld"])  # "ﬁ" folds to "fi"
 def test_state_attributes_need_not_be_identifiers(state_name: str) -> None:
     """Names Python cannot assign as `entity.name = ...` are still written and restored."""
 
