@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import Column, Connection, Select, Table, bindparam, select, update
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import instance_dict, instance_state
-from sqlalchemy.orm.state import InstanceState
 
-__all__ = ["RowLoader", "RowUnit", "commit_attributes", "loaded_values_writer", "row_loader"]
+from statekit.engine import StateWriter
+
+__all__ = ["RowLoader", "RowUnit", "loaded_values_writer", "row_loader"]
 
 _KEY: Any = bindparam("key_")
 
@@ -30,12 +31,12 @@ class RowUnit:
     attributes of its entity, and its after-commit callbacks."""
 
     conn: Connection
-    write_state: Callable[..., None] | None  # None: through the ORM's attributes
+    write_state: StateWriter | None  # None: through the ORM's attributes
     committed: list[Callable[[], None]] = field(default_factory=list)
     half_written: str | None = None  # why the unit must not commit (see halfway.py)
 
 
-def loaded_values_writer(names: Sequence[str]) -> Callable[..., None]:
+def loaded_values_writer(names: Sequence[str]) -> StateWriter:
     """A `StateWriter` for an entity of a light unit: it puts the values straight
     into the instance's dict, the values the ORM holds as loaded from the row.
 
@@ -50,14 +51,6 @@ def loaded_values_writer(names: Sequence[str]) -> Callable[..., None]:
         instance_dict(entity).update(zip(names, values, strict=True))
 
     return write
-
-
-commit_attributes: Callable[[InstanceState[Any], dict[str, Any], Sequence[str]], None] | None
-commit_attributes = getattr(InstanceState, "_commit", None)
-"""`InstanceState._commit(dict, keys)`: how SQLAlchemy marks attributes as holding
-what the row holds (`set_committed_value` calls it for one attribute). Private API,
-so it is looked up once and every caller keeps a public fallback; the tests check
-entities are clean after each kind of fire."""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ row now holds, and running after-commit work when that Session commits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -12,9 +12,8 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.exc import UnmappedInstanceError
+from sqlalchemy.orm.state import InstanceState
 
-from statekit.records import Plan
-from statekit.store.sqlalchemy.rows import commit_attributes
 from statekit.store.sqlalchemy.sweep import UNIT_CALLBACKS
 
 if TYPE_CHECKING:
@@ -23,6 +22,13 @@ if TYPE_CHECKING:
 __all__ = ["defer", "is_mapped", "mark_persisted", "session_of"]
 
 _PENDING = "statekit_after_commit"
+
+_commit_attributes: Callable[[InstanceState[Any], dict[str, Any], Sequence[str]], None] | None
+_commit_attributes = getattr(InstanceState, "_commit", None)
+"""`InstanceState._commit(dict, keys)`: how SQLAlchemy marks attributes as holding
+what the row holds (`set_committed_value` calls it for one attribute). Private API,
+so it is looked up once and `mark_persisted` keeps a public fallback; the tests check
+entities are clean after each kind of fire."""
 
 
 def is_mapped(entity: object) -> bool:
@@ -44,14 +50,14 @@ def session_of(entity: object | None) -> Session | None:
         return None
 
 
-def mark_persisted(entity: object, binding: EntityBinding, plan: Plan) -> None:
+def mark_persisted(entity: object, binding: EntityBinding) -> None:
     """Tell the ORM the state attributes now match the row, so it does not write
     them again on flush."""
     state = instance_state(entity)
-    if commit_attributes is not None:
+    if _commit_attributes is not None:
         # What `set_committed_value` does for one attribute (its value is already in
         # the instance's dict), done once for all seven: a ninth of the time.
-        commit_attributes(state, state.dict, binding.state_names)
+        _commit_attributes(state, state.dict, binding.state_names)
         return
     for name in binding.state_names:  # pragma: no cover - SQLAlchemy without _commit
         set_committed_value(entity, name, getattr(entity, name))

@@ -290,7 +290,7 @@ class SQLAlchemyStore(SweepOperations):
             if after_commit is not None:
                 unit.committed.append(lambda: after_commit(record))
             if instance_state(entity).committed_state:  # set through the ORM, not the Runner
-                mark_persisted(entity, binding, plan)
+                mark_persisted(entity, binding)
             return record
         session = session_of(entity)
         if session is not None:
@@ -314,7 +314,7 @@ class SQLAlchemyStore(SweepOperations):
             if after_commit is not None:
                 after_commit(record)
         if entity is not None and is_mapped(entity):
-            mark_persisted(entity, binding, plan)
+            mark_persisted(entity, binding)
         return record
 
     def _write(
