@@ -197,8 +197,10 @@ class Runner:
             ConcurrentTransitionError: every attempt lost its race.
         """
 
+        unit = getattr(self.store, "firing", None) or self.store.transaction
+
         def attempt() -> TransitionRecord:
-            with self.store.transaction(self.machine.name, str(key)) as entity:
+            with unit(self.machine.name, str(key)) as entity:
                 return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
 
         return retry_on_conflict(attempt, attempts=retries + 1)

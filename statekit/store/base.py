@@ -27,6 +27,11 @@ class Store(Protocol):
     the entity itself (in `transaction`) can set the state attributes the cheapest
     way its objects allow; `apply` writes the same values to the row. None means
     plain attribute assignment.
+
+    A store may also offer `firing(entity_type, key)`, shaped like `transaction`,
+    for a block that fires exactly one event on the entity and does nothing else
+    with it; `Runner.fire_by_key` uses it when present. Knowing that, the store
+    may make the one `apply` its own atomic commit.
     """
 
     def load(self, entity_type: str, key: str) -> Snapshot:

@@ -10,8 +10,9 @@ from sqlalchemy import Column, Select, Table, bindparam, select, update
 from sqlalchemy.orm.attributes import manager_of_class
 
 from statekit.engine import STATE_KEYS, Machine, StateWriter
-from statekit.errors import InstanceNotFoundError
-from statekit.records import Snapshot
+from statekit.errors import InstanceNotFoundError, StatekitError
+from statekit.records import Plan, Snapshot
+from statekit.store.sqlalchemy.errors import conflict
 from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
 
 __all__ = ["EntityBinding"]
@@ -62,6 +63,27 @@ class EntityBinding:
     def snapshot(self, row: Sequence[Any]) -> Snapshot:
         """The snapshot of a row selected with `snapshot_select`."""
         return Snapshot(self.machine.name, str(row[0]), *row[1:])
+
+    def compare_and_set_values(self, plan: Plan) -> dict[str, Any]:
+        """The parameters of `compare_and_set` for `plan`."""
+        return {
+            "k_": self.coerce_key(plan.key or ""),
+            "v_": plan.expected_version,
+            "state_": plan.target,
+            "next_": plan.expected_version + 1,
+            "at_": plan.at,
+            "deadline_": plan.deadline_at,
+            "stuck_at_": plan.at if plan.stuck_reason is not None else None,
+            "reason_": plan.stuck_reason,
+            "definition_": plan.definition_version,
+        }
+
+    def lost_race(self, plan: Plan, actual_version: int | None) -> StatekitError:
+        """The error for a compare-and-set of `plan` that matched no row: the row is
+        gone (`actual_version` None) or at another version."""
+        if actual_version is None:
+            return InstanceNotFoundError(entity_type=plan.entity_type, key=plan.key or "")
+        return conflict(plan, actual_version)
 
     def coerce_key(self, key: str) -> Any:
         try:

@@ -13,7 +13,7 @@ from statekit.store.sqlalchemy.tables import (
     HISTORY_TABLE,
 )
 
-__all__ = ["is_conflict", "translate"]
+__all__ = ["conflict", "is_conflict", "translate"]
 
 # SQLSTATE 40001 serialization failure, 40P01 deadlock (PostgreSQL);
 # MySQL/MariaDB 1213 deadlock, 1020 "record has changed since last read".
@@ -51,16 +51,21 @@ def _inserts_history(statement: str | None) -> bool:
     return (statement or "").lstrip().upper().startswith(f"INSERT INTO {HISTORY_TABLE.upper()}")
 
 
+def conflict(plan: Plan, actual_version: int | None) -> ConcurrentTransitionError:
+    """The error for `plan` losing its race to a writer that left `actual_version`."""
+    return ConcurrentTransitionError(
+        entity_type=plan.entity_type,
+        key=plan.key or "",
+        event=plan.event,
+        expected_version=plan.expected_version,
+        actual_version=actual_version,
+    )
+
+
 def translate(error: BaseException, plan: Plan, actual_version: int | None) -> Exception:
     """Return the statekit error for a failed `apply` of `plan`."""
     if is_conflict(error):
-        return ConcurrentTransitionError(
-            entity_type=plan.entity_type,
-            key=plan.key or "",
-            event=plan.event,
-            expected_version=plan.expected_version,
-            actual_version=actual_version,
-        )
+        return conflict(plan, actual_version)
     return StoreError(
         f"storing {plan.event!r} on {plan.entity_type} {plan.key} failed: "
         f"{type(error).__name__}: {error}"

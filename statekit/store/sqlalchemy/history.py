@@ -7,7 +7,7 @@ from typing import Any
 
 from statekit.records import TransitionRecord
 
-__all__ = ["RECORD_COLUMNS", "history_row", "record_of"]
+__all__ = ["INSERT_COLUMNS", "RECORD_COLUMNS", "history_row", "record_of"]
 
 RECORD_COLUMNS = (
     "seq",
@@ -21,6 +21,9 @@ RECORD_COLUMNS = (
     "payload",
     "definition_version",
 )
+
+INSERT_COLUMNS = ("entity_type", "entity_key", *RECORD_COLUMNS)
+"""The columns `history_row` fills."""
 
 
 def history_row(record: TransitionRecord) -> dict[str, Any]:

@@ -35,8 +35,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError
+from statekit.errors import InstanceNotFoundError
 from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.sqlalchemy.errors import conflict
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS, history_row
 from statekit.store.sqlalchemy.tables import StatekitTables
 
@@ -328,13 +329,7 @@ class DueBatch:
             parameters["pairs"] = statements.values(list(zip(keys, versions, strict=True)))
         result = conn.execute(statements.update, parameters)
         if result.rowcount != len(group):
-            raise ConcurrentTransitionError(
-                entity_type=first.entity_type,
-                key=first.key or "",
-                event=first.event,
-                expected_version=first.expected_version,
-                actual_version=None,
-            )
+            raise conflict(first, None)
         if not statements.derives_history:
             conn.execute(statements.history_rows, [history_row(r) for _, r in group])
             return

@@ -50,16 +50,19 @@ def session_of(entity: object | None) -> Session | None:
         return None
 
 
-def mark_persisted(entity: object, binding: EntityBinding) -> None:
-    """Tell the ORM the state attributes now match the row, so it does not write
-    them again on flush."""
+def mark_persisted(entity: object, binding: EntityBinding, *, everything: bool = False) -> None:
+    """Tell the ORM the state attributes (with `everything`, also every attribute
+    changed since the load) now match the row, so it does not write them again."""
     state = instance_state(entity)
+    names: Sequence[str] = binding.state_names
+    if everything and state.committed_state:
+        names = [*names, *(n for n in state.committed_state if n not in binding.state_names)]
     if _commit_attributes is not None:
         # What `set_committed_value` does for one attribute (its value is already in
         # the instance's dict), done once for all seven: a ninth of the time.
-        _commit_attributes(state, state.dict, binding.state_names)
+        _commit_attributes(state, state.dict, names)
         return
-    for name in binding.state_names:  # pragma: no cover - SQLAlchemy without _commit
+    for name in names:  # pragma: no cover - SQLAlchemy without _commit
         set_committed_value(entity, name, getattr(entity, name))
 
 

@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
-__all__ = ["configure_sqlite", "sqlite_engine"]
+__all__ = ["OWN_BEGIN_LISTENER", "configure_sqlite", "sqlite_engine"]
 
 _CONFIGURED = "_statekit_sqlite_configured"
+OWN_BEGIN_LISTENER = "_statekit_begin_listener"
+"""The attribute of an engine holding statekit's own "begin" listener."""
 
 
 def sqlite_engine(
@@ -62,3 +64,5 @@ def configure_sqlite(
     def _on_begin(connection: Connection) -> None:
         read_only = connection.get_execution_options().get("statekit_read_only", False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    setattr(engine, OWN_BEGIN_LISTENER, _on_begin)  # not a watcher (see driver.py)

@@ -42,6 +42,13 @@ from statekit.errors import (
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
 from statekit.store.sqlalchemy.binding import EntityBinding
+from statekit.store.sqlalchemy.driver import (
+    DriverFiring,
+    DriverUnit,
+    driver_path_allowed,
+    driver_unit,
+    supports_driver_path,
+)
 from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
@@ -66,6 +73,9 @@ class SQLAlchemyStore(SweepOperations):
             class uses `StateMixin` or has the columns `StateFields` names).
         metadata: The application's MetaData to attach statekit's tables to, so
             its migrations own them; a private MetaData otherwise.
+        driver_path: Let `Runner.fire_by_key` send its statements on the DBAPI
+            connection with the stdlib `sqlite3` driver and psycopg 3 (see
+            `driver.py`); False keeps SQLAlchemy's `Connection` for all of them.
     """
 
     def __init__(
@@ -74,13 +84,16 @@ class SQLAlchemyStore(SweepOperations):
         entities: Mapping[Machine, type] | None = None,
         *,
         metadata: MetaData | None = None,
+        driver_path: bool = True,
     ) -> None:
         configure_sqlite(engine)
         self.engine = engine
+        self._driver_path = driver_path and supports_driver_path(engine)
+        self._firings: dict[str, DriverFiring] = {}
         self.tables: StatekitTables = statekit_tables(metadata)
         self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
-        self._row_units: dict[int, RowUnit] = {}
+        self._row_units: dict[int, RowUnit | DriverUnit] = {}
         history = self.tables.transitions
         self._insert_history = insert(history)
         self._history_columns = [history.c[name] for name in _RECORD_COLUMNS]
@@ -281,6 +294,12 @@ class SQLAlchemyStore(SweepOperations):
         binding = self._binding(plan.entity_type)
         record = plan.record()
         unit = self._row_units.get(id(entity)) if entity is not None else None
+        if isinstance(unit, DriverUnit):
+            unit.apply(plan, record, lambda: self._version_of(binding, plan.key or ""))
+            if after_commit is not None:
+                unit.committed.append(lambda: after_commit(record))
+            mark_persisted(entity, binding, everything=True)
+            return record
         if unit is not None:
             try:
                 self._write(unit.conn, binding, plan, record)
@@ -320,34 +339,13 @@ class SQLAlchemyStore(SweepOperations):
     def _write(
         self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
     ) -> None:
-        cols = binding.columns
-        key = binding.coerce_key(plan.key or "")
+        values = binding.compare_and_set_values(plan)
         try:
-            updated = conn.execute(
-                binding.compare_and_set,
-                {
-                    "k_": key,
-                    "v_": plan.expected_version,
-                    "state_": plan.target,
-                    "next_": plan.expected_version + 1,
-                    "at_": plan.at,
-                    "deadline_": plan.deadline_at,
-                    "stuck_at_": plan.at if plan.stuck_reason is not None else None,
-                    "reason_": plan.stuck_reason,
-                    "definition_": plan.definition_version,
-                },
-            )
+            updated = conn.execute(binding.compare_and_set, values)
             if updated.rowcount != 1:
-                actual = conn.execute(select(cols["version"]).where(binding.key == key)).scalar()
-                if actual is None:
-                    raise InstanceNotFoundError(entity_type=plan.entity_type, key=plan.key or "")
-                raise ConcurrentTransitionError(
-                    entity_type=plan.entity_type,
-                    key=plan.key or "",
-                    event=plan.event,
-                    expected_version=plan.expected_version,
-                    actual_version=actual,
-                )
+                column = binding.columns["version"]
+                actual = conn.execute(select(column).where(binding.key == values["k_"])).scalar()
+                raise binding.lost_race(plan, actual)
         except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
             raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
         try:
@@ -420,6 +418,44 @@ class SQLAlchemyStore(SweepOperations):
                     loader.write_changes(conn, entity, coerced)
                 finally:
                     del self._row_units[id(entity)]
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
+        for callback in unit.committed:  # only reached once the commit succeeded
+            callback()
+
+    @contextmanager
+    def firing(self, entity_type: str, key: str) -> Iterator[Any]:
+        """Like `transaction`, for a block that fires exactly one event on the entity
+        and does nothing else with it (`Runner.fire_by_key`). On SQLite and
+        PostgreSQL through their default drivers the unit runs on the DBAPI
+        connection, and on PostgreSQL the one write commits by itself (see
+        `driver.py`); otherwise it is `transaction`.
+
+        Raises:
+            InstanceNotFoundError: no row has this key.
+            StoreError: the database failed (ConcurrentTransitionError for a lost race).
+        """
+        binding = self._binding(entity_type)
+        if (
+            not self._driver_path
+            or binding.rows is None
+            or binding.write_state is None
+            or not driver_path_allowed(self.engine)
+        ):
+            with self.transaction(entity_type, key) as entity:
+                yield entity
+            return
+        firing = self._firings.get(entity_type)
+        if firing is None:
+            firing = DriverFiring(binding, self.tables.transitions, self.engine.dialect)
+            self._firings[entity_type] = firing
+        try:
+            with driver_unit(self.engine, firing, key) as unit:
+                self._row_units[id(unit.entity)] = unit
+                try:
+                    yield unit.entity
+                finally:
+                    del self._row_units[id(unit.entity)]
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded

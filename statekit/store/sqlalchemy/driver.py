@@ -1,0 +1,336 @@
+"""By-key fires on the DBAPI connection, for the drivers statekit knows.
+
+`Runner.fire_by_key` loads one row, decides, and writes one transition. Sent through
+SQLAlchemy's `Connection`, each statement costs more Python than SQLite takes to run
+it. For the stdlib `sqlite3` driver and psycopg 3, statekit compiles its statements
+once with SQLAlchemy (so quoting, schemas and the columns' types are SQLAlchemy's)
+and sends them on the pooled DBAPI connection, running the columns' own bind and
+result processors:
+
+- SQLite: BEGIN IMMEDIATE; SELECT; compare-and-set UPDATE; history INSERT; COMMIT.
+- PostgreSQL: the SELECT in autocommit, then one statement that commits by itself:
+  the compare-and-set UPDATE in a WITH clause feeding the history INSERT. Two round
+  trips instead of five; both rows are written or neither, and zero rows inserted
+  means the version predicate failed.
+
+Columns that actions changed go into the same UPDATE. SQLAlchemy's events and echo
+do not see these statements, so `driver_path_allowed` keeps the `Connection` path
+for an engine that is watched; the statements are logged on `statekit.sql` at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.sql.expression import ClauseElement
+
+from statekit.engine import StateWriter
+from statekit.errors import InstanceNotFoundError
+from statekit.records import Plan, TransitionRecord
+from statekit.store.sqlalchemy.binding import EntityBinding
+from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
+from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
+
+__all__ = ["DriverFiring", "DriverUnit", "driver_path_allowed", "supports_driver_path"]
+
+logger = logging.getLogger("statekit.sql")
+
+_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
+
+# Engine events that would miss statements sent on the DBAPI connection. "begin"
+# counts too, except statekit's own SQLite listener (see sqlite.py).
+_WATCHED_EVENTS = (
+    "before_execute",
+    "after_execute",
+    "before_cursor_execute",
+    "after_cursor_execute",
+    "engine_connect",
+    "begin",
+    "commit",
+    "rollback",
+)
+
+_STATE_PARAMS = {
+    "state": "state_",
+    "version": "next_",
+    "entered_at": "at_",
+    "deadline_at": "deadline_",
+    "stuck_at": "stuck_at_",
+    "stuck_reason": "reason_",
+    "definition_version": "definition_",
+}
+
+
+def supports_driver_path(engine: Engine) -> bool:
+    """Whether statekit can send by-key fires on `engine`'s DBAPI connections."""
+    return (engine.dialect.name, engine.dialect.driver) in _DRIVERS
+
+
+def driver_path_allowed(engine: Engine) -> bool:
+    """Whether nobody watches `engine`'s statements: no execution, transaction or
+    error listeners besides statekit's, echo off, and no execution options (a
+    schema translate map, for one, is applied only by SQLAlchemy's `Connection`)."""
+    if engine.logger.isEnabledFor(logging.INFO) or engine.get_execution_options():
+        return False
+    dispatch: Any = engine.dispatch
+    if engine.dialect.dispatch.handle_error:
+        return False
+    own = getattr(engine, OWN_BEGIN_LISTENER, None)
+    for name in _WATCHED_EVENTS:
+        for listener in getattr(dispatch, name):
+            if listener is not own:
+                return False
+    return True
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """A statement compiled once for one dialect, ready for the DBAPI cursor."""
+
+    sql: str
+    names: tuple[str, ...]  # parameter names, in order for a positional paramstyle
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    @classmethod
+    def compile(
+        cls, statement: ClauseElement, dialect: Dialect, names: Sequence[str]
+    ) -> DriverStatement:
+        """Compile `statement`, whose bound parameters are exactly `names`."""
+        compiled: Any = statement.compile(dialect=dialect)
+        order = tuple(compiled.positiontup) if compiled.positional else tuple(names)
+        binds = compiled.binds
+        unknown = set(order) - set(names)
+        if unknown:  # pragma: no cover - a statement built here with an anonymous bind
+            raise AssertionError(f"unexpected parameters {sorted(unknown)} in {compiled}")
+        processors = tuple(
+            binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
+        )
+        return cls(compiled.string, order, processors, bool(compiled.positional))
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        """The DBAPI parameters for `values` (a tuple or a dict, as the driver takes)."""
+        processed = [
+            value if process is None or value is None else process(value)
+            for value, process in zip(
+                (values[name] for name in self.names), self.processors, strict=True
+            )
+        ]
+        if self.positional:
+            return tuple(processed)
+        return dict(zip(self.names, processed, strict=True))
+
+
+class DriverFiring:
+    """One entity class's by-key statements for one engine, compiled once."""
+
+    def __init__(self, binding: EntityBinding, history: Table, dialect: Dialect) -> None:
+        loader = binding.rows
+        if loader is None:  # pragma: no cover - callers check binding.rows first
+            raise ValueError(f"{binding.entity_class.__name__} has no light-unit loader")
+        self.binding = binding
+        self.loader = loader
+        self.history = history
+        self.dialect = dialect
+        self.one_statement = dialect.name == "postgresql"  # UPDATE in WITH, then INSERT
+        self.load = DriverStatement.compile(loader.load, dialect, ["key_"])
+        self.version = DriverStatement.compile(
+            select(binding.columns["version"]).where(binding.key == bindparam("key_")),
+            dialect,
+            ["key_"],
+        )
+        self._history_names = list(INSERT_COLUMNS)
+        self.insert_history = DriverStatement.compile(
+            insert(history).values({name: bindparam(f"h_{name}") for name in self._history_names}),
+            dialect,
+            [f"h_{name}" for name in self._history_names],
+        )
+        self._writes: dict[tuple[str, ...], DriverStatement] = {}
+        self._results: tuple[Callable[[Any], Any] | None, ...] | None = None
+
+    def row_values(self, row: Sequence[Any], description: Any) -> tuple[Any, ...]:
+        """The loaded row's values as SQLAlchemy would hand them to the ORM."""
+        processors = self._results
+        if processors is None:
+            dialect = self.dialect
+            processors = self._results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, entry[1])
+                for (_, column), entry in zip(self.loader.attributes, description, strict=True)
+            )
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(row, processors, strict=True)
+        )
+
+    def write(self, changed: tuple[str, ...]) -> DriverStatement:
+        """The compare-and-set UPDATE (on PostgreSQL with the history INSERT) that
+        also sets the attributes in `changed`, which actions assigned."""
+        statement = self._writes.get(changed)
+        if statement is None:
+            statement = self._writes[changed] = self._compile_write(changed)
+        return statement
+
+    def _compile_write(self, changed: tuple[str, ...]) -> DriverStatement:
+        binding = self.binding
+        cols = binding.columns
+        values: dict[Column[Any], Any] = {
+            cols[attribute]: bindparam(param) for attribute, param in _STATE_PARAMS.items()
+        }
+        names = ["k_", "v_", *_STATE_PARAMS.values()]
+        column_of = dict(self.loader.attributes)
+        for index, attribute in enumerate(changed):
+            values[column_of[attribute]] = bindparam(f"c{index}_")
+            names.append(f"c{index}_")
+        cas = (
+            update(binding.table)
+            .where(binding.key == bindparam("k_"), cols["version"] == bindparam("v_"))
+            .values(values)
+        )
+        if not self.one_statement:
+            return DriverStatement.compile(cas, self.dialect, names)
+        moved = cas.returning(literal_column("1")).cte("statekit_moved")
+        history = self.history
+        row = select(
+            *(bindparam(f"h_{name}", type_=history.c[name].type) for name in self._history_names)
+        ).select_from(moved)
+        statement = insert(history).from_select(self._history_names, row).add_cte(moved)
+        names.extend(f"h_{name}" for name in self._history_names)
+        return DriverStatement.compile(statement, self.dialect, names)
+
+
+@dataclass
+class DriverUnit:
+    """A `firing` block in progress on one DBAPI connection: its entity and the one
+    transition written for it."""
+
+    firing: DriverFiring
+    pooled: Any  # the pool's proxy of the DBAPI connection
+    cursor: Any
+    entity: Any = None
+    committed: list[Callable[[], None]] = field(default_factory=list)
+    failed: bool = False  # a write failed: the transaction may only roll back
+
+    @property
+    def write_state(self) -> StateWriter | None:
+        """How the `Runner` sets the entity's state attributes (see `RowUnit`)."""
+        return self.firing.binding.write_state
+
+    def execute(self, statement: DriverStatement, values: Mapping[str, Any]) -> Any:
+        """Run `statement` and return the cursor. Driver errors come out as
+        SQLAlchemy's, as from a `Connection`; a lost connection leaves the pool."""
+        parameters = statement.parameters(values)
+        return self.send(statement.sql, parameters)
+
+    def send(self, sql: str, parameters: Any = ()) -> Any:
+        """Run `sql` as it is; errors as for `execute`."""
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s", sql)
+        dialect = self.firing.dialect
+        dbapi_error: Any = dialect.loaded_dbapi.Error
+        try:
+            self.cursor.execute(sql, parameters)
+        except dbapi_error as exc:
+            lost = dialect.is_disconnect(exc, self.pooled.dbapi_connection, self.cursor)
+            if lost:
+                self.pooled.invalidate(exc)
+            raise sa_exc.DBAPIError.instance(
+                sql, parameters, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
+            ) from exc
+        return self.cursor
+
+    def apply(
+        self, plan: Plan, record: TransitionRecord, version_of: Callable[[], int | None]
+    ) -> None:
+        """Write `plan`'s transition and the columns actions changed (on PostgreSQL
+        this commits). Raises statekit's errors, as `SQLAlchemyStore.apply` does;
+        `version_of` reads the committed version for a conflict's message."""
+        firing = self.firing
+        binding = firing.binding
+        changed = tuple(
+            name
+            for name in instance_state(self.entity).committed_state
+            if name not in binding.state_names
+        )
+        values = binding.compare_and_set_values(plan)
+        if changed:
+            loaded = self.entity.__dict__
+            values.update({f"c{i}_": loaded[name] for i, name in enumerate(changed)})
+        history = {f"h_{name}": value for name, value in history_row(record).items()}
+        try:
+            if firing.one_statement:
+                values.update(history)
+            written = self.execute(firing.write(changed), values).rowcount
+            if written == 1 and not firing.one_statement:
+                self.execute(firing.insert_history, history)
+            elif written != 1:
+                self.failed = True
+                row = self.execute(firing.version, {"key_": values["k_"]}).fetchone()
+                raise binding.lost_race(plan, None if row is None else row[0])
+        except sa_exc.SQLAlchemyError as exc:
+            self.failed = True
+            raise translate(exc, plan, version_of()) from exc
+
+
+@contextmanager
+def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[DriverUnit]:
+    """Load the row of `key` on a pooled DBAPI connection and yield the unit holding
+    its entity; on SQLite the block runs in a write transaction, committed on a
+    clean exit unless a write failed, and rolled back otherwise.
+
+    Raises:
+        InstanceNotFoundError: no row has this key.
+        sqlalchemy.exc.DBAPIError: the database failed (the caller translates it).
+    """
+    binding = firing.binding
+    coerced = binding.coerce_key(key)
+    dialect = firing.dialect
+    pooled: Any = engine.raw_connection()
+    try:
+        dbapi = pooled.driver_connection
+        in_transaction = not firing.one_statement
+        try:
+            if firing.one_statement:
+                dbapi.autocommit = True  # psycopg: each statement commits by itself
+            unit = DriverUnit(firing, pooled, dbapi.cursor())
+        except dialect.loaded_dbapi.Error as exc:
+            pooled.invalidate(exc)
+            raise sa_exc.DBAPIError.instance(
+                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from exc
+        try:
+            if in_transaction:
+                unit.send("BEGIN IMMEDIATE")
+            cursor = unit.execute(firing.load, {"key_": coerced})
+            row = cursor.fetchone()
+            if row is None:
+                raise InstanceNotFoundError(entity_type=binding.machine.name, key=key)
+            unit.entity = firing.loader.instance(firing.row_values(row, cursor.description))
+            yield unit
+            if in_transaction:
+                unit.send("ROLLBACK" if unit.failed else "COMMIT")
+                in_transaction = False
+        finally:
+            if pooled.is_valid:
+                if in_transaction:
+                    _roll_back(unit)
+                elif firing.one_statement:
+                    dbapi.autocommit = False
+            unit.cursor.close()
+    finally:
+        pooled.close()
+
+
+def _roll_back(unit: DriverUnit) -> None:
+    try:
+        unit.send("ROLLBACK")
+    except sa_exc.DBAPIError:  # the error that brought us here is the one to report
+        logger.warning("rolling back a by-key fire failed", exc_info=True)
