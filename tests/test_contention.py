@@ -47,7 +47,7 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _hammer(database_url: str, *, unguarded: bool) -> list[dict[str, Any]]:
+def _hammer(database_url: str, *, unguarded: bool, by_key: bool = False) -> list[dict[str, Any]]:
     workers = [
         spawn(
             "hammer",
@@ -56,6 +56,7 @@ def _hammer(database_url: str, *, unguarded: bool) -> list[dict[str, Any]]:
             attempts=ATTEMPTS,
             seed=seed,
             unguarded=unguarded,
+            by_key=by_key,
         )
         for seed in range(WORKERS)
     ]
@@ -73,14 +74,20 @@ def _versions(engine: Engine) -> dict[str, int]:
     return {key: version for key, version in rows}
 
 
-def test_four_processes_never_lose_an_update(database_url: str, engine: Engine) -> None:
-    results = _hammer(database_url, unguarded=False)
+@pytest.mark.parametrize("by_key", [False, True], ids=["fire", "fire_by_key"])
+def test_four_processes_never_lose_an_update(
+    database_url: str, engine: Engine, by_key: bool
+) -> None:
+    results = _hammer(database_url, unguarded=False, by_key=by_key)
     assert all(r["errors"] == 0 for r in results)
     fired: Counter[str] = Counter()
     for r in results:
         fired.update(r["fired"])
     conflicts = sum(r["conflicts"] for r in results)
-    assert sum(fired.values()) + conflicts == WORKERS * ATTEMPTS
+    refused = sum(r["refused"] for r in results)  # by key: moved on since it was read
+    assert sum(fired.values()) + conflicts + refused == WORKERS * ATTEMPTS
+    if not by_key:
+        assert refused == 0
     # Whether a random schedule races is luck (SQLite serializes whole transactions);
     # the stale-copies test below makes every worker race, deterministically.
 
@@ -128,8 +135,18 @@ def test_control_without_the_version_predicate_loses_updates(
 
 
 def test_a_process_killed_before_commit_leaves_nothing(database_url: str, engine: Engine) -> None:
+    _killed_before_commit(database_url, engine, "hang")
+
+
+def test_a_by_key_fire_killed_before_commit_leaves_nothing(
+    database_url: str, engine: Engine
+) -> None:
+    _killed_before_commit(database_url, engine, "hang_by_key")
+
+
+def _killed_before_commit(database_url: str, engine: Engine, command: str) -> None:
     before = _versions(engine)["ticket-0"]
-    process = spawn("hang", url=database_url, key="ticket-0")
+    process = spawn(command, url=database_url, key="ticket-0")
     assert process.stdout is not None
     assert json.loads(process.stdout.readline()) == {"ready": True}
     os.kill(process.pid, signal.SIGKILL)
@@ -142,14 +159,21 @@ def test_a_process_killed_before_commit_leaves_nothing(database_url: str, engine
     assert runner.fire_by_key("ticket-0", "ask_customer").seq == before + 1
 
 
+@pytest.mark.parametrize("by_key", [False, True], ids=["fire", "fire_by_key"])
 def test_duplicate_deliveries_from_two_processes_apply_once(
-    database_url: str, engine: Engine
+    database_url: str, engine: Engine, by_key: bool
 ) -> None:
     for round_number in range(3):
         key = f"ticket-{round_number}"
         before = _versions(engine)[key]
         workers = [
-            spawn("duplicate", url=database_url, key=key, idempotency_key=f"msg-{round_number}")
+            spawn(
+                "duplicate",
+                url=database_url,
+                key=key,
+                idempotency_key=f"msg-{round_number}",
+                by_key=by_key,
+            )
             for _ in range(2)
         ]
         for w in workers:

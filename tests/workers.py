@@ -7,6 +7,7 @@ the database against what every process reported.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models.orm import ENTITIES, TicketRow
 from models.ticket import TicketWorkflow
-from statekit import ConcurrentTransitionError, Runner, TransitionRecord
+from statekit import ConcurrentTransitionError, Runner, TransitionNotAllowedError, TransitionRecord
 from statekit.records import Plan
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from statekit.store.sqlalchemy.history import history_row as _history_row
@@ -55,27 +56,36 @@ def _runner(url: str, unguarded: bool = False) -> tuple[Runner, SQLAlchemyStore]
     return Runner(TicketWorkflow.machine, store), store
 
 
-def hammer(url: str, keys: list[str], attempts: int, seed: int, unguarded: bool) -> dict[str, Any]:
-    """Read a ticket, then fire its next event on that (possibly stale) copy."""
+def hammer(
+    url: str, keys: list[str], attempts: int, seed: int, unguarded: bool, by_key: bool = False
+) -> dict[str, Any]:
+    """Read a ticket, then fire its next event on that (possibly stale) copy; with
+    `by_key`, fire that event with `fire_by_key`, which loads the ticket again (a
+    refusal then means another worker moved it first)."""
     runner, store = _runner(url, unguarded)
     rng = random.Random(seed)
     fired: dict[str, int] = dict.fromkeys(keys, 0)
-    conflicts = errors = 0
+    conflicts = errors = refused = 0
     for _ in range(attempts):
         key = rng.choice(keys)
         with Session(store.engine, expire_on_commit=False) as session:
             ticket = session.get(TicketRow, key)
         assert ticket is not None
         try:
-            runner.fire(ticket, CYCLE[ticket.state])
+            if by_key:
+                runner.fire_by_key(key, CYCLE[ticket.state])
+            else:
+                runner.fire(ticket, CYCLE[ticket.state])
         except ConcurrentTransitionError:
             conflicts += 1
+        except TransitionNotAllowedError:
+            refused += 1
         except Exception as exc:  # reported, and the test fails on any
             errors += 1
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         else:
             fired[key] += 1
-    return {"fired": fired, "conflicts": conflicts, "errors": errors}
+    return {"fired": fired, "conflicts": conflicts, "errors": errors, "refused": refused}
 
 
 def stale_round(url: str, keys: list[str], unguarded: bool) -> dict[str, Any]:
@@ -115,15 +125,47 @@ def hang_before_commit(url: str, key: str) -> dict[str, Any]:
     return {"committed": True}
 
 
-def duplicate(url: str, key: str, idempotency_key: str) -> dict[str, Any]:
-    """Load, wait for the parent's go, then fire with a shared idempotency key."""
+def hang_before_commit_by_key(url: str, key: str) -> dict[str, Any]:
+    """`fire_by_key` stopped just before its write is committed, until killed. On
+    the driver path statements are logged on `statekit.sql` before they run: SQLite
+    stops before COMMIT, PostgreSQL before the statement that writes and commits.
+    Elsewhere the engine's commit event stops it."""
+    runner, store = _runner(url)
+
+    def hang() -> None:
+        print(json.dumps({"ready": True}), flush=True)
+        sys.stdin.readline()  # the parent kills us while we wait here
+
+    class HangAtCommit(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "COMMIT" or record.getMessage().startswith("WITH"):
+                hang()
+
+    sql = logging.getLogger("statekit.sql")
+    sql.setLevel(logging.DEBUG)
+    sql.addHandler(HangAtCommit())
+    with Session(store.engine, expire_on_commit=False) as session:
+        ticket = session.get(TicketRow, key)
+    assert ticket is not None
+    if store.engine.dialect.name == "mysql":
+        event.listen(store.engine, "commit", lambda conn: hang())
+    runner.fire_by_key(key, CYCLE[ticket.state])
+    return {"committed": True}
+
+
+def duplicate(url: str, key: str, idempotency_key: str, by_key: bool = False) -> dict[str, Any]:
+    """Load, wait for the parent's go, then fire with a shared idempotency key (with
+    `by_key`, through `fire_by_key`)."""
     runner, store = _runner(url)
     with Session(store.engine, expire_on_commit=False) as session:
         ticket = session.get(TicketRow, key)
     assert ticket is not None
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
-    record = runner.fire(ticket, CYCLE[ticket.state], idempotency_key=idempotency_key)
+    if by_key:
+        record = runner.fire_by_key(key, CYCLE[ticket.state], idempotency_key=idempotency_key)
+    else:
+        record = runner.fire(ticket, CYCLE[ticket.state], idempotency_key=idempotency_key)
     return {"seq": record.seq, "replayed": record.replayed}
 
 
@@ -184,6 +226,7 @@ def main() -> None:
         "hammer": hammer,
         "stale_round": stale_round,
         "hang": hang_before_commit,
+        "hang_by_key": hang_before_commit_by_key,
         "duplicate": duplicate,
         "sweep": sweep,
         "sweep_until_killed": sweep_until_killed,

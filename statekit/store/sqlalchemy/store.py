@@ -343,8 +343,10 @@ class SQLAlchemyStore(SweepOperations):
         try:
             updated = conn.execute(binding.compare_and_set, values)
             if updated.rowcount != 1:
-                column = binding.columns["version"]
-                actual = conn.execute(select(column).where(binding.key == values["k_"])).scalar()
+                # A locking read: under REPEATABLE READ (MySQL, MariaDB) a plain one
+                # would return this transaction's snapshot, not the winner's version.
+                current = select(binding.columns["version"]).where(binding.key == values["k_"])
+                actual = conn.execute(current.with_for_update(read=True)).scalar()
                 raise binding.lost_race(plan, actual)
         except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
             raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
