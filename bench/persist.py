@@ -34,6 +34,7 @@ import cProfile
 import gc
 import io
 import json
+import logging
 import os
 import pstats
 import statistics
@@ -437,6 +438,36 @@ class StatekitContestant(SQLAlchemyContestant):
 
     def step(self, key: int, event: str) -> None:
         self.runner.fire_by_key(key, event)
+
+    def record(self, event: str, keys: range) -> list[list[str]]:
+        """As for the others, from the `statekit.sql` log: on SQLite and PostgreSQL
+        `fire_by_key` sends its statements on the DBAPI connection, and listening to
+        the engine's events would make it keep SQLAlchemy's `Connection` instead."""
+        log: list[str] = []
+        per: list[list[str]] = []
+        handler = _StatementLog(log)
+        sql = logging.getLogger("statekit.sql")
+        level = sql.level
+        sql.setLevel(logging.DEBUG)
+        sql.addHandler(handler)
+        try:
+            for key in keys:
+                self.step(key, event)
+                per.append(list(log))
+                log.clear()
+        finally:
+            sql.removeHandler(handler)
+            sql.setLevel(level)
+        return per
+
+
+class _StatementLog(logging.Handler):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.log.append(_verb(record.getMessage()))
 
 
 _CORE_LOAD = select(ORDERS.c.state, ORDERS.c.state_version, ORDERS.c.card_authorized)
