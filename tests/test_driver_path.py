@@ -112,6 +112,30 @@ class Gadget(StateMixin, Base):
     made_at: Mapped[datetime]
 
 
+TOUCHES: list[int] = []
+
+
+def _touch() -> int:
+    TOUCHES.append(1)
+    return len(TOUCHES)
+
+
+class Stamped(StateMixin, Base):
+    """A Python-side `onupdate`: SQLAlchemy computes it for every UPDATE it runs."""
+
+    __tablename__ = "stamped"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    touches: Mapped[int] = mapped_column(default=0, onupdate=_touch)
+
+
+class StampedWorkflow(Workflow, name="stamped"):
+    draft = State(initial=True)
+    live = State(final=True)
+
+    publish = draft.to(live)
+
+
 class Seen(Listener):
     """Records, after commit, the entity's columns and the committed row version."""
 
@@ -455,6 +479,44 @@ def test_a_failed_database_call_is_a_store_error_and_the_next_fire_works(
     assert env.loaded(key).state_version == 0
     assert env.runner.fire_by_key(key, "publish").seq == 1  # a working connection again
     assert env.history(key) == [1]
+
+
+def test_history_columns_are_stored_as_sqlalchemy_stores_them(env: Env) -> None:
+    by_driver, by_connection = env.new(), env.new()
+    env.runner.fire_by_key(by_driver, "publish")
+    plain = SQLAlchemyStore(env.engine, {GadgetWorkflow.machine: Gadget}, driver_path=False)
+    Runner(GadgetWorkflow.machine, plain, clock=ManualClock()).fire_by_key(by_connection, "publish")
+    t = env.store.tables.transitions
+    stored = {}
+    with env.engine.connect() as conn:
+        for key in (by_driver, by_connection):
+            row = conn.execute(
+                select(t.c.payload.is_(None), text("CAST(payload AS CHAR(20))")).where(
+                    t.c.entity_key == str(key)
+                )
+            ).one()
+            stored[key] = tuple(row)
+    # no payload: SQLAlchemy's JSON type stores JSON null, not SQL NULL, both ways
+    assert stored[by_driver] == stored[by_connection]
+
+
+def test_an_onupdate_computed_in_python_keeps_sqlalchemys_execution(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLAlchemyStore(engine, {StampedWorkflow.machine: Stamped})
+    runner = Runner(StampedWorkflow.machine, store)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        row = Stamped(id=len(TOUCHES) + 100)
+        session.add(row)
+        runner.start(row)
+    with caplog.at_level(logging.DEBUG, logger="statekit.sql"):
+        runner.fire_by_key(row.id, "publish")
+    assert _sent(caplog) == []
+    with Session(engine) as session:
+        stored = session.get(Stamped, row.id)
+        assert stored is not None
+        assert (stored.state, stored.touches) == ("live", len(TOUCHES))
+        assert stored.touches > 0
 
 
 def test_the_pooled_connection_goes_back_transactional(env: Env) -> None:

@@ -40,7 +40,14 @@ from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
 
-__all__ = ["DriverFiring", "DriverUnit", "driver_path_allowed", "supports_driver_path"]
+__all__ = [
+    "DriverFiring",
+    "DriverUnit",
+    "Unsupported",
+    "driver_path_allowed",
+    "driver_unit",
+    "supports_driver_path",
+]
 
 logger = logging.getLogger("statekit.sql")
 
@@ -92,6 +99,10 @@ def driver_path_allowed(engine: Engine) -> bool:
     return True
 
 
+class Unsupported(Exception):  # noqa: N818 - internal signal, the store falls back
+    """The statements of an entity class cannot go on the DBAPI connection."""
+
+
 @dataclass(frozen=True)
 class DriverStatement:
     """A statement compiled once for one dialect, ready for the DBAPI cursor."""
@@ -105,13 +116,18 @@ class DriverStatement:
     def compile(
         cls, statement: ClauseElement, dialect: Dialect, names: Sequence[str]
     ) -> DriverStatement:
-        """Compile `statement`, whose bound parameters are exactly `names`."""
+        """Compile `statement`, whose bound parameters must be exactly `names`.
+
+        Raises:
+            Unsupported: SQLAlchemy adds parameters of its own, as it does for a
+                column with a Python-side `onupdate` (computed per execution).
+        """
         compiled: Any = statement.compile(dialect=dialect)
         order = tuple(compiled.positiontup) if compiled.positional else tuple(names)
         binds = compiled.binds
-        unknown = set(order) - set(names)
-        if unknown:  # pragma: no cover - a statement built here with an anonymous bind
-            raise AssertionError(f"unexpected parameters {sorted(unknown)} in {compiled}")
+        unknown = set(compiled.bind_names.values()) - set(names)
+        if unknown:
+            raise Unsupported(f"SQLAlchemy adds parameters {sorted(unknown)}")
         processors = tuple(
             binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
         )
@@ -120,7 +136,7 @@ class DriverStatement:
     def parameters(self, values: Mapping[str, Any]) -> Any:
         """The DBAPI parameters for `values` (a tuple or a dict, as the driver takes)."""
         processed = [
-            value if process is None or value is None else process(value)
+            value if process is None else process(value)
             for value, process in zip(
                 (values[name] for name in self.names), self.processors, strict=True
             )
@@ -131,7 +147,12 @@ class DriverStatement:
 
 
 class DriverFiring:
-    """One entity class's by-key statements for one engine, compiled once."""
+    """One entity class's by-key statements for one engine, compiled once.
+
+    Raises:
+        Unsupported: the class's UPDATE needs SQLAlchemy's execution (see
+            `DriverStatement.compile`).
+    """
 
     def __init__(self, binding: EntityBinding, history: Table, dialect: Dialect) -> None:
         loader = binding.rows
@@ -156,6 +177,7 @@ class DriverFiring:
         )
         self._writes: dict[tuple[str, ...], DriverStatement] = {}
         self._results: tuple[Callable[[Any], Any] | None, ...] | None = None
+        self.write(())  # raises Unsupported now rather than at the first fire
 
     def row_values(self, row: Sequence[Any], description: Any) -> tuple[Any, ...]:
         """The loaded row's values as SQLAlchemy would hand them to the ORM."""

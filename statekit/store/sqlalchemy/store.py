@@ -9,6 +9,7 @@ statekit's own otherwise.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -45,6 +46,7 @@ from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.store.sqlalchemy.driver import (
     DriverFiring,
     DriverUnit,
+    Unsupported,
     driver_path_allowed,
     driver_unit,
     supports_driver_path,
@@ -61,6 +63,8 @@ from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
+
+logger = logging.getLogger("statekit")
 
 
 class SQLAlchemyStore(SweepOperations):
@@ -89,7 +93,7 @@ class SQLAlchemyStore(SweepOperations):
         configure_sqlite(engine)
         self.engine = engine
         self._driver_path = driver_path and supports_driver_path(engine)
-        self._firings: dict[str, DriverFiring] = {}
+        self._firings: dict[str, DriverFiring | None] = {}
         self.tables: StatekitTables = statekit_tables(metadata)
         self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
@@ -128,6 +132,7 @@ class SQLAlchemyStore(SweepOperations):
             python_type: Callable[[str], Any] = key.type.python_type
         except NotImplementedError:
             python_type = str
+        self._firings.pop(machine.name, None)
         self._bindings[machine.name] = EntityBinding(
             machine=machine,
             entity_class=entity_class,
@@ -437,20 +442,11 @@ class SQLAlchemyStore(SweepOperations):
             InstanceNotFoundError: no row has this key.
             StoreError: the database failed (ConcurrentTransitionError for a lost race).
         """
-        binding = self._binding(entity_type)
-        if (
-            not self._driver_path
-            or binding.rows is None
-            or binding.write_state is None
-            or not driver_path_allowed(self.engine)
-        ):
+        firing = self._firing_of(entity_type) if self._driver_path else None
+        if firing is None or not driver_path_allowed(self.engine):
             with self.transaction(entity_type, key) as entity:
                 yield entity
             return
-        firing = self._firings.get(entity_type)
-        if firing is None:
-            firing = DriverFiring(binding, self.tables.transitions, self.engine.dialect)
-            self._firings[entity_type] = firing
         try:
             with driver_unit(self.engine, firing, key) as unit:
                 self._row_units[id(unit.entity)] = unit
@@ -462,6 +458,21 @@ class SQLAlchemyStore(SweepOperations):
             raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded
             callback()
+
+    def _firing_of(self, entity_type: str) -> DriverFiring | None:
+        """The driver-path statements of `entity_type`, or None where its class needs
+        the ORM (relationships, attribute listeners) or SQLAlchemy's execution."""
+        if entity_type in self._firings:
+            return self._firings[entity_type]
+        binding = self._binding(entity_type)
+        firing = None
+        if binding.rows is not None and binding.write_state is not None:
+            try:
+                firing = DriverFiring(binding, self.tables.transitions, self.engine.dialect)
+            except Unsupported as why:
+                logger.info("%s fires by key through SQLAlchemy: %s", entity_type, why)
+        self._firings[entity_type] = firing
+        return firing
 
     @contextmanager
     def session_unit(self, entity_type: str, key: str) -> Iterator[Any]:
