@@ -341,18 +341,23 @@ def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[Driv
                 unit.send("ROLLBACK" if unit.failed else "COMMIT")
                 in_transaction = False
         finally:
-            if pooled.is_valid:
-                if in_transaction:
-                    _roll_back(unit)
-                elif firing.one_statement:
-                    dbapi.autocommit = False
-            unit.cursor.close()
+            _settle(unit, dbapi, roll_back=in_transaction)
     finally:
         pooled.close()
 
 
-def _roll_back(unit: DriverUnit) -> None:
+def _settle(unit: DriverUnit, dbapi: Any, *, roll_back: bool) -> None:
+    """Leave the connection as the pool expects it: out of any transaction and, for
+    psycopg, out of autocommit. Nothing is raised from here (the block's own error,
+    if any, is the one to report): a connection that cannot be settled is dropped."""
+    pooled = unit.pooled
     try:
-        unit.send("ROLLBACK")
-    except sa_exc.DBAPIError:  # the error that brought us here is the one to report
-        logger.warning("rolling back a by-key fire failed", exc_info=True)
+        if roll_back and pooled.is_valid:
+            unit.send("ROLLBACK")
+        if unit.firing.one_statement and pooled.is_valid:
+            dbapi.autocommit = False
+        unit.cursor.close()
+    except Exception as exc:  # a driver or SQLAlchemy error, on a broken connection
+        logger.warning("dropping a connection that could not be settled: %s", exc)
+        if pooled.is_valid:
+            pooled.invalidate(exc)
