@@ -369,6 +369,29 @@ def test_a_failed_write_caught_inside_the_block_commits_nothing(env: Env) -> Non
     assert env.history(key) == [1]
 
 
+def test_a_firing_unit_writes_one_transition(env: Env) -> None:
+    key = env.new()
+    machine = GadgetWorkflow.machine
+
+    def fire_twice() -> None:
+        with env.store.firing("gadget", str(key)) as gadget:
+            for event in ("publish", "retire"):
+                plan = machine.decide(gadget, event, now=datetime.now(UTC))
+                machine.stage(gadget, plan)
+                env.store.apply(plan, entity=gadget)
+
+    if not env.on_driver:  # elsewhere `firing` is `transaction`, which takes several
+        fire_twice()
+        assert env.history(key) == [1, 2]
+        return
+    with pytest.raises(StoreError, match="a firing unit writes one transition"):
+        fire_twice()
+    # SQLite rolled the unit back; PostgreSQL had committed the first write by itself
+    expected = {"sqlite": [], "postgresql": [1]}[env.engine.dialect.name]
+    assert env.history(key) == expected
+    assert env.loaded(key).state_version == len(expected)
+
+
 def _bump(env: Env, key: uuid.UUID) -> None:
     with env.engine.begin() as conn:
         conn.execute(

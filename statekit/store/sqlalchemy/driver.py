@@ -33,7 +33,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.expression import ClauseElement
 
 from statekit.engine import StateWriter
-from statekit.errors import InstanceNotFoundError
+from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.store.sqlalchemy.errors import translate
@@ -240,6 +240,7 @@ class DriverUnit:
     entity: Any = None
     committed: list[Callable[[], None]] = field(default_factory=list)
     failed: bool = False  # a write failed: the transaction may only roll back
+    applied: bool = False  # the unit's one transition was written (or tried)
 
     @property
     def write_state(self) -> StateWriter | None:
@@ -275,6 +276,12 @@ class DriverUnit:
         """Write `plan`'s transition and the columns actions changed (on PostgreSQL
         this commits). Raises statekit's errors, as `SQLAlchemyStore.apply` does;
         `version_of` reads the committed version for a conflict's message."""
+        if self.applied:
+            raise StoreError(
+                f"{plan.entity_type} {plan.key}: a firing unit writes one transition; "
+                f"fire {plan.event!r} in its own unit or use store.transaction"
+            )
+        self.applied = True
         firing = self.firing
         binding = firing.binding
         changed = tuple(

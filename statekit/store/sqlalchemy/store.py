@@ -436,7 +436,8 @@ class SQLAlchemyStore(SweepOperations):
         and does nothing else with it (`Runner.fire_by_key`). On SQLite and
         PostgreSQL through their default drivers the unit runs on the DBAPI
         connection, and on PostgreSQL the one write commits by itself (see
-        `driver.py`); otherwise it is `transaction`.
+        `driver.py`), so a second `apply` in the block raises `StoreError`;
+        otherwise it is `transaction`.
 
         Raises:
             InstanceNotFoundError: no row has this key.
