@@ -32,7 +32,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from statekit import (
@@ -48,7 +48,12 @@ from statekit import (
     Workflow,
 )
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
-from statekit.store.sqlalchemy.driver import driver_path_allowed, supports_driver_path
+from statekit.store.sqlalchemy.driver import (
+    DriverFiring,
+    driver_path_allowed,
+    driver_unit,
+    supports_driver_path,
+)
 from statekit.store.sqlalchemy.history import history_row
 from tests.sql_support import engine_for
 
@@ -484,7 +489,7 @@ def _break_the_next_call(env: Env) -> Any:
 
 
 def test_a_failed_database_call_is_a_store_error_and_the_next_fire_works(
-    env: Env, tmp_path: Any
+    env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = env.new()
     if env.engine.dialect.name == "sqlite":
@@ -499,6 +504,8 @@ def test_a_failed_database_call_is_a_store_error_and_the_next_fire_works(
         undo()
     assert type(caught.value) is StoreError
     assert f"gadget {key}" in str(caught.value)
+    # a refused BEGIN leaves nothing to roll back: the connection is not dropped for it
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert env.loaded(key).state_version == 0
     assert env.runner.fire_by_key(key, "publish").seq == 1  # a working connection again
     assert env.history(key) == [1]
@@ -540,6 +547,32 @@ def test_an_onupdate_computed_in_python_keeps_sqlalchemys_execution(
         assert stored is not None
         assert (stored.state, stored.touches) == ("live", len(TOUCHES))
         assert stored.touches > 0
+
+
+def test_hidden_parameters_stay_out_of_errors(env: Env) -> None:
+    if not env.on_driver:
+        return  # SQLAlchemy's Connection hides them itself
+    engine = engine_for(env.url, hide_parameters=True)
+    firing = DriverFiring(
+        env.store.binding("gadget"),
+        env.store.tables.transitions,
+        engine.dialect,
+        hide_parameters=True,
+    )
+    key = env.new()
+    try:
+        with driver_unit(engine, firing, str(key)) as unit:
+            lookup = "SELECT id FROM no_such_table WHERE id = " + (
+                "?" if engine.dialect.name == "sqlite" else "%s"
+            )
+            with pytest.raises(DBAPIError) as caught:
+                unit.send(lookup, ("secret-value",))
+            unit.failed = True
+    finally:
+        engine.dispose()
+    assert "no_such_table" in str(caught.value)
+    assert "hide_parameters=True" in str(caught.value)
+    assert "secret-value" not in str(caught.value)
 
 
 def test_the_pooled_connection_goes_back_transactional(env: Env) -> None:

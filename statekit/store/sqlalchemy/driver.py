@@ -154,7 +154,14 @@ class DriverFiring:
             `DriverStatement.compile`).
     """
 
-    def __init__(self, binding: EntityBinding, history: Table, dialect: Dialect) -> None:
+    def __init__(
+        self,
+        binding: EntityBinding,
+        history: Table,
+        dialect: Dialect,
+        *,
+        hide_parameters: bool = False,
+    ) -> None:
         loader = binding.rows
         if loader is None:  # pragma: no cover - callers check binding.rows first
             raise ValueError(f"{binding.entity_class.__name__} has no light-unit loader")
@@ -162,6 +169,7 @@ class DriverFiring:
         self.loader = loader
         self.history = history
         self.dialect = dialect
+        self.hide_parameters = hide_parameters  # the engine's: keep values out of errors
         self.one_statement = dialect.name == "postgresql"  # UPDATE in WITH, then INSERT
         self.load = DriverStatement.compile(loader.load, dialect, ["key_"])
         self.version = DriverStatement.compile(
@@ -266,7 +274,13 @@ class DriverUnit:
             if lost:
                 self.pooled.invalidate(exc)
             raise sa_exc.DBAPIError.instance(
-                sql, parameters, exc, dbapi_error, connection_invalidated=lost, dialect=dialect
+                sql,
+                parameters,
+                exc,
+                dbapi_error,
+                hide_parameters=self.firing.hide_parameters,
+                connection_invalidated=lost,
+                dialect=dialect,
             ) from exc
         return self.cursor
 
@@ -325,7 +339,7 @@ def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[Driv
     pooled: Any = engine.raw_connection()
     try:
         dbapi = pooled.driver_connection
-        in_transaction = not firing.one_statement
+        in_transaction = False
         try:
             if firing.one_statement:
                 dbapi.autocommit = True  # psycopg: each statement commits by itself
@@ -336,8 +350,9 @@ def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[Driv
                 None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
             ) from exc
         try:
-            if in_transaction:
+            if not firing.one_statement:
                 unit.send("BEGIN IMMEDIATE")
+                in_transaction = True
             cursor = unit.execute(firing.load, {"key_": coerced})
             row = cursor.fetchone()
             if row is None:

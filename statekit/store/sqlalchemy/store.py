@@ -469,7 +469,12 @@ class SQLAlchemyStore(SweepOperations):
         firing = None
         if binding.rows is not None and binding.write_state is not None:
             try:
-                firing = DriverFiring(binding, self.tables.transitions, self.engine.dialect)
+                firing = DriverFiring(
+                    binding,
+                    self.tables.transitions,
+                    self.engine.dialect,
+                    hide_parameters=self.engine.hide_parameters,
+                )
             except Unsupported as why:
                 logger.info("%s fires by key through SQLAlchemy: %s", entity_type, why)
         self._firings[entity_type] = firing
