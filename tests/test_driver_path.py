@@ -267,6 +267,39 @@ def test_by_key_fires_run_on_the_driver_for_sqlite3_and_psycopg(
     assert env.history(key) == [1, 2]
 
 
+def test_a_detached_entity_is_written_in_one_transaction_of_its_own(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = env.new()
+    gadget, stale = env.loaded(key), env.loaded(key)
+    with caplog.at_level(logging.DEBUG, logger="statekit.sql"):
+        record = env.runner.fire(gadget, "publish")
+    expected = {
+        "sqlite": ["BEGIN", "UPDATE", "INSERT", "COMMIT"],
+        "postgresql": ["WITH"],  # compare-and-set and history row, committing by itself
+    }.get(env.engine.dialect.name, [])
+    assert _verbs(_sent(caplog)) == expected
+    assert (record.seq, env.seen.versions) == (1, [1])  # the listener ran after the commit
+    assert (gadget.state, gadget.state_version) == ("live", 1)
+    with pytest.raises(ConcurrentTransitionError) as caught:
+        env.runner.fire(stale, "publish")
+    assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
+    assert (stale.state, stale.state_version) == ("draft", 0)  # put back as it was
+    assert env.history(key) == [1]
+
+
+def test_a_detached_fire_writes_what_the_connection_path_writes(env: Env) -> None:
+    plain = SQLAlchemyStore(env.engine, {GadgetWorkflow.machine: Gadget}, driver_path=False)
+    stored = []
+    for runner in (env.runner, Runner(GadgetWorkflow.machine, plain, clock=ManualClock())):
+        key = env.new()
+        gadget = env.loaded(key)
+        runner.fire(gadget, "publish")  # its action changes price, tags and size
+        stored.append(_columns(env.loaded(key)) | {"id": None, "state_entered_at": None})
+    assert stored[0] == stored[1]
+    assert stored[0]["price"] == Decimal("12.50")  # only the state columns are written
+
+
 def test_a_watched_engine_keeps_sqlalchemys_connection(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:

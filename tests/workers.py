@@ -52,7 +52,10 @@ class UnguardedStore(SQLAlchemyStore):
 
 def _runner(url: str, unguarded: bool = False) -> tuple[Runner, SQLAlchemyStore]:
     engine = engine_for(url)
-    store = (UnguardedStore if unguarded else SQLAlchemyStore)(engine, ENTITIES)
+    if unguarded:  # its _write replaces the Connection path's: keep that path
+        store: SQLAlchemyStore = UnguardedStore(engine, ENTITIES, driver_path=False)
+    else:
+        store = SQLAlchemyStore(engine, ENTITIES)
     return Runner(TicketWorkflow.machine, store), store
 
 

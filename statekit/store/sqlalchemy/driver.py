@@ -1,4 +1,4 @@
-"""By-key fires on the DBAPI connection, for the drivers statekit knows.
+"""By-key fires, and writes for detached entities, on the DBAPI connection.
 
 `Runner.fire_by_key` loads one row, decides, and writes one transition. Sent through
 SQLAlchemy's `Connection`, each statement costs more Python than SQLite takes to run
@@ -13,7 +13,9 @@ result processors:
   trips instead of five; both rows are written or neither, and zero rows inserted
   means the version predicate failed.
 
-Columns that actions changed go into the same UPDATE. SQLAlchemy's events and echo
+Columns that actions changed go into the same UPDATE. `apply_detached` writes a
+transition of an entity in no transaction the same way, without the SELECT.
+SQLAlchemy's events and echo
 do not see these statements, so `driver_path_allowed` keeps the `Connection` path
 for an engine that is watched; the statements are logged on `statekit.sql` at DEBUG.
 """
@@ -44,6 +46,7 @@ __all__ = [
     "DriverFiring",
     "DriverUnit",
     "Unsupported",
+    "apply_detached",
     "driver_path_allowed",
     "driver_unit",
     "supports_driver_path",
@@ -298,11 +301,13 @@ class DriverUnit:
         self.applied = True
         firing = self.firing
         binding = firing.binding
-        changed = tuple(
-            name
-            for name in instance_state(self.entity).committed_state
-            if name not in binding.state_names
-        )
+        changed: tuple[str, ...] = ()
+        if self.entity is not None:  # loaded by this unit: what actions changed
+            changed = tuple(
+                name
+                for name in instance_state(self.entity).committed_state
+                if name not in binding.state_names
+            )
         values = binding.compare_and_set_values(plan)
         if changed:
             loaded = self.entity.__dict__
@@ -326,8 +331,7 @@ class DriverUnit:
 @contextmanager
 def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[DriverUnit]:
     """Load the row of `key` on a pooled DBAPI connection and yield the unit holding
-    its entity; on SQLite the block runs in a write transaction, committed on a
-    clean exit unless a write failed, and rolled back otherwise.
+    its entity (see `_checked_out` for the transaction).
 
     Raises:
         InstanceNotFoundError: no row has this key.
@@ -335,6 +339,40 @@ def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[Driv
     """
     binding = firing.binding
     coerced = binding.coerce_key(key)
+    with _checked_out(engine, firing) as unit:
+        cursor = unit.execute(firing.load, {"key_": coerced})
+        row = cursor.fetchone()
+        if row is None:
+            raise InstanceNotFoundError(entity_type=binding.machine.name, key=key)
+        unit.entity = firing.loader.instance(firing.row_values(row, cursor.description))
+        yield unit
+
+
+def apply_detached(
+    engine: Engine,
+    firing: DriverFiring,
+    plan: Plan,
+    record: TransitionRecord,
+    version_of: Callable[[], int | None],
+) -> None:
+    """`SQLAlchemyStore.apply` for an entity in no transaction: the compare-and-set
+    and the history row in a transaction of their own (one statement on PostgreSQL).
+    Columns changed on the entity besides the state are left to its owner, as on the
+    `Connection` path.
+
+    Raises:
+        ConcurrentTransitionError, InstanceNotFoundError, StoreError: as `apply`.
+        sqlalchemy.exc.DBAPIError: BEGIN or COMMIT failed (the caller translates it).
+    """
+    with _checked_out(engine, firing) as unit:
+        unit.apply(plan, record, version_of)
+
+
+@contextmanager
+def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverUnit]:
+    """A unit on a pooled DBAPI connection. On SQLite the block runs in a write
+    transaction, committed on a clean exit unless a write failed, rolled back
+    otherwise; on PostgreSQL each statement commits by itself."""
     dialect = firing.dialect
     pooled: Any = engine.raw_connection()
     try:
@@ -342,7 +380,7 @@ def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[Driv
         in_transaction = False
         try:
             if firing.one_statement:
-                dbapi.autocommit = True  # psycopg: each statement commits by itself
+                dbapi.autocommit = True
             unit = DriverUnit(firing, pooled, dbapi.cursor())
         except dialect.loaded_dbapi.Error as exc:
             pooled.invalidate(exc)
@@ -353,11 +391,6 @@ def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[Driv
             if not firing.one_statement:
                 unit.send("BEGIN IMMEDIATE")
                 in_transaction = True
-            cursor = unit.execute(firing.load, {"key_": coerced})
-            row = cursor.fetchone()
-            if row is None:
-                raise InstanceNotFoundError(entity_type=binding.machine.name, key=key)
-            unit.entity = firing.loader.instance(firing.row_values(row, cursor.description))
             yield unit
             if in_transaction:
                 unit.send("ROLLBACK" if unit.failed else "COMMIT")

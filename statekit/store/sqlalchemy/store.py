@@ -47,6 +47,7 @@ from statekit.store.sqlalchemy.driver import (
     DriverFiring,
     DriverUnit,
     Unsupported,
+    apply_detached,
     driver_path_allowed,
     driver_unit,
     supports_driver_path,
@@ -77,9 +78,9 @@ class SQLAlchemyStore(SweepOperations):
             class uses `StateMixin` or has the columns `StateFields` names).
         metadata: The application's MetaData to attach statekit's tables to, so
             its migrations own them; a private MetaData otherwise.
-        driver_path: Let `Runner.fire_by_key` send its statements on the DBAPI
-            connection with the stdlib `sqlite3` driver and psycopg 3 (see
-            `driver.py`); False keeps SQLAlchemy's `Connection` for all of them.
+        driver_path: Let `Runner.fire_by_key`, and `fire` on a detached entity, send
+            their statements on the DBAPI connection with the stdlib `sqlite3` driver
+            and psycopg 3 (see `driver.py`); False keeps SQLAlchemy's `Connection`.
     """
 
     def __init__(
@@ -294,7 +295,8 @@ class SQLAlchemyStore(SweepOperations):
 
         In the entity's Session when it has one: nothing is committed here and
         `after_commit` runs when that Session commits (never on rollback).
-        Otherwise statekit commits its own transaction before `after_commit`.
+        Otherwise statekit commits its own transaction (on the DBAPI connection
+        where `driver.py` may) before `after_commit`.
         """
         binding = self._binding(plan.entity_type)
         record = plan.record()
@@ -327,6 +329,19 @@ class SQLAlchemyStore(SweepOperations):
                     raise half.error from half.__cause__
             if after_commit is not None:
                 defer(session, lambda: after_commit(record))
+        elif (firing := self._driver_firing(plan.entity_type)) is not None:
+            try:
+                apply_detached(
+                    self.engine,
+                    firing,
+                    plan,
+                    record,
+                    lambda: self._version_of(binding, plan.key or ""),
+                )
+            except sa_exc.SQLAlchemyError as exc:  # BEGIN or COMMIT failed
+                raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
+            if after_commit is not None:
+                after_commit(record)
         else:
             try:
                 with self.engine.connect() as conn, conn.begin():
@@ -443,8 +458,8 @@ class SQLAlchemyStore(SweepOperations):
             InstanceNotFoundError: no row has this key.
             StoreError: the database failed (ConcurrentTransitionError for a lost race).
         """
-        firing = self._firing_of(entity_type) if self._driver_path else None
-        if firing is None or not driver_path_allowed(self.engine):
+        firing = self._driver_firing(entity_type)
+        if firing is None:
             with self.transaction(entity_type, key) as entity:
                 yield entity
             return
@@ -459,6 +474,13 @@ class SQLAlchemyStore(SweepOperations):
             raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded
             callback()
+
+    def _driver_firing(self, entity_type: str) -> DriverFiring | None:
+        """The driver-path statements of `entity_type` when they may be used now."""
+        if not self._driver_path:
+            return None
+        firing = self._firing_of(entity_type)
+        return firing if firing is not None and driver_path_allowed(self.engine) else None
 
     def _firing_of(self, entity_type: str) -> DriverFiring | None:
         """The driver-path statements of `entity_type`, or None where its class needs
