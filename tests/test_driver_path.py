@@ -615,3 +615,19 @@ def test_the_pooled_connection_goes_back_transactional(env: Env) -> None:
         conn.execute(update(Gadget.__table__).values(label="changed"))
         conn.rollback()
     assert env.loaded(key).label == "widget"
+
+
+def test_an_autocommit_engine_keeps_its_connections_in_autocommit(env: Env) -> None:
+    if env.engine.dialect.name != "postgresql":
+        return  # psycopg's autocommit is the mode the driver path switches
+    engine = create_engine(env.url, isolation_level="AUTOCOMMIT")
+    try:
+        store = SQLAlchemyStore(engine, {GadgetWorkflow.machine: Gadget})
+        key = env.new()
+        Runner(GadgetWorkflow.machine, store).fire_by_key(key, "publish")
+        with engine.connect() as conn:  # the same pooled connection, still autocommit
+            conn.execute(update(Gadget.__table__).values(label="kept"))
+            conn.rollback()  # nothing to roll back: the UPDATE committed by itself
+    finally:
+        engine.dispose()
+    assert env.loaded(key).label == "kept"

@@ -379,7 +379,10 @@ def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverUnit]:
         dbapi = pooled.driver_connection
         in_transaction = False
         try:
-            if firing.one_statement:
+            # psycopg: as the engine left it (an AUTOCOMMIT engine's stay so), and on
+            # for this unit, where each statement commits by itself.
+            autocommit = bool(dbapi.autocommit) if firing.one_statement else None
+            if autocommit is False:
                 dbapi.autocommit = True
             unit = DriverUnit(firing, pooled, dbapi.cursor())
         except dialect.loaded_dbapi.Error as exc:
@@ -396,20 +399,21 @@ def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverUnit]:
                 unit.send("ROLLBACK" if unit.failed else "COMMIT")
                 in_transaction = False
         finally:
-            _settle(unit, dbapi, roll_back=in_transaction)
+            _settle(unit, dbapi, roll_back=in_transaction, autocommit=autocommit)
     finally:
         pooled.close()
 
 
-def _settle(unit: DriverUnit, dbapi: Any, *, roll_back: bool) -> None:
+def _settle(unit: DriverUnit, dbapi: Any, *, roll_back: bool, autocommit: bool | None) -> None:
     """Leave the connection as the pool expects it: out of any transaction and, for
-    psycopg, out of autocommit. Nothing is raised from here (the block's own error,
-    if any, is the one to report): a connection that cannot be settled is dropped."""
+    psycopg, in the autocommit mode it came in. Nothing is raised from here (the
+    block's own error, if any, is the one to report): a connection that cannot be
+    settled is dropped."""
     pooled = unit.pooled
     try:
         if roll_back and pooled.is_valid:
             unit.send("ROLLBACK")
-        if unit.firing.one_statement and pooled.is_valid:
+        if autocommit is False and pooled.is_valid:
             dbapi.autocommit = False
         unit.cursor.close()
     except Exception as exc:  # a driver or SQLAlchemy error, on a broken connection
