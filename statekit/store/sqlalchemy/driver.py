@@ -44,6 +44,7 @@ from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
 
 __all__ = [
     "DriverFiring",
+    "DriverPath",
     "DriverUnit",
     "Unsupported",
     "apply_detached",
@@ -52,7 +53,8 @@ __all__ = [
     "supports_driver_path",
 ]
 
-logger = logging.getLogger("statekit.sql")
+logger = logging.getLogger("statekit.sql")  # the statements sent, at DEBUG
+notes = logging.getLogger("statekit")
 
 _DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
 
@@ -104,6 +106,48 @@ def driver_path_allowed(engine: Engine) -> bool:
 
 class Unsupported(Exception):  # noqa: N818 - internal signal, the store falls back
     """The statements of an entity class cannot go on the DBAPI connection."""
+
+
+class DriverPath:
+    """Which entity classes of one store go on the DBAPI connection, with their
+    statements, built on first use."""
+
+    def __init__(self, engine: Engine, history: Table, *, enabled: bool) -> None:
+        self.engine = engine
+        self.history = history
+        self.enabled = enabled and supports_driver_path(engine)
+        self._firings: dict[str, DriverFiring | None] = {}
+
+    def forget(self, entity_type: str) -> None:
+        """Drop what was built for `entity_type` (its class was registered again)."""
+        self._firings.pop(entity_type, None)
+
+    def firing(self, binding: EntityBinding) -> DriverFiring | None:
+        """The statements of `binding`'s class when the driver path may be used now:
+        None where the class needs the ORM (relationships, attribute listeners) or
+        SQLAlchemy's execution, or the engine is watched."""
+        if not self.enabled:
+            return None
+        name = binding.machine.name
+        if name in self._firings:
+            firing = self._firings[name]
+        else:
+            firing = self._firings[name] = self._build(binding)
+        return firing if firing is not None and driver_path_allowed(self.engine) else None
+
+    def _build(self, binding: EntityBinding) -> DriverFiring | None:
+        if binding.rows is None or binding.write_state is None:
+            return None
+        try:
+            return DriverFiring(
+                binding,
+                self.history,
+                self.engine.dialect,
+                hide_parameters=self.engine.hide_parameters,
+            )
+        except Unsupported as why:
+            notes.info("%s writes through SQLAlchemy: %s", binding.machine.name, why)
+            return None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ statekit's own otherwise.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -43,15 +42,7 @@ from statekit.errors import (
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
 from statekit.store.sqlalchemy.binding import EntityBinding
-from statekit.store.sqlalchemy.driver import (
-    DriverFiring,
-    DriverUnit,
-    Unsupported,
-    apply_detached,
-    driver_path_allowed,
-    driver_unit,
-    supports_driver_path,
-)
+from statekit.store.sqlalchemy.driver import DriverPath, DriverUnit, apply_detached, driver_unit
 from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
@@ -64,8 +55,6 @@ from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
-
-logger = logging.getLogger("statekit")
 
 
 class SQLAlchemyStore(SweepOperations):
@@ -93,9 +82,8 @@ class SQLAlchemyStore(SweepOperations):
     ) -> None:
         configure_sqlite(engine)
         self.engine = engine
-        self._driver_path = driver_path and supports_driver_path(engine)
-        self._firings: dict[str, DriverFiring | None] = {}
         self.tables: StatekitTables = statekit_tables(metadata)
+        self._driver = DriverPath(engine, self.tables.transitions, enabled=driver_path)
         self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
         self._row_units: dict[int, RowUnit | DriverUnit] = {}
@@ -133,7 +121,7 @@ class SQLAlchemyStore(SweepOperations):
             python_type: Callable[[str], Any] = key.type.python_type
         except NotImplementedError:
             python_type = str
-        self._firings.pop(machine.name, None)
+        self._driver.forget(machine.name)
         self._bindings[machine.name] = EntityBinding(
             machine=machine,
             entity_class=entity_class,
@@ -329,7 +317,7 @@ class SQLAlchemyStore(SweepOperations):
                     raise half.error from half.__cause__
             if after_commit is not None:
                 defer(session, lambda: after_commit(record))
-        elif (firing := self._driver_firing(plan.entity_type)) is not None:
+        elif (firing := self._driver.firing(binding)) is not None:
             try:
                 apply_detached(
                     self.engine,
@@ -458,7 +446,7 @@ class SQLAlchemyStore(SweepOperations):
             InstanceNotFoundError: no row has this key.
             StoreError: the database failed (ConcurrentTransitionError for a lost race).
         """
-        firing = self._driver_firing(entity_type)
+        firing = self._driver.firing(self._binding(entity_type))
         if firing is None:
             with self.transaction(entity_type, key) as entity:
                 yield entity
@@ -474,33 +462,6 @@ class SQLAlchemyStore(SweepOperations):
             raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded
             callback()
-
-    def _driver_firing(self, entity_type: str) -> DriverFiring | None:
-        """The driver-path statements of `entity_type` when they may be used now."""
-        if not self._driver_path:
-            return None
-        firing = self._firing_of(entity_type)
-        return firing if firing is not None and driver_path_allowed(self.engine) else None
-
-    def _firing_of(self, entity_type: str) -> DriverFiring | None:
-        """The driver-path statements of `entity_type`, or None where its class needs
-        the ORM (relationships, attribute listeners) or SQLAlchemy's execution."""
-        if entity_type in self._firings:
-            return self._firings[entity_type]
-        binding = self._binding(entity_type)
-        firing = None
-        if binding.rows is not None and binding.write_state is not None:
-            try:
-                firing = DriverFiring(
-                    binding,
-                    self.tables.transitions,
-                    self.engine.dialect,
-                    hide_parameters=self.engine.hide_parameters,
-                )
-            except Unsupported as why:
-                logger.info("%s fires by key through SQLAlchemy: %s", entity_type, why)
-        self._firings[entity_type] = firing
-        return firing
 
     @contextmanager
     def session_unit(self, entity_type: str, key: str) -> Iterator[Any]:
