@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     Uuid,
+    cast,
     create_engine,
     event,
     insert,
@@ -238,9 +239,10 @@ def test_the_driver_path_loads_and_writes_what_the_orm_would(env: Env) -> None:
         ["new", "live"],
         Size.LARGE,
     )
+    gadgets = Gadget.__table__
+    as_stored = select(cast(gadgets.c.label, String)).where(gadgets.c.id == key)
     with env.engine.connect() as conn:
-        raw = conn.execute(text("SELECT label FROM gadgets")).scalar()
-    assert raw == "WIDGET"
+        assert conn.execute(as_stored).scalar() == "WIDGET"
     # the entity the listener got, after commit, holds what a fresh ORM load holds
     assert env.seen.versions == [1]
     [columns] = env.seen.columns
@@ -475,7 +477,8 @@ def _try_to_bump(env: Env, key: uuid.UUID) -> str:
     impatient = engine_for(env.url, busy_timeout_ms=50)
     try:
         with impatient.begin() as conn:
-            conn.execute(update(Gadget.__table__).values(state_version=99))
+            gadgets = Gadget.__table__
+            conn.execute(update(gadgets).where(gadgets.c.id == key).values(state_version=99))
     except OperationalError as exc:
         return str(exc.orig)
     finally:
@@ -612,7 +615,8 @@ def test_the_pooled_connection_goes_back_transactional(env: Env) -> None:
     key = env.new()
     env.runner.fire_by_key(key, "publish")  # on PostgreSQL: in autocommit
     with env.engine.connect() as conn:
-        conn.execute(update(Gadget.__table__).values(label="changed"))
+        gadgets = Gadget.__table__
+        conn.execute(update(gadgets).where(gadgets.c.id == key).values(label="changed"))
         conn.rollback()
     assert env.loaded(key).label == "widget"
 
@@ -626,7 +630,8 @@ def test_an_autocommit_engine_keeps_its_connections_in_autocommit(env: Env) -> N
         key = env.new()
         Runner(GadgetWorkflow.machine, store).fire_by_key(key, "publish")
         with engine.connect() as conn:  # the same pooled connection, still autocommit
-            conn.execute(update(Gadget.__table__).values(label="kept"))
+            gadgets = Gadget.__table__
+            conn.execute(update(gadgets).where(gadgets.c.id == key).values(label="kept"))
             conn.rollback()  # nothing to roll back: the UPDATE committed by itself
     finally:
         engine.dispose()
