@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,19 @@ from statekit.records import Plan, Snapshot
 from statekit.store.sqlalchemy.errors import conflict
 from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
 
-__all__ = ["EntityBinding"]
+__all__ = ["COMPARE_AND_SET_PARAMS", "EntityBinding"]
+
+_SET_PARAMS = {
+    "state": "state_",
+    "version": "next_",
+    "entered_at": "at_",
+    "deadline_at": "deadline_",
+    "stuck_at": "stuck_at_",
+    "stuck_reason": "reason_",
+    "definition_version": "definition_",
+}
+COMPARE_AND_SET_PARAMS = ("k_", "v_", *_SET_PARAMS.values())
+"""The bound parameters of `EntityBinding.compare_and_set`."""
 
 
 @dataclass(frozen=True)
@@ -38,23 +50,21 @@ class EntityBinding:
         object.__setattr__(self, "state_names", names)
         if not _observed(self.entity_class, names):
             object.__setattr__(self, "write_state", loaded_values_writer(names))
+        object.__setattr__(self, "compare_and_set", self.compare_and_set_with())
+
+    def compare_and_set_with(self, extra: Mapping[Column[Any], Any] | None = None) -> Any:
+        """The compare-and-set UPDATE (parameters: `compare_and_set_values`), setting
+        also the columns in `extra` to the given values or bound parameters."""
         cols = self.columns
-        statement = (
+        values: dict[Column[Any], Any] = {
+            cols[attribute]: bindparam(param) for attribute, param in _SET_PARAMS.items()
+        }
+        values.update(extra or {})
+        return (
             update(self.table)
             .where(self.key == bindparam("k_"), cols["version"] == bindparam("v_"))
-            .values(
-                {
-                    cols["state"]: bindparam("state_"),
-                    cols["version"]: bindparam("next_"),
-                    cols["entered_at"]: bindparam("at_"),
-                    cols["deadline_at"]: bindparam("deadline_"),
-                    cols["stuck_at"]: bindparam("stuck_at_"),
-                    cols["stuck_reason"]: bindparam("reason_"),
-                    cols["definition_version"]: bindparam("definition_"),
-                }
-            )
+            .values(values)
         )
-        object.__setattr__(self, "compare_and_set", statement)
 
     def snapshot_select(self) -> Select[Any]:
         """SELECT of the key and the state columns, in `Snapshot` order."""

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select, update
+from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.attributes import instance_state
@@ -37,7 +37,7 @@ from sqlalchemy.sql.expression import ClauseElement
 from statekit.engine import StateWriter
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
-from statekit.store.sqlalchemy.binding import EntityBinding
+from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBinding
 from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
@@ -70,16 +70,6 @@ _WATCHED_EVENTS = (
     "commit",
     "rollback",
 )
-
-_STATE_PARAMS = {
-    "state": "state_",
-    "version": "next_",
-    "entered_at": "at_",
-    "deadline_at": "deadline_",
-    "stuck_at": "stuck_at_",
-    "stuck_reason": "reason_",
-    "definition_version": "definition_",
-}
 
 
 def supports_driver_path(engine: Engine) -> bool:
@@ -224,11 +214,10 @@ class DriverFiring:
             dialect,
             ["key_"],
         )
-        self._history_names = list(INSERT_COLUMNS)
         self.insert_history = DriverStatement.compile(
-            insert(history).values({name: bindparam(f"h_{name}") for name in self._history_names}),
+            insert(history).values({name: bindparam(f"h_{name}") for name in INSERT_COLUMNS}),
             dialect,
-            [f"h_{name}" for name in self._history_names],
+            [f"h_{name}" for name in INSERT_COLUMNS],
         )
         self._writes: dict[tuple[str, ...], DriverStatement] = {}
         self._results: tuple[Callable[[Any], Any] | None, ...] | None = None
@@ -257,30 +246,21 @@ class DriverFiring:
         return statement
 
     def _compile_write(self, changed: tuple[str, ...]) -> DriverStatement:
-        binding = self.binding
-        cols = binding.columns
-        values: dict[Column[Any], Any] = {
-            cols[attribute]: bindparam(param) for attribute, param in _STATE_PARAMS.items()
-        }
-        names = ["k_", "v_", *_STATE_PARAMS.values()]
         column_of = dict(self.loader.attributes)
-        for index, attribute in enumerate(changed):
-            values[column_of[attribute]] = bindparam(f"c{index}_")
-            names.append(f"c{index}_")
-        cas = (
-            update(binding.table)
-            .where(binding.key == bindparam("k_"), cols["version"] == bindparam("v_"))
-            .values(values)
-        )
+        extra: dict[Column[Any], Any] = {
+            column_of[name]: bindparam(f"c{i}_") for i, name in enumerate(changed)
+        }
+        cas = self.binding.compare_and_set_with(extra)
+        names = [*COMPARE_AND_SET_PARAMS, *(f"c{i}_" for i in range(len(changed)))]
         if not self.one_statement:
             return DriverStatement.compile(cas, self.dialect, names)
         moved = cas.returning(literal_column("1")).cte("statekit_moved")
         history = self.history
         row = select(
-            *(bindparam(f"h_{name}", type_=history.c[name].type) for name in self._history_names)
+            *(bindparam(f"h_{name}", type_=history.c[name].type) for name in INSERT_COLUMNS)
         ).select_from(moved)
-        statement = insert(history).from_select(self._history_names, row).add_cte(moved)
-        names.extend(f"h_{name}" for name in self._history_names)
+        statement = insert(history).from_select(INSERT_COLUMNS, row).add_cte(moved)
+        names.extend(f"h_{name}" for name in INSERT_COLUMNS)
         return DriverStatement.compile(statement, self.dialect, names)
 
 
