@@ -43,7 +43,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -397,12 +397,16 @@ class SQLAlchemyContestant:
         """Fire `event` on each key and return the statements of each transition."""
         log: list[str] = []
         per: list[list[str]] = []
-        with _recording(self.engine, log):
+        with self.recording(log):
             for key in keys:
                 self.step(key, event)
                 per.append(list(log))
                 log.clear()
         return per
+
+    def recording(self, log: list[str]) -> AbstractContextManager[None]:
+        """Append the verb of every statement sent meanwhile to `log`."""
+        return _recording(self.engine, log)
 
     def verify(self) -> Verified:
         """Count entities, delivered entities at version 3 and history rows."""
@@ -439,26 +443,21 @@ class StatekitContestant(SQLAlchemyContestant):
     def step(self, key: int, event: str) -> None:
         self.runner.fire_by_key(key, event)
 
-    def record(self, event: str, keys: range) -> list[list[str]]:
-        """As for the others, from the `statekit.sql` log: on SQLite and PostgreSQL
-        `fire_by_key` sends its statements on the DBAPI connection, and listening to
-        the engine's events would make it keep SQLAlchemy's `Connection` instead."""
-        log: list[str] = []
-        per: list[list[str]] = []
+    @contextmanager
+    def recording(self, log: list[str]) -> Iterator[None]:
+        """From the `statekit.sql` log: on SQLite and PostgreSQL `fire_by_key` sends
+        its statements on the DBAPI connection, and listening to the engine's events
+        would make it keep SQLAlchemy's `Connection` instead."""
         handler = _StatementLog(log)
         sql = logging.getLogger("statekit.sql")
         level = sql.level
         sql.setLevel(logging.DEBUG)
         sql.addHandler(handler)
         try:
-            for key in keys:
-                self.step(key, event)
-                per.append(list(log))
-                log.clear()
+            yield
         finally:
             sql.removeHandler(handler)
             sql.setLevel(level)
-        return per
 
 
 class _StatementLog(logging.Handler):
