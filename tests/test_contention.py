@@ -188,3 +188,51 @@ def test_duplicate_deliveries_from_two_processes_apply_once(
         assert sorted(r["replayed"] for r in results) == [False, True]
         assert _versions(engine)[key] == before + 1
         assert _history(engine)[key] == list(range(1, before + 2))
+
+
+ROUNDS = 200
+
+
+@pytest.mark.parametrize("driver_path", [True, False], ids=["driver", "connection"])
+def test_duplicate_deliveries_of_an_action_apply_once_per_round(
+    database_url: str, engine: Engine, driver_path: bool
+) -> None:
+    """Four processes deliver the same message for each of 200 rounds; `assign` has
+    an action, so the losers restore their copy. A restored copy must never be
+    written back over the winner's row."""
+    runner = Runner(TicketWorkflow.machine, SQLAlchemyStore(engine, ENTITIES))
+    key = "ticket-dup"
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        ticket = TicketRow(id=key, subject="duplicates")
+        session.add(ticket)
+        runner.start(ticket)
+    runner.fire_by_key(key, "assign", agent="first")  # now in `assigned`, version 1
+    base = _versions(engine)[key]
+    workers = [
+        spawn(
+            "duplicate_rounds",
+            url=database_url,
+            key=key,
+            rounds=ROUNDS,
+            base=base,
+            driver_path=driver_path,
+        )
+        for _ in range(WORKERS)
+    ]
+    results = [result(w) for w in workers]
+    assert sum(r["errors"] for r in results) == 0
+    applied = sum(r["applied"] for r in results)
+    raced = sum(r["raced"] for r in results)
+    print(f"{engine.dialect.name}: {applied} applied, {raced} lost races restored")
+    if engine.dialect.name != "sqlite":  # SQLite's unit holds the write lock from its start
+        assert raced > 0  # deliveries did lose their compare-and-set, and were restored
+    store = SQLAlchemyStore(engine, ENTITIES)
+    history = store.history("ticket", key)
+    version = _versions(engine)[key]
+    assert [r.seq for r in history] == list(range(1, version + 1))  # contiguous
+    assert version == base + ROUNDS  # every round applied exactly once
+    assert applied == ROUNDS
+    rounds = [r.idempotency_key for r in history[base:]]
+    assert rounds == [f"round-{n}" for n in range(ROUNDS)]
+    # and the row still moves: no version is left that its history contradicts
+    assert runner.fire_by_key(key, "assign", agent="last").seq == version + 1

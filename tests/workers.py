@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import sys
+import time
 from typing import Any
 
 from sqlalchemy import Connection, event, func, insert, select, update
@@ -172,6 +173,70 @@ def duplicate(url: str, key: str, idempotency_key: str, by_key: bool = False) ->
     return {"seq": record.seq, "replayed": record.replayed}
 
 
+def duplicate_rounds(
+    url: str, key: str, rounds: int, base: int, driver_path: bool
+) -> dict[str, Any]:
+    """Deliver `assign` (an event with an action) once per round with the round's
+    idempotency key, as a queue that delivers every message several times would.
+    Before round r the worker waits (briefly) until round r-1 is in the database, so
+    the workers of one round race each other."""
+    engine = engine_for(url)
+    store = SQLAlchemyStore(engine, ENTITIES, driver_path=driver_path)
+    runner = Runner(TicketWorkflow.machine, store)
+    version = select(TicketRow.state_version).where(TicketRow.id == key)
+    applied = replayed = conflicts = errors = raced = 0
+    apply = store.apply
+
+    def counting_apply(*args: Any, **kwargs: Any) -> TransitionRecord:
+        nonlocal raced
+        try:
+            return apply(*args, **kwargs)
+        except ConcurrentTransitionError:
+            raced += 1  # this delivery decided, then lost its compare-and-set
+            raise
+
+    history = store.history
+
+    def slow_history(*args: Any, **kwargs: Any) -> Any:
+        found = history(*args, **kwargs)
+        if not found and kwargs.get("idempotency_key"):
+            time.sleep(0.005)  # widen the gap between "not recorded yet" and the write
+        return found
+
+    store.apply = counting_apply  # type: ignore[method-assign]
+    store.history = slow_history  # type: ignore[method-assign]
+    for number in range(rounds):
+        deadline = time.monotonic() + 2  # then deliver anyway
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                if (conn.execute(version).scalar() or 0) >= base + number:
+                    break
+                conn.rollback()
+                time.sleep(0.001)
+        try:
+            record = runner.fire_by_key(
+                key, "assign", idempotency_key=f"round-{number}", agent=f"agent-{number}"
+            )
+        except ConcurrentTransitionError:
+            conflicts += 1
+        except Exception as exc:  # reported, and the test fails on any
+            errors += 1
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            if record.replayed:
+                replayed += 1
+            else:
+                applied += 1
+    engine.dispose()
+    return {
+        "applied": applied,
+        "replayed": replayed,
+        "conflicts": conflicts,
+        "errors": errors,
+        "raced": raced,
+    }
+
+
 def _job_sweeper(url: str, batch_size: int) -> Any:
     from statekit import Sweeper
     from tests.sweep_support import JobRow, JobWorkflow
@@ -231,6 +296,7 @@ def main() -> None:
         "hang": hang_before_commit,
         "hang_by_key": hang_before_commit_by_key,
         "duplicate": duplicate,
+        "duplicate_rounds": duplicate_rounds,
         "sweep": sweep,
         "sweep_until_killed": sweep_until_killed,
     }[command]

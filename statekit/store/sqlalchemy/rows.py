@@ -4,7 +4,8 @@ For a mapped class whose attributes are all plain columns of its own table (no
 relationships, no SQL expressions), a unit loads the row with one SELECT on one
 connection into a detached instance of the class (its methods and properties work;
 its attributes hold the committed values), and writes back, in the same
-transaction, any column an action changed. This costs about a third of an ORM
+transaction, any column an action or the block changed, under the version check of
+`writeback.py`. This costs about a third of an ORM
 Session unit; classes with relationships keep the Session.
 """
 
@@ -12,13 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Connection, Select, Table, bindparam, select, update
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import instance_dict, instance_state
 
 from statekit.engine import StateWriter
+from statekit.store.sqlalchemy.writeback import (
+    check_unchanged_state,
+    net_changes,
+    stored_version,
+    write_back_conflict,
+)
+
+if TYPE_CHECKING:
+    from statekit.store.sqlalchemy.binding import EntityBinding
 
 __all__ = ["RowLoader", "RowUnit", "loaded_values_writer", "row_loader"]
 
@@ -81,16 +91,31 @@ class RowLoader:
         state.key = self.mapper.identity_key_from_primary_key(identity)
         return entity
 
-    def write_changes(self, conn: Connection, entity: Any, key: Any) -> None:
-        """UPDATE the columns changed on `entity` since it was loaded (if any)."""
-        state = instance_state(entity)
-        changed = state.committed_state  # attributes set since they were last committed
+    def write_changes(
+        self, conn: Connection, entity: Any, binding: EntityBinding, key: str
+    ) -> None:
+        """UPDATE the columns whose value changed on `entity` since it was loaded (if
+        any), only while the row is still at the version the entity holds.
+
+        Raises:
+            ConcurrentTransitionError: another writer moved the row on first.
+            StoreError: the block set a state attribute outside a transition.
+        """
+        changed = net_changes(entity)
         if not changed:
             return
+        check_unchanged_state(binding, key, changed)
         values = instance_dict(entity)
         changes = {column: values[name] for name, column in self.attributes if name in changed}
-        if changes:
-            conn.execute(update(self.table).where(self.key == key).values(changes))
+        if not changes:
+            return
+        held: int = values[binding.machine.fields.version]
+        coerced = binding.coerce_key(key)
+        version = binding.columns["version"]
+        statement = update(self.table).where(self.key == coerced, version == held)
+        if conn.execute(statement.values(changes)).rowcount != 1:
+            actual = stored_version(conn, binding, coerced)
+            raise write_back_conflict(binding, key, held, actual)
 
 
 def row_loader(mapper: Mapper[Any], table: Table, key: Column[Any]) -> RowLoader | None:

@@ -53,6 +53,7 @@ from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted,
 from statekit.store.sqlalchemy.sqlite import configure_sqlite
 from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
+from statekit.store.sqlalchemy.writeback import note_written
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
@@ -315,6 +316,7 @@ class SQLAlchemyStore(SweepOperations):
                 except HalfWritten as half:
                     refuse_commit(session, half.reason)
                     raise half.error from half.__cause__
+                note_written(session, entity, plan.expected_version + 1)
             if after_commit is not None:
                 defer(session, lambda: after_commit(record))
         elif (firing := self._driver.firing(binding)) is not None:
@@ -425,7 +427,7 @@ class SQLAlchemyStore(SweepOperations):
                     yield entity
                     if unit.half_written is not None:
                         raise StoreError(f"commit refused: {unit.half_written}")
-                    loader.write_changes(conn, entity, coerced)
+                    loader.write_changes(conn, entity, binding, key)
                 finally:
                     del self._row_units[id(entity)]
         except sa_exc.SQLAlchemyError as exc:

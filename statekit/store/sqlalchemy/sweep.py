@@ -44,6 +44,7 @@ from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements, insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
+from statekit.store.sqlalchemy.writeback import guard_session_unit
 from statekit.sweeper import COMPENSATIONS_DUE
 
 UNIT_CALLBACKS = "statekit_unit_callbacks"
@@ -511,6 +512,7 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
             entity = session.get(binding.entity_class, binding.coerce_key(key))
             if entity is None:
                 raise InstanceNotFoundError(entity_type=entity_type, key=key)
+            guard_session_unit(session, binding, entity, key)
             yield entity
             session.commit()
     except sa_exc.SQLAlchemyError as exc:

@@ -1,0 +1,136 @@
+"""What a unit of work writes back when its block ends goes through the version check.
+
+A unit (`SQLAlchemyStore.transaction`, `session_unit`, `fire_by_key` off the driver
+path) loads an entity, lets the block fire events on it and change its columns, and
+writes the changed columns when the block ends. Between the load and that write
+another writer may have moved the row on. Two rules keep the block from writing a
+stale copy over the winner:
+
+- Only net changes count: an attribute set and then put back (a Runner restoring
+  the entity after a lost race or a failed post-condition) is not a change.
+- The write names the version the entity holds: the light unit's UPDATE carries
+  `AND state_version = :held`; a Session unit locks the row and compares its version
+  before the flush. A mismatch is `ConcurrentTransitionError` and the unit rolls
+  back. State attributes never change outside a transition: setting one by hand in
+  a unit is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Column, Connection, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.base import NO_VALUE
+
+from statekit.errors import ConcurrentTransitionError, StoreError
+
+if TYPE_CHECKING:
+    from statekit.store.sqlalchemy.binding import EntityBinding
+
+__all__ = [
+    "WRITE_BACK_EVENT",
+    "check_unchanged_state",
+    "guard_session_unit",
+    "net_changes",
+    "note_written",
+    "stored_version",
+]
+
+WRITE_BACK_EVENT = "(changes)"
+"""The `event` of the `ConcurrentTransitionError` for a refused write-back."""
+
+_WRITTEN = "statekit_written_versions"
+"""`Session.info` key: entity id -> the version statekit wrote in this transaction."""
+
+
+def net_changes(entity: object) -> list[str]:
+    """Names of the column attributes whose value differs from what was loaded."""
+    state = instance_state(entity)
+    manager = state.manager
+    values = state.dict
+    changed = []
+    for name, original in state.committed_state.items():
+        attribute = manager.get(name)
+        if attribute is None:  # pragma: no cover - committed_state names attributes
+            continue
+        current = values.get(name, NO_VALUE)
+        if original is NO_VALUE or attribute.impl.is_equal(current, original) is not True:
+            changed.append(name)
+    return changed
+
+
+def check_unchanged_state(binding: EntityBinding, key: str, changed: Sequence[str]) -> None:
+    """Refuse a write-back that would set state attributes outside a transition."""
+    moved = [name for name in changed if name in binding.state_names]
+    if moved:
+        machine = binding.machine
+        raise StoreError(
+            f"{machine.name} {key}: {', '.join(moved)} changed outside a transition; "
+            f"state attributes change only by firing an event "
+            f"(events: {', '.join(machine.events)})"
+        )
+
+
+def stored_version(conn: Connection, binding: EntityBinding, key: Any) -> int | None:
+    """The row's version, read with a lock held to the end of the transaction (under
+    REPEATABLE READ a plain read would return this transaction's snapshot)."""
+    version: Column[Any] = binding.columns["version"]
+    query = select(version).where(binding.key == key).with_for_update()
+    found: int | None = conn.execute(query).scalar()
+    return found
+
+
+def write_back_conflict(
+    binding: EntityBinding, key: str, held: int, actual: int | None
+) -> ConcurrentTransitionError:
+    """The error for a write-back whose entity is no longer at the version it holds."""
+    return ConcurrentTransitionError(
+        entity_type=binding.machine.name,
+        key=key,
+        event=WRITE_BACK_EVENT,
+        expected_version=held,
+        actual_version=actual,
+    )
+
+
+def note_written(session: Session, entity: object, version: int) -> None:
+    """Remember that statekit wrote `entity`'s row at `version` in the Session's
+    transaction: the row is locked and current, so its write-back needs no check."""
+    written: dict[int, int] | None = session.info.get(_WRITTEN)
+    if written is not None:  # a unit's Session (see `guard_session_unit`)
+        written[id(entity)] = version
+
+
+def guard_session_unit(session: Session, binding: EntityBinding, entity: object, key: str) -> None:
+    """Check the version before any flush of `session` writes `entity`'s row."""
+    session.info[_WRITTEN] = {}
+    sa_event.listen(session, "before_flush", partial(_before_flush, binding, entity, key))
+    sa_event.listen(session, "after_transaction_end", _forget_written)
+
+
+def _before_flush(
+    binding: EntityBinding, entity: object, key: str, session: Session, *_: Any
+) -> None:
+    if entity not in session:
+        return
+    changed = net_changes(entity)
+    if not changed:
+        return
+    check_unchanged_state(binding, key, changed)
+    held: int = instance_state(entity).dict[binding.machine.fields.version]
+    written: dict[int, int] = session.info.get(_WRITTEN, {})
+    if written.get(id(entity)) == held:
+        return
+    actual = stored_version(session.connection(), binding, binding.coerce_key(key))
+    if actual != held:
+        raise write_back_conflict(binding, key, held, actual)
+
+
+def _forget_written(session: Session, transaction: Any) -> None:
+    if transaction.parent is None and _WRITTEN in session.info:
+        session.info[_WRITTEN] = {}
