@@ -200,9 +200,10 @@ class Location:
     path: str = ""  # the SQLite file
 
     def engine(self) -> Engine:
-        """An engine; SQLite gets statekit's configuration (WAL, FULL, BEGIN IMMEDIATE)."""
+        """An engine; SQLite gets statekit's configuration (WAL, FULL), and every
+        contestant's transactions begin IMMEDIATE, as Django's are configured to."""
         if self.dialect == "sqlite":
-            return sqlite_engine(self.path)
+            return sqlite_engine(self.path, begin="IMMEDIATE")
         return create_engine(self.url)
 
     def django(self) -> dict[str, Any]:
@@ -307,7 +308,7 @@ def _recording(engine: Engine, log: list[str]) -> Iterator[None]:
         log.append(_verb(statement))
 
     def on_begin(conn: Any) -> None:
-        if not sqlite:  # SQLite: statekit's configure_sqlite sends BEGIN IMMEDIATE itself
+        if not sqlite:  # SQLite: configure_sqlite's begin listener sends BEGIN IMMEDIATE
             log.append("BEGIN")
 
     def on_commit(conn: Any) -> None:

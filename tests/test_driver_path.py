@@ -490,9 +490,9 @@ def _break_the_next_call(env: Env) -> Any:
     """Make the database refuse the next by-key fire; returns what undoes that."""
     name = env.engine.dialect.name
     if name == "sqlite":  # another writer holds the lock longer than we wait
-        other = engine_for(env.url)
+        other = engine_for(env.url, begin="IMMEDIATE")
         blocker = other.connect()
-        blocker.begin()  # statekit's SQLite engines begin with BEGIN IMMEDIATE
+        blocker.begin()  # takes the write lock at once
 
         def release() -> None:
             blocker.close()

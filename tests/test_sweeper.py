@@ -303,7 +303,8 @@ def test_a_locked_row_is_skipped_not_waited_for(env: Env) -> None:
         impatient = engine_for(url, busy_timeout_ms=100)
         store = SQLAlchemyStore(impatient, {JobWorkflow.machine: JobRow})
         other = Sweeper([Runner(JobWorkflow.machine, store, clock=env.clock)], clock=env.clock)
-        with Session(env.engine) as session, session.begin():
+        writer = env.engine.execution_options(statekit_begin="IMMEDIATE")
+        with Session(writer) as session, session.begin():
             session.get(JobRow, "held")  # a write transaction, from its first statement
             with pytest.raises(StatekitError, match="database is locked"):
                 other.run_once()

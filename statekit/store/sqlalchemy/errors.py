@@ -19,6 +19,9 @@ __all__ = ["conflict", "is_conflict", "translate"]
 # MySQL/MariaDB 1213 deadlock, 1020 "record has changed since last read".
 _CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 _CONFLICT_MYSQL_CODES = frozenset({1213, 1020})
+# SQLITE_BUSY_SNAPSHOT: a deferred transaction's read is older than the last commit,
+# so it may not write (SQLite's own optimistic check, in WAL mode).
+_SQLITE_BUSY_SNAPSHOT = 517
 _CONFLICT_CONSTRAINTS = (HISTORY_SEQ_CONSTRAINT, HISTORY_IDEMPOTENCY_CONSTRAINT)
 
 
@@ -34,6 +37,8 @@ def is_conflict(error: BaseException) -> bool:
         return True
     args = getattr(orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _CONFLICT_MYSQL_CODES:
+        return True
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_BUSY_SNAPSHOT:
         return True
     if isinstance(error, sa_exc.IntegrityError):
         text = str(orig)

@@ -50,7 +50,7 @@ from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
 from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, session_of
-from statekit.store.sqlalchemy.sqlite import configure_sqlite
+from statekit.store.sqlalchemy.sqlite import configure_sqlite, for_writing
 from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
 from statekit.store.sqlalchemy.writeback import note_written
@@ -83,9 +83,10 @@ class SQLAlchemyStore(SweepOperations):
     ) -> None:
         configure_sqlite(engine)
         self.engine = engine
+        self.writer = for_writing(engine)  # statekit's own write units
         self.tables: StatekitTables = statekit_tables(metadata)
         self._driver = DriverPath(engine, self.tables.transitions, enabled=driver_path)
-        self.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
+        self.sessionmaker = sessionmaker(bind=self.writer, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
         self._row_units: dict[int, RowUnit | DriverUnit] = {}
         history = self.tables.transitions
@@ -334,7 +335,7 @@ class SQLAlchemyStore(SweepOperations):
                 after_commit(record)
         else:
             try:
-                with self.engine.connect() as conn, conn.begin():
+                with self.writer.connect() as conn, conn.begin():
                     self._write(conn, binding, plan, record)
             except HalfWritten as half:  # the transaction rolled back: nothing was written
                 raise half.error from half.__cause__
@@ -417,7 +418,7 @@ class SQLAlchemyStore(SweepOperations):
             return
         loader, coerced = binding.rows, binding.coerce_key(key)
         try:
-            with self.engine.connect() as conn, conn.begin():
+            with self.writer.connect() as conn, conn.begin():
                 row = conn.execute(loader.load, {"key_": coerced}).first()
                 if row is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)

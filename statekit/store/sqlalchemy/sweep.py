@@ -94,6 +94,7 @@ class SweepOperations:
     """Mixed into `SQLAlchemyStore`; the statements the `Sweeper` needs."""
 
     engine: Engine
+    writer: Engine  # `engine` for statekit's write units (see sqlite.py)
     tables: StatekitTables
     sessionmaker: orm.sessionmaker[Session]
 
@@ -119,8 +120,8 @@ class SweepOperations:
         claim locks only the rows it takes (REPEATABLE READ would also lock the gaps
         between them and stall other sweepers' inserts)."""
         if self.engine.dialect.name in {"mysql", "mariadb"}:
-            return self.engine.execution_options(isolation_level="READ COMMITTED")
-        return self.engine
+            return self.writer.execution_options(isolation_level="READ COMMITTED")
+        return self.writer
 
     @cached_property
     def _sweep_sessions(self) -> orm.sessionmaker[Session]:
@@ -185,7 +186,6 @@ class SweepOperations:
             probe, parameters = cache[key], {"now": now}
         try:
             with self._probe_engine.connect() as conn:
-                conn = conn.execution_options(statekit_read_only=True)
                 return {row[0] for row in conn.execute(probe, parameters)}
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"checking for due work failed: {exc}") from exc
