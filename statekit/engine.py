@@ -35,7 +35,15 @@ from statekit.errors import (
 from statekit.records import Context, Plan, Snapshot
 from statekit.validation import graph_problems, reference_problems
 
-__all__ = ["STATE_KEYS", "Handler", "Machine", "Note", "StateFields", "StateWriter"]
+__all__ = [
+    "STATE_KEYS",
+    "Handler",
+    "Machine",
+    "Note",
+    "StateFields",
+    "StateWriter",
+    "check_version",
+]
 
 logger = logging.getLogger("statekit")
 
@@ -156,6 +164,27 @@ def _failure(kind: str, name: str, verdict: object) -> str | None:
         return verdict or "returned an empty reason"
     raise TypeError(
         f"{kind} {name!r} returned {verdict!r}; it must return True, False or a reason string"
+    )
+
+
+def check_version(entity_type: str, key: str | None, version: object) -> None:
+    """Refuse a stored state version no transition can follow: anything but a whole
+    number from 0 up (None counts as 0, an entity not yet stored).
+
+    Raises:
+        DefinitionMismatchError: naming the entity and the version.
+    """
+    if version is None or (type(version) is int and version >= 0):
+        return
+    raise DefinitionMismatchError(
+        entity_type=entity_type,
+        key=key,
+        field="state version",
+        value=version,
+        expected=(
+            "a state version counts the instance's transitions, a whole number from 0 up; "
+            "repair the row (its history has one row per version) before firing again"
+        ),
     )
 
 
@@ -321,6 +350,7 @@ class Machine:
         )
 
     def _check_known(self, entity: object, state: str, key: str | None) -> None:
+        check_version(self.name, key, getattr(entity, self.fields.version, None))
         if state not in self._table:
             raise DefinitionMismatchError(
                 entity_type=self.name, key=key, field="state", value=state, known=self.states
@@ -355,7 +385,11 @@ class Machine:
             NotStartedError, DefinitionMismatchError: as for `decide`.
             ValueError: `target` is not a declared state.
         """
-        snapshot = entity if isinstance(entity, Snapshot) else self.snapshot(entity)
+        if isinstance(entity, Snapshot):
+            snapshot = entity
+            check_version(self.name, snapshot.key, snapshot.version)
+        else:
+            snapshot = self.snapshot(entity)
         if target not in self._table:
             raise ValueError(f"machine {self.name!r} has no state {target!r}")
         timeout = self.timeouts.get(target)
@@ -452,8 +486,10 @@ class Machine:
                 for name in (f.state, f.version, f.definition_version, f.key)
             )
         events = self._table.get(state)
-        if events is None or (
-            stored_definition is not None and stored_definition not in self._accepted_versions
+        if (
+            events is None
+            or (stored_definition is not None and stored_definition not in self._accepted_versions)
+            or (version is not None and (type(version) is not int or version < 0))
         ):
             if state is None:
                 raise NotStartedError(entity_type=self.name, key=self.key_of(entity), event=event)

@@ -298,7 +298,8 @@ class InstanceNotFoundError(StoreError):
 
 
 class DefinitionMismatchError(StoreError):
-    """A stored state or definition version is unknown to the machine."""
+    """A stored state, definition version or state version is unknown to the machine
+    (or impossible); `expected` says what is allowed where `known` cannot list it."""
 
     def __init__(
         self,
@@ -307,17 +308,23 @@ class DefinitionMismatchError(StoreError):
         key: str | None,
         field: str,
         value: object,
-        known: Sequence[object],
+        known: Sequence[object] = (),
+        expected: str | None = None,
     ) -> None:
         self.entity_type = entity_type
         self.key = key
         self.field = field
         self.value = value
         self.known = tuple(known)
-        super().__init__(
-            f"{_entity(entity_type, key)} has {field} {value!r}, which machine "
-            f"{entity_type!r} does not know (known: {', '.join(map(str, known)) or 'none'})"
-        )
+        self.expected = expected
+        if expected is not None:
+            message = f"{_entity(entity_type, key)} has {field} {value!r}; {expected}"
+        else:
+            message = (
+                f"{_entity(entity_type, key)} has {field} {value!r}, which machine "
+                f"{entity_type!r} does not know (known: {', '.join(map(str, known)) or 'none'})"
+            )
+        super().__init__(message)
 
 
 class CompensationError(StatekitError):

@@ -61,3 +61,27 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(drop))
         admin.dispose()
+
+
+def kill_other_connections(url: str) -> None:
+    """End every other session on the server database at `url`, as a restart would:
+    `pg_terminate_backend` on PostgreSQL, `KILL` on MariaDB and MySQL."""
+    admin = create_engine(url)
+    with admin.connect() as conn:
+        if admin.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        else:
+            others = conn.execute(
+                text(
+                    "SELECT id FROM information_schema.processlist "
+                    "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+                )
+            ).scalars()
+            for other in list(others):
+                conn.execute(text(f"KILL {int(other)}"))
+    admin.dispose()

@@ -56,7 +56,7 @@ from statekit.store.sqlalchemy.driver import (
     supports_driver_path,
 )
 from statekit.store.sqlalchemy.history import history_row
-from tests.sql_support import engine_for
+from tests.sql_support import engine_for, kill_other_connections
 
 
 class Shouted(TypeDecorator[str]):
@@ -502,25 +502,7 @@ def _break_the_next_call(env: Env) -> Any:
     env.engine.dispose()
     with env.engine.connect() as conn:  # the pool's only connection from now on
         conn.execute(text("SELECT 1"))
-    admin = create_engine(env.url)
-    with admin.connect() as conn:
-        if name == "postgresql":
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-        else:
-            others = conn.execute(
-                text(
-                    "SELECT id FROM information_schema.processlist "
-                    "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-                )
-            ).scalars()
-            for other in list(others):
-                conn.execute(text(f"KILL {int(other)}"))
-    admin.dispose()
+    kill_other_connections(env.url)
     return env.engine.dispose
 
 

@@ -398,7 +398,17 @@ def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverUnit]:
     transaction, committed on a clean exit unless a write failed, rolled back
     otherwise; on PostgreSQL each statement commits by itself."""
     dialect = firing.dialect
-    pooled: Any = engine.raw_connection()
+    try:
+        pooled: Any = engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:  # connecting failed: as a `Connection` says it
+        raise sa_exc.DBAPIError.instance(
+            None,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=dialect.is_disconnect(exc, None, None),
+            dialect=dialect,
+        ) from exc
     try:
         dbapi = pooled.driver_connection
         in_transaction = False

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Table, Text, type_coerce
+
+from statekit.errors import StoreError
 from statekit.records import TransitionRecord
 
-__all__ = ["INSERT_COLUMNS", "RECORD_COLUMNS", "history_row", "record_of"]
+__all__ = ["INSERT_COLUMNS", "RECORD_COLUMNS", "history_row", "record_columns", "record_of"]
 
 RECORD_COLUMNS = (
     "seq",
@@ -44,9 +48,23 @@ def history_row(record: TransitionRecord) -> dict[str, Any]:
     }
 
 
+def record_columns(history: Table) -> list[Any]:
+    """The `RECORD_COLUMNS` of `history` to select for `record_of`: the payload as the
+    database's text, decoded by `record_of`, so a row that is not JSON is named."""
+    return [
+        type_coerce(history.c[name], Text()) if name == "payload" else history.c[name]
+        for name in RECORD_COLUMNS
+    ]
+
+
 def record_of(entity_type: str, key: str, row: Sequence[Any]) -> TransitionRecord:
-    """A record from a row selected with `RECORD_COLUMNS`."""
-    seq, event_name, source, target, at, actor, correlation, idem, payload, version = row
+    """A record from a row selected with `record_columns`.
+
+    Raises:
+        StoreError: the row's payload is not a JSON object (or null).
+    """
+    seq, event_name, source, target, at, actor, correlation, idem, raw, version = row
+    payload = _payload(entity_type, key, seq, raw)
     return TransitionRecord(
         entity_type=entity_type,
         key=key,
@@ -61,3 +79,21 @@ def record_of(entity_type: str, key: str, row: Sequence[Any]) -> TransitionRecor
         payload=payload,
         definition_version=version,
     )
+
+
+def _payload(entity_type: str, key: str, seq: int, raw: Any) -> dict[str, Any] | None:
+    """Decode a payload selected as text (drivers that decode JSON themselves, as
+    psycopg does, hand over the value already decoded)."""
+    try:
+        value = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    except ValueError as exc:
+        raise StoreError(
+            f"history row seq {seq} of {entity_type} {key} has a payload that is not valid "
+            f"JSON ({exc}); repair or remove that row"
+        ) from exc
+    if value is not None and not isinstance(value, dict):
+        raise StoreError(
+            f"history row seq {seq} of {entity_type} {key} has a payload that is not a JSON "
+            f"object: {type(value).__name__}"
+        )
+    return value

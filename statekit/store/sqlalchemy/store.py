@@ -10,7 +10,7 @@ statekit's own otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapper, object_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.exc import StaleDataError
 
-from statekit.engine import STATE_KEYS, Machine, StateWriter
+from statekit.engine import STATE_KEYS, Machine, StateWriter, check_version
 from statekit.errors import (
     ConcurrentTransitionError,
     DefinitionMismatchError,
@@ -42,11 +42,12 @@ from statekit.errors import (
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
 from statekit.store.sqlalchemy.binding import EntityBinding
+from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.driver import DriverPath, DriverUnit, apply_detached, driver_unit
 from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
-from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
 from statekit.store.sqlalchemy.history import history_row as _history_row
+from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
 from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, session_of
@@ -91,7 +92,7 @@ class SQLAlchemyStore(SweepOperations):
         self._row_units: dict[int, RowUnit | DriverUnit] = {}
         history = self.tables.transitions
         self._insert_history = insert(history)
-        self._history_columns = [history.c[name] for name in _RECORD_COLUMNS]
+        self._history_columns = record_columns(history)
         for machine, entity_class in (entities or {}).items():
             self.register(machine, entity_class)
 
@@ -164,15 +165,8 @@ class SQLAlchemyStore(SweepOperations):
                 f"(registered: {', '.join(sorted(self._bindings)) or 'none'})"
             ) from None
 
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(statekit_read_only=True)
-                with conn.begin():
-                    yield conn
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"reading from the store failed: {exc}") from exc
+    def _reading(self) -> AbstractContextManager[Connection]:
+        return reading(self.engine, "reading from the store")
 
     # -- the Store protocol ----------------------------------------------------------
 
@@ -195,6 +189,7 @@ class SQLAlchemyStore(SweepOperations):
 
     def _check_known(self, binding: EntityBinding, snapshot: Snapshot) -> None:
         machine = binding.machine
+        check_version(machine.name, snapshot.key, snapshot.version)
         if snapshot.state not in machine.states:
             raise DefinitionMismatchError(
                 entity_type=machine.name,
@@ -311,7 +306,10 @@ class SQLAlchemyStore(SweepOperations):
         session = session_of(entity)
         if session is not None:
             with session.no_autoflush:
-                conn = session.connection()
+                try:
+                    conn = session.connection()
+                except failures(self.engine) as exc:  # the Session could not connect
+                    raise translate(exc, plan, None) from exc
                 try:
                     self._write(conn, binding, plan, record)
                 except HalfWritten as half:

@@ -34,13 +34,13 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, object_session
 
 from statekit.compensation import CompensationTask
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import Snapshot, TransitionRecord
-from statekit.store.sqlalchemy.history import RECORD_COLUMNS as _RECORD_COLUMNS
+from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements, insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
@@ -82,7 +82,7 @@ def supports_skip_locked(engine: Engine) -> bool:
     if dialect.name not in {"mysql", "mariadb"}:
         return False
     if dialect.server_version_info is None:
-        with engine.connect():
+        with reading(engine, "reading the server version"):
             pass  # the first connection reads the server version
     version = tuple(dialect.server_version_info or ())
     if getattr(dialect, "is_mariadb", False):
@@ -132,7 +132,7 @@ class SweepOperations:
         conn, name, key = self._in_unit(entity, "steps are read")
         t = self.tables.transitions
         rows = conn.execute(
-            select(*(t.c[n] for n in _RECORD_COLUMNS))
+            select(*record_columns(t))
             .where(t.c.entity_type == name, t.c.entity_key == key)
             .order_by(t.c.seq)
         )
@@ -165,7 +165,7 @@ class SweepOperations:
                 snapshots = [binding.snapshot(row) for row in rows]
                 yield DueBatch(self._mark_statements(binding), session, snapshots)
                 session.commit()
-        except sa_exc.SQLAlchemyError as exc:
+        except failures(self.engine) as exc:
             raise StoreError(f"sweeping {entity_type} failed: {exc}") from exc
 
     def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
@@ -187,7 +187,7 @@ class SweepOperations:
         try:
             with self._probe_engine.connect() as conn:
                 return {row[0] for row in conn.execute(probe, parameters)}
-        except sa_exc.SQLAlchemyError as exc:
+        except failures(self.engine) as exc:
             raise StoreError(f"checking for due work failed: {exc}") from exc
 
     def _due_probe(self, entity_types: Sequence[str], moment: Any) -> Any:
@@ -220,7 +220,7 @@ class SweepOperations:
             .where(cols["stuck_at"].is_not(None))
             .order_by(cols["stuck_at"], binding.key)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine, f"listing stuck {entity_type} instances") as conn:
             rows = conn.execute(query).all()
         return [binding.snapshot(row) for row in rows]
 
@@ -304,7 +304,7 @@ class SweepOperations:
                     .where(c.c.id.in_(ids), c.c.claim_token == token)
                     .order_by(c.c.next_attempt_at, c.c.id)
                 ).all()
-        except sa_exc.SQLAlchemyError as exc:
+        except failures(self.engine) as exc:
             raise StoreError(f"claiming compensations failed: {exc}") from exc
         return [_task(row) for row in rows]
 
@@ -351,7 +351,7 @@ class SweepOperations:
                     error=error,
                     next_attempt_at=next_attempt_at,
                 )
-        except sa_exc.SQLAlchemyError as exc:
+        except failures(self.engine) as exc:
             raise StoreError(f"recording a failed compensation failed: {exc}") from exc
 
     def _finish(
@@ -411,7 +411,7 @@ class SweepOperations:
             query = query.where(c.c.entity_key == key)
         if status:
             query = query.where(c.c.status.in_(status))
-        with self.engine.connect() as conn:
+        with reading(self.engine, "listing compensations") as conn:
             return [_task(row) for row in conn.execute(query).all()]
 
     def compensation_attempts(self, task_id: int) -> list[tuple[int, datetime, bool, str | None]]:
@@ -422,7 +422,7 @@ class SweepOperations:
             .where(a.c.compensation_id == task_id)
             .order_by(a.c.attempt)
         )
-        with self.engine.connect() as conn:
+        with reading(self.engine, f"listing attempts of compensation {task_id}") as conn:
             return [(r[0], r[1], bool(r[2]), r[3]) for r in conn.execute(query).all()]
 
     def reopen_dead_compensations(self, entity: object, now: datetime, extra_attempts: int) -> int:
@@ -515,7 +515,7 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
             guard_session_unit(session, binding, entity, key)
             yield entity
             session.commit()
-    except sa_exc.SQLAlchemyError as exc:
+    except failures(sessions.kw["bind"]) as exc:
         raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
     for callback in committed:  # only reached after a successful commit
         callback()
