@@ -63,8 +63,9 @@ class SQLAlchemyStore(SweepOperations):
     """Persists transitions of registered entity classes through SQLAlchemy.
 
     Args:
-        engine: The application's engine (SQLite engines are configured with WAL,
-            a busy timeout and real write transactions).
+        engine: The application's engine. A SQLite engine is configured with WAL, a
+            busy timeout and real transactions (see `configure_sqlite`): statekit's
+            own units begin IMMEDIATE, on `writer`; the application's stay deferred.
         entities: Compiled machines and the mapped classes that carry them (each
             class uses `StateMixin` or has the columns `StateFields` names).
         metadata: The application's MetaData to attach statekit's tables to, so
