@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 
 from statekit.clock import Clock
 from statekit.engine import Machine, StateWriter, _restore, _save
-from statekit.errors import ConcurrentTransitionError, IdempotencyConflictError
+from statekit.errors import (
+    ConcurrentTransitionError,
+    IdempotencyConflictError,
+    StatekitError,
+    StoreError,
+)
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit, Store
 
@@ -28,6 +33,8 @@ __all__ = ["Listener", "Runner", "retry_on_conflict"]
 logger = logging.getLogger("statekit")
 
 T = TypeVar("T")
+ForeignError = Callable[[BaseException, str, object, str], StoreError | None]
+"""A store's `foreign_error(error, entity_type, entity, event)` (see `Store`)."""
 
 
 def retry_on_conflict(operation: Callable[[], T], *, attempts: int = 3) -> T:
@@ -97,6 +104,7 @@ class Runner:
         self._state_writer: Callable[[object], StateWriter | None] | None = getattr(
             store, "state_writer", None
         )
+        self._foreign_error: ForeignError | None = getattr(store, "foreign_error", None)
 
     def start(self, entity: object) -> Snapshot:
         """Put a new entity in the initial state and store it at version 0.
@@ -135,8 +143,18 @@ class Runner:
             IdempotencyConflictError: the key was used for another event.
             ConcurrentTransitionError: another writer moved the instance first; the
                 entity object is left as it was, so reload it before retrying.
+            StoreError: the database failed, also where reading the entity itself
+                reached it (an expired ORM attribute reloading, say).
         """
-        return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
+        try:
+            return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
+        except Exception as exc:
+            if self._foreign_error is None or isinstance(exc, StatekitError):
+                raise
+            translated = self._foreign_error(exc, self.machine.name, entity, event)
+            if translated is None:
+                raise
+            raise translated from exc
 
     def _fire(
         self,

@@ -148,6 +148,22 @@ def test_a_server_that_ended_every_session_is_a_store_error_or_a_reconnect(
     assert {n: o for n, o in outcomes.items() if o not in {"ok", "statekit", "store error"}} == {}
 
 
+def test_an_expired_entity_whose_database_went_away_is_a_store_error(
+    database_url: str, tmp_path: Path, engine: Engine, orders: Runner
+) -> None:
+    orders.start(OrderRow(id=1, total=Decimal(10)))
+    with Session(engine) as session:
+        order = session.get(OrderRow, 1)
+        session.commit()  # expires the entity: reading its state reloads it
+        session.bind = broken = _unreachable(database_url, tmp_path)
+        with pytest.raises(StoreError) as caught:
+            orders.fire(order, "reserve")
+    assert caught.value.__cause__ is not None
+    assert "order 1" in str(caught.value)
+    broken.dispose()
+    assert orders.store.load("order", "1").state == "pending"
+
+
 @pytest.fixture
 def sqlite_only(database_url: str) -> str:
     if not database_url.startswith("sqlite"):

@@ -32,6 +32,12 @@ class Store(Protocol):
     for a block that fires exactly one event on the entity and does nothing else
     with it; `Runner.fire_by_key` uses it when present. Knowing that, the store
     may make the one `apply` its own atomic commit.
+
+    A store may also offer `foreign_error(error, entity_type, entity, event) ->
+    StoreError | None`: the `StoreError` for an exception its database raised outside
+    the store's own calls while `Runner.fire` worked on the entity (an ORM attribute
+    reloading from a database that is down, say), or None for any other exception,
+    which the Runner lets through as it is.
     """
 
     def load(self, entity_type: str, key: str) -> Snapshot:

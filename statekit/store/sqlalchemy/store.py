@@ -264,6 +264,19 @@ class SQLAlchemyStore(SweepOperations):
             return None
         return version
 
+    def foreign_error(
+        self, error: BaseException, entity_type: str, entity: object, event: str
+    ) -> StoreError | None:
+        """`error` as a `StoreError` when the database raised it (see `Store`); the key
+        is the entity's identity, read without touching the database."""
+        if not isinstance(error, failures(self.engine)):
+            return None
+        identity = sa_inspect(entity).identity if is_mapped(entity) else None
+        key = "(new)" if not identity else ", ".join(map(str, identity))
+        return StoreError(
+            f"firing {event!r} on {entity_type} {key} failed: {type(error).__name__}: {error}"
+        )
+
     def state_writer(self, entity: object) -> StateWriter | None:
         """How the `Runner` sets the state attributes of `entity` (see `Store`): in a
         light unit, straight into the loaded values; otherwise through the ORM."""
