@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from statekit.clock import Clock, ManualClock, SystemClock
 from statekit.compensation import Backoff, CompensationContext, CompensationTask
 from statekit.declare import Event, State, Transition, Workflow
@@ -19,6 +17,7 @@ from statekit.errors import (
     IdempotencyConflictError,
     InstanceNotFoundError,
     InvalidPayloadError,
+    NestedTransitionError,
     NotStartedError,
     PostconditionFailedError,
     PreconditionFailedError,
@@ -34,10 +33,6 @@ from statekit.store import MemoryStore, Store
 from statekit.sweeper import Sweeper, SweepResult
 
 __version__ = "0.1.0.dev0"
-
-# A library does not decide where logs go: without the application's own logging set
-# up, statekit stays quiet instead of printing warnings through Python's last resort.
-logging.getLogger("statekit").addHandler(logging.NullHandler())
 
 __all__ = [
     "Backoff",
@@ -60,6 +55,7 @@ __all__ = [
     "MachineSpec",
     "ManualClock",
     "MemoryStore",
+    "NestedTransitionError",
     "NotStartedError",
     "Plan",
     "PostconditionFailedError",

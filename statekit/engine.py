@@ -730,14 +730,19 @@ class Machine:
             plan.definition_version,
         )
 
-    def run_effects(self, entity: object, plan: Plan) -> None:
-        """Run the plan's after-commit effects; a failing effect is logged, not raised,
-        because the transition it follows is already committed."""
+    def run_effects(
+        self,
+        entity: object,
+        plan: Plan,
+        on_failure: Callable[[str, Exception], None] | None = None,
+    ) -> None:
+        """Run the plan's after-commit effects. A failing effect is logged at ERROR and
+        passed to `on_failure`, not raised: the transition it follows is committed."""
         branch: _Branch = plan.branch
         for name, effect in branch.effects:
             try:
                 effect(entity, plan.context)
-            except Exception:
+            except Exception as exc:
                 logger.exception(
                     "effect %r of %s %s (%s) failed after commit",
                     name,
@@ -751,6 +756,8 @@ class Machine:
                         "effect": name,
                     },
                 )
+                if on_failure is not None:
+                    on_failure(name, exc)
 
     def fire(
         self,

@@ -18,6 +18,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InstanceNotFoundError",
     "InvalidPayloadError",
+    "NestedTransitionError",
     "NotStartedError",
     "PostconditionFailedError",
     "PreconditionFailedError",
@@ -77,6 +78,32 @@ class TransitionError(StatekitError):
         self.event = event
         self.allowed_events = tuple(allowed_events)
         super().__init__(message)
+
+
+class NestedTransitionError(TransitionError):
+    """An event was fired on an instance while one of its transitions was being
+    decided or applied (from a guard, condition or action of that transition)."""
+
+    def __init__(
+        self,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str | None,
+        event: str,
+        applying: str,
+    ) -> None:
+        self.applying = applying
+        super().__init__(
+            f"cannot fire {event!r} on {_entity(entity_type, key)} in state {state!r} while "
+            f"its {applying!r} transition is being applied (from that transition's guard, "
+            f"condition or action); nothing was written. Fire it from an effect, which runs "
+            f"after the commit",
+            entity_type=entity_type,
+            key=key,
+            state=state,
+            event=event,
+        )
 
 
 class UnknownEventError(TransitionError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from statekit.engine import Machine, StateWriter, _restore, _save
 from statekit.errors import (
     ConcurrentTransitionError,
     IdempotencyConflictError,
+    NestedTransitionError,
     StatekitError,
     StoreError,
 )
@@ -33,6 +35,11 @@ __all__ = ["Listener", "Runner", "retry_on_conflict"]
 logger = logging.getLogger("statekit")
 
 T = TypeVar("T")
+
+_Applying = tuple[tuple[str, str, str, str | None], ...]
+_APPLYING: ContextVar[_Applying] = ContextVar("statekit_applying", default=())
+"""(machine, key, event, state) of each instance whose transition this thread (or task) is
+deciding or applying now: firing on one of them again before that commit is refused."""
 ForeignError = Callable[[BaseException, str, object, str], StoreError | None]
 """A store's `foreign_error(error, entity_type, entity, event)` (see `Store`)."""
 
@@ -78,6 +85,9 @@ class Listener:
     def on_dead_lettered(self, task: Any, error: BaseException) -> None:
         """A compensation used its last attempt; the instance needs a person."""
 
+    def on_effect_failed(self, record: TransitionRecord, effect: str, error: BaseException) -> None:
+        """An effect raised after its transition committed (the transition stands)."""
+
 
 class Runner:
     """Fires events on entities of one machine and persists them through a store.
@@ -120,6 +130,8 @@ class Runner:
         except BaseException:
             _restore(entity, saved)
             raise
+        if not snapshot.key:  # the database assigned it
+            snapshot = replace(snapshot, key=self.machine.key_of(entity) or "")
         return snapshot
 
     def fire(
@@ -166,31 +178,49 @@ class Runner:
         idempotency_key: str | None,
     ) -> TransitionRecord:
         machine = self.machine
-        if idempotency_key is not None:
-            recorded = self._recorded(entity, event, idempotency_key)
-            if recorded is not None:
-                return recorded
-        plan = machine._decide(
-            entity, event, payload, self.clock.now(), actor, correlation_id, idempotency_key
-        )
-        state_writer = self._state_writer
-        write = None if state_writer is None else state_writer(entity)
-        restore = machine.stage(entity, plan, write=write)
-        after_commit: AfterCommit | None = None
-        if plan.branch.effects or self.listeners:
-            after_commit = partial(self._committed, entity, plan)
+        key = machine.key_of(entity) or ""
+        outside = self._refuse_nested(key, event)
+        token = _APPLYING.set((*outside, (machine.name, key, event, machine.state_of(entity))))
         try:
-            return self.store.apply(plan, entity=entity, after_commit=after_commit)
-        except ConcurrentTransitionError:
-            restore()
             if idempotency_key is not None:
                 recorded = self._recorded(entity, event, idempotency_key)
                 if recorded is not None:
                     return recorded
-            raise
-        except BaseException:
-            restore()
-            raise
+            plan = machine._decide(
+                entity, event, payload, self.clock.now(), actor, correlation_id, idempotency_key
+            )
+            state_writer = self._state_writer
+            write = None if state_writer is None else state_writer(entity)
+            restore = machine.stage(entity, plan, write=write)
+            after_commit: AfterCommit | None = None
+            if plan.branch.effects or self.listeners:
+                after_commit = partial(self._committed, entity, plan, outside)
+            try:
+                return self.store.apply(plan, entity=entity, after_commit=after_commit)
+            except ConcurrentTransitionError:
+                restore()
+                if idempotency_key is not None:
+                    recorded = self._recorded(entity, event, idempotency_key)
+                    if recorded is not None:
+                        return recorded
+                raise
+            except BaseException:
+                restore()
+                raise
+        finally:
+            _APPLYING.reset(token)
+
+    def _refuse_nested(self, key: str, event: str) -> _Applying:
+        """What this thread is applying now; raises if that includes this instance."""
+        applying = _APPLYING.get()
+        if applying:
+            name = self.machine.name
+            for machine, held, outer, state in applying:
+                if machine == name and held == key:
+                    raise NestedTransitionError(
+                        entity_type=name, key=key, state=state, event=event, applying=outer
+                    )
+        return applying
 
     def fire_by_key(
         self,
@@ -216,6 +246,7 @@ class Runner:
         """
 
         unit = getattr(self.store, "firing", None) or self.store.transaction
+        self._refuse_nested(str(key), event)  # before the unit waits on a lock
 
         def attempt() -> TransitionRecord:
             with unit(self.machine.name, str(key)) as entity:
@@ -258,22 +289,54 @@ class Runner:
             )
         return replace(record, replayed=True)
 
-    def _committed(self, entity: object, plan: Plan, record: TransitionRecord) -> None:
+    def _committed(
+        self,
+        entity: object,
+        plan: Plan,
+        outside: _Applying,
+        record: TransitionRecord,
+    ) -> None:
+        # Effects may fire the next event on this instance: the commit is done, so
+        # they run as the code around the fire would (`outside`), not inside it.
+        token = _APPLYING.set(outside)
+        try:
+            self._run_committed(entity, plan, record)
+        finally:
+            _APPLYING.reset(token)
+
+    def _run_committed(self, entity: object, plan: Plan, record: TransitionRecord) -> None:
         if plan.branch.effects:
-            self.machine.run_effects(entity, plan)
+            self.machine.run_effects(
+                entity,
+                plan,
+                lambda name, error: self._notify_effect_failed(record, name, error),
+            )
         for listener in self.listeners:
             try:
                 listener.on_transition(record, entity)
             except Exception:
-                logger.exception(
-                    "listener %r failed on %s %s (%s)",
-                    listener,
-                    record.entity_type,
-                    record.key,
-                    record.event,
-                    extra={
-                        "entity_type": record.entity_type,
-                        "entity_key": record.key,
-                        "event": record.event,
-                    },
-                )
+                self._listener_failed(listener, record)
+
+    def _notify_effect_failed(
+        self, record: TransitionRecord, effect: str, error: BaseException
+    ) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_effect_failed(record, effect, error)
+            except Exception:
+                self._listener_failed(listener, record)
+
+    @staticmethod
+    def _listener_failed(listener: Listener, record: TransitionRecord) -> None:
+        logger.exception(
+            "listener %r failed on %s %s (%s)",
+            listener,
+            record.entity_type,
+            record.key,
+            record.event,
+            extra={
+                "entity_type": record.entity_type,
+                "entity_key": record.key,
+                "event": record.event,
+            },
+        )

@@ -27,6 +27,7 @@ PUBLIC = [
     "MachineSpec",
     "ManualClock",
     "MemoryStore",
+    "NestedTransitionError",
     "NotStartedError",
     "Plan",
     "PostconditionFailedError",

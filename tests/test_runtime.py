@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -228,7 +229,9 @@ def test_the_same_key_for_another_event_is_a_conflict(
 
 
 class RacingStore(MemoryStore):
-    """A store in which another writer gets in first, once, just before `apply`."""
+    """A store in which another writer gets in first, once, just before `apply`. The
+    rival runs on a thread of its own, as another writer would (a fire on the same
+    instance from the thread that is applying it is refused as nested)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -239,8 +242,25 @@ class RacingStore(MemoryStore):
     ) -> TransitionRecord:
         rival, self.rival = self.rival, None
         if rival is not None:
-            rival()
+            in_thread(rival)
         return super().apply(plan, entity=entity, after_commit=after_commit)
+
+
+def in_thread(work: Callable[[], object]) -> None:
+    """Run `work` on another thread and wait for it; re-raise what it raised."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,10 @@ from statekit.store.sqlalchemy.sweep import UNIT_CALLBACKS
 if TYPE_CHECKING:
     from statekit.store.sqlalchemy.binding import EntityBinding
 
-__all__ = ["defer", "is_mapped", "mark_persisted", "session_of"]
+__all__ = ["defer", "is_mapped", "mark_persisted", "open_session_of", "session_of"]
 
 _PENDING = "statekit_after_commit"
+_RUNNING = "statekit_running_after_commit"
 
 _commit_attributes: Callable[[InstanceState[Any], dict[str, Any], Sequence[str]], None] | None
 _commit_attributes = getattr(InstanceState, "_commit", None)
@@ -48,6 +49,17 @@ def session_of(entity: object | None) -> Session | None:
         return object_session(entity)
     except UnmappedInstanceError:
         return None
+
+
+def open_session_of(entity: object | None) -> Session | None:
+    """The Session `entity` belongs to, unless that Session is running statekit's
+    after-commit work (an effect firing the next event): its transaction is over and
+    it cannot emit SQL there, so such a write is statekit's own, as for a detached
+    entity."""
+    session = session_of(entity)
+    if session is None or session.info.get(_RUNNING):
+        return None
+    return session
 
 
 def mark_persisted(entity: object, binding: EntityBinding, *, everything: bool = False) -> None:
@@ -84,8 +96,12 @@ def _run_pending(session: Session) -> None:
     pending: list[Callable[[], None]] = session.info.get(_PENDING, [])
     callbacks = list(pending)
     pending.clear()
-    for callback in callbacks:
-        callback()
+    session.info[_RUNNING] = True
+    try:
+        for callback in callbacks:
+            callback()
+    finally:
+        del session.info[_RUNNING]
 
 
 def _drop_pending(session: Session) -> None:

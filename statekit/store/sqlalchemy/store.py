@@ -50,7 +50,12 @@ from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
-from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, session_of
+from statekit.store.sqlalchemy.sessions import (
+    defer,
+    is_mapped,
+    mark_persisted,
+    open_session_of,
+)
 from statekit.store.sqlalchemy.sqlite import configure_sqlite, for_writing
 from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
@@ -317,7 +322,7 @@ class SQLAlchemyStore(SweepOperations):
             if instance_state(entity).committed_state:  # set through the ORM, not the Runner
                 mark_persisted(entity, binding)
             return record
-        session = session_of(entity)
+        session = open_session_of(entity)
         if session is not None:
             with session.no_autoflush:
                 try:
