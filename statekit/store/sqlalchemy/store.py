@@ -19,9 +19,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     MetaData,
-    Select,
     Table,
-    func,
     insert,
     select,
 )
@@ -49,6 +47,7 @@ from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
+from statekit.store.sqlalchemy.queries import Queries
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
 from statekit.store.sqlalchemy.sessions import (
     defer,
@@ -64,7 +63,7 @@ from statekit.store.sqlalchemy.writeback import note_written
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
 
-class SQLAlchemyStore(SweepOperations):
+class SQLAlchemyStore(Queries, SweepOperations):
     """Persists transitions of registered entity classes through SQLAlchemy.
 
     Args:
@@ -489,54 +488,3 @@ class SQLAlchemyStore(SweepOperations):
         connections); the sweeper and a person's levers work through it."""
         with unit_of_work(self._sweep_sessions, self._binding(entity_type), key) as entity:
             yield entity
-
-    # -- queries ---------------------------------------------------------------------
-
-    def last_transition(self, entity_type: str, key: str) -> TransitionRecord | None:
-        """The instance's most recent transition, or None."""
-        t = self.tables.transitions
-        query = (
-            select(*self._history_columns)
-            .where(t.c.entity_type == entity_type, t.c.entity_key == key)
-            .order_by(t.c.seq.desc())
-            .limit(1)
-        )
-        with self._reading() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else _record(entity_type, key, row)
-
-    def in_states(self, entity_type: str, *states: str) -> Select[Any]:
-        """A select of the entity class for instances in any of `states`."""
-        binding = self._binding(entity_type)
-        unknown = [s for s in states if s not in binding.machine.states]
-        if unknown:
-            raise StoreError(f"machine {entity_type!r} has no state {', '.join(unknown)}")
-        return select(binding.entity_class).where(binding.columns["state"].in_(states))
-
-    def count_by_state(self, entity_type: str, *, stuck_only: bool = False) -> dict[str, int]:
-        """How many instances are in each state now (states with none are omitted);
-        with `stuck_only`, count only the stuck ones."""
-        binding = self._binding(entity_type)
-        state = binding.columns["state"]
-        query = select(state, func.count()).group_by(state)
-        if stuck_only:
-            query = query.where(binding.columns["stuck_at"].is_not(None))
-        with self._reading() as conn:
-            rows = conn.execute(query).all()
-        return {row[0]: row[1] for row in rows}
-
-    def transition_counts(
-        self, entity_type: str, *, since: datetime | None = None
-    ) -> dict[tuple[str, str, str], int]:
-        """How often each `(source, event, target)` was taken, optionally since a time."""
-        t = self.tables.transitions
-        query = (
-            select(t.c.source, t.c.event, t.c.target, func.count())
-            .where(t.c.entity_type == entity_type)
-            .group_by(t.c.source, t.c.event, t.c.target)
-        )
-        if since is not None:
-            query = query.where(t.c.at >= since)
-        with self._reading() as conn:
-            rows = conn.execute(query).all()
-        return {(row[0], row[1], row[2]): row[3] for row in rows}
