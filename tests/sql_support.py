@@ -25,6 +25,22 @@ _SERVERS = {
 }
 
 
+@contextmanager
+def example_engine(url: str) -> Iterator[Engine]:
+    """An engine on `url` with the example tables (`models.orm`) and statekit's created;
+    disposed of afterwards."""
+    from models.orm import Base
+    from statekit.store.sqlalchemy import statekit_tables
+
+    engine = engine_for(url)
+    Base.metadata.create_all(engine)
+    statekit_tables().metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def engine_for(url: str, **kwargs: object) -> Engine:
     """An engine on `url`, with statekit's SQLite configuration for SQLite files."""
     parsed = make_url(url)

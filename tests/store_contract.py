@@ -18,7 +18,11 @@ Fixtures:
         `models.order.Order` has (`total` 10, `quantity` 1, `in_stock` 10,
         `card_authorized` True, `paid_amount` 0) and the state attributes named by
         `machine.fields`; defaults to a plain `models.order.Order`. A backend that
-        needs mapped rows overrides it.
+        needs mapped rows overrides it. Keys that differ only in case ("ABC", "abc")
+        name different entities.
+    remove_entity (required): `remove_entity(key)` deletes the entity with that key the
+        way the application would, behind statekit's back (its history stays where
+        the backend keeps it), so that a later entity can reuse the key.
 
 The tests that call `store.apply` directly stage the plan on the entity first
 (`machine.stage`), exactly as `Runner.fire` does, and pass the entity along.
@@ -47,6 +51,7 @@ from statekit import (
 from tests.support import new_order
 
 NewEntity = Callable[[str], Any]
+RemoveEntity = Callable[[str], None]
 
 PAYMENT = {"amount": "10", "reference": "r-1"}
 UUID_KEYS = ("8a0e3c1c-54b6-4d5f-9b7e-2f1d3c4b5a69", "0f9e8d7c-6b5a-4a39-8271-605f4e3d2c1b")
@@ -411,3 +416,93 @@ class StoreContract:
         assert [r.seq for r in store.history("order", UUID_KEYS[0])] == [1, 2]
         assert list(store.history("order", UUID_KEYS[0], idempotency_key="x")) == [record]
         assert list(store.history("order", UUID_KEYS[1])) == []
+
+    # -- reused keys -----------------------------------------------------------------
+
+    def _old_life(self, runner: Runner, new_entity: NewEntity) -> list[TransitionRecord]:
+        """An instance "o1" that reserved (idempotency key k-1) and then cancelled (k-2)."""
+        old = new_entity("o1")
+        runner.start(old)
+        return [
+            runner.fire(old, "reserve", idempotency_key="k-1"),
+            runner.fire(old, "cancel", idempotency_key="k-2"),
+        ]
+
+    def _new_life_works(self, store: Store, runner: Runner) -> None:
+        """The second "o1" fires as a new instance: the old keys are not replayed."""
+        assert list(store.history("order", "o1")) == []
+        assert list(store.history("order", "o1", idempotency_key="k-1")) == []
+        first = runner.fire_by_key("o1", "reserve", idempotency_key="k-1")
+        assert not first.replayed
+        assert (first.seq, first.source, first.target) == (1, "pending", "stock_reserved")
+        with store.transaction("order", "o1") as entity:
+            second = runner.fire(entity, "pay", idempotency_key="k-2", **PAYMENT)
+        assert not second.replayed
+        assert (second.seq, second.target) == (2, "paid")
+        loaded = store.load("order", "o1")
+        assert (loaded.state, loaded.version) == ("paid", 2)
+        assert list(store.history("order", "o1")) == [first, second]
+        assert list(store.history("order", "o1", idempotency_key="k-2")) == [second]
+
+    def test_a_key_reused_after_the_entity_was_removed_starts_clean(
+        self,
+        store: Store,
+        runner: Runner,
+        new_entity: NewEntity,
+        remove_entity: RemoveEntity,
+    ) -> None:
+        old_life = self._old_life(runner, new_entity)
+        remove_entity("o1")
+        assert list(store.history("order", "o1")) == old_life  # kept until the key is reused
+        runner.start(new_entity("o1"))
+        self._new_life_works(store, runner)
+        retired: Any = store
+        assert list(retired.retired_history("order", "o1")) == old_life
+
+    def test_delete_removes_the_instance_and_its_history(
+        self, store: Store, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        self._old_life(runner, new_entity)
+        started_o2 = start_all(runner, new_entity, "o2")[0]
+        kept = runner.fire(started_o2, "reserve", idempotency_key="k-1")
+        deleting: Any = store
+        deleting.delete("order", "o1")
+        with pytest.raises(InstanceNotFoundError):
+            store.load("order", "o1")
+        assert list(store.history("order", "o1")) == []
+        assert list(deleting.retired_history("order", "o1")) == []
+        with pytest.raises(InstanceNotFoundError) as caught:
+            deleting.delete("order", "o1")
+        assert (caught.value.entity_type, caught.value.key) == ("order", "o1")
+        assert list(store.history("order", "o2")) == [kept]  # other instances untouched
+        runner.start(new_entity("o1"))
+        self._new_life_works(store, runner)
+
+    def test_delete_keeping_history_retires_it(
+        self, store: Store, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        old_life = self._old_life(runner, new_entity)
+        deleting: Any = store
+        deleting.delete("order", "o1", keep_history=True)
+        with pytest.raises(InstanceNotFoundError):
+            store.load("order", "o1")
+        assert list(store.history("order", "o1")) == []
+        assert list(deleting.retired_history("order", "o1")) == old_life
+        runner.start(new_entity("o1"))
+        self._new_life_works(store, runner)
+        assert list(deleting.retired_history("order", "o1")) == old_life
+
+    def test_keys_that_differ_only_in_case_are_different_instances(
+        self, store: Store, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        upper, _ = start_all(runner, new_entity, "ABC", "abc")
+        reserved = runner.fire(upper, "reserve", idempotency_key="k")
+        cancelled = runner.fire_by_key("abc", "cancel", idempotency_key="k")
+        assert not cancelled.replayed
+        assert (cancelled.key, cancelled.seq, cancelled.target) == ("abc", 1, "cancelled")
+        assert store.load("order", "ABC").state == "stock_reserved"
+        assert store.load("order", "abc").state == "cancelled"
+        assert list(store.history("order", "ABC")) == [reserved]
+        assert list(store.history("order", "abc")) == [cancelled]
+        assert list(store.history("order", "abc", idempotency_key="k")) == [cancelled]
+        assert list(store.history("order", "aBc")) == []

@@ -262,6 +262,11 @@ def test_db_sql_prints_named_constraints_and_the_due_index(dialect: str) -> None
         "CONSTRAINT uq_statekit_transitions_idempotency "
         "UNIQUE (entity_type, entity_key, idempotency_key)"
     ) in ddl
+    for retired in ("transitions", "compensations", "compensation_attempts"):
+        assert f"CREATE TABLE statekit_retired_{retired} (" in ddl
+    exact = " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if dialect == "mariadb" else ""
+    assert f"\tentity_key VARCHAR(128){exact} NOT NULL, \n" in ddl
+    assert f"\tidempotency_key VARCHAR(128){exact}, \n" in ddl
     assert "CREATE TABLE orders" in ddl
     due = "CREATE INDEX ix_orders_statekit_due ON orders (state_deadline_at)"
     if dialect == "mariadb":  # no partial indexes there: a plain one

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, Numeric, String
+from sqlalchemy import Engine, Numeric, String, delete
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statekit import Machine, ManualClock, Store
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin, statekit_tables
 from tests.sql_support import engine_for
-from tests.store_contract import NewEntity, StoreContract
+from tests.store_contract import NewEntity, RemoveEntity, StoreContract
 
 
 class ContractBase(DeclarativeBase):
@@ -31,7 +32,13 @@ class ContractOrder(StateMixin, ContractBase):
 
     __tablename__ = "statekit_contract_orders"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # Keys are exact: on MariaDB the column needs a binary collation for that.
+    id: Mapped[str] = mapped_column(
+        String(36).with_variant(
+            mysql.VARCHAR(36, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+        ),
+        primary_key=True,
+    )
     total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     sku: Mapped[str] = mapped_column(String(32))
     quantity: Mapped[int]
@@ -89,3 +96,13 @@ class TestSQLAlchemyStore(StoreContract):
         with contract_engine.begin() as conn:
             for table in reversed(ContractBase.metadata.sorted_tables):
                 conn.execute(table.delete())
+
+    @pytest.fixture
+    def remove_entity(self, contract_engine: Engine) -> RemoveEntity:
+        """The application deletes its row with SQL of its own."""
+
+        def remove(key: str) -> None:
+            with contract_engine.begin() as conn:
+                conn.execute(delete(ContractOrder).where(ContractOrder.id == key))
+
+        return remove

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from statekit import MemoryStore, Runner, Snapshot, Store, StoreError
-from tests.store_contract import StoreContract
+from tests.store_contract import RemoveEntity, StoreContract
 from tests.support import new_order
 
 
@@ -15,6 +15,17 @@ class TestMemoryStore(StoreContract):
     @pytest.fixture
     def store(self) -> Store:
         return MemoryStore()
+
+    @pytest.fixture
+    def remove_entity(self, store: MemoryStore) -> RemoveEntity:
+        """What an application that forgets its object does: the store loses the
+        snapshot and the object, and nothing tells it to forget the history."""
+
+        def remove(key: str) -> None:
+            store._snapshots.pop(("order", key))
+            store._entities.pop(("order", key), None)
+
+        return remove
 
 
 def test_a_snapshot_without_a_key_is_refused() -> None:

@@ -35,7 +35,7 @@ from statekit import (
     Workflow,
 )
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin, statekit_tables
-from tests.sql_support import engine_for
+from tests.sql_support import example_engine
 
 
 class Recorder(Listener):
@@ -81,11 +81,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = engine_for(database_url)
-    Base.metadata.create_all(engine)
-    statekit_tables().metadata.create_all(engine)
-    yield engine
-    engine.dispose()
+    with example_engine(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -308,9 +305,20 @@ def test_statekit_tables_attach_to_the_applications_metadata() -> None:
     tables = statekit_tables(Base.metadata)
     try:
         assert Base.metadata.tables["statekit_transitions"] is tables.transitions
-        assert statekit_tables(Base.metadata).transitions is tables.transitions
+        assert statekit_tables(Base.metadata) == tables
+        names = {t.name for t in tables.all}
+        assert names == {
+            "statekit_transitions",
+            "statekit_compensations",
+            "statekit_compensation_attempts",
+            "statekit_retired_transitions",
+            "statekit_retired_compensations",
+            "statekit_retired_compensation_attempts",
+        }
+        assert names <= set(Base.metadata.tables)
     finally:
-        Base.metadata.remove(tables.transitions)
+        for table in tables.all:
+            Base.metadata.remove(table)
 
 
 def test_fire_by_key_writes_back_what_actions_changed(env: Env) -> None:

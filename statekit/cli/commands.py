@@ -238,8 +238,7 @@ def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
         dialect, f"{dialect}+pymysql://"
     )
     engine = create_mock_engine(url, lambda *a, **k: None)
-    own = statekit_tables()
-    tables = [own.transitions, own.compensations, own.attempts]
+    tables = list(statekit_tables().all)
     tables += [c.__table__ for c in load_modules(list(modules)).entities.values()]  # type: ignore[attr-defined]
     for table in tables:
         click.echo(f"{str(CreateTable(table).compile(dialect=engine.dialect)).strip()};\n")

@@ -38,6 +38,11 @@ class Store(Protocol):
     the store's own calls while `Runner.fire` worked on the entity (an ORM attribute
     reloading from a database that is down, say), or None for any other exception,
     which the Runner lets through as it is.
+    A key names one instance's life: `create` under a key an earlier, deleted instance
+    had starts clean (no history, no idempotency keys of the old one). A store may
+    also offer `delete(entity_type, key, *, keep_history=False)`, removing an instance
+    with its history atomically, and `retired_history(entity_type, key)`, the
+    transitions of the key's earlier lives.
     """
 
     def load(self, entity_type: str, key: str) -> Snapshot:

@@ -22,7 +22,8 @@ class MemoryStore:
 
     It holds every other store to the same behaviour through the shared contract
     tests: compare-and-set on the version, history seqs 1..version, one record per
-    idempotency key, after-commit callbacks only for writes that happened.
+    idempotency key, after-commit callbacks only for writes that happened, and a
+    key that a new instance reuses starts a clean life (the old one is retired).
     """
 
     def __init__(self) -> None:
@@ -30,6 +31,7 @@ class MemoryStore:
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self._history: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._by_idempotency_key: dict[tuple[str, str, str], TransitionRecord] = {}
+        self._retired: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._entities: dict[tuple[str, str], object] = {}
         self._unit = threading.local()  # the open transaction() block of each thread
 
@@ -55,9 +57,43 @@ class MemoryStore:
                     expected_version=snapshot.version,
                     actual_version=existing.version,
                 )
+            self._retire(ident)  # what an earlier instance with this key left
             self._snapshots[ident] = snapshot
             if entity is not None:
                 self._entities[ident] = entity
+
+    def delete(self, entity_type: str, key: str, *, keep_history: bool = False) -> None:
+        """Delete the instance and its history; with `keep_history`, retire the
+        history instead (see `retired_history`).
+
+        Raises:
+            InstanceNotFoundError: no instance has this key.
+        """
+        ident = (entity_type, key)
+        with self._lock:
+            if self._snapshots.pop(ident, None) is None:
+                raise InstanceNotFoundError(entity_type=entity_type, key=key)
+            self._entities.pop(ident, None)
+            if keep_history:
+                self._retire(ident)
+            else:
+                self._forget(ident)
+
+    def retired_history(self, entity_type: str, key: str) -> Sequence[TransitionRecord]:
+        """The transitions of the key's earlier lives, oldest life first."""
+        with self._lock:
+            return list(self._retired.get((entity_type, key), ()))
+
+    def _retire(self, ident: tuple[str, str]) -> None:
+        self._retired[ident].extend(self._forget(ident))
+
+    def _forget(self, ident: tuple[str, str]) -> list[TransitionRecord]:
+        """Drop the live history of `ident` and its idempotency keys; return it."""
+        records = self._history.pop(ident, [])
+        for record in records:
+            if record.idempotency_key is not None:
+                self._by_idempotency_key.pop((*ident, record.idempotency_key), None)
+        return records
 
     def apply(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Mapper, object_session, sessionmaker
+from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -47,6 +47,7 @@ from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
+from statekit.store.sqlalchemy.lives import LifeOperations, retire
 from statekit.store.sqlalchemy.queries import Queries
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
 from statekit.store.sqlalchemy.sessions import (
@@ -63,7 +64,7 @@ from statekit.store.sqlalchemy.writeback import note_written
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
 
-class SQLAlchemyStore(Queries, SweepOperations):
+class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
     """Persists transitions of registered entity classes through SQLAlchemy.
 
     Args:
@@ -158,8 +159,7 @@ class SQLAlchemyStore(Queries, SweepOperations):
 
     def create_tables(self) -> None:
         """Create statekit's own tables (not the application's) if missing."""
-        t = self.tables
-        t.metadata.create_all(self.engine, tables=[t.transitions, t.compensations, t.attempts])
+        self.tables.metadata.create_all(self.engine, tables=list(self.tables.all))
 
     def _binding(self, entity_type: str) -> EntityBinding:
         try:
@@ -218,7 +218,9 @@ class SQLAlchemyStore(Queries, SweepOperations):
 
         With an entity that belongs to a Session the row joins that Session's
         transaction (it is flushed so its key is known); otherwise statekit
-        inserts and commits it.
+        inserts and commits it. In the same transaction, history and compensations
+        an earlier instance left under the key are retired (see `lives.py`), so
+        the new instance starts clean.
         """
         binding = self._binding(snapshot.entity_type)
         if entity is None or not isinstance(entity, binding.entity_class):
@@ -235,9 +237,12 @@ class SQLAlchemyStore(Queries, SweepOperations):
                 with session.no_autoflush:
                     session.add(entity)
                 session.flush()
+                self._start_life(session, snapshot, entity)
             else:
                 with self.sessionmaker() as own, own.begin():
                     own.add(entity)
+                    own.flush()
+                    self._start_life(own, snapshot, entity)
         except sa_exc.IntegrityError as exc:
             key = getattr(entity, key_attribute, None)
             existing = None if key is None else self._version_of(binding, str(key))
@@ -256,6 +261,14 @@ class SQLAlchemyStore(Queries, SweepOperations):
             raise StoreError(f"creating {snapshot.entity_type} failed: {exc}") from exc
         if getattr(entity, key_attribute, None) is None:
             raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
+
+    def _start_life(self, session: Session, snapshot: Snapshot, entity: object) -> None:
+        """Retire what an earlier instance left under the new row's key."""
+        key = getattr(entity, self._binding(snapshot.entity_type).machine.fields.key, None)
+        if key is None:
+            return  # reported by `create`
+        at = snapshot.entered_at or datetime.now(UTC)
+        retire(session.connection(), self.tables, snapshot.entity_type, str(key), at)
 
     def _version_of(self, binding: EntityBinding, key: str) -> int | None:
         """The committed version of `key`, read outside any failed transaction."""

@@ -1,6 +1,13 @@
 """statekit's own tables, attachable to the application's MetaData.
 
 Constraint and index names are explicit: error mapping and migrations key on them.
+
+The live tables hold the current life of each key. When a key is given to a new
+entity (`SQLAlchemyStore.create`) or an instance is deleted keeping its history, the
+rows of the key's previous life move to the `statekit_retired_*` tables: kept for
+audit, never read by the live queries, and out of the live unique constraints.
+Names, keys and idempotency keys compare exactly on every database: on MySQL and
+MariaDB those columns use the `utf8mb4_bin` collation.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "EXACT_COLLATION",
     "HISTORY_IDEMPOTENCY_CONSTRAINT",
     "HISTORY_SEQ_CONSTRAINT",
     "StatekitTables",
@@ -42,6 +50,17 @@ HISTORY_IDEMPOTENCY_CONSTRAINT = "uq_statekit_transitions_idempotency"
 COMPENSATIONS_TABLE = "statekit_compensations"
 ATTEMPTS_TABLE = "statekit_compensation_attempts"
 COMPENSATION_STEP_CONSTRAINT = "uq_statekit_compensations_step"
+RETIRED_PREFIX = "statekit_retired_"
+EXACT_COLLATION = "utf8mb4_bin"
+"""The collation of statekit's name and key columns on MySQL and MariaDB."""
+
+
+def exact_string(length: int) -> String:
+    """A VARCHAR compared byte for byte: 'ABC' and 'abc' differ on every database
+    (SQLite and PostgreSQL compare so by default; MySQL and MariaDB need a binary
+    collation)."""
+    binary = mysql.VARCHAR(length, charset="utf8mb4", collation=EXACT_COLLATION)
+    return String(length).with_variant(binary, "mysql", "mariadb")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -80,6 +99,25 @@ class StatekitTables:
     transitions: Table
     compensations: Table
     attempts: Table
+    retired_transitions: Table
+    retired_compensations: Table
+    retired_attempts: Table
+
+    @property
+    def all(self) -> tuple[Table, ...]:
+        """Every statekit table, in creation order."""
+        return (
+            self.transitions,
+            self.compensations,
+            self.attempts,
+            self.retired_transitions,
+            self.retired_compensations,
+            self.retired_attempts,
+        )
+
+    def retired(self, live: Table) -> Table:
+        """The table that keeps `live`'s rows of earlier lives."""
+        return self.metadata.tables[RETIRED_PREFIX + live.name.removeprefix("statekit_")]
 
 
 def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
@@ -89,19 +127,19 @@ def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
     the tables; without one, a private MetaData is used.
     """
     metadata = metadata if metadata is not None else MetaData()
-    existing = metadata.tables.get(HISTORY_TABLE)
-    if existing is not None:
-        return StatekitTables(
-            metadata,
-            existing,
-            metadata.tables[COMPENSATIONS_TABLE],
-            metadata.tables[ATTEMPTS_TABLE],
-        )
+    if HISTORY_TABLE not in metadata.tables:
+        _define(metadata)
+    live = [metadata.tables[name] for name in (HISTORY_TABLE, COMPENSATIONS_TABLE, ATTEMPTS_TABLE)]
+    retired = [metadata.tables[RETIRED_PREFIX + t.name.removeprefix("statekit_")] for t in live]
+    return StatekitTables(metadata, *live, *retired)
+
+
+def _define(metadata: MetaData) -> None:
     transitions = Table(
         HISTORY_TABLE,
         metadata,
-        Column("entity_type", String(64), nullable=False),
-        Column("entity_key", String(128), nullable=False),
+        Column("entity_type", exact_string(64), nullable=False),
+        Column("entity_key", exact_string(128), nullable=False),
         Column("seq", Integer, nullable=False),
         Column("event", String(64), nullable=False),
         Column("source", String(64), nullable=False),
@@ -109,7 +147,7 @@ def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
         Column("at", UTCDateTime(), nullable=False),
         Column("actor", String(128)),
         Column("correlation_id", String(128)),
-        Column("idempotency_key", String(128)),
+        Column("idempotency_key", exact_string(128)),
         Column("payload", JSON()),
         Column("definition_version", Integer),
         Column("note", Text()),
@@ -125,8 +163,8 @@ def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
         COMPENSATIONS_TABLE,
         metadata,
         Column("id", identity, primary_key=True, autoincrement=True),
-        Column("entity_type", String(64), nullable=False),
-        Column("entity_key", String(128), nullable=False),
+        Column("entity_type", exact_string(64), nullable=False),
+        Column("entity_key", exact_string(128), nullable=False),
         Column("step_seq", Integer, nullable=False),
         Column("action", String(128), nullable=False),
         Column("event", String(64), nullable=False),
@@ -159,4 +197,22 @@ def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
         ),
         comment="Every attempt at a compensation, with its error.",
     )
-    return StatekitTables(metadata, transitions, compensations, attempts)
+    for live in (transitions, compensations, attempts):
+        _retired_twin(live, identity)
+
+
+def _retired_twin(live: Table, identity: Any) -> Table:
+    """The audit table of `live`'s earlier lives: the same columns without their
+    constraints, plus when they were retired and a surrogate key."""
+    name = RETIRED_PREFIX + live.name.removeprefix("statekit_")
+    columns = [Column(c.name, c.type, nullable=c.nullable) for c in live.columns]
+    lookup = ("entity_type", "entity_key") if "entity_key" in live.c else ("compensation_id",)
+    return Table(
+        name,
+        live.metadata,
+        Column("retired_id", identity, primary_key=True, autoincrement=True),
+        Column("retired_at", UTCDateTime(), nullable=False),
+        *columns,
+        Index(f"ix_{name}_key", *lookup),
+        comment=f"Rows of {live.name} from earlier lives of their keys, kept for audit.",
+    )

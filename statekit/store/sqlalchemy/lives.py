@@ -1,0 +1,153 @@
+"""One key, successive lives: retiring, deleting and checking an instance's rows.
+
+History and compensation rows are keyed by (entity type, key) and outlive the
+entity row, while databases hand keys out again (SQLite's INTEGER PRIMARY KEY after
+the last row is deleted, `TRUNCATE ... RESTART IDENTITY`, natural keys). So the
+live tables hold one life per key: `SQLAlchemyStore.create` moves whatever an
+earlier life left under the new row's key to the `statekit_retired_*` tables, in
+the creating transaction, before the new instance can fire. Its first transition
+then gets seq 1, its idempotency keys are its own and its compensations are
+scheduled afresh; the per-transition statements stay as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    exists,
+    insert,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import exc as sa_exc
+
+from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.records import TransitionRecord
+from statekit.store.sqlalchemy.history import RECORD_COLUMNS, record_of
+from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
+
+__all__ = [
+    "LifeOperations",
+    "purge",
+    "retire",
+    "retired_history",
+]
+
+
+def _of_key(table: Table, entity_type: str, key: str) -> Any:
+    return and_(table.c.entity_type == entity_type, table.c.entity_key == key)
+
+
+def retire(
+    conn: Connection, tables: StatekitTables, entity_type: str, key: str, at: datetime
+) -> bool:
+    """Move the live history, compensations and attempts of `key` to the retired
+    tables (stamped `at`) in `conn`'s transaction; return whether there were any.
+
+    One indexed probe when the key has no past, the common case.
+    """
+    history, outbox = tables.transitions, tables.compensations
+    probe = select(
+        or_(
+            exists().where(_of_key(history, entity_type, key)),
+            exists().where(_of_key(outbox, entity_type, key)),
+        )
+    )
+    if not conn.execute(probe).scalar():
+        return False
+    stamp = literal(at, UTCDateTime())
+    ids = select(outbox.c.id).where(_of_key(outbox, entity_type, key))
+    for live, which in (
+        (history, _of_key(history, entity_type, key)),
+        (tables.attempts, tables.attempts.c.compensation_id.in_(ids)),
+        (outbox, _of_key(outbox, entity_type, key)),
+    ):
+        names = [c.name for c in live.columns]
+        # In key order, so the retired rows' surrogate keys follow it.
+        rows = select(stamp, *live.columns).where(which).order_by(*live.primary_key.columns)
+        conn.execute(insert(tables.retired(live)).from_select(["retired_at", *names], rows))
+        conn.execute(sa_delete(live).where(which))
+    return True
+
+
+def purge(conn: Connection, tables: StatekitTables, entity_type: str, key: str) -> None:
+    """Delete the live history, compensations and attempts of `key` in `conn`'s
+    transaction (earlier, retired lives stay)."""
+    outbox = tables.compensations
+    ids = select(outbox.c.id).where(_of_key(outbox, entity_type, key))
+    conn.execute(sa_delete(tables.attempts).where(tables.attempts.c.compensation_id.in_(ids)))
+    conn.execute(sa_delete(outbox).where(_of_key(outbox, entity_type, key)))
+    conn.execute(sa_delete(tables.transitions).where(_of_key(tables.transitions, entity_type, key)))
+
+
+def retired_history(
+    conn: Connection, tables: StatekitTables, entity_type: str, key: str
+) -> list[TransitionRecord]:
+    """The transitions of `key`'s earlier lives, oldest life first, each by seq."""
+    t = tables.retired_transitions
+    query = (
+        select(*(t.c[name] for name in RECORD_COLUMNS))
+        .where(_of_key(t, entity_type, key))
+        .order_by(t.c.retired_id)
+    )
+    return [record_of(entity_type, key, row) for row in conn.execute(query)]
+
+
+class LifeOperations:
+    """Mixed into `SQLAlchemyStore`: deleting instances and reading earlier lives."""
+
+    engine: Engine
+    tables: StatekitTables
+
+    def binding(self, entity_type: str) -> Any:  # provided by SQLAlchemyStore
+        raise NotImplementedError
+
+    def delete(
+        self,
+        entity_type: str,
+        key: str,
+        *,
+        keep_history: bool = False,
+        at: datetime | None = None,
+    ) -> None:
+        """Delete the instance's row and its history, compensations and attempts in
+        one transaction; with `keep_history`, move those to the retired tables
+        (stamped `at`, default now) instead, for audit. Earlier lives of the key stay
+        retired either way. A fire racing the delete either commits first (and its
+        row goes too) or finds no row.
+
+        Raises:
+            InstanceNotFoundError: no row has this key.
+            StoreError: the database failed; nothing was deleted.
+        """
+        binding = self.binding(entity_type)
+        coerced = binding.coerce_key(key)
+        text_key = str(coerced)  # as history stores it: "7" for an integer key 7
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                gone = conn.execute(sa_delete(binding.table).where(binding.key == coerced))
+                if gone.rowcount != 1:
+                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
+                if keep_history:
+                    retire(conn, self.tables, entity_type, text_key, at or datetime.now(UTC))
+                else:
+                    purge(conn, self.tables, entity_type, text_key)
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"deleting {entity_type} {key} failed: {exc}") from exc
+
+    def retired_history(self, entity_type: str, key: str) -> list[TransitionRecord]:
+        """The transitions of the key's earlier lives (instances deleted or replaced
+        by a new one with the same key), oldest life first."""
+        try:
+            with self.engine.connect() as conn:
+                return retired_history(conn, self.tables, entity_type, key)
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"reading retired history failed: {exc}") from exc

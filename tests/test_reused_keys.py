@@ -1,0 +1,139 @@
+"""Keys the database hands out again: a new row never inherits an old row's life.
+
+SQLite gives a new row the highest INTEGER PRIMARY KEY plus one, so the key of a
+deleted last row comes back; `TRUNCATE ... RESTART IDENTITY` (PostgreSQL) and
+`TRUNCATE` (MariaDB) restart the counter. The old row's history, idempotency keys,
+compensations and their attempts must not attach to the new row, on the driver
+path and on SQLAlchemy's `Connection` alike,.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text, update
+
+from models.order import OrderWorkflow
+from models.orm import ENTITIES, Base, OrderRow
+from statekit import ManualClock, Runner, StatekitError
+from statekit.compensation import CompensationTask
+from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
+from tests.sql_support import example_engine
+
+
+@pytest.fixture(scope="module")
+def engine(database_url: str) -> Iterator[Engine]:
+    with example_engine(database_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+def empty(engine: Engine) -> Iterator[Engine]:
+    """The module's engine; every table is emptied after the test."""
+    yield engine
+    with engine.begin() as conn:
+        for table in (*statekit_tables().metadata.sorted_tables, *Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+def restart_orders(engine: Engine) -> None:
+    """The application empties its orders table the way its database restarts keys."""
+    statement = {
+        "sqlite": "DELETE FROM orders",
+        "postgresql": "TRUNCATE orders RESTART IDENTITY",
+    }.get(engine.dialect.name, "TRUNCATE TABLE orders")
+    with engine.begin() as conn:
+        conn.execute(text(statement))
+
+
+def count(engine: Engine, table: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
+
+
+@pytest.mark.parametrize("driver_path", [True, False], ids=["driver", "connection"])
+def test_a_database_assigned_key_handed_out_again_starts_a_clean_life(
+    empty: Engine, driver_path: bool
+) -> None:
+    restart_orders(empty)  # the old row gets the first key
+    store = SQLAlchemyStore(empty, ENTITIES, driver_path=driver_path)
+    clock = ManualClock()
+    orders = Runner(OrderWorkflow.machine, store, clock=clock)
+    old = OrderRow(total=Decimal(10))
+    orders.start(old)
+    key = str(old.id)
+    orders.fire_by_key(key, "reserve", idempotency_key="k-1")
+    orders.fire_by_key(key, "cancel", idempotency_key="k-2")
+    task = CompensationTask("order", key, 1, "release_stock", "reserve", max_attempts=3)
+    with empty.begin() as conn:  # a step of the old life that a sweeper gave up on
+        store.add_compensations_on(conn, [task], clock.now())
+    (scheduled,) = store.compensations("order", key)
+    with empty.begin() as conn:
+        conn.execute(
+            update(store.tables.compensations).values(status="dead", attempts=3, last_error="x")
+        )
+        conn.execute(
+            store.tables.attempts.insert().values(
+                compensation_id=scheduled.id, attempt=1, at=clock.now(), succeeded=False
+            )
+        )
+
+    restart_orders(empty)
+    clock.advance(minutes=5)
+    new = OrderRow(total=Decimal(20))
+    orders.start(new)
+    assert str(new.id) == key  # the database handed the key out again
+
+    assert list(store.history("order", key)) == []
+    assert store.last_transition("order", key) is None
+    assert store.compensations("order", key) == []
+    first = orders.fire_by_key(key, "reserve", idempotency_key="k-1")
+    assert not first.replayed
+    assert (first.seq, first.at) == (1, clock.now())
+    second = orders.fire_by_key(
+        key, "pay", idempotency_key="k-2", amount=Decimal(20), reference="r"
+    )
+    assert (second.replayed, second.seq, second.target) == (False, 2, "paid")
+    assert [r.event for r in store.history("order", key)] == ["reserve", "pay"]
+    loaded = store.load("order", key)
+    assert (loaded.state, loaded.version) == ("paid", 2)
+
+    with empty.begin() as conn:  # the new life's own step 1 is scheduled, not swallowed
+        store.add_compensations_on(conn, [task], clock.now())
+    (fresh,) = store.compensations("order", key)
+    assert (fresh.status, fresh.attempts, fresh.last_error) == ("pending", 0, None)
+    assert fresh.id is not None
+    assert store.compensation_attempts(fresh.id) == []
+
+    # The old life is kept for audit, out of the live tables.
+    assert [r.event for r in store.retired_history("order", key)] == ["reserve", "cancel"]
+    assert count(empty, store.tables.retired_compensations) == 1
+    assert count(empty, store.tables.retired_attempts) == 1
+
+
+def test_a_compensation_claimed_before_its_instance_was_deleted_cannot_finish_on_the_next(
+    empty: Engine,
+) -> None:
+    store = SQLAlchemyStore(empty, ENTITIES)
+    clock = ManualClock()
+    orders = Runner(OrderWorkflow.machine, store, clock=clock)
+    orders.start(OrderRow(id=7, total=Decimal(10)))
+    orders.fire_by_key(7, "reserve")
+    task = CompensationTask("order", "7", 1, "release_stock", "reserve", max_attempts=3)
+    with empty.begin() as conn:
+        store.add_compensations_on(conn, [task], clock.now())
+    (claimed,) = store.claim_compensations(clock.now(), 10, timedelta(minutes=5))
+
+    store.delete("order", "7", keep_history=True)
+    orders.start(OrderRow(id=7, total=Decimal(10)))
+    with pytest.raises(StatekitError) as caught:  # the claim's row is gone: it cannot finish
+        store.fail_compensation(
+            claimed, clock.now(), error="late", next_attempt_at=clock.now(), dead=False
+        )
+    assert "compensate release_stock" in str(caught.value)
+    assert store.compensations("order", "7") == []
+    assert count(empty, store.tables.retired_compensations) == 1

@@ -1,0 +1,113 @@
+"""The upgrade SQL in docs/upgrading.md turns an earlier version's tables into the
+current ones, on SQLite, PostgreSQL and MariaDB.
+
+An earlier version's database is built from today's live tables as they were then
+(no retired tables; on MariaDB, key columns in the database's default collation).
+After the documented SQL its statekit tables must reflect exactly like those of a
+database created by this version, and keys differing in case must be two instances.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, MetaData, inspect, text
+
+from statekit.store.sqlalchemy import statekit_tables
+from tests.sql_support import engine_for, fresh_database
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "upgrading.md"
+HEADINGS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+
+
+def upgrade_sql(backend: str) -> list[str]:
+    """The statements of the doc's SQL block for `backend`."""
+    blocks = re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    marker = f"-- statekit upgrade: {HEADINGS[backend]}\n"
+    (block,) = [b for b in blocks if b.startswith(marker)]
+    return [s.strip() for s in block.removeprefix(marker).split(";") if s.strip()]
+
+
+def create_earlier_version(engine: Engine) -> None:
+    tables = statekit_tables(MetaData())
+    live = [tables.transitions, tables.compensations, tables.attempts]
+    tables.metadata.create_all(engine, tables=live)
+    if engine.dialect.name not in {"mysql", "mariadb"}:
+        return
+    ci = "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci"  # the server's default
+    with engine.begin() as conn:  # as an earlier version created them
+        conn.execute(
+            text(
+                f"ALTER TABLE statekit_transitions MODIFY entity_type VARCHAR(64) {ci} NOT NULL, "
+                f"MODIFY entity_key VARCHAR(128) {ci} NOT NULL, "
+                f"MODIFY idempotency_key VARCHAR(128) {ci}"
+            )
+        )
+        conn.execute(
+            text(
+                f"ALTER TABLE statekit_compensations MODIFY entity_type VARCHAR(64) {ci} "
+                f"NOT NULL, MODIFY entity_key VARCHAR(128) {ci} NOT NULL"
+            )
+        )
+
+
+def shape(engine: Engine) -> dict[str, Any]:
+    """statekit's tables as the database reports them."""
+    inspector = inspect(engine)
+    found: dict[str, Any] = {}
+    present = set(inspector.get_table_names())
+    for table in statekit_tables(MetaData()).all:
+        if table.name not in present:
+            continue
+        found[table.name] = (
+            [
+                (c["name"], str(c["type"]), c["nullable"], getattr(c["type"], "collation", None))
+                for c in inspector.get_columns(table.name)
+            ],
+            inspector.get_pk_constraint(table.name)["constrained_columns"],
+            sorted(
+                (i["name"], tuple(i["column_names"])) for i in inspector.get_indexes(table.name)
+            ),
+        )
+    return found
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_the_documented_upgrade_gives_the_current_tables(backend: str, tmp_path: Path) -> None:
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    with fresh_database(backend, tmp_path / "new") as url:
+        engine = engine_for(url)
+        statekit_tables(MetaData()).metadata.create_all(engine)
+        expected = shape(engine)
+        engine.dispose()
+    with fresh_database(backend, tmp_path / "old") as url:
+        engine = engine_for(url)
+        try:
+            create_earlier_version(engine)
+            earlier = shape(engine)
+            live = ("statekit_transitions", "statekit_compensations")
+            if backend == "mariadb":  # the key columns' collation is what differs
+                assert all(earlier[name] != expected[name] for name in live)
+            else:
+                assert all(earlier[name] == expected[name] for name in live)
+            with engine.begin() as conn:
+                for statement in upgrade_sql(backend):
+                    conn.execute(text(statement))
+            assert shape(engine) == expected
+            with engine.begin() as conn:
+                for key in ("ABC", "abc"):
+                    conn.execute(
+                        text(
+                            "INSERT INTO statekit_transitions (entity_type, entity_key, seq, "
+                            "event, source, target, at, idempotency_key) VALUES ('order', "
+                            ":key, 1, 'reserve', 'pending', 'stock_reserved', "
+                            "'2026-01-01 00:00:00', 'k')"
+                        ),
+                        {"key": key},
+                    )
+        finally:
+            engine.dispose()
