@@ -4,7 +4,8 @@ SQLite gives a new row the highest INTEGER PRIMARY KEY plus one, so the key of a
 deleted last row comes back; `TRUNCATE ... RESTART IDENTITY` (PostgreSQL) and
 `TRUNCATE` (MariaDB) restart the counter. The old row's history, idempotency keys,
 compensations and their attempts must not attach to the new row, on the driver
-path and on SQLAlchemy's `Connection` alike,.
+path and on SQLAlchemy's `Connection` alike, and `statekit check --db` reports rows
+whose version disagrees with their history.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.orm import Session
 
 from models.order import OrderWorkflow
 from models.orm import ENTITIES, Base, OrderRow
 from statekit import ManualClock, Runner, StatekitError
+from statekit.cli import cli
 from statekit.compensation import CompensationTask
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
 from tests.sql_support import example_engine
@@ -137,3 +141,63 @@ def test_a_compensation_claimed_before_its_instance_was_deleted_cannot_finish_on
     assert "compensate release_stock" in str(caught.value)
     assert store.compensations("order", "7") == []
     assert count(empty, store.tables.retired_compensations) == 1
+
+
+def test_check_reports_rows_whose_version_disagrees_with_their_history(
+    empty: Engine, database_url: str
+) -> None:
+    store = SQLAlchemyStore(empty, ENTITIES)
+    orders = Runner(OrderWorkflow.machine, store, clock=ManualClock())
+    for number in (1, 2, 3, 4):
+        orders.start(OrderRow(id=number, total=Decimal(10)))
+    orders.fire_by_key(1, "reserve")
+    orders.fire_by_key(1, "cancel")
+    orders.fire_by_key(2, "reserve")
+    with Session(empty) as session, session.begin():  # behind statekit's back:
+        session.delete(session.get(OrderRow, 2))  # 2 deleted and inserted again at version 0
+    with Session(empty) as session, session.begin():
+        session.add(OrderRow(id=2, total=Decimal(10), state="pending", state_version=0))
+    with empty.begin() as conn:
+        # 3: a version moved without history
+        conn.execute(update(OrderRow).where(OrderRow.id == 3).values(state_version=4))
+    result = CliRunner().invoke(cli, ["check", "models.orm", "--db", database_url])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "order 2: state_version 0 but its history has 1 transition(s), the last seq 1 "
+        "(OrderRow; see docs/upgrading.md)",
+        "order 3: state_version 4 but its history has 0 transition(s) "
+        "(OrderRow; see docs/upgrading.md)",
+        "Error: 2 problem(s) found",
+    ]
+
+    # The repair for 2, an instance that never moved: retire what it inherited.
+    with pytest.raises(StatekitError, match="order 3 is at version 4, not 0"):
+        store.retire_history("order", "3")
+    assert store.retire_history("order", "2")
+    assert not store.retire_history("order", "2")
+    assert [r.event for r in store.retired_history("order", "2")] == ["reserve"]
+    assert orders.fire_by_key(2, "cancel").seq == 1
+    with empty.begin() as conn:
+        conn.execute(update(OrderRow).where(OrderRow.id == 3).values(state_version=0))
+    result = CliRunner().invoke(cli, ["check", "models.orm", "--db", database_url])
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize("keep_history", [False, True], ids=["delete", "keep-history"])
+def test_the_delete_command(empty: Engine, database_url: str, keep_history: bool) -> None:
+    store = SQLAlchemyStore(empty, ENTITIES)
+    orders = Runner(OrderWorkflow.machine, store, clock=ManualClock())
+    for number in (1, 2):
+        orders.start(OrderRow(id=number, total=Decimal(10)))
+        orders.fire_by_key(number, "reserve")
+    args = ["delete", "order", "1", "--db", database_url, "-m", "models.orm"]
+    result = CliRunner().invoke(cli, [*args, *(["--keep-history"] if keep_history else [])])
+    assert result.exit_code == 0, result.stderr
+    kept = "retired" if keep_history else "deleted"
+    assert result.stdout == f"order 1: deleted (history {kept})\n"
+    assert [r.key for r in store.history("order", "1")] == []
+    assert [r.key for r in store.retired_history("order", "1")] == ["1"] * keep_history
+    assert [r.key for r in store.history("order", "2")] == ["2"]
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1
+    assert again.stderr == "Error: order 1 not found\n"

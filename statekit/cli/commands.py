@@ -137,7 +137,8 @@ def open_store(db_url: str, modules: Sequence[str]) -> Any:
 @db_option(required=False)
 def check(modules: tuple[str, ...], db_url: str | None) -> None:
     """Validate the machines declared in MODULE...; with --db, also check that every
-    stored state and definition version is known to them.
+    stored state and definition version is known to them, and that every row's
+    state_version agrees with its history (as many transitions, the last one's seq).
 
     Exit 1 lists every offender.
     """
@@ -184,6 +185,14 @@ def _stored_problems(db_url: str, modules: tuple[str, ...]) -> list[str]:
                         f"{machine.name}: {count} row(s) of {entity_class.__name__} under "
                         f"unknown definition version {stored_version}"
                     )
+    for machine, entity_class in store.entities().items():
+        for row in store.disagreements(machine.name):
+            last = "" if row.last_seq is None else f", the last seq {row.last_seq}"
+            problems.append(
+                f"{machine.name} {row.key}: state_version {row.version} but its history has "
+                f"{row.transitions} transition(s){last} ({entity_class.__name__}; "
+                "see docs/upgrading.md)"
+            )
     return problems
 
 
@@ -323,6 +332,29 @@ def history(
                 f"    step {t.step_seq} {t.action}: {t.status}, {t.attempts}/{t.max_attempts} "
                 f"attempts, next at {_iso(t.next_attempt_at)}{error}"
             )
+
+
+@cli.command()
+@click.argument("entity_type")
+@click.argument("key")
+@db_option()
+@module_option()
+@click.option(
+    "--keep-history",
+    is_flag=True,
+    envvar="STATEKIT_KEEP_HISTORY",
+    show_envvar=True,
+    help="Move the history to the retired tables for audit instead of deleting it.",
+)
+def delete(
+    entity_type: str, key: str, db_url: str, modules: tuple[str, ...], keep_history: bool
+) -> None:
+    """Delete ENTITY_TYPE KEY: its row, history, compensations and their attempts, in
+    one transaction (with --keep-history the history is retired, not deleted)."""
+    store = open_store(db_url, modules)
+    store.delete(entity_type, key, keep_history=keep_history)
+    kept = "history retired" if keep_history else "history deleted"
+    click.echo(f"{entity_type} {key}: deleted ({kept})")
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -12,15 +12,19 @@ scheduled afresh; the per-transition statements stay as they are.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
+    String,
     Table,
     and_,
+    cast,
     exists,
+    func,
     insert,
     literal,
     or_,
@@ -35,7 +39,9 @@ from statekit.store.sqlalchemy.history import RECORD_COLUMNS, record_of
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = [
+    "Disagreement",
     "LifeOperations",
+    "disagreements",
     "purge",
     "retire",
     "retired_history",
@@ -101,6 +107,43 @@ def retired_history(
     return [record_of(entity_type, key, row) for row in conn.execute(query)]
 
 
+@dataclass(frozen=True)
+class Disagreement:
+    """An entity row whose version is not the number (and last seq) of its history."""
+
+    key: str
+    version: int
+    transitions: int
+    last_seq: int | None
+
+
+def disagreements(conn: Connection, binding: Any, tables: StatekitTables) -> list[Disagreement]:
+    """Rows of `binding`'s table whose `state_version` disagrees with their live
+    history: a version other than the number of history rows, or than the last seq."""
+    history = tables.transitions
+    per_key = (
+        select(
+            history.c.entity_key,
+            func.count().label("transitions"),
+            func.max(history.c.seq).label("last_seq"),
+        )
+        .where(history.c.entity_type == binding.machine.name)
+        .group_by(history.c.entity_key)
+        .subquery("per_key")
+    )
+    version = binding.columns["version"]
+    counted = func.coalesce(per_key.c.transitions, 0)
+    query = (
+        select(binding.key, version, counted, per_key.c.last_seq)
+        .select_from(
+            binding.table.outerjoin(per_key, per_key.c.entity_key == cast(binding.key, String()))
+        )
+        .where(or_(version != counted, version != func.coalesce(per_key.c.last_seq, 0)))
+        .order_by(binding.key)
+    )
+    return [Disagreement(str(k), v, n, last) for k, v, n, last in conn.execute(query)]
+
+
 class LifeOperations:
     """Mixed into `SQLAlchemyStore`: deleting instances and reading earlier lives."""
 
@@ -143,6 +186,36 @@ class LifeOperations:
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"deleting {entity_type} {key} failed: {exc}") from exc
 
+    def retire_history(self, entity_type: str, key: str, *, at: datetime | None = None) -> bool:
+        """Retire the live history and compensations of an instance still at version 0:
+        the repair for a row that inherited an earlier instance's rows before statekit
+        retired them at `create` (`statekit check --db` lists such rows). Returns
+        whether there was anything to retire.
+
+        Raises:
+            InstanceNotFoundError: no row has this key.
+            StoreError: the row has moved (it has transitions of its own), or the
+                database failed.
+        """
+        binding = self.binding(entity_type)
+        coerced = binding.coerce_key(key)
+        version = binding.columns["version"]
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                locked = select(version).where(binding.key == coerced).with_for_update()
+                found = conn.execute(locked).first()
+                if found is None:
+                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
+                if found[0] != 0:
+                    raise StoreError(
+                        f"{entity_type} {key} is at version {found[0]}, not 0: its history "
+                        "may be its own; only an instance that never moved can retire it"
+                    )
+                now = at or datetime.now(UTC)
+                return retire(conn, self.tables, entity_type, str(coerced), now)
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"retiring the history of {entity_type} {key} failed: {exc}") from exc
+
     def retired_history(self, entity_type: str, key: str) -> list[TransitionRecord]:
         """The transitions of the key's earlier lives (instances deleted or replaced
         by a new one with the same key), oldest life first."""
@@ -151,3 +224,13 @@ class LifeOperations:
                 return retired_history(conn, self.tables, entity_type, key)
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"reading retired history failed: {exc}") from exc
+
+    def disagreements(self, entity_type: str) -> list[Disagreement]:
+        """Rows of `entity_type` whose version disagrees with their history (what
+        `statekit check --db` reports)."""
+        binding = self.binding(entity_type)
+        try:
+            with self.engine.connect() as conn:
+                return disagreements(conn, binding, self.tables)
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"checking {entity_type} against its history failed: {exc}") from exc
