@@ -201,3 +201,39 @@ def test_the_delete_command(empty: Engine, database_url: str, keep_history: bool
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1
     assert again.stderr == "Error: order 1 not found\n"
+
+
+def test_a_key_replaced_in_the_callers_session_retires_with_its_transaction(
+    empty: Engine,
+) -> None:
+    store = SQLAlchemyStore(empty, ENTITIES)
+    orders = Runner(OrderWorkflow.machine, store, clock=ManualClock())
+    orders.start(OrderRow(id=5, total=Decimal(10)))
+    old = [orders.fire_by_key(5, "reserve", idempotency_key="k")]
+
+    def replace(*, fail: bool) -> OrderRow:
+        with Session(empty, expire_on_commit=False) as session, session.begin():
+            session.delete(session.get(OrderRow, 5))
+            session.flush()
+            new = OrderRow(id=5, total=Decimal(20))
+            session.add(new)
+            orders.start(new)
+            assert store.history("order", "5") == old  # not committed yet: still the old life
+            if fail:
+                raise RuntimeError("the caller's own work failed")
+            return new
+
+    with pytest.raises(RuntimeError):
+        replace(fail=True)
+    assert store.history("order", "5") == old  # rolled back with the caller's transaction
+    assert store.load("order", "5").version == 1
+    assert store.retired_history("order", "5") == []
+
+    new = replace(fail=False)
+    assert store.history("order", "5") == []
+    assert store.retired_history("order", "5") == old
+    with Session(empty, expire_on_commit=False) as session, session.begin():
+        session.add(new)
+        record = orders.fire(new, "reserve", idempotency_key="k")
+    assert (record.replayed, record.seq) == (False, 1)
+    assert store.history("order", "5") == [record]
