@@ -17,12 +17,23 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import (
+    Column,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    Table,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from models.order import OrderWorkflow
 from models.orm import ENTITIES, Base, OrderRow
-from statekit import ManualClock, Runner, StatekitError
+from statekit import ManualClock, Runner, StatekitError, StoreError
 from statekit.cli import cli
 from statekit.compensation import CompensationTask
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
@@ -237,3 +248,28 @@ def test_a_key_replaced_in_the_callers_session_retires_with_its_transaction(
         record = orders.fire(new, "reserve", idempotency_key="k")
     assert (record.replayed, record.seq) == (False, 1)
     assert store.history("order", "5") == [record]
+
+
+def test_delete_of_a_row_others_reference_fails_whole(empty: Engine) -> None:
+    notes = Table(
+        "order_notes",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("order_id", ForeignKey(OrderRow.__table__.c.id), nullable=False),  # type: ignore[attr-defined]
+    )
+    notes.create(empty)
+    try:
+        store = SQLAlchemyStore(empty, ENTITIES)
+        orders = Runner(OrderWorkflow.machine, store, clock=ManualClock())
+        orders.start(OrderRow(id=8, total=Decimal(10)))
+        kept = [orders.fire_by_key(8, "reserve")]
+        with empty.begin() as conn:
+            conn.execute(notes.insert().values(id=1, order_id=8))
+        for keep_history in (False, True):
+            with pytest.raises(StoreError, match="deleting order 8 failed"):
+                store.delete("order", "8", keep_history=keep_history)
+            assert store.load("order", "8").version == 1
+            assert store.history("order", "8") == kept
+            assert store.retired_history("order", "8") == []
+    finally:
+        notes.drop(empty)

@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, MetaData, inspect, text
+from sqlalchemy import Engine, MetaData, delete, inspect, text
 
-from statekit.store.sqlalchemy import statekit_tables
+from models.order import OrderWorkflow
+from statekit import InstanceNotFoundError, ManualClock, Runner, StoreError
+from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
 from tests.sql_support import engine_for, fresh_database
+from tests.test_store_contract_sql import (
+    CLOCK_START,
+    ContractBase,
+    ContractOrder,
+    new_contract_order,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "upgrading.md"
 HEADINGS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
@@ -109,5 +117,33 @@ def test_the_documented_upgrade_gives_the_current_tables(backend: str, tmp_path:
                         ),
                         {"key": key},
                     )
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_before_the_upgrade_only_a_reused_key_fails_and_loudly(
+    backend: str, tmp_path: Path
+) -> None:
+    with fresh_database(backend, tmp_path) as url:
+        engine = engine_for(url)
+        try:
+            create_earlier_version(engine)
+            ContractBase.metadata.create_all(engine, tables=[ContractOrder.__table__])  # type: ignore[list-item]
+            store = SQLAlchemyStore(engine, {OrderWorkflow.machine: ContractOrder})
+            runner = Runner(OrderWorkflow.machine, store, clock=ManualClock(CLOCK_START))
+            runner.start(new_contract_order("o1"))
+            runner.fire_by_key("o1", "reserve")
+            store.delete("order", "o1", keep_history=False)  # nothing to retire: works
+            runner.start(new_contract_order("o1"))
+            runner.fire_by_key("o1", "reserve")
+            with engine.begin() as conn:
+                conn.execute(delete(ContractOrder))
+            with pytest.raises(StoreError, match="statekit_retired_transitions"):
+                runner.start(new_contract_order("o1"))
+            with pytest.raises(InstanceNotFoundError):
+                store.load("order", "o1")
+            runner.start(new_contract_order("o2"))
+            assert runner.fire_by_key("o2", "reserve").seq == 1
         finally:
             engine.dispose()
