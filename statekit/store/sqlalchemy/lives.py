@@ -70,12 +70,7 @@ def retire(
     if not conn.execute(probe).scalar():
         return False
     stamp = literal(at, UTCDateTime())
-    ids = select(outbox.c.id).where(_of_key(outbox, entity_type, key))
-    for live, which in (
-        (history, _of_key(history, entity_type, key)),
-        (tables.attempts, tables.attempts.c.compensation_id.in_(ids)),
-        (outbox, _of_key(outbox, entity_type, key)),
-    ):
+    for live, which in _rows_of_key(conn, tables, entity_type, key):
         names = [c.name for c in live.columns]
         # In key order, so the retired rows' surrogate keys follow it.
         rows = select(stamp, *live.columns).where(which).order_by(*live.primary_key.columns)
@@ -87,11 +82,24 @@ def retire(
 def purge(conn: Connection, tables: StatekitTables, entity_type: str, key: str) -> None:
     """Delete the live history, compensations and attempts of `key` in `conn`'s
     transaction (earlier, retired lives stay)."""
-    outbox = tables.compensations
-    ids = select(outbox.c.id).where(_of_key(outbox, entity_type, key))
-    conn.execute(sa_delete(tables.attempts).where(tables.attempts.c.compensation_id.in_(ids)))
-    conn.execute(sa_delete(outbox).where(_of_key(outbox, entity_type, key)))
-    conn.execute(sa_delete(tables.transitions).where(_of_key(tables.transitions, entity_type, key)))
+    for live, which in _rows_of_key(conn, tables, entity_type, key):
+        conn.execute(sa_delete(live).where(which))
+
+
+def _rows_of_key(
+    conn: Connection, tables: StatekitTables, entity_type: str, key: str
+) -> list[tuple[Table, Any]]:
+    """Each live table with the condition selecting `key`'s rows. The key's outbox rows
+    are locked first, so a sweeper finishing one of them waits, then finds it gone,
+    instead of adding an attempt row between the moves."""
+    outbox, attempts = tables.compensations, tables.attempts
+    of_key = _of_key(outbox, entity_type, key)
+    ids = [row[0] for row in conn.execute(select(outbox.c.id).where(of_key).with_for_update())]
+    return [
+        (tables.transitions, _of_key(tables.transitions, entity_type, key)),
+        (attempts, attempts.c.compensation_id.in_(ids)),
+        (outbox, of_key),
+    ]
 
 
 def retired_history(
