@@ -10,6 +10,8 @@ database created by this version, and keys differing in case must be two instanc
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,23 @@ def upgrade_sql(backend: str) -> list[str]:
     marker = f"-- statekit upgrade: {HEADINGS[backend]}\n"
     (block,) = [b for b in blocks if b.startswith(marker)]
     return [s.strip() for s in block.removeprefix(marker).split(";") if s.strip()]
+
+
+@contextmanager
+def database(backend: str, directory: Path, *, version: str) -> Iterator[Engine]:
+    """An engine on a fresh database with statekit's tables of the `"current"` or the
+    `"earlier"` version."""
+    directory.mkdir()
+    with fresh_database(backend, directory) as url:
+        engine = engine_for(url)
+        try:
+            if version == "current":
+                statekit_tables(MetaData()).metadata.create_all(engine)
+            else:
+                create_earlier_version(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def create_earlier_version(engine: Engine) -> None:
@@ -85,68 +104,53 @@ def shape(engine: Engine) -> dict[str, Any]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
 def test_the_documented_upgrade_gives_the_current_tables(backend: str, tmp_path: Path) -> None:
-    (tmp_path / "new").mkdir()
-    (tmp_path / "old").mkdir()
-    with fresh_database(backend, tmp_path / "new") as url:
-        engine = engine_for(url)
-        statekit_tables(MetaData()).metadata.create_all(engine)
+    with database(backend, tmp_path / "new", version="current") as engine:
         expected = shape(engine)
-        engine.dispose()
-    with fresh_database(backend, tmp_path / "old") as url:
-        engine = engine_for(url)
-        try:
-            create_earlier_version(engine)
-            earlier = shape(engine)
-            live = ("statekit_transitions", "statekit_compensations")
-            if backend == "mariadb":  # the key columns' collation is what differs
-                assert all(earlier[name] != expected[name] for name in live)
-            else:
-                assert all(earlier[name] == expected[name] for name in live)
-            with engine.begin() as conn:
-                for statement in upgrade_sql(backend):
-                    conn.execute(text(statement))
-            assert shape(engine) == expected
-            with engine.begin() as conn:
-                for key in ("ABC", "abc"):
-                    conn.execute(
-                        text(
-                            "INSERT INTO statekit_transitions (entity_type, entity_key, seq, "
-                            "event, source, target, at, idempotency_key) VALUES ('order', "
-                            ":key, 1, 'reserve', 'pending', 'stock_reserved', "
-                            "'2026-01-01 00:00:00', 'k')"
-                        ),
-                        {"key": key},
-                    )
-        finally:
-            engine.dispose()
+    with database(backend, tmp_path / "old", version="earlier") as engine:
+        earlier = shape(engine)
+        live = ("statekit_transitions", "statekit_compensations")
+        if backend == "mariadb":  # the key columns' collation is what differs
+            assert all(earlier[name] != expected[name] for name in live)
+        else:
+            assert all(earlier[name] == expected[name] for name in live)
+        with engine.begin() as conn:
+            for statement in upgrade_sql(backend):
+                conn.execute(text(statement))
+        assert shape(engine) == expected
+        with engine.begin() as conn:
+            for key in ("ABC", "abc"):
+                conn.execute(
+                    text(
+                        "INSERT INTO statekit_transitions (entity_type, entity_key, seq, "
+                        "event, source, target, at, idempotency_key) VALUES ('order', "
+                        ":key, 1, 'reserve', 'pending', 'stock_reserved', "
+                        "'2026-01-01 00:00:00', 'k')"
+                    ),
+                    {"key": key},
+                )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
 def test_before_the_upgrade_only_a_reused_key_fails_and_loudly(
     backend: str, tmp_path: Path
 ) -> None:
-    with fresh_database(backend, tmp_path) as url:
-        engine = engine_for(url)
-        try:
-            create_earlier_version(engine)
-            ContractBase.metadata.create_all(engine, tables=[ContractOrder.__table__])  # type: ignore[list-item]
-            store = SQLAlchemyStore(engine, {OrderWorkflow.machine: ContractOrder})
-            runner = Runner(OrderWorkflow.machine, store, clock=ManualClock(CLOCK_START))
+    with database(backend, tmp_path / "old", version="earlier") as engine:
+        ContractBase.metadata.create_all(engine, tables=[ContractOrder.__table__])  # type: ignore[list-item]
+        store = SQLAlchemyStore(engine, {OrderWorkflow.machine: ContractOrder})
+        runner = Runner(OrderWorkflow.machine, store, clock=ManualClock(CLOCK_START))
+        runner.start(new_contract_order("o1"))
+        runner.fire_by_key("o1", "reserve")
+        store.delete("order", "o1", keep_history=False)  # nothing to retire: works
+        runner.start(new_contract_order("o1"))
+        runner.fire_by_key("o1", "reserve")
+        with engine.begin() as conn:
+            conn.execute(delete(ContractOrder))
+        with pytest.raises(StoreError, match="statekit_retired_transitions"):
             runner.start(new_contract_order("o1"))
-            runner.fire_by_key("o1", "reserve")
-            store.delete("order", "o1", keep_history=False)  # nothing to retire: works
-            runner.start(new_contract_order("o1"))
-            runner.fire_by_key("o1", "reserve")
-            with engine.begin() as conn:
-                conn.execute(delete(ContractOrder))
-            with pytest.raises(StoreError, match="statekit_retired_transitions"):
-                runner.start(new_contract_order("o1"))
-            with pytest.raises(InstanceNotFoundError):
-                store.load("order", "o1")
-            runner.start(new_contract_order("o2"))
-            assert runner.fire_by_key("o2", "reserve").seq == 1
-        finally:
-            engine.dispose()
+        with pytest.raises(InstanceNotFoundError):
+            store.load("order", "o1")
+        runner.start(new_contract_order("o2"))
+        assert runner.fire_by_key("o2", "reserve").seq == 1
 
 
 def autogenerate(engine: Engine) -> list[tuple[str, str]]:
@@ -169,24 +173,11 @@ def autogenerate(engine: Engine) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
 def test_alembic_autogenerate_owns_the_tables(backend: str, tmp_path: Path) -> None:
-    (tmp_path / "new").mkdir()
-    (tmp_path / "old").mkdir()
-    with fresh_database(backend, tmp_path / "new") as url:
-        engine = engine_for(url)
-        try:
-            statekit_tables(MetaData()).metadata.create_all(engine)
-            assert autogenerate(engine) == []  # the tables as created match their models
-        finally:
-            engine.dispose()
-    with fresh_database(backend, tmp_path / "old") as url:
-        engine = engine_for(url)
-        try:
-            create_earlier_version(engine)
-            retired = [t.name for t in statekit_tables(MetaData()).all[3:]]
-            # The new tables and their indexes; not the collation (see docs/upgrading.md).
-            assert sorted(autogenerate(engine)) == sorted(
-                [("add_table", name) for name in retired]
-                + [("add_index", name) for name in retired]
-            )
-        finally:
-            engine.dispose()
+    with database(backend, tmp_path / "new", version="current") as engine:
+        assert autogenerate(engine) == []  # the tables as created match their models
+    with database(backend, tmp_path / "old", version="earlier") as engine:
+        retired = [t.name for t in statekit_tables(MetaData()).all[3:]]
+        # The new tables and their indexes; not the collation (see docs/upgrading.md).
+        assert sorted(autogenerate(engine)) == sorted(
+            [("add_table", name) for name in retired] + [("add_index", name) for name in retired]
+        )
