@@ -74,6 +74,8 @@ class SweepStore(Protocol):
         dead: bool,
     ) -> None: ...
 
+    def claimed_step(self, task: CompensationTask, entity: object) -> TransitionRecord | None: ...
+
     def reopen_dead_compensations(
         self, entity: object, now: datetime, extra_attempts: int
     ) -> int: ...
@@ -300,7 +302,7 @@ class Sweeper:
         handler = machine.compensations.get(task.action)
         try:
             with self.store.session_unit(task.entity_type, task.key) as entity:
-                step = next((r for r in self.store.steps(entity) if r.seq == task.step_seq), None)
+                step = self.store.claimed_step(task, entity)  # the same life, still ours
                 if not callable(handler) or step is None:
                     missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
                     raise CompensationError(

@@ -33,11 +33,13 @@ from sqlalchemy.orm import Session
 
 from models.order import OrderWorkflow
 from models.orm import ENTITIES, Base, OrderRow
-from statekit import ManualClock, Runner, StatekitError, StoreError
+from statekit import CompensationContext, ManualClock, Runner, StatekitError, StoreError
 from statekit.cli import cli
 from statekit.compensation import CompensationTask
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
+from statekit.sweeper import Sweeper, SweepResult
 from tests.sql_support import example_engine
+from tests.sweep_support import JobBase, JobRow, JobWorkflow, call_counts
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +275,45 @@ def test_delete_of_a_row_others_reference_fails_whole(empty: Engine) -> None:
             assert store.retired_history("order", "8") == []
     finally:
         notes.drop(empty)
+
+
+def test_a_claimed_compensation_of_a_replaced_instance_never_runs_on_the_new_one(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    JobBase.metadata.create_all(engine)
+    try:
+        machine = JobWorkflow.machine
+        called: list[tuple[str, str, int]] = []
+        handler = machine.compensations["undo_first"]
+
+        def counting(job: JobRow, undo: CompensationContext) -> None:
+            called.append((job.state, undo.step.event, undo.step.seq))
+            handler(job, undo)
+
+        monkeypatch.setitem(machine.compensations, "undo_first", counting)
+        store = SQLAlchemyStore(engine, {machine: JobRow})
+        clock = ManualClock()
+        jobs = Runner(machine, store, clock=clock)
+        sweeper = Sweeper([jobs], clock=clock)
+        jobs.start(JobRow(id="j1"))
+        jobs.fire_by_key("j1", "advance")
+        task = CompensationTask("job", "j1", 1, "undo_first", "advance", max_attempts=5)
+        with engine.begin() as conn:
+            store.add_compensations_on(conn, [task], clock.now())
+        (claimed,) = store.claim_compensations(clock.now(), 10, timedelta(minutes=5))
+
+        clock.advance(minutes=1)  # the instance is replaced while the claim is held
+        store.delete("job", "j1", keep_history=True)
+        jobs.start(JobRow(id="j1"))
+        jobs.fire_by_key("j1", "advance")  # the new instance has a step 1 of its own
+
+        result = SweepResult()
+        sweeper._compensate(claimed, clock.now(), result)
+        assert called == []
+        assert (result.lost_races, result.compensations_run) == (1, 0)
+        with engine.connect() as conn:
+            assert call_counts(conn) == {}
+        assert store.load("job", "j1").state == "first"
+        assert store.compensations("job", "j1") == []
+    finally:
+        JobBase.metadata.drop_all(engine)

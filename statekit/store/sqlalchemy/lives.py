@@ -12,6 +12,7 @@ scheduled afresh; the per-transition statements stay as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +34,8 @@ from sqlalchemy import (
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import exc as sa_exc
 
-from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.compensation import CompensationTask
+from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import TransitionRecord
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS, record_of
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
@@ -42,6 +44,7 @@ __all__ = [
     "Disagreement",
     "LifeOperations",
     "disagreements",
+    "lost_claim",
     "purge",
     "retire",
     "retired_history",
@@ -152,11 +155,24 @@ def disagreements(conn: Connection, binding: Any, tables: StatekitTables) -> lis
     return [Disagreement(str(k), v, n, last) for k, v, n, last in conn.execute(query)]
 
 
+def lost_claim(task: CompensationTask) -> ConcurrentTransitionError:
+    """The error for a compensation whose claim this sweeper no longer holds."""
+    return ConcurrentTransitionError(
+        entity_type=task.entity_type,
+        key=task.key,
+        event=f"compensate {task.action}",
+        expected_version=task.attempts,
+        actual_version=None,
+    )
+
+
 class LifeOperations:
-    """Mixed into `SQLAlchemyStore`: deleting instances and reading earlier lives."""
+    """Mixed into `SQLAlchemyStore`: deleting instances, reading earlier lives, and
+    the sweeper's life-checked step lookup."""
 
     engine: Engine
     tables: StatekitTables
+    _in_unit: Callable[[object, str], tuple[Connection, str, str]]  # SweepOperations'
 
     def binding(self, entity_type: str) -> Any:  # provided by SQLAlchemyStore
         raise NotImplementedError
@@ -242,3 +258,37 @@ class LifeOperations:
                 return disagreements(conn, binding, self.tables)
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"checking {entity_type} against its history failed: {exc}") from exc
+
+    def claimed_step(self, task: CompensationTask, entity: object) -> TransitionRecord | None:
+        """The history record of the step `task` undoes, read in the entity's own
+        transaction together with the claim (the sweeper asks before it calls the
+        handler): the outbox row and the step must both be live, so they belong to
+        the same life of the key. None: the claim holds but the step is not in the
+        history.
+
+        Raises:
+            ConcurrentTransitionError: the claim is lost: its lease ran out and
+                another sweeper took it, a person cancelled it, or the instance was
+                deleted or replaced by a new one with the same key.
+        """
+        conn, name, key = self._in_unit(entity, "a step is read")
+        c, t = self.tables.compensations, self.tables.transitions
+        step = and_(
+            t.c.entity_type == c.c.entity_type,
+            t.c.entity_key == c.c.entity_key,
+            t.c.seq == c.c.step_seq,
+        )
+        row = conn.execute(
+            select(c.c.id, *(t.c[n] for n in RECORD_COLUMNS))
+            .select_from(c.outerjoin(t, step))
+            .where(
+                c.c.id == task.id,
+                c.c.claim_token == task.claim_token,
+                c.c.status == "running",
+                c.c.entity_type == name,
+                c.c.entity_key == key,
+            )
+        ).first()
+        if row is None:
+            raise lost_claim(task)
+        return None if row[1] is None else record_of(name, key, row[1:])

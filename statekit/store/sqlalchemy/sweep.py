@@ -37,11 +37,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, object_session
 
 from statekit.compensation import CompensationTask
-from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
+from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Snapshot, TransitionRecord
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
+from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements, insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 from statekit.store.sqlalchemy.writeback import guard_session_unit
@@ -380,13 +381,7 @@ class SweepOperations:
             .values(values)
         )
         if result.rowcount != 1:
-            raise ConcurrentTransitionError(
-                entity_type=task.entity_type,
-                key=task.key,
-                event=f"compensate {task.action}",
-                expected_version=task.attempts,
-                actual_version=None,
-            )
+            raise lost_claim(task)
         conn.execute(
             insert(self.tables.attempts).values(
                 compensation_id=task.id,
