@@ -15,14 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     String,
     Table,
     and_,
+    bindparam,
     cast,
     exists,
     func,
@@ -51,7 +54,7 @@ __all__ = [
 ]
 
 
-def _of_key(table: Table, entity_type: str, key: str) -> Any:
+def _of_key(table: Table, entity_type: Any, key: Any) -> Any:
     return and_(table.c.entity_type == entity_type, table.c.entity_key == key)
 
 
@@ -63,14 +66,8 @@ def retire(
 
     One indexed probe when the key has no past, the common case.
     """
-    history, outbox = tables.transitions, tables.compensations
-    probe = select(
-        or_(
-            exists().where(_of_key(history, entity_type, key)),
-            exists().where(_of_key(outbox, entity_type, key)),
-        )
-    )
-    if not conn.execute(probe).scalar():
+    probe = _past_probe(tables.transitions, tables.compensations)
+    if not conn.execute(probe, {"type_": entity_type, "key_": key}).scalar():
         return False
     stamp = literal(at, UTCDateTime())
     for live, which in _rows_of_key(conn, tables, entity_type, key):
@@ -80,6 +77,18 @@ def retire(
         conn.execute(insert(tables.retired(live)).from_select(["retired_at", *names], rows))
         conn.execute(sa_delete(live).where(which))
     return True
+
+
+@cache
+def _past_probe(history: Table, outbox: Table) -> Select[Any]:
+    """Whether a key has live rows, built once per set of tables (building it costs
+    as much as running it)."""
+    return select(
+        or_(
+            exists().where(_of_key(history, bindparam("type_"), bindparam("key_"))),
+            exists().where(_of_key(outbox, bindparam("type_"), bindparam("key_"))),
+        )
+    )
 
 
 def purge(conn: Connection, tables: StatekitTables, entity_type: str, key: str) -> None:
