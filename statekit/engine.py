@@ -351,11 +351,16 @@ class Machine:
 
     def _check_known(self, entity: object, state: str, key: str | None) -> None:
         check_version(self.name, key, getattr(entity, self.fields.version, None))
+        stored = getattr(entity, self.fields.definition_version, None)
+        self._check_stored(state, stored, key)
+
+    def _check_stored(self, state: str, stored: int | None, key: str | None) -> None:
+        """Raise `DefinitionMismatchError` for a state or definition version this
+        machine does not know."""
         if state not in self._table:
             raise DefinitionMismatchError(
                 entity_type=self.name, key=key, field="state", value=state, known=self.states
             )
-        stored = getattr(entity, self.fields.definition_version, None)
         if stored is not None and stored not in self._accepted_versions:
             raise DefinitionMismatchError(
                 entity_type=self.name,
@@ -378,8 +383,9 @@ class Machine:
     ) -> Plan:
         """Plan one of statekit's own transitions (`@stuck`, `@resolve`, `@retry`,
         `@compensated`): no guards or handlers run, but it is versioned and recorded
-        like any other. A stuck plan clears the deadline so the sweeper skips it.
-        `entity` may be the entity object or its stored `Snapshot`.
+        like any other. A stuck plan clears the deadline so the sweeper skips it;
+        marking stuck in place keeps the instance's entry time. `entity` may be the
+        entity object or its stored `Snapshot`.
 
         Raises:
             NotStartedError, DefinitionMismatchError: as for `decide`.
@@ -388,6 +394,7 @@ class Machine:
         if isinstance(entity, Snapshot):
             snapshot = entity
             check_version(self.name, snapshot.key, snapshot.version)
+            self._check_stored(snapshot.state, snapshot.definition_version, snapshot.key)
         else:
             snapshot = self.snapshot(entity)
         if target not in self._table:
@@ -396,6 +403,10 @@ class Machine:
         deadline = None if stuck_reason is not None or timeout is None else now + timeout.after
         payload = None if note is None else _note(note)
         key = snapshot.key or None
+        # A stuck mark in place is no move: the instance keeps its entry time.
+        entered_at = None
+        if stuck_reason is not None and target == snapshot.state:
+            entered_at = snapshot.entered_at or now
         return Plan(
             event,
             snapshot.state,
@@ -412,6 +423,7 @@ class Machine:
             None,
             None,
             stuck_reason,
+            entered_at,
         )
 
     def compensation_of(self, source: str, event: str, target: str) -> tuple[str, int] | None:
@@ -723,7 +735,7 @@ class Machine:
             entity,
             plan.target,
             plan.expected_version + 1,
-            at,
+            plan.entered,
             plan.deadline_at,
             None if stuck is None else at,
             stuck,

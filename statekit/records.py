@@ -95,11 +95,19 @@ class Plan(Context):
     correlation_id: str | None = None
     idempotency_key: str | None = None
     stuck_reason: str | None = None
+    entered_at: datetime | None = None
+    """Set when the plan leaves the instance in its state (a stuck mark): when it
+    really entered it. None: the instance enters `target` at `at`."""
 
     @property
     def at(self) -> datetime:
         """When the transition happens: the time it was decided at."""
         return self.now
+
+    @property
+    def entered(self) -> datetime:
+        """When the instance entered `target`, as the store writes it."""
+        return self.now if self.entered_at is None else self.entered_at
 
     @property
     def context(self) -> Context:
@@ -124,7 +132,7 @@ class Plan(Context):
             self.key or "",
             self.target,
             self.expected_version + 1,
-            self.at,
+            self.entered,
             self.deadline_at,
             self.at if self.stuck_reason is not None else None,
             self.stuck_reason,

@@ -10,11 +10,12 @@ from datetime import timedelta
 from typing import ClassVar
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, object_session
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, object_session
 
-from statekit import CompensationContext, Context, Machine, State, Workflow
-from statekit.store.sqlalchemy import StateMixin
+from statekit import CompensationContext, Context, Machine, Runner, State, Workflow
+from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
+from statekit.store.sqlalchemy.tables import statekit_tables
 
 FAILURES: dict[tuple[str, str], int] = {}
 """(key, action) -> how many more attempts of that compensation should fail."""
@@ -99,3 +100,36 @@ def call_counts(conn: Connection) -> dict[tuple[str, str], int]:
         )
     ).all()
     return {(row[0], row[1]): row[2] for row in rows}
+
+
+def job_engine(url: str) -> Engine:
+    """An engine on `url` with the job table and statekit's tables created."""
+    from tests.sql_support import engine_for
+
+    engine = engine_for(url)
+    JobBase.metadata.create_all(engine)
+    SQLAlchemyStore(engine).create_tables()
+    return engine
+
+
+def clear_jobs(engine: Engine) -> None:
+    """Delete every job, call and statekit row (between tests sharing a database)."""
+    tables = statekit_tables()
+    with engine.begin() as conn:
+        for table in (
+            tables.attempts,
+            tables.compensations,
+            tables.transitions,
+            *JobBase.metadata.sorted_tables,
+        ):
+            conn.execute(table.delete())
+
+
+def start_job(engine: Engine, runner: Runner, key: str, *events: str) -> None:
+    """Create job `key`, start it and fire `events` on it, each in its own transaction."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        row = JobRow(id=key)
+        session.add(row)
+        runner.start(row)
+    for event in events:
+        runner.fire_by_key(key, event)

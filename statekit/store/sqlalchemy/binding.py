@@ -81,7 +81,7 @@ class EntityBinding:
             "v_": plan.expected_version,
             "state_": plan.target,
             "next_": plan.expected_version + 1,
-            "at_": plan.at,
+            "at_": plan.entered,
             "deadline_": plan.deadline_at,
             "stuck_at_": plan.at if plan.stuck_reason is not None else None,
             "reason_": plan.stuck_reason,

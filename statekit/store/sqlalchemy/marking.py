@@ -137,7 +137,12 @@ class MarkStatements:
                 {
                     cols["state"]: bindparam("state"),
                     cols["version"]: cols["version"] + 1,
-                    cols["entered_at"]: bindparam("entered_at", type_=cols["entered_at"].type),
+                    # A stuck mark in place passes no entry time: the row keeps its own.
+                    cols["entered_at"]: func.coalesce(
+                        bindparam("entered_at", type_=cols["entered_at"].type),
+                        cols["entered_at"],
+                        bindparam("at", type_=cols["entered_at"].type),
+                    ),
                     cols["deadline_at"]: bindparam("deadline_at", type_=cols["deadline_at"].type),
                     cols["stuck_at"]: bindparam("stuck_at", type_=cols["stuck_at"].type),
                     cols["stuck_reason"]: bindparam("stuck_reason"),
@@ -316,7 +321,8 @@ class DueBatch:
         parameters: dict[str, Any] = {
             "keys": statements.values(keys),
             "state": first.target,
-            "entered_at": first.at,
+            "entered_at": None if first.entered_at is not None else first.at,
+            "at": first.at,
             "deadline_at": first.deadline_at,
             "stuck_at": first.at if first.stuck_reason is not None else None,
             "stuck_reason": first.stuck_reason,
