@@ -638,11 +638,10 @@ def count_statements(db: Database) -> tuple[str, str]:
     """Statements per instance of statekit's deadline phase and of its drain, over one
     batch (untimed; also the warm-up). Leaves the data reset."""
     sweeper, runner = db.sweeper()
-    batches = iter(range(2))
     instances = BATCH
     with counting(db.engine) as sweep_counts:
-        result = SweepResult()
-        sweeper._sweep_deadlines(runner, result, lambda: next(batches) >= 1)
+        result = SweepResult()  # counts a batch once it commits: stop after the first
+        sweeper._sweep_deadlines(runner, result, lambda: result.claimed >= instances)
     assert result.marked_stuck == instances, result
     drained = SweepResult()
     with counting(db.engine) as drain_counts:

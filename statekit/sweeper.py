@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -105,10 +105,28 @@ class SweepResult:
     dead_lettered: int = 0
     compensated: int = 0
     lost_races: int = 0
+    set_aside: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict (for `--json`)."""
         return asdict(self)
+
+    def add(self, other: SweepResult) -> None:
+        """Add `other`'s counts to these."""
+        for name, count in asdict(other).items():
+            setattr(self, name, getattr(self, name) + count)
+
+
+@dataclass
+class _BatchDone:
+    """What one committed batch of overdue instances did."""
+
+    size: int
+    result: SweepResult = field(default_factory=SweepResult)
+    keys: list[str] = field(default_factory=list)
+    notices: list[TransitionRecord] = field(default_factory=list)
+    set_aside: list[tuple[Snapshot, str, datetime]] = field(default_factory=list)
+    stopped: bool = False
 
 
 class Sweeper:
@@ -155,15 +173,29 @@ class Sweeper:
     def run_once(self, stop: Callable[[], bool] = lambda: False) -> SweepResult:
         """One pass: time out everything overdue, then drain due compensations.
 
-        `stop` is checked between batches; a batch in progress always finishes.
+        `stop` is checked between instances on the deadline side and between
+        batches of compensations. An instance that fails is set aside (see
+        `_sweep_one`) and never fails the pass. A machine whose deadline side fails
+        otherwise (the database) does not keep the other machines or the drain
+        from running; its error is raised at the end of the pass.
+
+        Raises:
+            StatekitError: the store failed (the first such error of the pass).
         """
         result = SweepResult()
         due = self.store.due(list(self.runners), self.clock.now())
+        failed: list[Exception] = []
         for name, runner in self.runners.items():
-            if name in due:
-                self._sweep_deadlines(runner, result, stop)
+            if name in due and not stop():
+                try:
+                    self._sweep_deadlines(runner, result, stop)
+                except Exception as exc:  # the store, not an instance: see _sweep_one
+                    logger.error("sweeping %s deadlines failed: %s", name, exc)
+                    failed.append(exc)
         if COMPENSATIONS_DUE in due or result.marked_stuck:
             self._drain(result, stop)
+        if failed:
+            raise failed[0]
         return result
 
     def run_forever(
@@ -182,27 +214,98 @@ class Sweeper:
     def _sweep_deadlines(
         self, runner: Runner, result: SweepResult, stop: Callable[[], bool]
     ) -> None:
-        machine = runner.machine
+        """Sweep one machine's overdue instances, batch after batch.
+
+        A batch runs in one transaction with no per-instance cost. If anything in
+        it fails, it is rolled back and swept again one instance at a time, each in
+        a savepoint, so the bad instances are set aside and the others proceed.
+        """
         seen: set[str] = set()
         while not stop():
             now = self.clock.now()
-            notices: list[TransitionRecord] = []
-            with self.store.overdue_batch(machine.name, now, self.batch_size) as batch:
-                fresh = [s for s in batch.snapshots if s.key not in seen]
-                seen.update(s.key for s in fresh)
-                result.claimed += len(fresh)
-                stuck: list[tuple[Snapshot, str]] = []
-                for snapshot in fresh:
-                    reason = self._time_out(runner, batch, snapshot, result)
-                    if reason is not None:
-                        stuck.append((snapshot, reason))
-                if stuck:
-                    notices = self._mark_batch_stuck(machine, batch, stuck, now)
-                    result.marked_stuck += len(notices)
-            for record in notices:
+            try:
+                done = self._sweep_batch(runner, now, seen, stop, isolated=False)
+            except Exception as exc:
+                logger.info(
+                    "a %s batch failed (%s: %s); sweeping it one instance at a time",
+                    runner.machine.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                done = self._sweep_batch(runner, now, seen, stop, isolated=True)
+            seen.update(done.keys)
+            result.add(done.result)
+            for record in done.notices:
                 self._notify("on_stuck", record)
-            if len(batch.snapshots) < self.batch_size or not fresh:
+            for snapshot, error, until in done.set_aside:
+                logger.warning(
+                    "%s %s set aside until %s: %s",
+                    snapshot.entity_type,
+                    snapshot.key,
+                    until.isoformat(),
+                    error,
+                    extra={"entity_type": snapshot.entity_type, "entity_key": snapshot.key},
+                )
+            if done.stopped or done.size < self.batch_size or not done.keys:
                 return
+
+    def _sweep_batch(
+        self,
+        runner: Runner,
+        now: datetime,
+        seen: set[str],
+        stop: Callable[[], bool],
+        *,
+        isolated: bool,
+    ) -> _BatchDone:
+        """Claim one batch and time out or mark stuck each new instance in it."""
+        machine = runner.machine
+        with self.store.overdue_batch(machine.name, now, self.batch_size) as batch:
+            done = _BatchDone(len(batch.snapshots))
+            stuck: list[tuple[Snapshot, str]] = []
+            for snapshot in batch.snapshots:
+                if snapshot.key in seen:
+                    continue
+                if stop():  # the claimed rest is released untouched
+                    done.stopped = True
+                    break
+                done.keys.append(snapshot.key)
+                if isolated:
+                    self._sweep_one(runner, batch, snapshot, now, done)
+                    continue
+                reason = self._time_out(runner, batch, snapshot, done.result)
+                if reason is not None:
+                    stuck.append((snapshot, reason))
+            if stuck:
+                done.notices = self._mark_batch_stuck(machine, batch, stuck, now)
+        done.result.claimed = len(done.keys)
+        done.result.marked_stuck = len(done.notices)
+        return done
+
+    def _sweep_one(
+        self, runner: Runner, batch: Any, snapshot: Snapshot, now: datetime, done: _BatchDone
+    ) -> None:
+        """Time out or mark stuck one claimed instance in a savepoint; if that fails,
+        set it aside: its stuck marker gets the error and its deadline moves on by a
+        backoff that grows with the time since its first failure."""
+        try:
+            with batch.savepoint():
+                reason = self._time_out(runner, batch, snapshot, done.result)
+                if reason is not None:
+                    done.notices += self._mark_batch_stuck(
+                        runner.machine, batch, [(snapshot, reason)], now
+                    )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            first = snapshot.stuck_at if snapshot.stuck_at is not None else now
+            delay = min(max(self.backoff.base, now - first), self.backoff.cap)
+            until = now + delay
+            note = f"set aside by the sweeper until {until.isoformat()}: {error}"
+            if batch.set_aside(snapshot, note, first, until):
+                done.result.set_aside += 1
+                done.set_aside.append((snapshot, error, until))
+            else:  # its version moved: another writer got there first
+                done.result.lost_races += 1
 
     def _time_out(
         self, runner: Runner, batch: Any, snapshot: Snapshot, result: SweepResult
@@ -217,10 +320,6 @@ class Sweeper:
         entity = batch.entity(snapshot.key)
         try:
             runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
-        except ConcurrentTransitionError:
-            result.lost_races += 1
-            batch.forget(entity)
-            return None
         except TransitionError as exc:
             batch.forget(entity)
             return f"timeout event {timeout.event!r} refused: {exc}"

@@ -102,34 +102,40 @@ def call_counts(conn: Connection) -> dict[tuple[str, str], int]:
     return {(row[0], row[1]): row[2] for row in rows}
 
 
-def job_engine(url: str) -> Engine:
-    """An engine on `url` with the job table and statekit's tables created."""
+def job_engine(url: str, metadata: MetaData = JobBase.metadata) -> Engine:
+    """An engine on `url` with the tables of `metadata` and statekit's created."""
     from tests.sql_support import engine_for
 
     engine = engine_for(url)
-    JobBase.metadata.create_all(engine)
+    metadata.create_all(engine)
     SQLAlchemyStore(engine).create_tables()
     return engine
 
 
-def clear_jobs(engine: Engine) -> None:
-    """Delete every job, call and statekit row (between tests sharing a database)."""
+def clear_jobs(engine: Engine, metadata: MetaData = JobBase.metadata) -> None:
+    """Delete every row of statekit's tables and of `metadata`'s (between tests
+    sharing a database)."""
     tables = statekit_tables()
     with engine.begin() as conn:
         for table in (
             tables.attempts,
             tables.compensations,
             tables.transitions,
-            *JobBase.metadata.sorted_tables,
+            *metadata.sorted_tables,
         ):
             conn.execute(table.delete())
 
 
-def start_job(engine: Engine, runner: Runner, key: str, *events: str) -> None:
-    """Create job `key`, start it and fire `events` on it, each in its own transaction."""
+def start_entity(engine: Engine, runner: Runner, entity: object, *events: str) -> None:
+    """Add `entity`, start it and fire `events` on it, each in its own transaction."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        row = JobRow(id=key)
-        session.add(row)
-        runner.start(row)
+        session.add(entity)
+        runner.start(entity)
+    key = runner.machine.key_of(entity)
     for event in events:
         runner.fire_by_key(key, event)
+
+
+def start_job(engine: Engine, runner: Runner, key: str, *events: str) -> None:
+    """Create job `key`, start it and fire `events` on it."""
+    start_entity(engine, runner, JobRow(id=key), *events)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from statekit.errors import InstanceNotFoundError
 from statekit.records import Plan, Snapshot, TransitionRecord
@@ -46,6 +48,8 @@ __all__ = ["DueBatch", "MarkStatements", "insert_ignoring_duplicates"]
 _HISTORY_CONSTANTS = ("entity_type", *(name for name in RECORD_COLUMNS if name != "seq"))
 """History columns one group of a batch shares (all but the key and the seq)."""
 _OUTBOX_CONSTANTS = ("action", "max_attempts", "next_attempt_at")
+_NOTE_LIMIT = 4000
+"""Longest stuck reason written when a set-aside instance's column has no length."""
 
 
 def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
@@ -254,6 +258,38 @@ class DueBatch:
     def forget(self, entity: object) -> None:
         """Drop an entity object from the batch, so nothing it holds is flushed."""
         self._session.expunge(entity)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint in the batch's transaction: released on a clean exit, rolled
+        back (and the error re-raised) otherwise, leaving the batch usable."""
+        with self._session.begin_nested():
+            yield
+
+    def set_aside(self, snapshot: Snapshot, note: str, since: datetime, until: datetime) -> bool:
+        """Set a claimed instance aside without moving it: `stuck_at` = `since`,
+        `stuck_reason` = `note` and its deadline = `until`, when the sweeper tries
+        it again. Its version, state and history are left alone. Returns False
+        when the row is no longer at the claimed version (another writer won).
+        """
+        binding, cols = self._binding, self._binding.columns
+        key = binding.coerce_key(snapshot.key)
+        loaded = self._session.identity_map.get(identity_key(binding.entity_class, key))
+        if loaded is not None:  # nothing a failed attempt left on it may be flushed
+            self._session.expunge(loaded)
+        limit = getattr(cols["stuck_reason"].type, "length", None) or _NOTE_LIMIT
+        result = self._session.connection().execute(
+            update(binding.table)
+            .where(binding.key == key, cols["version"] == snapshot.version)
+            .values(
+                {
+                    cols["stuck_at"]: since,
+                    cols["stuck_reason"]: note[:limit],
+                    cols["deadline_at"]: until,
+                }
+            )
+        )
+        return int(result.rowcount) == 1
 
     def mark(
         self,

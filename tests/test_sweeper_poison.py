@@ -1,0 +1,263 @@
+"""One bad overdue instance never stops the sweeper (SQLite, PostgreSQL, MariaDB).
+
+Each poison kind sits in front of 30 healthy overdue instances (earliest deadline,
+so it is claimed first, in the first batch): 15 whose timeout event fires and 15
+that are marked stuck and compensated. The pass must process all 30, set the poison
+row aside (stuck marker with its error, deadline pushed back by the backoff), not
+retry it before the backoff ends, and retry it after.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import ClassVar
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, MetaData, String, delete, insert, select, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from statekit import (
+    Backoff,
+    CompensationContext,
+    Context,
+    Machine,
+    ManualClock,
+    Runner,
+    State,
+    Sweeper,
+    Workflow,
+)
+from statekit.cli import cli
+from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
+from tests.sql_support import engine_for
+from tests.sweep_support import (
+    JobRow,
+    JobWorkflow,
+    clear_jobs,
+    job_engine,
+    start_entity,
+    start_job,
+)
+
+UNDONE: list[str] = []
+
+
+def not_poisoned_guard(item: Item, ctx: Context) -> bool:
+    if item.mode == "guard-raises":
+        raise RuntimeError(f"the guard of {item.id} blew up")
+    return True
+
+
+def expire_action(item: Item, ctx: Context) -> None:
+    if item.mode == "action-raises":
+        raise RuntimeError(f"the action of {item.id} blew up")
+    item.mode = "expired"
+
+
+def undo_park(item: Item, undo: CompensationContext) -> None:
+    UNDONE.append(item.id)
+
+
+class PoisonWorkflow(Workflow, name="poisoned", compensated_state="undone"):
+    waiting = State(initial=True, timeout=timedelta(minutes=10), on_timeout="expire")
+    parked = State(timeout=timedelta(minutes=10))
+    expired = State(final=True)
+    undone = State(final=True)
+
+    expire = waiting.to(expired, guard=not_poisoned_guard, action=expire_action)
+    park = waiting.to(parked, compensate=undo_park)
+    finish = parked.to(expired)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class Item(StateMixin, Base):
+    __tablename__ = "poison_items"
+    __statekit_machine__: ClassVar[Machine] = PoisonWorkflow.machine
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # longer than history's
+    mode: Mapped[str] = mapped_column(String(32), default="ok")
+
+
+LONG_KEY = "k" * 150  # statekit_transitions.entity_key is VARCHAR(128)
+POISON = "p-0"
+
+
+def _item_update(store: SQLAlchemyStore, key: str, **values: object) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(update(Item).where(Item.id == key).values(**values))
+
+
+def _colliding_history(store: SQLAlchemyStore, key: str) -> None:
+    """History left by an earlier instance with the same key, at seq 1."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(store.tables.transitions).values(
+                entity_type="poisoned",
+                entity_key=key,
+                seq=1,
+                event="expire",
+                source="waiting",
+                target="expired",
+                at=ManualClock().now(),
+            )
+        )
+
+
+def _drop_colliding_history(store: SQLAlchemyStore, key: str) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            delete(store.tables.transitions).where(store.tables.transitions.c.entity_key == key)
+        )
+
+
+Poison = Callable[[SQLAlchemyStore, str], None]
+
+
+def _columns(bad: dict[str, object], good: dict[str, object]) -> tuple[Poison, Poison]:
+    """Set the row's columns to `bad` values, and back to `good` ones."""
+    return (lambda s, k: _item_update(s, k, **bad)), (lambda s, k: _item_update(s, k, **good))
+
+
+KINDS: dict[str, tuple[str, Poison, Poison | None]] = {
+    # kind: (key, make it poison, fix it again or None)
+    "unknown state": (POISON, *_columns({"state": "vanished"}, {"state": "waiting"})),
+    "unaccepted definition version": (
+        POISON,
+        *_columns({"state_definition_version": 99}, {"state_definition_version": 1}),
+    ),
+    "guard raises": (POISON, *_columns({"mode": "guard-raises"}, {"mode": "ok"})),
+    "action raises": (POISON, *_columns({"mode": "action-raises"}, {"mode": "ok"})),
+    "key too long for history": (LONG_KEY, lambda s, k: None, None),
+    "history of another instance": (POISON, _colliding_history, _drop_colliding_history),
+}
+
+
+@pytest.fixture(scope="module")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = job_engine(database_url, Base.metadata)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> Iterator[SQLAlchemyStore]:
+    UNDONE.clear()
+    yield SQLAlchemyStore(engine, {PoisonWorkflow.machine: Item})
+    clear_jobs(engine, Base.metadata)
+
+
+def _create(store: SQLAlchemyStore, runner: Runner, key: str, *events: str) -> None:
+    start_entity(store.engine, runner, Item(id=key), *events)
+
+
+def _row(store: SQLAlchemyStore, key: str) -> Item:
+    with Session(store.engine, expire_on_commit=False) as session:
+        found = session.get(Item, key)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_one_poison_row_never_stops_the_sweep(
+    store: SQLAlchemyStore, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, poison, fix = KINDS[kind]
+    clock = ManualClock()
+    runner = Runner(PoisonWorkflow.machine, store, clock=clock)
+    _create(store, runner, key)  # the earliest deadline: claimed first
+    poison(store, key)
+    clock.advance(minutes=1)
+    waiting = [f"w-{i:02d}" for i in range(15)]
+    parked = [f"s-{i:02d}" for i in range(15)]
+    for healthy in waiting:
+        _create(store, runner, healthy)
+    for healthy in parked:
+        _create(store, runner, healthy, "park")
+    clock.advance(minutes=11)
+    backoff = Backoff(base=timedelta(seconds=30), cap=timedelta(minutes=10), jitter=0)
+    sweeper = Sweeper([runner], clock=clock, batch_size=10, backoff=backoff)
+    before = _row(store, key)
+
+    with caplog.at_level(logging.WARNING, logger="statekit.sweeper"):
+        result = sweeper.run_once()
+
+    states = {k: _row(store, k).state for k in waiting + parked}
+    assert sum(states[k] == "expired" for k in waiting) == 15, states
+    assert sum(states[k] == "undone" for k in parked) == 15, states
+    assert sorted(UNDONE) == parked
+    after = _row(store, key)
+    if kind == "key too long for history" and store.engine.dialect.name == "sqlite":
+        # SQLite does not enforce VARCHAR lengths: the long key is no poison there.
+        assert (after.state, result.set_aside, result.timed_out) == ("expired", 0, 16)
+        return
+    assert (result.timed_out, result.marked_stuck, result.compensated) == (15, 15, 15)
+    assert result.set_aside == 1
+    assert (after.state, after.state_version) == (before.state, before.state_version)
+    assert after.state_entered_at == before.state_entered_at
+    assert after.stuck_at == clock.now()
+    assert after.state_deadline_at == clock.now() + timedelta(seconds=30)
+    assert after.stuck_reason is not None
+    assert after.stuck_reason.startswith("set aside by the")
+    listed = {snapshot.key: snapshot.stuck_reason for snapshot, _ in sweeper.stuck()}
+    assert listed[key] == after.stuck_reason
+    assert any(key in r.getMessage() and "set aside" in r.getMessage() for r in caplog.records)
+
+    # Not retried before its backoff ends...
+    assert sweeper.run_once().claimed == 0
+    clock.advance(seconds=31)
+    # ...retried after it, and set aside again for longer while still bad.
+    again = sweeper.run_once()
+    assert (again.claimed, again.set_aside) == (1, 1)
+    row = _row(store, key)
+    assert row.state_deadline_at is not None
+    assert row.state_deadline_at - clock.now() == timedelta(seconds=31)
+    assert row.stuck_at == after.stuck_at  # the first failure, which the backoff grows from
+    if fix is None:
+        return
+    fix(store, key)
+    clock.advance(minutes=1)
+    fixed = sweeper.run_once()
+    assert (fixed.claimed, fixed.timed_out, fixed.set_aside) == (1, 1, 0)
+    row = _row(store, key)
+    assert (row.state, row.stuck_at, row.stuck_reason) == ("expired", None, None)
+
+
+@pytest.fixture
+def sqlite_jobs(tmp_path: object) -> Iterator[str]:
+    url = f"sqlite+pysqlite:///{tmp_path}/jobs.db"
+    engine = job_engine(url)
+    clock = ManualClock()
+    runner = Runner(JobWorkflow.machine, SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow}))
+    start_job(engine, runner, "bad")
+    start_job(engine, runner, "good")
+    with engine.begin() as conn:
+        conn.execute(update(JobRow).where(JobRow.id == "bad").values(state="vanished"))
+        conn.execute(update(JobRow).values(state_deadline_at=clock.now()))
+    yield url
+    clear_jobs(engine)
+    engine.dispose()
+
+
+def test_sweep_once_exits_0_and_reports_the_row_it_set_aside(sqlite_jobs: str) -> None:
+    runner = CliRunner()
+    env = {"STATEKIT_DB": sqlite_jobs}
+    swept = runner.invoke(cli, ["sweep", "--once", "tests.sweep_support"], env=env)
+    assert swept.exit_code == 0, swept.output
+    assert "timed out 1" in swept.output
+    assert "set aside 1" in swept.output
+    listed = runner.invoke(cli, ["stuck", "tests.sweep_support"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "job bad in vanished" in listed.output
+    assert "set aside by the sweeper" in listed.output
+    assert "'vanished'" in listed.output
+    engine = engine_for(sqlite_jobs)
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(JobRow.id, JobRow.state)).all())
+    engine.dispose()
+    assert states == {"bad": "vanished", "good": "expired"}
