@@ -203,10 +203,40 @@ class Sweeper:
         interval: float,
         stop: threading.Event,
         on_pass: Callable[[SweepResult], None] | None = None,
+        *,
+        max_failures: int = 10,
+        max_delay: float = 300.0,
     ) -> None:
-        """Run passes every `interval` seconds until `stop` is set."""
+        """Run passes every `interval` seconds until `stop` is set.
+
+        A pass that fails (the database went away) is logged and followed by a
+        wait that doubles with each consecutive failure, from `interval` up to
+        `max_delay` seconds; a pass that succeeds resets it.
+
+        Raises:
+            Exception: the error of the `max_failures`-th failed pass in a row
+                (`max_failures` 0: never give up).
+        """
+        failures = 0
         while not stop.is_set():
-            result = self.run_once(stop.is_set)
+            try:
+                result = self.run_once(stop.is_set)
+            except Exception as exc:
+                failures += 1
+                if max_failures and failures >= max_failures:
+                    logger.error("%d sweeper passes in a row failed; giving up", failures)
+                    raise
+                delay = min(interval * 2 ** (failures - 1), max(max_delay, interval))
+                logger.error(
+                    "sweeper pass failed (%d in a row); next pass in %.1fs: %s",
+                    failures,
+                    delay,
+                    exc,
+                    extra={"failures": failures},
+                )
+                stop.wait(delay)
+                continue
+            failures = 0
             if on_pass is not None:
                 on_pass(result)
             stop.wait(interval)

@@ -1,8 +1,9 @@
 """`statekit sweep`, `stuck`, `retry` and `resolve`: the sweeper and a person's levers.
 
 Exit codes of `statekit sweep`: 0 after `--once`, or after a SIGTERM/SIGINT let the
-current batch finish; 1 on an error (bad database URL, unknown module, store
-failure); 2 on bad usage; 130 when a second signal stops it at once.
+instance in progress finish; 1 on an error (bad database URL, unknown module, a store
+failure with `--once`, or `--max-failures` failed passes in a row when running
+continuously); 2 on bad usage; 130 when a second signal stops it at once.
 """
 
 from __future__ import annotations
@@ -80,6 +81,16 @@ def _summary(result: SweepResult) -> str:
     show_envvar=True,
     help="Instances or compensations claimed per transaction.",
 )
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    envvar="STATEKIT_SWEEP_MAX_FAILURES",
+    show_envvar=True,
+    help="Exit 1 after this many failed passes in a row (0: never) when running "
+    "continuously; the wait after a failed pass doubles from --interval up to 5 minutes.",
+)
 @json_option()
 def sweep(
     db_url: str,
@@ -87,15 +98,18 @@ def sweep(
     once: bool,
     interval: float,
     batch_size: int,
+    max_failures: int,
     as_json: bool,
 ) -> None:
     """Time out overdue instances and run due compensations.
 
     Runs one pass with --once, otherwise a pass every --interval seconds until
-    SIGTERM or SIGINT, which let the current batch finish and exit 0; a second
-    signal exits at once with 130. With --json every pass prints one JSON object
-    on stdout; logs always go to stderr. Many sweepers may run against one
-    database: they claim disjoint instances.
+    SIGTERM or SIGINT, which let the instance in progress finish and exit 0; a
+    second signal exits at once with 130. A failed pass (the database went away)
+    is logged and retried after a growing wait, up to --max-failures in a row.
+    With --json every pass prints one JSON object on stdout; logs always go to
+    stderr. Many sweepers may run against one database: they claim disjoint
+    instances.
     """
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
@@ -118,13 +132,13 @@ def sweep(
         if stop.is_set():
             os._exit(130)
         logging.getLogger("statekit.sweeper").info(
-            "signal %d: finishing the current batch, then exiting", signum
+            "signal %d: finishing the work in progress, then exiting", signum
         )
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        sweeper.run_forever(interval, stop, on_pass=report)
+        sweeper.run_forever(interval, stop, on_pass=report, max_failures=max_failures)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
