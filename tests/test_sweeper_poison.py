@@ -32,6 +32,7 @@ from statekit import (
 )
 from statekit.cli import cli
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
+from statekit.store.sqlalchemy.tables import statekit_tables
 from tests.sql_support import engine_for
 from tests.sweep_support import (
     JobRow,
@@ -254,11 +255,22 @@ def sqlite_jobs(tmp_path: object) -> Iterator[str]:
     engine = job_engine(url)
     clock = ManualClock()
     runner = Runner(JobWorkflow.machine, SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow}))
-    start_job(engine, runner, "bad")
-    start_job(engine, runner, "good")
+    for key in ("bad", "clash", "good"):
+        start_job(engine, runner, key)
     with engine.begin() as conn:
         conn.execute(update(JobRow).where(JobRow.id == "bad").values(state="vanished"))
         conn.execute(update(JobRow).values(state_deadline_at=clock.now()))
+        conn.execute(  # history an earlier job "clash" left behind
+            insert(statekit_tables().transitions).values(
+                entity_type="job",
+                entity_key="clash",
+                seq=1,
+                event="advance",
+                source="new",
+                target="first",
+                at=clock.now(),
+            )
+        )
     yield url
     clear_jobs(engine)
     engine.dispose()
@@ -270,14 +282,19 @@ def test_sweep_once_exits_0_and_reports_the_row_it_set_aside(sqlite_jobs: str) -
     swept = runner.invoke(cli, ["sweep", "--once", "tests.sweep_support"], env=env)
     assert swept.exit_code == 0, swept.output
     assert "timed out 1" in swept.output
-    assert "set aside 1" in swept.output
+    assert "set aside 2" in swept.output
     listed = runner.invoke(cli, ["stuck", "tests.sweep_support"], env=env)
     assert listed.exit_code == 0, listed.output
     assert "job bad in vanished" in listed.output
     assert "set aside by the sweeper" in listed.output
     assert "'vanished'" in listed.output
+    shown = runner.invoke(cli, ["history", "job", "clash", "-m", "tests.sweep_support"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "STUCK     since" in shown.output
+    assert "set aside by the sweeper" in shown.output
+    assert "ConcurrentTransitionError" in shown.output
     engine = engine_for(sqlite_jobs)
     with engine.connect() as conn:
         states = dict(conn.execute(select(JobRow.id, JobRow.state)).all())
     engine.dispose()
-    assert states == {"bad": "vanished", "good": "expired"}
+    assert states == {"bad": "vanished", "clash": "new", "good": "expired"}
