@@ -15,7 +15,11 @@ from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["Context", "Plan", "Snapshot", "TransitionRecord"]
+__all__ = ["MARKS_IN_PLACE", "Context", "Plan", "Snapshot", "TransitionRecord"]
+
+MARKS_IN_PLACE = ("@stuck", "@retry")
+"""statekit's own events that mark an instance where it is (source = target) without
+moving it: the instance keeps its entry time, and its stay goes on."""
 
 
 @dataclass(slots=True)

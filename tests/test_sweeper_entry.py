@@ -7,12 +7,15 @@ instance in its own transaction) and `Sweeper.retry` (`@retry`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import Engine, update
 
 from statekit import ManualClock, MemoryStore, Runner, Sweeper
+from statekit.cli import cli
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from tests.sweep_support import FAILURES, JobRow, JobWorkflow, clear_jobs, job_engine, start_job
 
@@ -103,3 +106,35 @@ def test_the_memory_store_keeps_the_entry_time_too() -> None:
     store.apply(plan, entity=job)
     assert store.load("job", "m-1").entered_at == entered
     assert job.state_entered_at == entered
+
+
+def test_stats_count_a_stay_from_its_real_entry_across_a_stuck_mark(
+    store: SQLAlchemyStore,
+) -> None:
+    clock = ManualClock()
+    start = clock.now()
+    runner = Runner(JobWorkflow.machine, store, clock=clock)
+    _started(store, runner, "s-1", "advance")  # enters `first` at start
+    _started(store, runner, "s-2", "advance")  # enters `first` at start, stays there
+    FAILURES["s-1", "undo_first"] = FAILURES["s-2", "undo_first"] = 5
+    clock.advance(minutes=11)
+    assert Sweeper([runner], clock=clock).run_once().marked_stuck == 2
+    clock.advance(minutes=9)
+    runner.fire_by_key("s-1", "continue_")  # leaves `first` 20 minutes after entering it
+    clock.advance(minutes=10)
+
+    result = CliRunner().invoke(
+        cli,
+        ["stats", "--json", "--machine", "job", "--since", "1h", "-m", "tests.sweep_support"],
+        env={
+            "STATEKIT_DB": store.engine.url.render_as_string(hide_password=False),
+            "STATEKIT_NOW": clock.now().isoformat(),
+        },
+    )
+
+    assert result.exit_code == 0, result.output
+    [job] = json.loads(result.output)["machines"]
+    first = next(s for s in job["states"] if s["state"] == "first")
+    assert (first["now"], first["stuck"], first["left"]) == (1, 1, 1)
+    assert first["median_seconds"] == 20 * 60  # one stay, not two split by the mark
+    assert first["waiting_median_seconds"] == (clock.now() - start).total_seconds()

@@ -28,6 +28,7 @@ from statekit.cli.commands import cli, db_option, json_option, open_store
 from statekit.cli.loading import resolve_machine
 from statekit.engine import Machine
 from statekit.errors import StatekitError, StoreError
+from statekit.records import MARKS_IN_PLACE
 
 __all__ = ["diagram", "parse_since", "percentile", "stats"]
 
@@ -333,7 +334,7 @@ def _rounded(seconds: float) -> float:
 
 
 def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime) -> dict[str, Any]:
-    from sqlalchemy import and_, select
+    from sqlalchemy import and_, func, or_, select
     from sqlalchemy.exc import SQLAlchemyError
 
     binding = store.binding(machine.name)
@@ -349,7 +350,21 @@ def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime)
         figures(state).stuck = count
 
     t = store.tables.transitions
-    leave, enter = t.alias("leave"), t.alias("enter")
+    leave, enter, earlier = t.alias("leave"), t.alias("enter"), t.alias("earlier")
+
+    def moved(row: Any) -> Any:  # a mark in place (a stuck mark) neither ends nor starts a stay
+        return or_(row.c.event.not_in(MARKS_IN_PLACE), row.c.source != row.c.target)
+
+    entered = (
+        select(func.max(earlier.c.seq))
+        .where(
+            earlier.c.entity_type == leave.c.entity_type,
+            earlier.c.entity_key == leave.c.entity_key,
+            earlier.c.seq < leave.c.seq,
+            moved(earlier),
+        )
+        .scalar_subquery()
+    )
     stays = (
         select(leave.c.source, enter.c.at, leave.c.at)
         .select_from(
@@ -358,11 +373,16 @@ def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime)
                 and_(
                     enter.c.entity_type == leave.c.entity_type,
                     enter.c.entity_key == leave.c.entity_key,
-                    enter.c.seq == leave.c.seq - 1,
+                    enter.c.seq == entered,
                 ),
             )
         )
-        .where(leave.c.entity_type == machine.name, leave.c.at >= since, leave.c.at <= now)
+        .where(
+            leave.c.entity_type == machine.name,
+            leave.c.at >= since,
+            leave.c.at <= now,
+            moved(leave),
+        )
     )
     state_col, entered_col = binding.columns["state"], binding.columns["entered_at"]
     waiting = select(state_col, entered_col).where(
