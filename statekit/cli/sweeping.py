@@ -132,7 +132,7 @@ def sweep(
         if stop.is_set():
             os._exit(130)
         logging.getLogger("statekit.sweeper").info(
-            "signal %d: finishing the work in progress, then exiting", signum
+            "signal %d: finishing the current batch, then exiting", signum
         )
         stop.set()
 

@@ -1,0 +1,240 @@
+"""The deadline side of the sweeper: overdue instances, batch by batch.
+
+A batch of claimed instances runs in one transaction with no per-instance cost:
+timeout events fire through the normal decide/apply path, and instances to mark
+stuck are marked set-based at the end. If anything in the batch fails, it is
+rolled back and swept again one instance per savepoint, so an instance that
+cannot be handled (an unknown state, a raising guard, a name too long for a
+column) is set aside with its error and a backoff, and never stops the others.
+`Sweeper` mixes this in; it lives here so the sweeper module stays readable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from statekit.clock import Clock
+from statekit.compensation import SWEEPER_ACTOR, Backoff
+from statekit.engine import Machine
+from statekit.errors import TransitionError
+from statekit.records import Snapshot, TransitionRecord
+from statekit.runtime import Runner
+
+if TYPE_CHECKING:
+    from statekit.sweeper import SweepStore
+
+__all__ = ["DeadlineSide", "SweepResult"]
+
+logger = logging.getLogger("statekit.sweeper")
+
+
+@dataclass
+class SweepResult:
+    """What one pass did."""
+
+    claimed: int = 0
+    timed_out: int = 0
+    marked_stuck: int = 0
+    compensations_run: int = 0
+    compensations_failed: int = 0
+    dead_lettered: int = 0
+    compensated: int = 0
+    lost_races: int = 0
+    set_aside: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts as a plain dict (for `--json`)."""
+        return asdict(self)
+
+    def add(self, other: SweepResult) -> None:
+        """Add `other`'s counts to these."""
+        for name, count in asdict(other).items():
+            setattr(self, name, getattr(self, name) + count)
+
+
+@dataclass
+class _BatchDone:
+    """What one committed batch of overdue instances did."""
+
+    size: int
+    result: SweepResult = field(default_factory=SweepResult)
+    keys: list[str] = field(default_factory=list)
+    notices: list[TransitionRecord] = field(default_factory=list)
+    set_aside: list[tuple[Snapshot, str, datetime]] = field(default_factory=list)
+    stopped: bool = False
+
+
+class DeadlineSide:
+    """Mixed into `Sweeper`: times out or marks stuck each machine's overdue instances."""
+
+    store: SweepStore
+    clock: Clock
+    batch_size: int
+    backoff: Backoff
+
+    def _notify(self, hook: str, *args: Any) -> None:  # provided by Sweeper
+        raise NotImplementedError
+
+    def _sweep_deadlines(
+        self, runner: Runner, result: SweepResult, stop: Callable[[], bool]
+    ) -> None:
+        """Sweep one machine's overdue instances, batch after batch.
+
+        A batch runs in one transaction with no per-instance cost. If anything in
+        it fails, it is rolled back and swept again one instance at a time, each in
+        a savepoint, so the bad instances are set aside and the others proceed.
+        """
+        seen: set[str] = set()
+        while not stop():
+            now = self.clock.now()
+            try:
+                done = self._sweep_batch(runner, now, seen, stop, isolated=False)
+            except Exception as exc:
+                logger.info(
+                    "a %s batch failed (%s: %s); sweeping it one instance at a time",
+                    runner.machine.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                done = self._sweep_batch(runner, now, seen, stop, isolated=True)
+            seen.update(done.keys)
+            result.add(done.result)
+            for record in done.notices:
+                self._notify("on_stuck", record)
+            for snapshot, error, until in done.set_aside:
+                logger.warning(
+                    "%s %s set aside until %s: %s",
+                    snapshot.entity_type,
+                    snapshot.key,
+                    until.isoformat(),
+                    error,
+                    extra={"entity_type": snapshot.entity_type, "entity_key": snapshot.key},
+                )
+            if done.stopped or done.size < self.batch_size or not done.keys:
+                return
+
+    def _sweep_batch(
+        self,
+        runner: Runner,
+        now: datetime,
+        seen: set[str],
+        stop: Callable[[], bool],
+        *,
+        isolated: bool,
+    ) -> _BatchDone:
+        """Claim one batch and time out or mark stuck each new instance in it."""
+        machine = runner.machine
+        with self.store.overdue_batch(machine.name, now, self.batch_size) as batch:
+            done = _BatchDone(len(batch.snapshots))
+            stuck: list[tuple[Snapshot, str]] = []
+            for snapshot in batch.snapshots:
+                if snapshot.key in seen:
+                    continue
+                if stop():  # the claimed rest is released untouched
+                    done.stopped = True
+                    break
+                done.keys.append(snapshot.key)
+                if isolated:
+                    self._sweep_one(runner, batch, snapshot, now, done)
+                    continue
+                reason = self._time_out(runner, batch, snapshot, done.result)
+                if reason is not None:
+                    stuck.append((snapshot, reason))
+            if stuck:
+                done.notices = self._mark_batch_stuck(machine, batch, stuck, now)
+        done.result.claimed = len(done.keys)
+        done.result.marked_stuck = len(done.notices)
+        return done
+
+    def _sweep_one(
+        self, runner: Runner, batch: Any, snapshot: Snapshot, now: datetime, done: _BatchDone
+    ) -> None:
+        """Time out or mark stuck one claimed instance in a savepoint; if that fails,
+        set it aside: its stuck marker gets the error and its deadline moves on by a
+        backoff that grows with the time since its first failure."""
+        try:
+            with batch.savepoint():
+                reason = self._time_out(runner, batch, snapshot, done.result)
+                if reason is not None:
+                    done.notices += self._mark_batch_stuck(
+                        runner.machine, batch, [(snapshot, reason)], now
+                    )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            first = snapshot.stuck_at if snapshot.stuck_at is not None else now
+            delay = min(max(self.backoff.base, now - first), self.backoff.cap)
+            until = now + delay
+            note = f"set aside by the sweeper until {until.isoformat()}: {error}"
+            if batch.set_aside(snapshot, note, first, until):
+                done.result.set_aside += 1
+                done.set_aside.append((snapshot, error, until))
+            else:  # its version moved: another writer got there first
+                done.result.lost_races += 1
+
+    def _time_out(
+        self, runner: Runner, batch: Any, snapshot: Snapshot, result: SweepResult
+    ) -> str | None:
+        """Fire the timeout event of one claimed instance; return why it is stuck instead."""
+        machine = runner.machine
+        timeout = machine.timeouts.get(snapshot.state)
+        if timeout is None:
+            return f"deadline passed in {snapshot.state!r}, which declares no timeout"
+        if timeout.event is None:
+            return _no_progress(snapshot.state, timeout.after)
+        entity = batch.entity(snapshot.key)
+        try:
+            runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
+        except TransitionError as exc:
+            batch.forget(entity)
+            return f"timeout event {timeout.event!r} refused: {exc}"
+        result.timed_out += 1
+        return None
+
+    def _mark_batch_stuck(
+        self,
+        machine: Machine,
+        batch: Any,
+        stuck: list[tuple[Snapshot, str]],
+        now: datetime,
+    ) -> list[TransitionRecord]:
+        plans = [
+            machine.system_plan(
+                snapshot,
+                "@stuck",
+                snapshot.state,
+                now=now,
+                actor=SWEEPER_ACTOR,
+                note=reason,
+                stuck_reason=reason,
+            )
+            for snapshot, reason in stuck
+        ]
+        records: list[TransitionRecord]
+        records, scheduled = batch.mark(plans, machine.compensated_steps, now)
+        logger.info(
+            "%d %s instance(s) marked stuck, %d compensation(s) scheduled",
+            len(records),
+            machine.name,
+            scheduled,
+            extra={"entity_type": machine.name, "stuck": len(records)},
+        )
+        return records
+
+
+@functools.lru_cache(maxsize=256)
+def _no_progress(state: str, after: timedelta) -> str:
+    """Why an instance is stuck in a state whose timeout fires no event."""
+    return f"no progress in {state!r} within {_duration(after)}"
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
