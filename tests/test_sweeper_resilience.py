@@ -29,7 +29,15 @@ from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
 from tests.conftest import POSTGRES_URL
 from tests.processes import ROOT
 from tests.sql_support import fresh_database
-from tests.sweep_support import JobRow, JobWorkflow, clear_jobs, job_engine, start_entity, start_job
+from tests.sweep_support import (
+    JobBase,
+    JobRow,
+    JobWorkflow,
+    clear_jobs,
+    job_engine,
+    start_entity,
+    start_job,
+)
 
 STOP = threading.Event()
 EXPIRED: list[str] = []
@@ -291,3 +299,30 @@ def test_statekit_sweep_exits_1_after_max_failures(
     finally:
         code = sweep.finish()
     assert code == 1
+
+
+def test_a_broken_machine_does_not_stop_the_others_or_the_drain(engine: Engine) -> None:
+    """The ticks table lacks a statekit column (a migration not run): sweeping tick
+    fails, the pass still times out and compensates jobs, then raises tick's error."""
+    JobBase.metadata.create_all(engine)
+    clock = ManualClock()
+    store = SQLAlchemyStore(engine, {TickWorkflow.machine: Tick, JobWorkflow.machine: JobRow})
+    ticks = Runner(TickWorkflow.machine, store, clock=clock)
+    jobs = Runner(JobWorkflow.machine, store, clock=clock)
+    start_entity(engine, ticks, Tick(id="t-1"))
+    start_job(engine, jobs, "j-new")
+    start_job(engine, jobs, "j-first", "advance")
+    clock.advance(minutes=11)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE ticks RENAME COLUMN stuck_reason TO stuck_why"))
+    try:
+        with pytest.raises(StoreError, match="sweeping tick failed"):
+            Sweeper([ticks, jobs], clock=clock).run_once()
+        with engine.connect() as conn:
+            states = dict(conn.execute(select(JobRow.id, JobRow.state)).all())
+        assert states == {"j-new": "expired", "j-first": "undone"}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE ticks RENAME COLUMN stuck_why TO stuck_reason"))
+        clear_jobs(engine, TickBase.metadata)
+        clear_jobs(engine)
