@@ -65,7 +65,7 @@ class _BatchDone:
     result: SweepResult = field(default_factory=SweepResult)
     keys: list[str] = field(default_factory=list)
     notices: list[TransitionRecord] = field(default_factory=list)
-    set_aside: list[tuple[Snapshot, str, datetime]] = field(default_factory=list)
+    set_aside: list[tuple[Snapshot, Exception, datetime]] = field(default_factory=list)
     stopped: bool = False
 
 
@@ -112,9 +112,10 @@ class DeadlineSide:
                     snapshot.entity_type,
                     snapshot.key,
                     until.isoformat(),
-                    error,
+                    _described(error),
                     extra={"entity_type": snapshot.entity_type, "entity_key": snapshot.key},
                 )
+                self._notify("on_set_aside", snapshot, error)
             if done.stopped or done.size < self.batch_size or not done.keys:
                 return
 
@@ -165,14 +166,13 @@ class DeadlineSide:
                         runner.machine, batch, [(snapshot, reason)], now
                     )
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
             first = snapshot.stuck_at if snapshot.stuck_at is not None else now
             delay = min(max(self.backoff.base, now - first), self.backoff.cap)
             until = now + delay
-            note = f"set aside by the sweeper until {until.isoformat()}: {error}"
+            note = f"set aside by the sweeper until {until.isoformat()}: {_described(exc)}"
             if batch.set_aside(snapshot, note, first, until):
                 done.result.set_aside += 1
-                done.set_aside.append((snapshot, error, until))
+                done.set_aside.append((snapshot, exc, until))
             else:  # its version moved: another writer got there first
                 done.result.lost_races += 1
 
@@ -238,3 +238,7 @@ def _duration(value: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

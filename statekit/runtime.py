@@ -88,6 +88,10 @@ class Listener:
     def on_effect_failed(self, record: TransitionRecord, effect: str, error: BaseException) -> None:
         """An effect raised after its transition committed (the transition stands)."""
 
+    def on_set_aside(self, snapshot: Snapshot, error: BaseException) -> None:
+        """The sweeper could not handle an overdue instance and set it aside (its
+        stuck marker holds the error); it is tried again after a backoff."""
+
 
 class Runner:
     """Fires events on entities of one machine and persists them through a store.

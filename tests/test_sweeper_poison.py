@@ -23,9 +23,11 @@ from statekit import (
     Backoff,
     CompensationContext,
     Context,
+    Listener,
     Machine,
     ManualClock,
     Runner,
+    Snapshot,
     State,
     Sweeper,
     Workflow,
@@ -172,6 +174,14 @@ def _create(store: SQLAlchemyStore, runner: Runner, key: str, *events: str) -> N
     start_entity(store.engine, runner, Item(id=key), *events)
 
 
+class SetAside(Listener):
+    def __init__(self) -> None:
+        self.seen: list[tuple[Snapshot, BaseException]] = []
+
+    def on_set_aside(self, snapshot: Snapshot, error: BaseException) -> None:
+        self.seen.append((snapshot, error))
+
+
 def _row(store: SQLAlchemyStore, key: str) -> Item:
     with Session(store.engine, expire_on_commit=False) as session:
         found = session.get(Item, key)
@@ -197,7 +207,8 @@ def test_one_poison_row_never_stops_the_sweep(
         _create(store, runner, healthy, "park")
     clock.advance(minutes=11)
     backoff = Backoff(base=timedelta(seconds=30), cap=timedelta(minutes=10), jitter=0)
-    sweeper = Sweeper([runner], clock=clock, batch_size=10, backoff=backoff)
+    hooks = SetAside()
+    sweeper = Sweeper([runner], clock=clock, batch_size=10, backoff=backoff, listeners=[hooks])
     before = _row(store, key)
 
     with caplog.at_level(logging.WARNING, logger="statekit.sweeper"):
@@ -224,6 +235,9 @@ def test_one_poison_row_never_stops_the_sweep(
     listed = {snapshot.key: snapshot.stuck_reason for snapshot, _ in sweeper.stuck()}
     assert listed[key] == after.stuck_reason
     assert any(key in r.getMessage() and "set aside" in r.getMessage() for r in caplog.records)
+    [(seen, error)] = hooks.seen
+    assert seen.key == key
+    assert f"{type(error).__name__}: " in after.stuck_reason
 
     # Not retried before its backoff ends...
     assert sweeper.run_once().claimed == 0
