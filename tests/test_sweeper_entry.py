@@ -8,6 +8,7 @@ instance in its own transaction) and `Sweeper.retry` (`@retry`).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -138,3 +139,17 @@ def test_stats_count_a_stay_from_its_real_entry_across_a_stuck_mark(
     assert (first["now"], first["stuck"], first["left"]) == (1, 1, 1)
     assert first["median_seconds"] == 20 * 60  # one stay, not two split by the mark
     assert first["waiting_median_seconds"] == (clock.now() - start).total_seconds()
+
+
+def test_the_batch_log_counts_the_compensations_it_scheduled(
+    store: SQLAlchemyStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock()
+    runner = Runner(JobWorkflow.machine, store, clock=clock)
+    for key in ("n-1", "n-2", "n-3"):
+        _started(store, runner, key, "advance")
+        FAILURES[key, "undo_first"] = 5
+    clock.advance(minutes=11)
+    with caplog.at_level(logging.INFO, logger="statekit.sweeper"):
+        Sweeper([runner], clock=clock).run_once()
+    assert "3 job instance(s) marked stuck, 3 compensation(s) scheduled" in caplog.messages

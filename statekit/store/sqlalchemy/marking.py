@@ -198,7 +198,12 @@ class MarkStatements:
             "created_at",
             "updated_at",
         ]
-        self.schedule = insert_ignoring_duplicates(outbox, dialect).from_select(columns, steps)
+        # preserve_rowcount: psycopg reports -1 for an INSERT ... SELECT otherwise.
+        self.schedule = (
+            insert_ignoring_duplicates(outbox, dialect)
+            .from_select(columns, steps)
+            .execution_options(preserve_rowcount=True)
+        )
 
     def _one_of(self, column: Any, item_type: Any, name: str) -> Any:
         """`column` is one of the values passed as `name` (see `values`)."""
