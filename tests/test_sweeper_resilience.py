@@ -28,6 +28,7 @@ from statekit import Context, Machine, ManualClock, Runner, State, StoreError, S
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
 from tests.conftest import POSTGRES_URL
 from tests.processes import ROOT
+from tests.slow_ticks import SlowBase, SlowTick, SlowTickWorkflow
 from tests.sql_support import fresh_database
 from tests.sweep_support import (
     JobBase,
@@ -196,13 +197,19 @@ class Lines:
         self.reader.join(timeout=30)
         self.stream.close()
 
+    def seen_all(self) -> list[str]:
+        """Every line, once the stream has ended."""
+        while (line := self.lines.get(timeout=60)) != "":
+            self.seen.append(line)
+        return [line for line in self.seen if line]
+
 
 class SweepProcess:
-    """`statekit sweep --json OPTIONS tests.sweep_support` on database `url`."""
+    """`statekit sweep --json OPTIONS MODULE` on database `url`."""
 
-    def __init__(self, url: str, *options: str) -> None:
+    def __init__(self, url: str, *options: str, module: str = "tests.sweep_support") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "statekit", "sweep", "--json", *options, "tests.sweep_support"],
+            [sys.executable, "-m", "statekit", "sweep", "--json", *options, module],
             cwd=ROOT,
             env={"STATEKIT_DB": url, "PATH": "/usr/bin:/bin"},
             stdout=subprocess.PIPE,
@@ -326,3 +333,25 @@ def test_a_broken_machine_does_not_stop_the_others_or_the_drain(engine: Engine) 
             conn.execute(text("ALTER TABLE ticks RENAME COLUMN stuck_why TO stuck_reason"))
         clear_jobs(engine, TickBase.metadata)
         clear_jobs(engine)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_statekit_sweep_after_the_instance_in_progress(engine: Engine) -> None:
+    SlowBase.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, {SlowTickWorkflow.machine: SlowTick})
+    runner = Runner(SlowTickWorkflow.machine, store, clock=ManualClock())  # long overdue
+    keys = [f"slow-{i:02d}" for i in range(10)]
+    for key in keys:
+        start_entity(engine, runner, SlowTick(id=key))
+    url = engine.url.render_as_string(hide_password=False)
+    sweep = SweepProcess(url, "--interval", "0.2", module="tests.slow_ticks")
+    try:
+        sweep.err.wait_for("expiring slow-00")  # the first instance is in progress
+        code = sweep.finish(signal.SIGTERM)
+        with engine.connect() as conn:
+            states = dict(conn.execute(select(SlowTick.id, SlowTick.state)).all())
+        assert code == 0, "".join(sweep.err.seen)
+        assert [k for k in keys if states[k] == "expired"] == ["slow-00"]
+        assert [json.loads(line)["timed_out"] for line in sweep.out.seen_all()] == [1]
+    finally:
+        clear_jobs(engine, SlowBase.metadata)

@@ -131,10 +131,13 @@ def sweep(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             os._exit(130)
-        logging.getLogger("statekit.sweeper").info(
-            "signal %d: finishing the current batch, then exiting", signum
-        )
-        stop.set()
+        stop.set()  # first: the log line below may fail
+        try:
+            logging.getLogger("statekit.sweeper").info(
+                "signal %d: finishing the current batch, then exiting", signum
+            )
+        except Exception:  # the signal landed inside a write to the same stream (reentrant)
+            pass
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
