@@ -16,19 +16,16 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any
 
 import pytest
-from sqlalchemy import Engine, MetaData, String, create_engine, select, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Engine, create_engine, select, text
 
-from statekit import Context, Machine, ManualClock, Runner, State, StoreError, Sweeper, Workflow
-from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
+from statekit import ManualClock, Runner, StoreError, Sweeper
+from statekit.store.sqlalchemy import SQLAlchemyStore
 from tests.conftest import POSTGRES_URL
 from tests.processes import ROOT
-from tests.slow_ticks import SlowBase, SlowTick, SlowTickWorkflow
 from tests.sql_support import fresh_database
 from tests.sweep_support import (
     JobBase,
@@ -39,34 +36,17 @@ from tests.sweep_support import (
     start_entity,
     start_job,
 )
+from tests.tick_support import EXPIRING, Tick, TickBase, TickWorkflow
 
 STOP = threading.Event()
 EXPIRED: list[str] = []
 
 
-def count_and_maybe_stop(tick: Tick, ctx: Context) -> None:
-    """Timeout action: the third instance asks the sweeper to stop while it runs."""
+def count_and_maybe_stop(tick: Tick) -> None:
+    """The third tick asks the sweeper to stop while it is being expired."""
     EXPIRED.append(tick.id)
     if len(EXPIRED) == 3:
         STOP.set()
-
-
-class TickWorkflow(Workflow, name="tick"):
-    waiting = State(initial=True, timeout=timedelta(minutes=1), on_timeout="expire")
-    expired = State(final=True)
-
-    expire = waiting.to(expired, action=count_and_maybe_stop)
-
-
-class TickBase(DeclarativeBase):
-    metadata = MetaData()
-
-
-class Tick(StateMixin, TickBase):
-    __tablename__ = "ticks"
-    __statekit_machine__: ClassVar[Machine] = TickWorkflow.machine
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +59,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 def test_a_stop_request_ends_the_pass_after_the_instance_in_progress(engine: Engine) -> None:
     STOP.clear()
     EXPIRED.clear()
+    EXPIRING.append(count_and_maybe_stop)
     clock = ManualClock()
     store = SQLAlchemyStore(engine, {TickWorkflow.machine: Tick})
     runner = Runner(TickWorkflow.machine, store, clock=clock)
@@ -97,6 +78,7 @@ def test_a_stop_request_ends_the_pass_after_the_instance_in_progress(engine: Eng
         rest = sweeper.run_once(STOP.is_set)
         assert (rest.claimed, rest.timed_out) == (7, 7)
     finally:
+        EXPIRING.clear()
         clear_jobs(engine, TickBase.metadata)
 
 
@@ -207,11 +189,17 @@ class Lines:
 class SweepProcess:
     """`statekit sweep --json OPTIONS MODULE` on database `url`."""
 
-    def __init__(self, url: str, *options: str, module: str = "tests.sweep_support") -> None:
+    def __init__(
+        self, url: str, *options: str, module: str = "tests.sweep_support", tick_seconds: float = 0
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "statekit", "sweep", "--json", *options, module],
             cwd=ROOT,
-            env={"STATEKIT_DB": url, "PATH": "/usr/bin:/bin"},
+            env={
+                "STATEKIT_DB": url,
+                "PATH": "/usr/bin:/bin",
+                "STATEKIT_TEST_TICK_SECONDS": str(tick_seconds),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -337,21 +325,20 @@ def test_a_broken_machine_does_not_stop_the_others_or_the_drain(engine: Engine) 
 
 @pytest.mark.slow
 def test_sigterm_stops_statekit_sweep_after_the_instance_in_progress(engine: Engine) -> None:
-    SlowBase.metadata.create_all(engine)
-    store = SQLAlchemyStore(engine, {SlowTickWorkflow.machine: SlowTick})
-    runner = Runner(SlowTickWorkflow.machine, store, clock=ManualClock())  # long overdue
+    store = SQLAlchemyStore(engine, {TickWorkflow.machine: Tick})
+    runner = Runner(TickWorkflow.machine, store, clock=ManualClock())  # long overdue
     keys = [f"slow-{i:02d}" for i in range(10)]
     for key in keys:
-        start_entity(engine, runner, SlowTick(id=key))
+        start_entity(engine, runner, Tick(id=key))
     url = engine.url.render_as_string(hide_password=False)
-    sweep = SweepProcess(url, "--interval", "0.2", module="tests.slow_ticks")
+    sweep = SweepProcess(url, "--interval", "0.2", module="tests.tick_support", tick_seconds=0.5)
     try:
         sweep.err.wait_for("expiring slow-00")  # the first instance is in progress
         code = sweep.finish(signal.SIGTERM)
         with engine.connect() as conn:
-            states = dict(conn.execute(select(SlowTick.id, SlowTick.state)).all())
+            states = dict(conn.execute(select(Tick.id, Tick.state)).all())
         assert code == 0, "".join(sweep.err.seen)
         assert [k for k in keys if states[k] == "expired"] == ["slow-00"]
         assert [json.loads(line)["timed_out"] for line in sweep.out.seen_all()] == [1]
     finally:
-        clear_jobs(engine, SlowBase.metadata)
+        clear_jobs(engine, TickBase.metadata)
