@@ -170,7 +170,20 @@ class DeadlineSide:
             delay = min(max(self.backoff.base, now - first), self.backoff.cap)
             until = now + delay
             note = f"set aside by the sweeper until {until.isoformat()}: {_described(exc)}"
-            if batch.set_aside(snapshot, note, first, until):
+            try:
+                with batch.savepoint():
+                    aside = batch.set_aside(snapshot, note, first, until)
+            except Exception as failed:  # even that: skip it, the others go on
+                logger.error(
+                    "%s %s failed (%s) and could not be set aside (%s); skipped",
+                    snapshot.entity_type,
+                    snapshot.key,
+                    _described(exc),
+                    _described(failed),
+                    extra={"entity_type": snapshot.entity_type, "entity_key": snapshot.key},
+                )
+                return
+            if aside:
                 done.result.set_aside += 1
                 done.set_aside.append((snapshot, exc, until))
             else:  # its version moved: another writer got there first

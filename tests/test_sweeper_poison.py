@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, MetaData, String, delete, insert, select, update
+from sqlalchemy import Engine, MetaData, String, delete, insert, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from statekit import (
@@ -312,3 +312,29 @@ def test_sweep_once_exits_0_and_reports_the_row_it_set_aside(sqlite_jobs: str) -
         states = dict(conn.execute(select(JobRow.id, JobRow.state)).all())
     engine.dispose()
     assert states == {"bad": "vanished", "clash": "new", "good": "expired"}
+
+
+def test_an_instance_that_cannot_even_be_set_aside_is_skipped(
+    sqlite_jobs: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = engine_for(sqlite_jobs)
+    with engine.begin() as conn:  # the application refuses statekit's set-aside write
+        conn.execute(
+            text(
+                "CREATE TRIGGER no_aside BEFORE UPDATE OF stuck_reason ON jobs "
+                "WHEN NEW.stuck_reason LIKE 'set aside%' "
+                "BEGIN SELECT RAISE(ABORT, 'jobs are never set aside'); END"
+            )
+        )
+    store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
+    sweeper = Sweeper([Runner(JobWorkflow.machine, store)])
+    with caplog.at_level(logging.ERROR, logger="statekit.sweeper"):
+        result = sweeper.run_once()
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(JobRow.id, JobRow.state)).all())
+    engine.dispose()
+    assert (result.timed_out, result.set_aside) == (1, 0)
+    assert states == {"bad": "vanished", "clash": "new", "good": "expired"}
+    skipped = [m for m in caplog.messages if "could not be set aside" in m]
+    assert len(skipped) == 2
+    assert all("jobs are never set aside" in m for m in skipped)
