@@ -35,6 +35,7 @@ from statekit import (
 from statekit.cli import cli
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
 from statekit.store.sqlalchemy.tables import statekit_tables
+from tests.processes import go, result, spawn, wait_ready
 from tests.sql_support import engine_for
 from tests.sweep_support import (
     JobRow,
@@ -338,3 +339,49 @@ def test_an_instance_that_cannot_even_be_set_aside_is_skipped(
     skipped = [m for m in caplog.messages if "could not be set aside" in m]
     assert len(skipped) == 2
     assert all("jobs are never set aside" in m for m in skipped)
+
+
+@pytest.fixture(scope="module")
+def jobs_engine(database_url: str) -> Iterator[Engine]:
+    engine = job_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_sweeper_processes_set_each_poison_row_aside_once_and_do_the_rest(
+    jobs_engine: Engine,
+) -> None:
+    runner = Runner(
+        JobWorkflow.machine,
+        SQLAlchemyStore(jobs_engine, {JobWorkflow.machine: JobRow}),
+        clock=ManualClock(),  # deadlines in January 2026: overdue by the workers' clock
+    )
+    bad = [f"bad-{i}" for i in range(6)]
+    good = [f"good-{i:03d}" for i in range(240)]
+    for key in bad + good:
+        start_job(jobs_engine, runner, key)
+    with jobs_engine.begin() as conn:  # the bad ones first, by deadline
+        conn.execute(update(JobRow).where(JobRow.id.in_(bad)).values(state="vanished"))
+        conn.execute(
+            update(JobRow)
+            .where(JobRow.id.in_(bad))
+            .values(state_deadline_at=ManualClock().now() - timedelta(days=1))
+        )
+    url = jobs_engine.url.render_as_string(hide_password=False)
+    try:
+        workers = [spawn("sweep", url=url, batch_size=20) for _ in range(2)]
+        for worker in workers:
+            wait_ready(worker)
+        for worker in workers:
+            go(worker)
+        results = [result(worker) for worker in workers]
+        with jobs_engine.connect() as conn:
+            rows = conn.execute(select(JobRow.id, JobRow.state, JobRow.stuck_reason)).all()
+        assert sum(r["timed_out"] for r in results) == len(good)
+        assert sum(r["set_aside"] for r in results) == len(bad)
+        assert {key for key, state, _ in rows if state == "expired"} == set(good)
+        aside = {key for key, _, reason in rows if (reason or "").startswith("set aside")}
+        assert aside == set(bad)
+    finally:
+        clear_jobs(jobs_engine)
