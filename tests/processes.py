@@ -48,3 +48,14 @@ def result(process: subprocess.Popen[str]) -> dict[str, Any]:
     assert process.returncode == 0, err
     reported: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return reported
+
+
+def together(command: str, count: int, **args: Any) -> list[dict[str, Any]]:
+    """Start `count` workers running `command`, release them together once all are
+    ready, and return their results."""
+    workers = [spawn(command, **args) for _ in range(count)]
+    for worker in workers:
+        wait_ready(worker)
+    for worker in workers:
+        go(worker)
+    return [result(worker) for worker in workers]

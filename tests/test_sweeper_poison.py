@@ -35,7 +35,7 @@ from statekit import (
 from statekit.cli import cli
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
 from statekit.store.sqlalchemy.tables import statekit_tables
-from tests.processes import go, result, spawn, wait_ready
+from tests.processes import together
 from tests.sql_support import engine_for
 from tests.sweep_support import (
     JobRow,
@@ -370,12 +370,7 @@ def test_two_sweeper_processes_set_each_poison_row_aside_once_and_do_the_rest(
         )
     url = jobs_engine.url.render_as_string(hide_password=False)
     try:
-        workers = [spawn("sweep", url=url, batch_size=20) for _ in range(2)]
-        for worker in workers:
-            wait_ready(worker)
-        for worker in workers:
-            go(worker)
-        results = [result(worker) for worker in workers]
+        results = together("sweep", 2, url=url, batch_size=20)
         with jobs_engine.connect() as conn:
             rows = conn.execute(select(JobRow.id, JobRow.state, JobRow.stuck_reason)).all()
         assert sum(r["timed_out"] for r in results) == len(good)
