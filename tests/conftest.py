@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,23 @@ def database_url(
     backend: str = request.param
     with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def shop(database_url: str) -> Any:
+    """The CLI tests' small shop (see `tests.test_cli._fill`) on each backend."""
+    from tests.test_cli import Shop, _fill
+
+    _fill(database_url)
+    return Shop(database_url)
+
+
+@pytest.fixture(scope="module")
+def sqlite_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The CLI tests' small shop on a SQLite file."""
+    from tests.sql_support import fresh_database
+    from tests.test_cli import Shop, _fill
+
+    with fresh_database("sqlite", tmp_path_factory.mktemp("shop")) as url:
+        _fill(url)
+        yield Shop(url)

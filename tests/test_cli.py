@@ -126,19 +126,6 @@ def _fill(url: str) -> None:
         engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def shop(database_url: str) -> Shop:
-    _fill(database_url)
-    return Shop(database_url)
-
-
-@pytest.fixture(scope="module")
-def sqlite_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    with fresh_database("sqlite", tmp_path_factory.mktemp("shop")) as url:
-        _fill(url)
-        yield Shop(url)
-
-
 # -- help and environment variables --------------------------------------------------
 
 
@@ -207,14 +194,14 @@ class LedgerWorkflow(Workflow):
 
 
 def test_check_passes_valid_modules() -> None:
-    result = invoke("check", "models.order", "models.ticket", "models.travel")
+    result = invoke("check", "-m", "models.order", "-m", "models.ticket", "-m", "models.travel")
     assert result.exit_code == 0
     assert result.stdout == "ok: order v1, ticket v1, trip v1\n"
 
 
 def test_check_lists_every_offender_of_a_broken_module(tmp_path: Path) -> None:
     (tmp_path / "broken_ledger.py").write_text(textwrap.dedent(BROKEN_MODULE))
-    result = run("check", "broken_ledger", env={"PYTHONPATH": str(tmp_path)})
+    result = run("check", "-m", "broken_ledger", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert lines == [
@@ -235,7 +222,7 @@ def test_check_reports_rows_in_unknown_states(tmp_path: Path) -> None:
             conn.execute(text("UPDATE orders SET state = 'lost' WHERE id IN (4, 5)"))
             conn.execute(text("UPDATE orders SET state_definition_version = 9 WHERE id = 1"))
         engine.dispose()
-        result = invoke("check", "models.orm", "--db", url)
+        result = invoke("check", "-m", "models.orm", "--db", url)
     assert result.exit_code == 1
     assert "order: 2 row(s) of OrderRow in unknown state 'lost'" in result.stderr
     assert "order: 1 row(s) of OrderRow under unknown definition version 9" in result.stderr
@@ -243,7 +230,7 @@ def test_check_reports_rows_in_unknown_states(tmp_path: Path) -> None:
 
 
 def test_check_on_a_clean_database(shop: Shop) -> None:
-    result = invoke("check", "models.orm", "--db", shop.url)
+    result = invoke("check", "-m", "models.orm", "--db", shop.url)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("ok: order v1")
 
@@ -253,7 +240,7 @@ def test_check_on_a_clean_database(shop: Shop) -> None:
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite", "mariadb"])
 def test_db_sql_prints_named_constraints_and_the_due_index(dialect: str) -> None:
-    result = invoke("db", "sql", "--dialect", dialect, "models.orm")
+    result = invoke("db", "sql", "--dialect", dialect, "-m", "models.orm")
     assert result.exit_code == 0
     ddl = result.stdout
     assert "CREATE TABLE statekit_transitions" in ddl
@@ -278,10 +265,10 @@ def test_db_sql_prints_named_constraints_and_the_due_index(dialect: str) -> None
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_db_create_creates_the_tables(backend: str, tmp_path: Path) -> None:
     with fresh_database(backend, tmp_path) as url:
-        result = invoke("db", "create", "--db", url, "models.orm")
+        result = invoke("db", "create", "--db", url, "-m", "models.orm")
         assert result.exit_code == 0, result.stderr
         assert result.stdout.startswith("ok: statekit_transitions")
-        again = invoke("db", "create", "--db", url, "models.orm")
+        again = invoke("db", "create", "--db", url, "-m", "models.orm")
         assert again.exit_code == 0, again.stderr
         engine = engine_for(url)
         tables = set(inspect(engine).get_table_names())
@@ -597,6 +584,7 @@ def test_database_errors_are_one_line(tmp_path: Path) -> None:
         "Error: invalid database URL (expected e.g. sqlite:///app.db or "
         "postgresql+psycopg://user@host/db)\n"
     )
+    (tmp_path / "empty.db").touch()
     empty = invoke("stats", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "-m", "models.orm")
     assert empty.exit_code == 1
     assert empty.stderr.startswith("Error: ")
@@ -608,7 +596,8 @@ def test_unknown_module_is_one_line() -> None:
     result = invoke("diagram", "no_such_module:Flow")
     assert result.exit_code == 1
     assert result.stderr == (
-        "Error: module 'no_such_module' not found (is it on PYTHONPATH, or run from its project?)\n"
+        f"Error: module 'no_such_module' not found in {os.getcwd()} or on PYTHONPATH (run "
+        "the command from the project's folder, or set PYTHONPATH)\n"
     )
 
 

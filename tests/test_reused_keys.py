@@ -173,7 +173,7 @@ def test_check_reports_rows_whose_version_disagrees_with_their_history(
     with empty.begin() as conn:
         # 3: a version moved without history
         conn.execute(update(OrderRow).where(OrderRow.id == 3).values(state_version=4))
-    result = CliRunner().invoke(cli, ["check", "models.orm", "--db", database_url])
+    result = CliRunner().invoke(cli, ["check", "-m", "models.orm", "--db", database_url])
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         "order 2: state_version 0 but its history has 1 transition(s), the last seq 1 "
@@ -192,7 +192,7 @@ def test_check_reports_rows_whose_version_disagrees_with_their_history(
     assert orders.fire_by_key(2, "cancel").seq == 1
     with empty.begin() as conn:
         conn.execute(update(OrderRow).where(OrderRow.id == 3).values(state_version=0))
-    result = CliRunner().invoke(cli, ["check", "models.orm", "--db", database_url])
+    result = CliRunner().invoke(cli, ["check", "-m", "models.orm", "--db", database_url])
     assert result.exit_code == 0, result.stderr
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from statekit.cli.loading import load_modules
+from statekit.cli.output import printable
 from statekit.errors import DefinitionError, StatekitError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,17 +59,22 @@ def modules_argument(required: bool = True) -> Callable[[F], F]:
     )
 
 
-def module_option() -> Callable[[F], F]:
-    """`--module/-m MODULE` (repeatable; STATEKIT_MODULES)."""
+def module_option(required: bool = True) -> Callable[[F], F]:
+    """`--module/-m MODULE` (repeatable; STATEKIT_MODULES, space separated): the one
+    way every command is told where the machines and mapped classes are."""
     return click.option(
         "--module",
         "-m",
         "modules",
         multiple=True,
-        required=True,
+        required=required,
         envvar="STATEKIT_MODULES",
         show_envvar=True,
-        help="Module declaring the machines and mapped classes (repeatable).",
+        metavar="MODULE",
+        help=(
+            "Module declaring the machines and mapped classes (repeatable; found from "
+            "the current directory)" + ("." if required else "; optional.")
+        ),
     )
 
 
@@ -102,17 +108,55 @@ def cli(verbose: bool) -> None:
     """
 
 
+_DRIVERS = {
+    "MySQLdb": "mysql+pymysql://user@host/db (pip install 'statekit[mysql]')",
+    "psycopg2": "postgresql+psycopg://user@host/db (pip install 'statekit[postgres]')",
+    "pymysql": "pip install 'statekit[mysql]'",
+    "psycopg": "pip install 'statekit[postgres]'",
+}
+
+
+def open_engine(db_url: str, *, create: bool = False) -> Any:
+    """An engine on `db_url`, disposed of when the command ends. A SQLite file must
+    exist unless `create` (a mistyped path is not silently made a new database).
+
+    Raises:
+        StatekitError: the URL is not a database URL, names a missing SQLite file, or
+            needs a driver that is not installed (the message names the one to use).
+    """
+    from sqlalchemy import create_engine, make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+        if url.get_backend_name() == "sqlite" and not create:
+            database = url.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                if not Path(database).exists():
+                    raise StatekitError(f"no SQLite database at {database}")
+        engine = create_engine(url)
+    except ArgumentError as exc:
+        raise StatekitError(
+            "invalid database URL (expected e.g. sqlite:///app.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from exc
+    except ModuleNotFoundError as exc:
+        hint = _DRIVERS.get(exc.name or "", "install the driver the URL names")
+        raise StatekitError(
+            f"the URL's driver needs the {exc.name!r} module, which is not installed; use {hint}"
+        ) from exc
+    click.get_current_context().call_on_close(engine.dispose)
+    return engine
+
+
 def open_store(db_url: str, modules: Sequence[str]) -> Any:
     """An `SQLAlchemyStore` over `db_url` for the mapped classes in `modules`; its engine
     is disposed of when the command ends.
 
     Raises:
-        StatekitError: the URL is not a database URL, or no module declares a mapped
-            class with `__statekit_machine__`.
+        StatekitError: the URL is not usable (see `open_engine`), or no module declares
+            a mapped class with `__statekit_machine__`.
     """
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import ArgumentError
-
     from statekit.store.sqlalchemy import SQLAlchemyStore
 
     loaded = load_modules(list(modules))
@@ -121,22 +165,14 @@ def open_store(db_url: str, modules: Sequence[str]) -> Any:
             f"no mapped classes with __statekit_machine__ in {', '.join(modules) or '(none)'}; "
             "name the module that declares them"
         )
-    try:
-        engine = create_engine(db_url)
-    except ArgumentError as exc:
-        raise StatekitError(
-            "invalid database URL (expected e.g. sqlite:///app.db or "
-            "postgresql+psycopg://user@host/db)"
-        ) from exc
-    click.get_current_context().call_on_close(engine.dispose)
-    return SQLAlchemyStore(engine, loaded.entities)
+    return SQLAlchemyStore(open_engine(db_url), loaded.entities)
 
 
 @cli.command()
-@modules_argument()
+@module_option()
 @db_option(required=False)
 def check(modules: tuple[str, ...], db_url: str | None) -> None:
-    """Validate the machines declared in MODULE...; with --db, also check that every
+    """Validate the machines declared in the modules; with --db, also check that every
     stored state and definition version is known to them, and that every row's
     state_version agrees with its history (as many transitions, the last one's seq).
 
@@ -203,16 +239,13 @@ def db() -> None:
 
 @db.command("create")
 @db_option()
-@modules_argument(required=False)
+@module_option(required=False)
 def db_create(db_url: str, modules: tuple[str, ...]) -> None:
-    """Create statekit's tables (and, given MODULE..., the tables of its mapped
-    classes) where they do not exist yet."""
-    from sqlalchemy import create_engine
-
+    """Create statekit's tables (and, given modules, the tables of their mapped
+    classes) where they do not exist yet; a SQLite file is created if missing."""
     from statekit.store.sqlalchemy import SQLAlchemyStore
 
-    engine = create_engine(db_url)
-    click.get_current_context().call_on_close(engine.dispose)
+    engine = open_engine(db_url, create=True)
     loaded = load_modules(list(modules))
     store = SQLAlchemyStore(engine, loaded.entities)
     store.create_tables()
@@ -234,9 +267,9 @@ def db_create(db_url: str, modules: tuple[str, ...]) -> None:
     show_envvar=True,
     help="SQL dialect to print the DDL for.",
 )
-@modules_argument(required=False)
+@module_option(required=False)
 def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
-    """Print the CREATE statements of statekit's tables (and of MODULE...'s mapped
+    """Print the CREATE statements of statekit's tables (and of the modules' mapped
     classes) for a migration you write yourself."""
     from sqlalchemy import create_mock_engine
     from sqlalchemy.schema import CreateIndex, CreateTable
@@ -311,26 +344,34 @@ def history(
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"{entity_type} {key}: {snapshot.state} (version {snapshot.version})")
+    click.echo(
+        f"{printable(entity_type)} {printable(key)}: {snapshot.state} (version {snapshot.version})"
+    )
     click.echo(f"  since     {_iso(snapshot.entered_at) or '-'}")
     click.echo(f"  deadline  {_iso(snapshot.deadline_at) or 'none'}")
     if snapshot.stuck_at is not None:
-        click.echo(f"  STUCK     since {_iso(snapshot.stuck_at)}: {snapshot.stuck_reason}")
+        reason = printable(snapshot.stuck_reason or "")
+        click.echo(f"  STUCK     since {_iso(snapshot.stuck_at)}: {reason}")
     click.echo(f"  next      {', '.join(report['next_events']) or '(final state)'}")
     click.echo("  path")
     for r in records:
-        actor = f" by {r.actor}" if r.actor else ""
-        payload = f"  {_summary(r.payload)}" if r.payload else ""
+        actor = f" by {printable(r.actor)}" if r.actor else ""
+        payload = f"  {printable(_summary(r.payload))}" if r.payload else ""
         click.echo(
             f"    {r.seq:>3}. {_iso(r.at)}  {r.source} --{r.event}--> {r.target}{actor}{payload}"
         )
     if open_tasks:
         click.echo("  compensations not done")
         for t in open_tasks:
-            error = f"; last error: {t.last_error}" if t.last_error else ""
+            error = f"; last error: {printable(t.last_error)}" if t.last_error else ""
+            when = (
+                "dead-lettered: needs statekit retry or resolve"
+                if t.status == "dead"
+                else f"next at {_iso(t.next_attempt_at)}"
+            )
             click.echo(
                 f"    step {t.step_seq} {t.action}: {t.status}, {t.attempts}/{t.max_attempts} "
-                f"attempts, next at {_iso(t.next_attempt_at)}{error}"
+                f"attempts, {when}{error}"
             )
 
 

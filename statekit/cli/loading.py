@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -22,12 +24,23 @@ class Loaded:
 
 
 def _import(name: str) -> ModuleType:
+    """Import `name` as `python -m` would: the current directory comes first on the
+    path, so a project's own modules are found when the CLI runs from its folder."""
+    if name.startswith("."):
+        raise StatekitError(
+            f"{name!r} is a relative module name; name the module from the project's top "
+            f"package (e.g. shop.models)"
+        )
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and name.startswith(exc.name):
             raise StatekitError(
-                f"module {name!r} not found (is it on PYTHONPATH, or run from its project?)"
+                f"module {name!r} not found in {here} or on PYTHONPATH (run the command from "
+                f"the project's folder, or set PYTHONPATH)"
             ) from exc
         raise
 

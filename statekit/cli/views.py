@@ -62,7 +62,12 @@ def parse_since(text: str, now: datetime) -> datetime:
     compact = text.strip().lower().replace(" ", "")
     if compact and _DURATION.sub("", compact) == "":
         seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(compact))
-        return now - timedelta(seconds=seconds)
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:
+            raise click.BadParameter(
+                f"{text!r} reaches too far back (before the year 1)", param_hint="--since"
+            ) from None
     moment = _parse_moment(text)
     if moment is None:
         raise click.BadParameter(
@@ -386,7 +391,7 @@ def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime)
     )
     state_col, entered_col = binding.columns["state"], binding.columns["entered_at"]
     waiting = select(state_col, entered_col).where(
-        state_col.not_in(sorted(finals)), entered_col.is_not(None)
+        state_col.not_in(sorted(finals)), entered_col.is_not(None), entered_col <= now
     )
     try:
         with store.engine.connect() as conn:
@@ -398,7 +403,7 @@ def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime)
         raise StoreError(f"reading {machine.name} stays failed: {exc}") from exc
 
     events: dict[str, int] = {}
-    counts = store.transition_counts(machine.name, since=since)
+    counts = store.transition_counts(machine.name, since=since, until=now)
     for (_, event, _), count in sorted(counts.items()):
         events[event] = events.get(event, 0) + count
     return {

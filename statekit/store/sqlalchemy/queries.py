@@ -63,9 +63,10 @@ class Queries:
         return {row[0]: row[1] for row in rows}
 
     def transition_counts(
-        self, entity_type: str, *, since: datetime | None = None
+        self, entity_type: str, *, since: datetime | None = None, until: datetime | None = None
     ) -> dict[tuple[str, str, str], int]:
-        """How often each `(source, event, target)` was taken, optionally since a time."""
+        """How often each `(source, event, target)` was taken, optionally only from
+        `since` and up to `until` (both included)."""
         t = self.tables.transitions
         query = (
             select(t.c.source, t.c.event, t.c.target, func.count())
@@ -74,6 +75,8 @@ class Queries:
         )
         if since is not None:
             query = query.where(t.c.at >= since)
+        if until is not None:
+            query = query.where(t.c.at <= until)
         with self._reading() as conn:
             rows = conn.execute(query).all()
         return {(row[0], row[1], row[2]): row[3] for row in rows}
