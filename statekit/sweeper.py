@@ -80,6 +80,8 @@ class SweepStore(Protocol):
 
     def cancel_compensations(self, entity: object, now: datetime) -> int: ...
 
+    def database_clock(self) -> Clock: ...
+
     def stuck(self, entity_type: str) -> list[Snapshot]: ...
 
     def compensations(
@@ -115,7 +117,9 @@ class Sweeper:
     Args:
         runners: One Runner per machine; they must share one store that implements
             `SweepStore` (`SQLAlchemyStore` does).
-        clock: Time source; defaults to the first runner's clock.
+        clock: Time source for deadlines, leases and due checks; defaults to the
+            store's database clock (the server's time on PostgreSQL and MySQL/MariaDB,
+            so a skewed machine clock neither steals leases nor runs work early).
         batch_size: Instances or compensations claimed per transaction.
         lease: How long a claimed compensation is reserved before another sweeper
             may take it over (a sweeper that died mid-handler).
@@ -142,7 +146,8 @@ class Sweeper:
             raise ValueError("batch_size must be at least 1")
         self.runners = {r.machine.name: r for r in runners}
         self.store: SweepStore = runners[0].store  # type: ignore[assignment]
-        self.clock = clock or runners[0].clock
+        database_clock = getattr(self.store, "database_clock", None)
+        self.clock = clock or (database_clock() if database_clock else runners[0].clock)
         self.batch_size = batch_size
         self.lease = lease
         self.backoff = backoff or Backoff()

@@ -27,8 +27,10 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, object_session
 
+from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.errors import ConcurrentTransitionError, StoreError
+from statekit.store.sqlalchemy.draining import DatabaseClock
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables
 
@@ -329,6 +331,14 @@ class OutboxOperations:
             .values(status="cancelled", claim_token=None, lease_until=None, updated_at=now)
         )
         return int(result.rowcount)
+
+    def database_clock(self) -> Clock:
+        """The clock the sweeper reads by default: the server's own time on PostgreSQL
+        and MySQL/MariaDB (one clock for every sweeper, whatever its machine's clock
+        says); on SQLite, whose "server" is this machine, the system clock."""
+        if self.engine.dialect.name in {"postgresql", "mysql", "mariadb"}:
+            return DatabaseClock(self.engine)
+        return SystemClock()
 
     def _in_unit(self, entity: object, what: str) -> tuple[Connection, str, str]:
         """The entity's transaction connection, machine name and key."""
