@@ -6,6 +6,7 @@ a call counts only if the compensation committed; "exactly once" is then a query
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import ClassVar
 
@@ -18,6 +19,10 @@ from statekit.store.sqlalchemy import StateMixin
 
 FAILURES: dict[tuple[str, str], int] = {}
 """(key, action) -> how many more attempts of that compensation should fail."""
+
+HOOKS: list[Callable[[JobRow, CompensationContext], None]] = []
+"""Called at the start of every handler call, before it writes anything (tests use
+them to block a handler, slow it down or count calls outside its transaction)."""
 
 
 class JobBase(DeclarativeBase):
@@ -35,6 +40,8 @@ calls = Table(
 
 
 def _record_call(job: JobRow, undo: CompensationContext) -> None:
+    for hook in list(HOOKS):
+        hook(job, undo)
     session = object_session(job)
     assert session is not None, "compensations run in the entity's transaction"
     session.connection().execute(

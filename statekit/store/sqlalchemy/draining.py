@@ -1,16 +1,20 @@
-"""What the sweeper needs from the database beyond its rows: a clock that reads the
-database server's time."""
+"""What the compensation drain needs around a handler: a unit of work that holds no
+transaction (so no row lock and no SQLite write lock) while the handler runs, and a
+clock that reads the database server's time."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
-from statekit.errors import StoreError
+from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.records import Snapshot
 
-__all__ = ["DatabaseClock"]
+__all__ = ["DatabaseClock", "HandlerUnit"]
 
 _NOW = {
     "postgresql": "SELECT statement_timestamp()",
@@ -39,3 +43,64 @@ class DatabaseClock:
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"reading the database's clock failed: {exc}") from exc
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class HandlerUnit:
+    """One compensation's entity in a Session whose transactions are open only while
+    statekit checks and completes, never while the handler runs:
+
+    `load` (read transaction) -> `release` -> handler -> `relock` (completion
+    transaction: the row is locked and re-read) -> commit or `discard`.
+
+    ORM changes the handler makes to the entity (and objects it adds to the Session)
+    are flushed by the completion transaction, so they commit with the task's
+    completion or not at all; statements the handler executes itself begin that
+    transaction early and hold their locks until it ends.
+    """
+
+    def __init__(self, session: Session, binding: Any, key: str) -> None:
+        self.session = session
+        self.binding = binding
+        self.key = key
+        self.entity: Any = None
+        self.abandoned = False
+
+    def load(self) -> None:
+        """Begin the read transaction and load the entity."""
+        self.session.begin()
+        self.entity = self.session.get(self.binding.entity_class, self.binding.coerce_key(self.key))
+        if self.entity is None:
+            raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
+
+    def release(self) -> None:
+        """Commit the read transaction: from here until `relock` statekit holds no lock."""
+        self.session.commit()
+
+    def relock(self) -> Snapshot:
+        """Begin the completion transaction (unless the handler's statements did),
+        lock the entity's row and return what it holds now."""
+        if not self.session.in_transaction():
+            self.session.begin()
+        query = (
+            self.binding.snapshot_select()
+            .where(self.binding.key == self.binding.coerce_key(self.key))
+            .with_for_update()
+        )
+        row = self.session.connection().execute(query).first()
+        if row is None:
+            raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
+        snapshot: Snapshot = self.binding.snapshot(row)
+        return snapshot
+
+    def discard(self) -> None:
+        """Roll back everything the handler wrote, ORM changes and statements alike."""
+        self.session.rollback()
+
+    def abandon(self) -> None:
+        """The handler outlived its timeout: its thread owns the Session from now on
+        and closes it (rolling back) when it returns."""
+        self.abandoned = True
+
+    def close(self) -> None:
+        """Roll back whatever is open and release the connection."""
+        self.session.close()

@@ -1,12 +1,16 @@
-"""The compensation outbox of `SQLAlchemyStore`: scheduling, claiming and recording
-each attempt. Claims are short transactions of their own (`FOR UPDATE SKIP LOCKED`
-where the server has it), committed before any handler runs.
+"""The compensation outbox of `SQLAlchemyStore`: scheduling, claiming one task at a
+time, and recording each attempt, plus what the drain needs around a handler.
+
+A claim is a short transaction of its own (`FOR UPDATE SKIP LOCKED` where the server
+has it), committed before the handler runs, and it takes one task, so a lease covers
+exactly the task being run. Handlers run with no transaction open (`HandlerUnit`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -30,7 +34,7 @@ from sqlalchemy.orm import Session, object_session
 from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.errors import ConcurrentTransitionError, StoreError
-from statekit.store.sqlalchemy.draining import DatabaseClock
+from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables
 
@@ -298,39 +302,60 @@ class OutboxOperations:
     def reopen_dead_compensations(self, entity: object, now: datetime, extra_attempts: int) -> int:
         """In the entity's transaction, give its dead compensations `extra_attempts`
         more tries starting now; returns how many were reopened."""
-        conn, name, key = self._in_unit(entity, "compensations are retried")
+        c = self.tables.compensations
+        values = {
+            "status": "pending",
+            "max_attempts": c.c.attempts + extra_attempts,
+            "next_attempt_at": now,
+            "updated_at": now,
+        }
+        return self._update_tasks(entity, "compensations are retried", ("dead",), values)
+
+    def cancel_compensations(
+        self, entity: object, now: datetime, *, reason: str | None = None
+    ) -> int:
+        """In the entity's transaction, cancel its open compensations (a person
+        resolved the instance, or it left stuck); a running one loses its claim.
+        `reason`, when given, is kept as the rows' `last_error`."""
+        values: dict[str, Any] = {
+            "status": "cancelled",
+            "claim_token": None,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        if reason is not None:
+            values["last_error"] = reason
+        return self._update_tasks(entity, "compensations are cancelled", _OPEN, values)
+
+    def _update_tasks(
+        self, entity: object, what: str, statuses: Sequence[str], values: dict[str, Any]
+    ) -> int:
+        """Set `values` on the entity's tasks in `statuses`, in its transaction."""
+        conn, name, key = self._in_unit(entity, what)
         c = self.tables.compensations
         result = conn.execute(
             update(c)
-            .where(
-                c.c.entity_type == name,
-                c.c.entity_key == key,
-                c.c.status == "dead",
-            )
-            .values(
-                status="pending",
-                max_attempts=c.c.attempts + extra_attempts,
-                next_attempt_at=now,
-                updated_at=now,
-            )
+            .where(c.c.entity_type == name, c.c.entity_key == key, c.c.status.in_(statuses))
+            .values(values)
         )
         return int(result.rowcount)
 
-    def cancel_compensations(self, entity: object, now: datetime) -> int:
-        """In the entity's transaction, cancel its open compensations (a person
-        resolved the instance); a running one loses its claim."""
-        conn, name, key = self._in_unit(entity, "compensations are cancelled")
-        c = self.tables.compensations
-        result = conn.execute(
-            update(c)
-            .where(
-                c.c.entity_type == name,
-                c.c.entity_key == key,
-                c.c.status.in_(_OPEN),
-            )
-            .values(status="cancelled", claim_token=None, lease_until=None, updated_at=now)
-        )
-        return int(result.rowcount)
+    @contextmanager
+    def handler_unit(self, entity_type: str, key: str) -> Iterator[HandlerUnit]:
+        """The entity of one compensation, loaded for a handler (see `HandlerUnit`);
+        commits what is open on a clean exit, rolls back on an exception, and turns
+        backend errors into `StoreError`."""
+        unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key)
+        try:
+            unit.load()
+            yield unit
+            if not unit.abandoned:
+                unit.session.commit()
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"compensating {entity_type} {key} failed: {exc}") from exc
+        finally:
+            if not unit.abandoned:
+                unit.close()
 
     def database_clock(self) -> Clock:
         """The clock the sweeper reads by default: the server's own time on PostgreSQL
