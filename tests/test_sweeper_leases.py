@@ -6,16 +6,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from statekit import CompensationContext, ManualClock, Runner, Sweeper
 from statekit.clock import SystemClock
 from statekit.store.sqlalchemy import SQLAlchemyStore
+from statekit.store.sqlalchemy.draining import DatabaseClock
 from tests.sql_support import engine_for, fresh_database
 from tests.sweep_support import FAILURES, HOOKS, JobBase, JobRow, JobWorkflow
 
@@ -52,6 +64,30 @@ def _sweeper(url: str) -> Sweeper:
         lease=LEASE,
         handler_timeout=timedelta(seconds=1.5),
     )
+
+
+def test_the_database_clock_reads_the_server(url: str) -> None:
+    engine = engine_for(url)
+    query = text(
+        "SELECT statement_timestamp()"
+        if engine.dialect.name == "postgresql"
+        else "SELECT UTC_TIMESTAMP(6)"
+    )
+
+    def server() -> datetime:
+        with engine.connect() as conn:
+            value: datetime = conn.execute(query).scalar_one()
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+    asking = DatabaseClock(engine, resync=timedelta(0))
+    before = server()
+    read = asking.now()
+    assert before <= read <= server()
+    assert read.tzinfo == UTC
+    carried = DatabaseClock(engine, resync=timedelta(hours=1))
+    first = carried.now()
+    assert before <= first <= carried.now()  # carried forward between readings
+    engine.dispose()
 
 
 def _machine_clock_ahead(monkeypatch: pytest.MonkeyPatch, thread: str | None = None) -> None:

@@ -4,7 +4,9 @@ clock that reads the database server's time."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -24,19 +26,32 @@ _NOW = {
 
 
 class DatabaseClock:
-    """A `Clock` whose `now()` is the database server's current UTC time (one query
-    per call), so sweepers on machines whose clocks disagree still compare leases
-    and deadlines against one clock."""
+    """A `Clock` whose `now()` is the database server's current UTC time, so sweepers
+    on machines whose clocks disagree still compare leases and deadlines against one
+    clock. The server is asked once per `resync` interval; in between, its answer is
+    carried forward with this process's monotonic clock (which no clock change moves)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, resync: timedelta = timedelta(seconds=30)) -> None:
         query = _NOW.get(engine.dialect.name)
         if query is None:
             raise ValueError(f"no database clock for {engine.dialect.name}")
         self._query = text(query)
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._resync = resync.total_seconds()
+        self._lock = threading.Lock()
+        self._synced: tuple[datetime, float] | None = None
 
     def now(self) -> datetime:
         """Return the server's current time, timezone-aware, in UTC."""
+        with self._lock:
+            synced = self._synced
+            ticks = time.monotonic()
+            if synced is None or ticks - synced[1] >= self._resync:
+                synced = self._synced = (self._read(), time.monotonic())
+                ticks = synced[1]
+        return synced[0] + timedelta(seconds=ticks - synced[1])
+
+    def _read(self) -> datetime:
         try:
             with self._engine.connect() as conn:
                 value: datetime = conn.execute(self._query).scalar_one()

@@ -360,10 +360,14 @@ class OutboxOperations:
     def database_clock(self) -> Clock:
         """The clock the sweeper reads by default: the server's own time on PostgreSQL
         and MySQL/MariaDB (one clock for every sweeper, whatever its machine's clock
-        says); on SQLite, whose "server" is this machine, the system clock."""
-        if self.engine.dialect.name in {"postgresql", "mysql", "mariadb"}:
-            return DatabaseClock(self.engine)
-        return SystemClock()
+        says; see `DatabaseClock`); on SQLite, whose "server" is this machine, the
+        system clock."""
+        if self.engine.dialect.name not in {"postgresql", "mysql", "mariadb"}:
+            return SystemClock()
+        clock: DatabaseClock | None = self.__dict__.get("_database_clock")
+        if clock is None:  # one per store: sweepers sharing it share its readings
+            clock = self.__dict__["_database_clock"] = DatabaseClock(self.engine)
+        return clock
 
     def _in_unit(self, entity: object, what: str) -> tuple[Connection, str, str]:
         """The entity's transaction connection, machine name and key."""
