@@ -134,11 +134,13 @@ def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
     assert not store.compensations("job", status=["done"])
 
     # Kill the next one inside the transaction of its 30th compensation, after the
-    # handler ran: that handler's call and the claims of its batch are left behind.
+    # handler ran: that handler's call and its claim are left behind, and only that
+    # task waits out a lease (the others were never claimed).
     worker = spawn("sweep_until_killed", url=database_url, batch_size=100, hang_at_compensation=30)
     wait_ready(worker)
     os.kill(worker.pid, signal.SIGKILL)
     worker.communicate(timeout=30)
+    assert len(store.compensations("job", status=["running"])) == 1
 
     # A later run (after any claim's lease ran out) finishes everything exactly once.
     clock = ManualClock(datetime.now(UTC) + timedelta(minutes=10))
@@ -146,7 +148,7 @@ def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
     sweeper.run_once()
     _assert_each_exactly_once(store, keys, crashed=True)
     reclaimed = [t for t in store.compensations("job") if t.attempts == 2]
-    assert 0 < len(reclaimed) <= 100  # the killed claim batch, taken over after its lease
+    assert len(reclaimed) == 1  # the killed sweeper's running task, after its lease
 
 
 def test_statekit_sweep_once_as_json(database_url: str, store: SQLAlchemyStore) -> None:
