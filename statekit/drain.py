@@ -94,9 +94,11 @@ def _run(
 ) -> tuple[int, int, int]:
     """Check, run the handler outside any transaction, complete: (ran, settled, compensated)."""
     machine, store = runner.machine, sweeper.store
-    marked = unit.relock()
+    marked = machine.snapshot(unit.entity)  # a plain read: a read-only commit is cheap
     if marked.stuck_at is None:
-        return 0, _settle(sweeper, task, unit, marked), 0
+        marked = unit.relock()  # settle only what the locked row still says
+        if marked.stuck_at is None:
+            return 0, _settle(sweeper, task, unit, marked), 0
     handler = machine.compensations.get(task.action)
     step = next((r for r in store.steps(unit.entity) if r.seq == task.step_seq), None)
     if not callable(handler) or step is None:
