@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, text, update
@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text, update
 from statekit import (
     Backoff,
     CompensationContext,
+    ManualClock,
     StatekitError,
     Sweeper,
     SweepResult,
@@ -211,3 +212,35 @@ def test_compensate_refuses_an_instance_in_a_final_state(env: Env) -> None:
     with pytest.raises(StatekitError, match="final state 'done'"):
         env.sweeper.compensate("job", "finished", reason="too late", actor="app")
     assert env.events("finished") == ["advance", "continue_", "finish"]
+
+
+class TrippedClock(ManualClock):
+    """A manual clock that runs `trip` on the first reading after it is armed."""
+
+    def __init__(self, start: datetime, trip: Callable[[], None]) -> None:
+        super().__init__(start)
+        self.trip = trip
+        self.armed = False
+
+    def now(self) -> datetime:
+        if self.armed:
+            self.armed = False
+            self.trip()
+        return super().now()
+
+
+def test_a_transition_between_handler_and_completion_discards_its_writes(env: Env) -> None:
+    if env.engine.dialect.name == "sqlite":
+        pytest.skip("the handler's own INSERT holds SQLite's write lock until completion")
+    env.stuck("late", "advance")
+    clock = TrippedClock(env.clock.now(), lambda: env.jobs.fire_by_key("late", "continue_"))
+
+    def arm(job: JobRow, undo: CompensationContext) -> None:
+        clock.armed = True  # the drain reads the clock once the handler has returned
+
+    HOOKS.append(arm)
+    result = Sweeper([env.jobs], clock=clock).run_once()
+    assert (result.compensations_run, result.compensations_settled) == (0, 1)
+    assert (env.row("late").state, env.row("late").undone) == ("second", None)
+    assert env.calls() == {}
+    assert env.statuses("late") == [("undo_first", "cancelled", 1)]
