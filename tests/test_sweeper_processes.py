@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -202,3 +204,41 @@ def test_statekit_sweep_finishes_its_batch_on_sigterm(
     assert "finishing the current batch" in err
     for line in out.strip().splitlines():
         assert set(json.loads(line)) == set(first)  # only whole JSON passes on stdout
+
+
+def test_sigterm_stops_the_drain_after_the_running_compensation(
+    database_url: str, store: SQLAlchemyStore, tmp_path: Path
+) -> None:
+    keys = _overdue_jobs(store, 20)
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "statekit", "sweep", "--json", "--interval", "60"),
+            *("--db", database_url, "tests.sweep_support"),
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "STATEKIT_TEST_CALL_LOG": str(calls),
+            "STATEKIT_TEST_HANDLER_SECONDS": "0.5",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(calls.read_text().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling another process's progress
+    process.send_signal(signal.SIGTERM)
+    called_at_signal = len(calls.read_text().splitlines())
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    called = len(calls.read_text().splitlines())
+    assert 2 <= called_at_signal <= called <= called_at_signal + 1  # the running one ends
+    (result,) = [json.loads(line) for line in out.strip().splitlines()]
+    assert result["compensations_run"] == called
+    # The others were never claimed: the next sweeper takes them without waiting.
+    waiting = store.compensations("job", status=["pending"])
+    assert len(waiting) == len(keys) - called
+    assert {t.attempts for t in waiting} == {0}
