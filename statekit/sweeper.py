@@ -38,10 +38,13 @@ from statekit.errors import (
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner
 
-__all__ = ["COMPENSATIONS_DUE", "SweepResult", "SweepStore", "Sweeper"]
+__all__ = ["COMPENSATIONS_DUE", "DEFAULT_HANDLER_TIMEOUT", "SweepResult", "SweepStore", "Sweeper"]
 
 COMPENSATIONS_DUE = "@compensations"
 """What `SweepStore.due` reports when a compensation is due."""
+
+DEFAULT_HANDLER_TIMEOUT = timedelta(minutes=1)
+"""The default `handler_timeout` (half the lease instead, when that is shorter)."""
 
 logger = logging.getLogger("statekit.sweeper")
 
@@ -134,7 +137,8 @@ class Sweeper:
             may take it over (a sweeper that died mid-handler); longer than
             `handler_timeout`.
         handler_timeout: How long to wait for a compensation handler (None: no
-            limit); a handler still running then counts as a failed attempt.
+            limit); a handler still running then counts as a failed attempt. By
+            default one minute, or half the lease when that is shorter.
         backoff: Delay between attempts of a failing compensation.
         listeners: Hooks for stuck instances, failed and dead-lettered compensations.
     """
@@ -146,7 +150,7 @@ class Sweeper:
         clock: Clock | None = None,
         batch_size: int = 100,
         lease: timedelta = timedelta(minutes=5),
-        handler_timeout: timedelta | None = timedelta(minutes=1),
+        handler_timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT,
         backoff: Backoff | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
@@ -157,6 +161,8 @@ class Sweeper:
             raise ValueError("the runners of one Sweeper must share one store")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if handler_timeout is DEFAULT_HANDLER_TIMEOUT:
+            handler_timeout = min(handler_timeout, lease / 2)
         if handler_timeout is not None and not timedelta(0) < handler_timeout < lease:
             raise ValueError(
                 f"handler_timeout ({handler_timeout}) must be positive and shorter than the "

@@ -176,3 +176,5 @@ def test_sweep_refuses_a_handler_timeout_as_long_as_the_lease(dead_letter: str) 
     )
     assert code == 2
     assert "--handler-timeout (5s) must be shorter than --lease (5s)" in out
+    code, out = invoke("sweep", "--once", "--lease", "5", "tests.sweep_support", db=dead_letter)
+    assert code == 0, out  # the default timeout shrinks to half of a short lease

@@ -187,6 +187,10 @@ def test_a_hung_handler_times_out_as_a_failed_attempt(env: Env) -> None:
 def test_a_handler_timeout_shorter_than_the_lease_is_required(env: Env) -> None:
     with pytest.raises(ValueError, match=r"handler_timeout .* shorter than the lease"):
         Sweeper([env.jobs], lease=timedelta(seconds=2), handler_timeout=timedelta(seconds=2))
+    assert Sweeper([env.jobs]).handler_timeout == timedelta(minutes=1)
+    short = Sweeper([env.jobs], lease=timedelta(seconds=30))  # the default fits in it
+    assert short.handler_timeout == timedelta(seconds=15)
+    assert Sweeper([env.jobs], handler_timeout=None).handler_timeout is None
 
 
 def test_stop_is_checked_between_compensations(env: Env) -> None:

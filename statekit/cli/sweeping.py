@@ -29,7 +29,7 @@ from statekit.cli.commands import (
     open_store,
 )
 from statekit.runtime import Runner
-from statekit.sweeper import Sweeper, SweepResult
+from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper, SweepResult
 
 _ACTOR = click.option(
     "--actor",
@@ -46,20 +46,20 @@ def _sweeper(
     modules: tuple[str, ...],
     batch_size: int = 100,
     lease: float = 300.0,
-    handler_timeout: float = 60.0,
+    handler_timeout: float | None = None,
 ) -> Sweeper:
-    if handler_timeout and handler_timeout >= lease:
-        raise click.UsageError(
-            f"--handler-timeout ({handler_timeout:g}s) must be shorter than --lease "
-            f"({lease:g}s), or 0 for no limit"
-        )
+    timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT
+    if handler_timeout is not None:
+        if handler_timeout >= lease:
+            raise click.UsageError(
+                f"--handler-timeout ({handler_timeout:g}s) must be shorter than --lease "
+                f"({lease:g}s), or 0 for no limit"
+            )
+        timeout = timedelta(seconds=handler_timeout) if handler_timeout else None
     store = open_store(db_url, modules)
     runners = [Runner(machine, store) for machine in store.entities()]
     return Sweeper(
-        runners,
-        batch_size=batch_size,
-        lease=timedelta(seconds=lease),
-        handler_timeout=timedelta(seconds=handler_timeout) if handler_timeout else None,
+        runners, batch_size=batch_size, lease=timedelta(seconds=lease), handler_timeout=timeout
     )
 
 
@@ -110,8 +110,8 @@ def _summary(result: SweepResult) -> str:
 @click.option(
     "--handler-timeout",
     type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
+    default=None,
+    show_default="60, or half of --lease when shorter",
     envvar="STATEKIT_HANDLER_TIMEOUT",
     show_envvar=True,
     help="Seconds to wait for a compensation handler before counting the attempt as "
@@ -125,7 +125,7 @@ def sweep(
     interval: float,
     batch_size: int,
     lease: float,
-    handler_timeout: float,
+    handler_timeout: float | None,
     as_json: bool,
 ) -> None:
     """Time out overdue instances and run due compensations.
