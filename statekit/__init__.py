@@ -10,6 +10,7 @@ from statekit.engine import Handler, Machine, StateFields
 from statekit.entity import StatefulObject
 from statekit.errors import (
     CompensationError,
+    CompensationTimeoutError,
     ConcurrentTransitionError,
     DefinitionError,
     DefinitionMismatchError,
@@ -40,6 +41,7 @@ __all__ = [
     "CompensationContext",
     "CompensationError",
     "CompensationTask",
+    "CompensationTimeoutError",
     "ConcurrentTransitionError",
     "Context",
     "DefinitionError",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -15,7 +18,10 @@ __all__ = [
     "CompensationContext",
     "CompensationTask",
     "TaskStatus",
+    "call_with_timeout",
 ]
+
+logger = logging.getLogger("statekit.sweeper")
 
 SWEEPER_ACTOR = "statekit-sweeper"
 """The actor recorded on transitions the sweeper makes."""
@@ -74,3 +80,49 @@ class Backoff:
         """The wait after failed attempt number `attempt` (1-based)."""
         raw: timedelta = min(self.base * (2 ** max(attempt - 1, 0)), self.cap)
         return raw * (1 + self.jitter * self.rng.random())
+
+
+def call_with_timeout(
+    call: Callable[[], None],
+    timeout: float | None,
+    *,
+    name: str,
+    on_abandoned: Callable[[], None],
+) -> bool:
+    """Run `call` in a worker thread named `name` and wait up to `timeout` seconds
+    (None: run it here and wait for it). Returns True when it returned (re-raising
+    what it raised), False when it is still running: Python cannot stop a thread,
+    so it is left to finish and `on_abandoned` then runs in that thread."""
+    if timeout is None:
+        call()
+        return True
+    lock = threading.Lock()
+    finished = threading.Event()
+    state = {"done": False, "abandoned": False}
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the waiting thread
+            errors.append(exc)
+        finally:
+            with lock:
+                state["done"] = True
+                abandoned = state["abandoned"]
+            finished.set()
+            if abandoned:
+                try:
+                    on_abandoned()
+                except Exception:
+                    logger.exception("cleaning up after abandoned call %s failed", name)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    finished.wait(timeout)
+    with lock:
+        if not state["done"]:
+            state["abandoned"] = True
+            return False
+    if errors:
+        raise errors[0]
+    return True

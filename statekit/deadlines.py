@@ -45,6 +45,7 @@ class SweepResult:
     dead_lettered: int = 0
     compensated: int = 0
     lost_races: int = 0
+    compensations_settled: int = 0
     set_aside: int = 0
 
     def as_dict(self) -> dict[str, int]:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "CompensationError",
+    "CompensationTimeoutError",
     "ConcurrentTransitionError",
     "DefinitionError",
     "DefinitionMismatchError",
@@ -356,3 +357,24 @@ class DefinitionMismatchError(StoreError):
 
 class CompensationError(StatekitError):
     """A compensation could not be completed."""
+
+
+class CompensationTimeoutError(CompensationError):
+    """A compensation handler did not return within the sweeper's handler timeout.
+
+    The attempt counts as failed; the handler's thread cannot be stopped and may
+    still finish, but nothing it writes through the entity's Session is committed.
+    """
+
+    def __init__(
+        self, *, entity_type: str, key: str, step: int, action: str, timeout: float
+    ) -> None:
+        self.entity_type = entity_type
+        self.key = key
+        self.step = step
+        self.action = action
+        self.timeout = timeout
+        super().__init__(
+            f"compensation {action!r} of {entity_type} {key} step {step} did not return "
+            f"within {timeout:g}s (handler_timeout); counted as a failed attempt"
+        )

@@ -6,9 +6,12 @@
 A pass claims overdue instances in batches, fires each one's timeout event through
 the normal decide/apply path (guards, history, locking) or marks it stuck and
 schedules the compensations of its completed steps, newest first, as durable rows.
-Then it drains the outbox: each claimed compensation runs in the entity's own
-transaction, which also marks it done; a failure is retried with exponential
-backoff and jitter until its attempts are used up, then dead-lettered for a person.
+Then it drains the outbox (`statekit.drain`): one task at a time is claimed with its
+own lease, its handler runs with no lock held and within `handler_timeout`, and the
+entity's transaction then records its completion with the handler's writes; a
+failure is retried with exponential backoff and jitter until its attempts are used
+up, then dead-lettered for a person. Time is the database's clock unless a clock is
+passed in.
 The deadline side (batches, and setting aside an instance that fails) is in
 `statekit.deadlines`.
 """
@@ -23,22 +26,24 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from statekit.clock import Clock
-from statekit.compensation import SWEEPER_ACTOR, Backoff, CompensationContext, CompensationTask
+from statekit.compensation import Backoff, CompensationTask
 from statekit.deadlines import DeadlineSide, SweepResult
+from statekit.drain import HandlerUnit, drain
 from statekit.engine import Machine
 from statekit.errors import (
-    CompensationError,
-    ConcurrentTransitionError,
     StatekitError,
     StoreError,
 )
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner
 
-__all__ = ["COMPENSATIONS_DUE", "SweepResult", "SweepStore", "Sweeper"]
+__all__ = ["COMPENSATIONS_DUE", "DEFAULT_HANDLER_TIMEOUT", "SweepResult", "SweepStore", "Sweeper"]
 
 COMPENSATIONS_DUE = "@compensations"
 """What `SweepStore.due` reports when a compensation is due."""
+
+DEFAULT_HANDLER_TIMEOUT = timedelta(minutes=1)
+"""The default `handler_timeout` (half the lease instead, when that is shorter)."""
 
 logger = logging.getLogger("statekit.sweeper")
 
@@ -80,7 +85,13 @@ class SweepStore(Protocol):
         self, entity: object, now: datetime, extra_attempts: int
     ) -> int: ...
 
-    def cancel_compensations(self, entity: object, now: datetime) -> int: ...
+    def cancel_compensations(
+        self, entity: object, now: datetime, *, reason: str | None = None
+    ) -> int: ...
+
+    def handler_unit(self, entity_type: str, key: str) -> AbstractContextManager[HandlerUnit]: ...
+
+    def database_clock(self) -> Clock: ...
 
     def stuck(self, entity_type: str) -> list[Snapshot]: ...
 
@@ -99,10 +110,17 @@ class Sweeper(DeadlineSide):
     Args:
         runners: One Runner per machine; they must share one store that implements
             `SweepStore` (`SQLAlchemyStore` does).
-        clock: Time source; defaults to the first runner's clock.
-        batch_size: Instances or compensations claimed per transaction.
+        clock: Time source for deadlines, leases and due checks; defaults to the
+            store's database clock (the server's time on PostgreSQL and MySQL/MariaDB,
+            so a skewed machine clock neither steals leases nor runs work early).
+        batch_size: Instances claimed per transaction (compensations are claimed
+            one at a time).
         lease: How long a claimed compensation is reserved before another sweeper
-            may take it over (a sweeper that died mid-handler).
+            may take it over (a sweeper that died mid-handler); longer than
+            `handler_timeout`.
+        handler_timeout: How long to wait for a compensation handler (None: no
+            limit); a handler still running then counts as a failed attempt. By
+            default one minute, or half the lease when that is shorter.
         backoff: Delay between attempts of a failing compensation; its base and cap
             also bound the wait before a set-aside instance is tried again.
         listeners: Hooks for stuck instances, failed and dead-lettered compensations.
@@ -115,6 +133,7 @@ class Sweeper(DeadlineSide):
         clock: Clock | None = None,
         batch_size: int = 100,
         lease: timedelta = timedelta(minutes=5),
+        handler_timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT,
         backoff: Backoff | None = None,
         listeners: Sequence[Listener] = (),
     ) -> None:
@@ -125,11 +144,21 @@ class Sweeper(DeadlineSide):
             raise ValueError("the runners of one Sweeper must share one store")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if handler_timeout is DEFAULT_HANDLER_TIMEOUT:
+            handler_timeout = min(handler_timeout, lease / 2)
+        if handler_timeout is not None and not timedelta(0) < handler_timeout < lease:
+            raise ValueError(
+                f"handler_timeout ({handler_timeout}) must be positive and shorter than the "
+                f"lease ({lease}): a handler still running when its lease ends could be "
+                "run again by another sweeper"
+            )
         self.runners = {r.machine.name: r for r in runners}
         self.store: SweepStore = runners[0].store  # type: ignore[assignment]
-        self.clock = clock or runners[0].clock
+        database_clock = getattr(self.store, "database_clock", None)
+        self.clock = clock or (database_clock() if database_clock else runners[0].clock)
         self.batch_size = batch_size
         self.lease = lease
+        self.handler_timeout = handler_timeout
         self.backoff = backoff or Backoff()
         self.listeners = tuple(listeners)
 
@@ -234,98 +263,7 @@ class Sweeper(DeadlineSide):
         return record
 
     def _drain(self, result: SweepResult, stop: Callable[[], bool]) -> None:
-        while not stop():
-            now = self.clock.now()
-            tasks = self.store.claim_compensations(now, self.batch_size, self.lease)
-            if not tasks:
-                return
-            for task in tasks:
-                self._compensate(task, now, result)
-
-    def _compensate(self, task: CompensationTask, now: datetime, result: SweepResult) -> None:
-        runner = self.runners.get(task.entity_type)
-        if runner is None:
-            logger.error("no runner for %s; compensation %s skipped", task.entity_type, task.action)
-            return
-        machine = runner.machine
-        handler = machine.compensations.get(task.action)
-        try:
-            with self.store.session_unit(task.entity_type, task.key) as entity:
-                step = self.store.claimed_step(task, entity)  # the same life, still ours
-                if not callable(handler) or step is None:
-                    missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
-                    raise CompensationError(
-                        f"cannot compensate step {task.step_seq} of {task.entity_type} "
-                        f"{task.key}: {missing}"
-                    )
-                context = CompensationContext(
-                    step, task.idempotency_key, task.attempts, task.action
-                )
-                handler(entity, context)
-                remaining = self.store.complete_compensation(task, entity, now)
-                if remaining == 0:
-                    self._finish_instance(runner, entity, now, result)
-        except ConcurrentTransitionError:
-            result.lost_races += 1
-            return
-        except Exception as exc:  # the handler's failure is data: record and retry
-            self._record_failure(task, now, exc, result)
-            return
-        result.compensations_run += 1
-
-    def _finish_instance(
-        self, runner: Runner, entity: object, now: datetime, result: SweepResult
-    ) -> None:
-        machine = runner.machine
-        target = machine.compensated_state
-        if target is None or machine.state_of(entity) == target:
-            return
-        plan = machine.system_plan(
-            entity,
-            "@compensated",
-            target,
-            now=now,
-            actor=SWEEPER_ACTOR,
-            note="every compensation completed",
-        )
-        machine.stage(entity, plan)
-        runner.store.apply(plan, entity=entity)
-        result.compensated += 1
-
-    def _record_failure(
-        self, task: CompensationTask, now: datetime, error: Exception, result: SweepResult
-    ) -> None:
-        dead = task.attempts >= task.max_attempts
-        message = f"{type(error).__name__}: {error}"
-        try:
-            self.store.fail_compensation(
-                task,
-                now,
-                error=message[:2000],
-                next_attempt_at=now + self.backoff.delay(task.attempts),
-                dead=dead,
-            )
-        except ConcurrentTransitionError:
-            result.lost_races += 1
-            return
-        result.compensations_failed += 1
-        hook = "on_compensation_failed"
-        if dead:
-            result.dead_lettered += 1
-            hook = "on_dead_lettered"
-        logger.warning(
-            "compensation %s of %s %s step %d failed (attempt %d of %d)%s: %s",
-            task.action,
-            task.entity_type,
-            task.key,
-            task.step_seq,
-            task.attempts,
-            task.max_attempts,
-            "; dead-lettered" if dead else "",
-            message,
-            extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
-        )
-        self._notify(hook, task, error)
+        drain(self, result, stop)
 
     def _notify(self, hook: str, *args: Any) -> None:
         for listener in self.listeners:
@@ -342,12 +280,18 @@ class Sweeper(DeadlineSide):
         """Mark an instance stuck now and schedule its compensations (abort a saga).
 
         Raises:
-            StatekitError: the instance is already stuck.
+            StatekitError: the instance is already stuck, or in a final state.
         """
         runner = self._runner(entity_type)
         with self.store.session_unit(entity_type, key) as entity:
-            if runner.machine.snapshot(entity).stuck_at is not None:
+            snapshot = runner.machine.snapshot(entity)
+            if snapshot.stuck_at is not None:
                 raise StatekitError(f"{entity_type} {key} is already stuck")
+            if snapshot.state in runner.machine.final_states:
+                raise StatekitError(
+                    f"{entity_type} {key} is in final state {snapshot.state!r}: a finished "
+                    "instance is not compensated"
+                )
             return self._mark_stuck(runner, entity, reason, self.clock.now(), actor)
 
     def retry(

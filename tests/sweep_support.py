@@ -6,6 +6,9 @@ a call counts only if the compensation committed; "exactly once" is then a query
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import ClassVar
 
@@ -19,6 +22,28 @@ from statekit.store.sqlalchemy.tables import statekit_tables
 
 FAILURES: dict[tuple[str, str], int] = {}
 """(key, action) -> how many more attempts of that compensation should fail."""
+
+HOOKS: list[Callable[[JobRow, CompensationContext], None]] = []
+"""Called at the start of every handler call, before it writes anything (tests use
+them to block a handler, slow it down or count calls outside its transaction)."""
+
+
+def _slow_calls_logged_to(path: str, seconds: float) -> None:
+    """In a sweeper process: log each handler call to `path`, then take `seconds`."""
+
+    def log_and_wait(job: JobRow, undo: CompensationContext) -> None:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{job.id} {undo.action}\n")
+        time.sleep(seconds)  # a slow outside system
+
+    HOOKS.append(log_and_wait)
+
+
+if os.environ.get("STATEKIT_TEST_CALL_LOG"):  # set by tests that spawn `statekit sweep`
+    _slow_calls_logged_to(
+        os.environ["STATEKIT_TEST_CALL_LOG"],
+        float(os.environ.get("STATEKIT_TEST_HANDLER_SECONDS", "0")),
+    )
 
 
 class JobBase(DeclarativeBase):
@@ -36,6 +61,8 @@ calls = Table(
 
 
 def _record_call(job: JobRow, undo: CompensationContext) -> None:
+    for hook in list(HOOKS):
+        hook(job, undo)
     session = object_session(job)
     assert session is not None, "compensations run in the entity's transaction"
     session.connection().execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from statekit import Backoff, ManualClock, Runner, Sweeper
 from statekit.cli import cli
 from statekit.store.sqlalchemy import SQLAlchemyStore, sqlite_engine
-from tests.sweep_support import FAILURES, JobBase, JobRow, JobWorkflow
+from tests.sweep_support import FAILURES, HOOKS, JobBase, JobRow, JobWorkflow
 
 
 @pytest.fixture
@@ -134,3 +135,46 @@ def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
         os.close(write_end)
     assert done.stderr == ""  # no "Error: BrokenPipeError" on the terminal
     assert done.returncode == 1
+
+
+def test_sweep_stops_waiting_for_a_hung_handler(dead_letter: str) -> None:
+    invoke("retry", "job", "j-1", "-m", "tests.sweep_support", "--actor", "ops", db=dead_letter)
+    go = threading.Event()
+    HOOKS.append(lambda job, undo: go.wait(60) and None)
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["sweep", "--once", "--json", "--lease", "5", "tests.sweep_support"],
+            env={"STATEKIT_DB": dead_letter, "STATEKIT_HANDLER_TIMEOUT": "0.3"},
+            catch_exceptions=False,
+        )
+    finally:
+        go.set()
+        HOOKS.clear()
+        for thread in threading.enumerate():
+            if thread.name.startswith("statekit-compensation"):
+                thread.join(60)
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output.strip().splitlines()[-1])
+    assert (counts["compensations_run"], counts["compensations_failed"]) == (0, 1)
+    code, out = invoke("stuck", "tests.sweep_support", db=dead_letter)
+    assert code == 0, out
+    assert "CompensationTimeoutError" in out
+    assert "did not return within 0.3s" in out
+
+
+def test_sweep_refuses_a_handler_timeout_as_long_as_the_lease(dead_letter: str) -> None:
+    code, out = invoke(
+        "sweep",
+        "--once",
+        "--lease",
+        "5",
+        "--handler-timeout",
+        "5",
+        "tests.sweep_support",
+        db=dead_letter,
+    )
+    assert code == 2
+    assert "--handler-timeout (5s) must be shorter than --lease (5s)" in out
+    code, out = invoke("sweep", "--once", "--lease", "5", "tests.sweep_support", db=dead_letter)
+    assert code == 0, out  # the default timeout shrinks to half of a short lease

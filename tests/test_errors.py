@@ -7,6 +7,7 @@ import pytest
 import statekit
 from statekit import (
     CompensationError,
+    CompensationTimeoutError,
     ConcurrentTransitionError,
     DefinitionError,
     DefinitionMismatchError,
@@ -42,6 +43,7 @@ TREE: dict[type[Exception], type[Exception]] = {
     InstanceNotFoundError: StoreError,
     DefinitionMismatchError: StoreError,
     CompensationError: StatekitError,
+    CompensationTimeoutError: CompensationError,
 }
 
 
@@ -159,3 +161,20 @@ def test_store_errors_carry_their_facts() -> None:
         "order has state 'gone', which machine 'order' does not know (known: none)"
     )
     assert (mismatch.field, mismatch.value, mismatch.known) == ("state", "gone", ())
+
+
+def test_a_compensation_timeout_carries_its_facts() -> None:
+    late = CompensationTimeoutError(
+        entity_type="booking", key="2", step=1, action="refund", timeout=0.25
+    )
+    assert str(late) == (
+        "compensation 'refund' of booking 2 step 1 did not return within 0.25s "
+        "(handler_timeout); counted as a failed attempt"
+    )
+    assert (late.entity_type, late.key, late.step, late.action, late.timeout) == (
+        "booking",
+        "2",
+        1,
+        "refund",
+        0.25,
+    )

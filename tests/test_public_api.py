@@ -12,6 +12,7 @@ PUBLIC = [
     "CompensationContext",
     "CompensationError",
     "CompensationTask",
+    "CompensationTimeoutError",
     "ConcurrentTransitionError",
     "Context",
     "DefinitionError",

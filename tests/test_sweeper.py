@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ from statekit import (
     CompensationTask,
     ConcurrentTransitionError,
     Listener,
-    ManualClock,
     Runner,
     StatekitError,
     Sweeper,
@@ -26,7 +24,9 @@ from statekit import (
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from statekit.store.sqlalchemy.sweep import supports_skip_locked
 from tests.sql_support import engine_for
-from tests.sweep_support import FAILURES, JobBase, JobRow, JobWorkflow, call_counts
+from tests.sweep_env import JobEnv as Env
+from tests.sweep_env import clear_job_tables, job_database, job_env
+from tests.sweep_support import FAILURES, JobRow, JobWorkflow
 
 
 class Hooks(Listener):
@@ -45,65 +45,18 @@ class Hooks(Listener):
         self.dead.append(task.action)
 
 
-@dataclass
-class Env:
-    engine: Engine
-    store: SQLAlchemyStore
-    clock: ManualClock
-    jobs: Runner
-    sweeper: Sweeper
-    hooks: Hooks
-    keys: list[str] = field(default_factory=list)
-
-    def job(self, key: str, *events: str, frozen: bool = False) -> None:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            row = JobRow(id=key, frozen=frozen)
-            session.add(row)
-            self.jobs.start(row)
-        for event in events:
-            self.jobs.fire_by_key(key, event)
-
-    def row(self, key: str) -> JobRow:
-        with Session(self.engine, expire_on_commit=False) as session:
-            found = session.get(JobRow, key)
-        assert found is not None
-        return found
-
-    def events(self, key: str) -> list[str]:
-        return [r.event for r in self.store.history("job", key)]
-
-    def calls(self) -> dict[tuple[str, str], int]:
-        with self.engine.connect() as conn:
-            return call_counts(conn)
-
-
 @pytest.fixture(scope="module")
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = engine_for(database_url)
-    JobBase.metadata.create_all(engine)
-    SQLAlchemyStore(engine).create_tables()
-    yield engine
-    engine.dispose()
+    with job_database(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture
 def env(engine: Engine) -> Iterator[Env]:
-    FAILURES.clear()
-    store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
-    clock = ManualClock()
-    hooks = Hooks()
-    jobs = Runner(JobWorkflow.machine, store, clock=clock)
     backoff = Backoff(base=timedelta(seconds=30), cap=timedelta(minutes=10), jitter=0)
-    sweeper = Sweeper([jobs], clock=clock, batch_size=3, backoff=backoff, listeners=[hooks])
-    yield Env(engine, store, clock, jobs, sweeper, hooks)
-    with engine.begin() as conn:
-        for table in (
-            store.tables.attempts,
-            store.tables.compensations,
-            store.tables.transitions,
-            *JobBase.metadata.sorted_tables,
-        ):
-            conn.execute(table.delete())
+    env = job_env(engine, backoff, Hooks())
+    yield env
+    clear_job_tables(engine, env.store)
 
 
 def test_deadlines_follow_the_state_and_timeout_events_fire_once(env: Env) -> None:

@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -134,11 +136,13 @@ def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
     assert not store.compensations("job", status=["done"])
 
     # Kill the next one inside the transaction of its 30th compensation, after the
-    # handler ran: that handler's call and the claims of its batch are left behind.
+    # handler ran: that handler's call and its claim are left behind, and only that
+    # task waits out a lease (the others were never claimed).
     worker = spawn("sweep_until_killed", url=database_url, batch_size=100, hang_at_compensation=30)
     wait_ready(worker)
     os.kill(worker.pid, signal.SIGKILL)
     worker.communicate(timeout=30)
+    assert len(store.compensations("job", status=["running"])) == 1
 
     # A later run (after any claim's lease ran out) finishes everything exactly once.
     clock = ManualClock(datetime.now(UTC) + timedelta(minutes=10))
@@ -146,7 +150,7 @@ def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
     sweeper.run_once()
     _assert_each_exactly_once(store, keys, crashed=True)
     reclaimed = [t for t in store.compensations("job") if t.attempts == 2]
-    assert 0 < len(reclaimed) <= 100  # the killed claim batch, taken over after its lease
+    assert len(reclaimed) == 1  # the killed sweeper's running task, after its lease
 
 
 def test_statekit_sweep_once_as_json(database_url: str, store: SQLAlchemyStore) -> None:
@@ -200,3 +204,41 @@ def test_statekit_sweep_finishes_its_batch_on_sigterm(
     assert "finishing the current batch" in err
     for line in out.strip().splitlines():
         assert set(json.loads(line)) == set(first)  # only whole JSON passes on stdout
+
+
+def test_sigterm_stops_the_drain_after_the_running_compensation(
+    database_url: str, store: SQLAlchemyStore, tmp_path: Path
+) -> None:
+    keys = _overdue_jobs(store, 20)
+    calls = tmp_path / "calls.log"
+    calls.touch()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "statekit", "sweep", "--json", "--interval", "60"),
+            *("--db", database_url, "tests.sweep_support"),
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "STATEKIT_TEST_CALL_LOG": str(calls),
+            "STATEKIT_TEST_HANDLER_SECONDS": "0.5",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(calls.read_text().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling another process's progress
+    process.send_signal(signal.SIGTERM)
+    called_at_signal = len(calls.read_text().splitlines())
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    called = len(calls.read_text().splitlines())
+    assert 2 <= called_at_signal <= called <= called_at_signal + 1  # the running one ends
+    (result,) = [json.loads(line) for line in out.strip().splitlines()]
+    assert result["compensations_run"] == called
+    # The others were never claimed: the next sweeper takes them without waiting.
+    waiting = store.compensations("job", status=["pending"])
+    assert len(waiting) == len(keys) - called
+    assert {t.attempts for t in waiting} == {0}

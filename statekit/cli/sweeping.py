@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -29,7 +30,7 @@ from statekit.cli.commands import (
     open_store,
 )
 from statekit.runtime import Runner
-from statekit.sweeper import Sweeper, SweepResult
+from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper, SweepResult
 
 _ACTOR = click.option(
     "--actor",
@@ -41,10 +42,26 @@ _ACTOR = click.option(
 )
 
 
-def _sweeper(db_url: str, modules: tuple[str, ...], batch_size: int = 100) -> Sweeper:
+def _sweeper(
+    db_url: str,
+    modules: tuple[str, ...],
+    batch_size: int = 100,
+    lease: float = 300.0,
+    handler_timeout: float | None = None,
+) -> Sweeper:
+    timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT
+    if handler_timeout is not None:
+        if handler_timeout >= lease:
+            raise click.UsageError(
+                f"--handler-timeout ({handler_timeout:g}s) must be shorter than --lease "
+                f"({lease:g}s), or 0 for no limit"
+            )
+        timeout = timedelta(seconds=handler_timeout) if handler_timeout else None
     store = open_store(db_url, modules)
     runners = [Runner(machine, store) for machine in store.entities()]
-    return Sweeper(runners, batch_size=batch_size)
+    return Sweeper(
+        runners, batch_size=batch_size, lease=timedelta(seconds=lease), handler_timeout=timeout
+    )
 
 
 def _summary(result: SweepResult) -> str:
@@ -79,7 +96,27 @@ def _summary(result: SweepResult) -> str:
     show_default=True,
     envvar="STATEKIT_BATCH_SIZE",
     show_envvar=True,
-    help="Instances or compensations claimed per transaction.",
+    help="Overdue instances claimed per transaction (compensations go one at a time).",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    envvar="STATEKIT_LEASE",
+    show_envvar=True,
+    help="Seconds a claimed compensation is reserved before another sweeper may take "
+    "it over (its sweeper died); longer than --handler-timeout.",
+)
+@click.option(
+    "--handler-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    show_default="60, or half of --lease when shorter",
+    envvar="STATEKIT_HANDLER_TIMEOUT",
+    show_envvar=True,
+    help="Seconds to wait for a compensation handler before counting the attempt as "
+    "failed (0: no limit).",
 )
 @click.option(
     "--max-failures",
@@ -99,6 +136,8 @@ def sweep(
     interval: float,
     batch_size: int,
     max_failures: int,
+    lease: float,
+    handler_timeout: float | None,
     as_json: bool,
 ) -> None:
     """Time out overdue instances and run due compensations.
@@ -114,7 +153,7 @@ def sweep(
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    sweeper = _sweeper(db_url, modules, batch_size)
+    sweeper = _sweeper(db_url, modules, batch_size, lease, handler_timeout)
 
     def report(result: SweepResult) -> None:
         if as_json:

@@ -26,6 +26,8 @@ from sqlalchemy import (
     cast,
     func,
     insert,
+    literal_column,
+    null,
     select,
     tuple_,
     update,
@@ -53,13 +55,38 @@ _NOTE_LIMIT = 4000
 
 
 def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
-    """INSERT into the outbox that skips rows whose (entity, step, action) exists."""
-    if dialect == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite_insert(table).on_conflict_do_nothing()
+    """INSERT into the outbox that skips rows whose (entity, step, action) exists,
+    except a `cancelled` one (a settled or resolved earlier stuck episode): a new
+    mark reopens it as `pending` with its attempts granted again."""
+    reopen = table.c.status == "cancelled"
+    if dialect in {"postgresql", "sqlite"}:
+        statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+        new = statement.excluded
+        return statement.on_conflict_do_update(
+            index_elements=["entity_type", "entity_key", "step_seq", "action"],
+            set_={
+                "status": "pending",
+                "next_attempt_at": new.next_attempt_at,
+                "max_attempts": table.c.attempts + new.max_attempts,
+                "last_error": None,
+                "updated_at": new.updated_at,
+            },
+            where=reopen,
+        )
     if dialect in {"mysql", "mariadb"}:
-        return mysql_insert(table).on_duplicate_key_update(id=table.c.id)
+        upsert = mysql_insert(table)
+        new = upsert.inserted
+        reopen = table.c.status == literal_column("'cancelled'")  # no parameters in the
+        keep_or = [  # clause (pymysql's executemany); MySQL assigns left to right
+            (table.c.next_attempt_at, new.next_attempt_at),
+            (table.c.max_attempts, table.c.attempts + new.max_attempts),
+            (table.c.last_error, null()),
+            (table.c.updated_at, new.updated_at),
+            (table.c.status, literal_column("'pending'")),
+        ]
+        return upsert.on_duplicate_key_update(
+            [(column.name, func.if_(reopen, value, column)) for column, value in keep_or]
+        )
     return insert(table)  # pragma: no cover - other dialects: duplicates surface
 
 

@@ -1,0 +1,226 @@
+"""The compensation drain: claim one due task at a time, run its handler with no lock
+held and a timeout, then complete it, settle it or record the failure.
+
+The rule for an instance that leaves stuck: its compensations run only while it is
+still stuck where the sweeper (or `Sweeper.compensate`) marked it. A transition out
+of stuck settles them: the drain cancels the instance's open compensations instead of
+running them (before a handler runs, or after it if the transition landed while it
+ran; then the handler's own writes are rolled back), and `@compensated` is applied
+only to an instance that is still stuck and not in a final state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from statekit.compensation import (
+    SWEEPER_ACTOR,
+    CompensationContext,
+    CompensationTask,
+    call_with_timeout,
+)
+from statekit.errors import (
+    CompensationError,
+    CompensationTimeoutError,
+    ConcurrentTransitionError,
+)
+from statekit.records import Snapshot
+
+if TYPE_CHECKING:
+    from statekit.runtime import Runner
+    from statekit.sweeper import Sweeper, SweepResult
+
+__all__ = ["HandlerUnit", "compensate_one", "drain"]
+
+logger = logging.getLogger("statekit.sweeper")
+
+
+class HandlerUnit(Protocol):
+    """One compensation's entity, held by the store for the drain: a transaction is
+    open only while statekit checks (`relock`) and completes, never around the handler."""
+
+    entity: Any
+
+    def release(self) -> None: ...
+
+    def relock(self) -> Snapshot: ...
+
+    def discard(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def drain(sweeper: Sweeper, result: SweepResult, stop: Callable[[], bool]) -> None:
+    """Run due compensations one at a time until none is due or `stop()` is true.
+
+    Each task is claimed (with its own lease) just before it runs, so a stop or a
+    crash leaves no claimed-but-unstarted task waiting out a lease.
+    """
+    while not stop():
+        now = sweeper.clock.now()
+        tasks = sweeper.store.claim_compensations(now, 1, sweeper.lease)
+        if not tasks:
+            return
+        for task in tasks:
+            compensate_one(sweeper, task, result)
+
+
+def compensate_one(sweeper: Sweeper, task: CompensationTask, result: SweepResult) -> None:
+    runner = sweeper.runners.get(task.entity_type)
+    if runner is None:
+        logger.error("no runner for %s; compensation %s skipped", task.entity_type, task.action)
+        return
+    try:
+        with sweeper.store.handler_unit(task.entity_type, task.key) as unit:
+            ran, settled, compensated = _run(sweeper, runner, task, unit)
+    except ConcurrentTransitionError:
+        result.lost_races += 1
+        return
+    except Exception as exc:  # the handler's failure is data: record and retry
+        _record_failure(sweeper, task, exc, result)
+        return
+    result.compensations_run += ran
+    result.compensations_settled += settled
+    result.compensated += compensated
+
+
+def _run(
+    sweeper: Sweeper, runner: Runner, task: CompensationTask, unit: HandlerUnit
+) -> tuple[int, int, int]:
+    """Check, run the handler outside any transaction, complete: (ran, settled, compensated)."""
+    machine, store = runner.machine, sweeper.store
+    # The claim and the step, read together: both belong to the life of the key that
+    # was loaded (a claim on a deleted or replaced instance is lost, never run).
+    step = store.claimed_step(task, unit.entity)
+    marked = machine.snapshot(unit.entity)  # a plain read: a read-only commit is cheap
+    if marked.stuck_at is None:
+        marked = unit.relock()  # settle only what the locked row still says
+        if marked.stuck_at is None:
+            return 0, _settle(sweeper, task, unit, marked), 0
+    handler = machine.compensations.get(task.action)
+    if not callable(handler) or step is None:
+        missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
+        raise CompensationError(
+            f"cannot compensate step {task.step_seq} of {task.entity_type} {task.key}: {missing}"
+        )
+    context = CompensationContext(step, task.idempotency_key, task.attempts, task.action)
+    entity = unit.entity
+    unit.release()
+    timeout = sweeper.handler_timeout
+    seconds = None if timeout is None else timeout.total_seconds()
+    returned = call_with_timeout(
+        lambda: handler(entity, context),
+        seconds,
+        name=f"statekit-compensation-{task.action}",
+        on_abandoned=unit.close,
+    )
+    if not returned:
+        unit.abandon()
+        raise CompensationTimeoutError(
+            entity_type=task.entity_type,
+            key=task.key,
+            step=task.step_seq,
+            action=task.action,
+            timeout=seconds or 0.0,
+        )
+    now = sweeper.clock.now()
+    current = unit.relock()
+    if current.version != marked.version or current.stuck_at is None:
+        unit.discard()  # the instance moved on while the handler ran
+        current = unit.relock()
+        if current.stuck_at is None:
+            return 0, _settle(sweeper, task, unit, current), 0
+        raise CompensationError(
+            f"{task.entity_type} {task.key} changed while compensation {task.action!r} ran "
+            f"(version {marked.version} -> {current.version}); its writes were discarded"
+        )
+    remaining = store.complete_compensation(task, entity, now)
+    compensated = remaining == 0 and _finish_instance(runner, entity, current, now)
+    return 1, 0, int(compensated)
+
+
+def _settle(sweeper: Sweeper, task: CompensationTask, unit: HandlerUnit, current: Snapshot) -> int:
+    """Cancel the open compensations of an instance that is no longer stuck."""
+    reason = (
+        f"settled: {task.entity_type} {task.key} left stuck (now in {current.state!r}, "
+        f"version {current.version}) before compensation {task.action!r} of step "
+        f"{task.step_seq} completed"
+    )
+    settled = sweeper.store.cancel_compensations(unit.entity, sweeper.clock.now(), reason=reason)
+    logger.info(
+        "%s; %d open compensation(s) cancelled",
+        reason,
+        settled,
+        extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
+    )
+    return settled
+
+
+def _finish_instance(runner: Runner, entity: object, current: Snapshot, now: datetime) -> bool:
+    """Move a compensated instance into `compensated_state`: only from the state it is
+    stuck in, and never out of a final state."""
+    machine = runner.machine
+    target = machine.compensated_state
+    if target is None or current.state == target or current.stuck_at is None:
+        return False
+    if current.state in machine.final_states:
+        logger.warning(
+            "%s %s is compensated but stays in final state %r",
+            current.entity_type,
+            current.key,
+            current.state,
+        )
+        return False
+    plan = machine.system_plan(
+        entity,
+        "@compensated",
+        target,
+        now=now,
+        actor=SWEEPER_ACTOR,
+        note="every compensation completed",
+    )
+    machine.stage(entity, plan)
+    runner.store.apply(plan, entity=entity)
+    return True
+
+
+def _record_failure(
+    sweeper: Sweeper, task: CompensationTask, error: Exception, result: SweepResult
+) -> None:
+    dead = task.attempts >= task.max_attempts
+    message = f"{type(error).__name__}: {error}"
+    now = sweeper.clock.now()
+    try:
+        sweeper.store.fail_compensation(
+            task,
+            now,
+            error=message[:2000],
+            next_attempt_at=now + sweeper.backoff.delay(task.attempts),
+            dead=dead,
+        )
+    except ConcurrentTransitionError:
+        result.lost_races += 1
+        return
+    result.compensations_failed += 1
+    hook = "on_compensation_failed"
+    if dead:
+        result.dead_lettered += 1
+        hook = "on_dead_lettered"
+    logger.warning(
+        "compensation %s of %s %s step %d failed (attempt %d of %d)%s: %s",
+        task.action,
+        task.entity_type,
+        task.key,
+        task.step_seq,
+        task.attempts,
+        task.max_attempts,
+        "; dead-lettered" if dead else "",
+        message,
+        extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
+    )
+    sweeper._notify(hook, task, error)

@@ -1,0 +1,121 @@
+"""What the compensation drain needs around a handler: a unit of work that holds no
+transaction (so no row lock and no SQLite write lock) while the handler runs, and a
+clock that reads the database server's time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.records import Snapshot
+
+__all__ = ["DatabaseClock", "HandlerUnit"]
+
+_NOW = {
+    "postgresql": "SELECT statement_timestamp()",
+    "mysql": "SELECT UTC_TIMESTAMP(6)",
+    "mariadb": "SELECT UTC_TIMESTAMP(6)",
+}
+
+
+class DatabaseClock:
+    """A `Clock` whose `now()` is the database server's current UTC time, so sweepers
+    on machines whose clocks disagree still compare leases and deadlines against one
+    clock. The server is asked once per `resync` interval; in between, its answer is
+    carried forward with this process's monotonic clock (which no clock change moves)."""
+
+    def __init__(self, engine: Engine, *, resync: timedelta = timedelta(seconds=30)) -> None:
+        query = _NOW.get(engine.dialect.name)
+        if query is None:
+            raise ValueError(f"no database clock for {engine.dialect.name}")
+        self._query = text(query)
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._resync = resync.total_seconds()
+        self._lock = threading.Lock()
+        self._synced: tuple[datetime, float] | None = None
+
+    def now(self) -> datetime:
+        """Return the server's current time, timezone-aware, in UTC."""
+        with self._lock:
+            synced = self._synced
+            ticks = time.monotonic()
+            if synced is None or ticks - synced[1] >= self._resync:
+                synced = self._synced = (self._read(), time.monotonic())
+                ticks = synced[1]
+        return synced[0] + timedelta(seconds=ticks - synced[1])
+
+    def _read(self) -> datetime:
+        try:
+            with self._engine.connect() as conn:
+                value: datetime = conn.execute(self._query).scalar_one()
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"reading the database's clock failed: {exc}") from exc
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class HandlerUnit:
+    """One compensation's entity in a Session whose transactions are open only while
+    statekit checks and completes, never while the handler runs:
+
+    `load` (read transaction) -> `release` -> handler -> `relock` (completion
+    transaction: the row is locked and re-read) -> commit or `discard`.
+
+    ORM changes the handler makes to the entity (and objects it adds to the Session)
+    are flushed by the completion transaction, so they commit with the task's
+    completion or not at all; statements the handler executes itself begin that
+    transaction early and hold their locks until it ends.
+    """
+
+    def __init__(self, session: Session, binding: Any, key: str) -> None:
+        self.session = session
+        self.binding = binding
+        self.key = key
+        self.entity: Any = None
+        self.abandoned = False
+
+    def load(self) -> None:
+        """Begin the read transaction and load the entity."""
+        self.session.begin()
+        self.entity = self.session.get(self.binding.entity_class, self.binding.coerce_key(self.key))
+        if self.entity is None:
+            raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
+
+    def release(self) -> None:
+        """Commit the read transaction: from here until `relock` statekit holds no lock."""
+        self.session.commit()
+
+    def relock(self) -> Snapshot:
+        """Begin the completion transaction (unless the handler's statements did),
+        lock the entity's row and return what it holds now."""
+        if not self.session.in_transaction():
+            self.session.begin()
+        query = (
+            self.binding.snapshot_select()
+            .where(self.binding.key == self.binding.coerce_key(self.key))
+            .with_for_update()
+        )
+        row = self.session.connection().execute(query).first()
+        if row is None:
+            raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
+        snapshot: Snapshot = self.binding.snapshot(row)
+        return snapshot
+
+    def discard(self) -> None:
+        """Roll back everything the handler wrote, ORM changes and statements alike."""
+        self.session.rollback()
+
+    def abandon(self) -> None:
+        """The handler outlived its timeout: its thread owns the Session from now on
+        and closes it (rolling back) when it returns."""
+        self.abandoned = True
+
+    def close(self) -> None:
+        """Roll back whatever is open and release the connection."""
+        self.session.close()

@@ -1,0 +1,417 @@
+"""The compensation outbox of `SQLAlchemyStore`: scheduling, claiming one task at a
+time, and recording each attempt, plus what the drain needs around a handler.
+
+A claim is a short transaction of its own (`FOR UPDATE SKIP LOCKED` where the server
+has it), committed before the handler runs, and it takes one task, so a lease covers
+exactly the task being run. Handlers run with no transaction open (`HandlerUnit`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    exists,
+    func,
+    insert,
+    orm,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, object_session
+
+from statekit.clock import Clock, SystemClock
+from statekit.compensation import CompensationTask
+from statekit.errors import StoreError
+from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
+from statekit.store.sqlalchemy.lives import lost_claim
+from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
+from statekit.store.sqlalchemy.tables import StatekitTables
+
+__all__ = ["OutboxOperations", "compensation_due", "supports_skip_locked"]
+
+_OPEN = ("pending", "running", "dead")
+_TASK_COLUMNS = (
+    "entity_type",
+    "entity_key",
+    "step_seq",
+    "action",
+    "event",
+    "max_attempts",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "claim_token",
+    "id",
+)
+
+
+def supports_skip_locked(engine: Engine) -> bool:
+    """Whether the server behind `engine` has `SELECT ... FOR UPDATE SKIP LOCKED`."""
+    dialect = engine.dialect
+    if dialect.name == "postgresql":
+        return True
+    if dialect.name not in {"mysql", "mariadb"}:
+        return False
+    if dialect.server_version_info is None:
+        with reading(engine, "reading the server version"):
+            pass  # the first connection reads the server version
+    version = tuple(dialect.server_version_info or ())
+    if getattr(dialect, "is_mariadb", False):
+        return version >= (10, 6)
+    return version >= (8, 0, 1)
+
+
+class OutboxOperations:
+    """Mixed into `SQLAlchemyStore` (through `SweepOperations`): the outbox statements."""
+
+    engine: Engine
+    writer: Engine  # `engine` for statekit's write units (see sqlite.py)
+    tables: StatekitTables
+
+    def binding(self, entity_type: str) -> Any:  # provided by SQLAlchemyStore
+        raise NotImplementedError
+
+    @cached_property
+    def skip_locked(self) -> bool:
+        """Whether claims use SKIP LOCKED on this store's server (detected once)."""
+        return supports_skip_locked(self.engine)
+
+    @cached_property
+    def _sweep_engine(self) -> Engine:
+        """The engine for sweeper transactions: READ COMMITTED on MySQL/MariaDB, so a
+        claim locks only the rows it takes (REPEATABLE READ would also lock the gaps
+        between them and stall other sweepers' inserts)."""
+        if self.engine.dialect.name in {"mysql", "mariadb"}:
+            return self.writer.execution_options(isolation_level="READ COMMITTED")
+        return self.writer
+
+    @cached_property
+    def _sweep_sessions(self) -> orm.sessionmaker[Session]:
+        return orm.sessionmaker(bind=self._sweep_engine, expire_on_commit=False)
+
+    def add_compensations(
+        self, entity: object, tasks: Sequence[CompensationTask], now: datetime
+    ) -> None:
+        """Schedule `tasks` in the entity's transaction; existing ones are left alone."""
+        session = object_session(entity)
+        if session is None:
+            raise StoreError("compensations are scheduled in the entity's transaction")
+        self.add_compensations_on(session.connection(), tasks, now)
+
+    def add_compensations_on(
+        self, conn: Connection, tasks: Sequence[CompensationTask], now: datetime
+    ) -> None:
+        """Schedule `tasks` on `conn`'s transaction; existing ones are left alone."""
+        if not tasks:
+            return
+        table = self.tables.compensations
+        rows = [
+            {
+                "entity_type": t.entity_type,
+                "entity_key": t.key,
+                "step_seq": t.step_seq,
+                "action": t.action,
+                "event": t.event,
+                "status": "pending",
+                "attempts": 0,
+                "max_attempts": t.max_attempts,
+                "next_attempt_at": t.next_attempt_at or now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for t in tasks
+        ]
+        conn.execute(insert_ignoring_duplicates(table, self.engine.dialect.name), rows)
+
+    def claim_compensations(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[CompensationTask]:
+        """Claim due tasks (newest step first per instance) for this sweeper: each
+        becomes `running` with one more attempt and a lease, committed before any
+        handler runs. A task whose lease expired is claimed again."""
+        c = self.tables.compensations
+        newer = c.alias("newer")
+        blocked = exists().where(
+            newer.c.entity_type == c.c.entity_type,
+            newer.c.entity_key == c.c.entity_key,
+            newer.c.step_seq > c.c.step_seq,
+            newer.c.status.in_(_OPEN),
+        )
+        # One query per way of being due (expired leases first), each an ordered range
+        # of the due index (status, next_attempt_at) that stops at `limit`: their OR, or
+        # a sort key the index lacks, would read and sort every due row on each claim.
+        # (Ties come in index order: by id on SQLite and InnoDB, by row on PostgreSQL.)
+        queries = []
+        for due in reversed(compensation_due(c, now)):
+            query = select(c.c.id).where(due, ~blocked).order_by(c.c.next_attempt_at)
+            if self.skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            queries.append(query)
+        token = uuid.uuid4().hex
+        try:
+            with self._sweep_engine.begin() as conn:
+                ids: list[Any] = []
+                for query in queries:
+                    if len(ids) < limit:
+                        ids += conn.execute(query.limit(limit - len(ids))).scalars().all()
+                if not ids:
+                    return []
+                # The selected rows are locked by this transaction (SKIP LOCKED) or the
+                # database's only write lock is held (SQLite): one UPDATE claims them all.
+                conn.execute(
+                    update(c)
+                    .where(c.c.id.in_(ids), c.c.status.in_(("pending", "running")))
+                    .values(
+                        status="running",
+                        attempts=c.c.attempts + 1,
+                        claim_token=token,
+                        lease_until=now + lease,
+                        updated_at=now,
+                    )
+                )
+                rows = conn.execute(
+                    select(*(c.c[n] for n in _TASK_COLUMNS))
+                    .where(c.c.id.in_(ids), c.c.claim_token == token)
+                    .order_by(c.c.next_attempt_at, c.c.id)
+                ).all()
+        except failures(self.engine) as exc:
+            raise StoreError(f"claiming compensations failed: {exc}") from exc
+        return [_task(row) for row in rows]
+
+    def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
+        """Mark `task` done in the entity's transaction (with its attempt row) and
+        return how many compensations of the instance are still open.
+
+        Raises:
+            ConcurrentTransitionError: the task's claim was lost (lease expired and
+                another sweeper took it, or a person cancelled it); roll back.
+        """
+        session = object_session(entity)
+        if session is None:
+            raise StoreError("a compensation completes in the entity's transaction")
+        conn = session.connection()
+        self._finish(conn, task, now, status="done", error=None, next_attempt_at=None)
+        c = self.tables.compensations
+        remaining = conn.execute(
+            select(func.count()).where(
+                c.c.entity_type == task.entity_type,
+                c.c.entity_key == task.key,
+                c.c.status.in_(_OPEN),
+            )
+        ).scalar()
+        return int(remaining or 0)
+
+    def fail_compensation(
+        self,
+        task: CompensationTask,
+        now: datetime,
+        *,
+        error: str,
+        next_attempt_at: datetime,
+        dead: bool,
+    ) -> None:
+        """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`."""
+        try:
+            with self._sweep_engine.begin() as conn:
+                self._finish(
+                    conn,
+                    task,
+                    now,
+                    status="dead" if dead else "pending",
+                    error=error,
+                    next_attempt_at=next_attempt_at,
+                )
+        except failures(self.engine) as exc:
+            raise StoreError(f"recording a failed compensation failed: {exc}") from exc
+
+    def _finish(
+        self,
+        conn: Connection,
+        task: CompensationTask,
+        now: datetime,
+        *,
+        status: str,
+        error: str | None,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        c = self.tables.compensations
+        values: dict[str, Any] = {
+            "status": status,
+            "last_error": error,
+            "lease_until": None,
+            "claim_token": None,
+            "updated_at": now,
+        }
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        result = conn.execute(
+            update(c)
+            .where(c.c.id == task.id, c.c.claim_token == task.claim_token, c.c.status == "running")
+            .values(values)
+        )
+        if result.rowcount != 1:
+            raise lost_claim(task)
+        conn.execute(
+            insert(self.tables.attempts).values(
+                compensation_id=task.id,
+                attempt=task.attempts,
+                at=now,
+                succeeded=status == "done",
+                error=error,
+            )
+        )
+
+    def compensations(
+        self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
+    ) -> list[CompensationTask]:
+        """Outbox rows, optionally of one instance and/or in given statuses."""
+        c = self.tables.compensations
+        query = select(*(c.c[n] for n in _TASK_COLUMNS)).order_by(
+            c.c.entity_type, c.c.entity_key, c.c.step_seq.desc()
+        )
+        if entity_type is not None:
+            query = query.where(c.c.entity_type == entity_type)
+        if key is not None:
+            query = query.where(c.c.entity_key == key)
+        if status:
+            query = query.where(c.c.status.in_(status))
+        with reading(self.engine, "listing compensations") as conn:
+            return [_task(row) for row in conn.execute(query).all()]
+
+    def compensation_attempts(self, task_id: int) -> list[tuple[int, datetime, bool, str | None]]:
+        """(attempt, at, succeeded, error) of every attempt at one compensation."""
+        a = self.tables.attempts
+        query = (
+            select(a.c.attempt, a.c.at, a.c.succeeded, a.c.error)
+            .where(a.c.compensation_id == task_id)
+            .order_by(a.c.attempt)
+        )
+        with reading(self.engine, f"listing attempts of compensation {task_id}") as conn:
+            return [(r[0], r[1], bool(r[2]), r[3]) for r in conn.execute(query).all()]
+
+    def reopen_dead_compensations(self, entity: object, now: datetime, extra_attempts: int) -> int:
+        """In the entity's transaction, give its dead compensations `extra_attempts`
+        more tries starting now; returns how many were reopened."""
+        c = self.tables.compensations
+        values = {
+            "status": "pending",
+            "max_attempts": c.c.attempts + extra_attempts,
+            "next_attempt_at": now,
+            "updated_at": now,
+        }
+        return self._update_tasks(entity, "compensations are retried", ("dead",), values)
+
+    def cancel_compensations(
+        self, entity: object, now: datetime, *, reason: str | None = None
+    ) -> int:
+        """In the entity's transaction, cancel its open compensations (a person
+        resolved the instance, or it left stuck); a running one loses its claim.
+        `reason`, when given, is kept as the rows' `last_error`."""
+        values: dict[str, Any] = {
+            "status": "cancelled",
+            "claim_token": None,
+            "lease_until": None,
+            "updated_at": now,
+        }
+        if reason is not None:
+            values["last_error"] = reason
+        return self._update_tasks(entity, "compensations are cancelled", _OPEN, values)
+
+    def _update_tasks(
+        self, entity: object, what: str, statuses: Sequence[str], values: dict[str, Any]
+    ) -> int:
+        """Set `values` on the entity's tasks in `statuses`, in its transaction."""
+        conn, name, key = self._in_unit(entity, what)
+        c = self.tables.compensations
+        result = conn.execute(
+            update(c)
+            .where(c.c.entity_type == name, c.c.entity_key == key, c.c.status.in_(statuses))
+            .values(values)
+        )
+        return int(result.rowcount)
+
+    @contextmanager
+    def handler_unit(self, entity_type: str, key: str) -> Iterator[HandlerUnit]:
+        """The entity of one compensation, loaded for a handler (see `HandlerUnit`);
+        commits what is open on a clean exit, rolls back on an exception, and turns
+        backend errors into `StoreError`."""
+        unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key)
+        try:
+            unit.load()
+            yield unit
+            if not unit.abandoned:
+                unit.session.commit()
+        except failures(self.engine) as exc:
+            raise StoreError(f"compensating {entity_type} {key} failed: {exc}") from exc
+        finally:
+            if not unit.abandoned:
+                unit.close()
+
+    def database_clock(self) -> Clock:
+        """The clock the sweeper reads by default: the server's own time on PostgreSQL
+        and MySQL/MariaDB (one clock for every sweeper, whatever its machine's clock
+        says; see `DatabaseClock`); on SQLite, whose "server" is this machine, the
+        system clock."""
+        if self.engine.dialect.name not in {"postgresql", "mysql", "mariadb"}:
+            return SystemClock()
+        clock: DatabaseClock | None = self.__dict__.get("_database_clock")
+        if clock is None:  # one per store: sweepers sharing it share its readings
+            clock = self.__dict__["_database_clock"] = DatabaseClock(self.engine)
+        return clock
+
+    def _in_unit(self, entity: object, what: str) -> tuple[Connection, str, str]:
+        """The entity's transaction connection, machine name and key."""
+        session = object_session(entity)
+        if session is None:
+            raise StoreError(f"{what} in the entity's transaction; it has none")
+        binding = self._binding_of(entity)
+        key = str(getattr(entity, binding.machine.fields.key))
+        return session.connection(), binding.machine.name, key
+
+    def _binding_of(self, entity: object) -> Any:
+        for binding in self._all_bindings():
+            if isinstance(entity, binding.entity_class):
+                return binding
+        raise StoreError(f"{type(entity).__name__} is not registered with this store")
+
+    def _all_bindings(self) -> Sequence[Any]:  # provided by SQLAlchemyStore
+        raise NotImplementedError
+
+
+def _task(row: Sequence[Any]) -> CompensationTask:
+    (entity_type, key, step, action, event, limit, status, attempts, due, error, token, ident) = row
+    return CompensationTask(
+        entity_type=entity_type,
+        key=key,
+        step_seq=step,
+        action=action,
+        event=event,
+        max_attempts=limit,
+        status=status,
+        attempts=attempts,
+        next_attempt_at=due,
+        last_error=error,
+        claim_token=token,
+        id=ident,
+    )
+
+
+def compensation_due(c: Table, now: Any) -> tuple[Any, Any]:
+    """The two ways a compensation is due: pending and its next attempt has come, or
+    running and its claim's lease has run out (its sweeper died)."""
+    return (
+        and_(c.c.status == "pending", c.c.next_attempt_at <= now),
+        and_(c.c.status == "running", c.c.lease_until <= now),
+    )

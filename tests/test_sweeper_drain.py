@@ -1,0 +1,250 @@
+"""The compensation drain against application transitions, other writers, hung
+handlers and a stop request, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text, update
+
+from statekit import (
+    Backoff,
+    CompensationContext,
+    ManualClock,
+    StatekitError,
+    Sweeper,
+    SweepResult,
+)
+from tests.sql_support import engine_for
+from tests.sweep_env import JobEnv as Env
+from tests.sweep_env import clear_job_tables, job_database, job_env
+from tests.sweep_support import HOOKS, JobRow
+
+
+@dataclass
+class Gate:
+    """A hook that holds one handler call until the test lets it go."""
+
+    key: str
+    action: str
+    entered: threading.Event = field(default_factory=threading.Event)
+    go: threading.Event = field(default_factory=threading.Event)
+    calls: int = 0
+
+    def __call__(self, job: JobRow, undo: CompensationContext) -> None:
+        if (job.id, undo.action) != (self.key, self.action):
+            return
+        self.calls += 1
+        self.entered.set()
+        assert self.go.wait(60), "the test never let the handler go"
+
+
+@pytest.fixture(scope="module")
+def engine(database_url: str) -> Iterator[Engine]:
+    with job_database(database_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+def env(engine: Engine) -> Iterator[Env]:
+    HOOKS.clear()
+    env = job_env(engine, Backoff(base=timedelta(seconds=30), jitter=0))
+    yield env
+    HOOKS.clear()
+    for thread in threading.enumerate():  # handlers abandoned after a timeout
+        if thread.name.startswith("statekit-compensation"):
+            thread.join(60)
+    clear_job_tables(engine, env.store)
+
+
+def _in_thread(work: Callable[[], SweepResult]) -> tuple[threading.Thread, list[SweepResult]]:
+    results: list[SweepResult] = []
+    thread = threading.Thread(target=lambda: results.append(work()), name="test-sweeper")
+    thread.start()
+    return thread, results
+
+
+def test_a_transition_out_of_stuck_settles_the_open_compensations(env: Env) -> None:
+    env.stuck("final", "advance", "continue_")
+    env.jobs.fire_by_key("final", "finish")  # the application completes it after all
+    env.stuck("moved", "advance")
+    env.jobs.fire_by_key("moved", "continue_")
+
+    result = env.sweeper.run_once()
+    assert (result.compensations_run, result.compensated, result.compensations_settled) == (0, 0, 3)
+    assert env.calls() == {}
+    assert (env.row("final").state, env.row("final").undone) == ("done", None)
+    assert env.events("final") == ["advance", "continue_", "@stuck", "finish"]
+    assert env.statuses("final") == [  # the first was claimed, then settled unrun
+        ("undo_second", "cancelled", 1),
+        ("undo_first", "cancelled", 0),
+    ]
+    assert "left stuck" in (env.store.compensations("job", "final")[0].last_error or "")
+    assert (env.row("moved").state, env.row("moved").stuck_at) == ("second", None)
+    assert env.events("moved") == ["advance", "@stuck", "continue_"]
+    # Stuck again later (past the deadline of `second`): a new mark reopens the settled
+    # step, so both completed steps are undone; the finished instance stays finished.
+    env.clock.advance(hours=1)
+    again = env.sweeper.run_once()
+    assert (again.marked_stuck, again.compensations_run, again.compensated) == (1, 2, 1)
+    assert (env.row("moved").state, env.row("moved").undone) == ("undone", "21")
+    assert env.calls() == {("moved", "undo_second"): 1, ("moved", "undo_first"): 1}
+    assert env.row("final").state == "done"
+
+
+def test_a_transition_while_the_handler_runs_discards_its_writes(env: Env) -> None:
+    env.stuck("racing", "advance", "continue_")
+    gate = Gate("racing", "undo_second")
+    HOOKS.append(gate)
+    thread, results = _in_thread(env.sweeper.run_once)
+    assert gate.entered.wait(30)
+    env.jobs.fire_by_key("racing", "finish")  # lands while the handler is out
+    gate.go.set()
+    thread.join(60)
+    [result] = results
+    assert (result.compensations_run, result.compensated, result.compensations_settled) == (0, 0, 2)
+    row = env.row("racing")
+    assert (row.state, row.undone, row.stuck_at) == ("done", None, None)
+    assert env.calls() == {}  # the handler's own writes were rolled back
+    assert env.events("racing") == ["advance", "continue_", "@stuck", "finish"]
+    assert [status for _, status, _ in env.statuses("racing")] == ["cancelled", "cancelled"]
+    env.clock.advance(hours=1)
+    assert env.sweeper.run_once().compensations_run == 0
+    assert gate.calls == 1
+
+
+def _impatient_write(engine: Engine, keys: list[str]) -> None:
+    """Update `keys` in one transaction that gives up after a second of waiting."""
+    name = engine.dialect.name
+    url = engine.url.render_as_string(hide_password=False)
+    other = engine_for(url, busy_timeout_ms=1000) if name == "sqlite" else engine_for(url)
+    try:
+        with other.begin() as conn:
+            if name == "postgresql":
+                conn.execute(text("SET LOCAL lock_timeout = '1s'"))
+            elif name in {"mysql", "mariadb"}:
+                conn.execute(text("SET SESSION innodb_lock_wait_timeout = 1"))
+            conn.execute(update(JobRow).where(JobRow.id.in_(keys)).values(frozen=True))
+    finally:
+        other.dispose()
+
+
+def test_no_lock_is_held_while_a_handler_runs(env: Env) -> None:
+    env.stuck("slow", "advance")
+    env.job("bystander")
+    gate = Gate("slow", "undo_first")
+    HOOKS.append(gate)
+    thread, results = _in_thread(env.sweeper.run_once)
+    assert gate.entered.wait(30)
+    try:  # the instance's own row and another one, while its handler is blocked
+        _impatient_write(env.engine, ["slow", "bystander"])
+    finally:
+        gate.go.set()
+        thread.join(60)
+    [result] = results
+    assert (result.compensations_run, result.compensated) == (1, 1)
+    row = env.row("slow")
+    assert (row.state, row.undone, row.frozen) == ("undone", "1", True)
+    assert env.row("bystander").frozen is True
+    assert env.calls() == {("slow", "undo_first"): 1}
+
+
+def test_a_hung_handler_times_out_as_a_failed_attempt(env: Env) -> None:
+    sweeper = Sweeper(
+        [env.jobs],
+        clock=env.clock,
+        backoff=Backoff(base=timedelta(seconds=30), jitter=0),
+        handler_timeout=timedelta(seconds=0.2),
+    )
+    env.stuck("hung", "advance")
+    gate = Gate("hung", "undo_first")
+    HOOKS.append(gate)
+    try:
+        result = sweeper.run_once()  # returns although the handler never does
+        assert (result.compensations_run, result.compensations_failed) == (0, 1)
+        [task] = env.store.compensations("job", "hung")
+        assert (task.status, task.attempts) == ("pending", 1)
+        assert "CompensationTimeoutError" in (task.last_error or "")
+        assert "did not return within 0.2s" in (task.last_error or "")
+        assert task.next_attempt_at == env.clock.now() + timedelta(seconds=30)
+    finally:
+        gate.go.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("statekit-compensation"):
+            thread.join(60)
+    assert env.calls() == {}  # the abandoned call's writes never commit
+    HOOKS.clear()
+    env.clock.advance(seconds=30)
+    assert sweeper.run_once().compensations_run == 1
+    assert env.row("hung").state == "undone"
+    assert env.calls() == {("hung", "undo_first"): 1}
+
+
+def test_a_handler_timeout_shorter_than_the_lease_is_required(env: Env) -> None:
+    with pytest.raises(ValueError, match=r"handler_timeout .* shorter than the lease"):
+        Sweeper([env.jobs], lease=timedelta(seconds=2), handler_timeout=timedelta(seconds=2))
+    assert Sweeper([env.jobs]).handler_timeout == timedelta(minutes=1)
+    short = Sweeper([env.jobs], lease=timedelta(seconds=30))  # the default fits in it
+    assert short.handler_timeout == timedelta(seconds=15)
+    assert Sweeper([env.jobs], handler_timeout=None).handler_timeout is None
+
+
+def test_stop_is_checked_between_compensations(env: Env) -> None:
+    for key in ("s1", "s2", "s3"):
+        env.stuck(key, "advance")
+    seen: list[str] = []
+
+    def count(job: JobRow, undo: CompensationContext) -> None:
+        seen.append(job.id)
+
+    HOOKS.append(count)
+    result = env.sweeper.run_once(stop=lambda: bool(seen))
+    assert result.compensations_run == 1
+    # The others were never claimed: nothing waits out a lease before the next pass.
+    waiting = [s for k in ("s1", "s2", "s3") if k not in seen for s in env.statuses(k)]
+    assert waiting == [("undo_first", "pending", 0)] * 2
+    assert env.sweeper.run_once().compensations_run == 2
+    assert sorted(seen) == ["s1", "s2", "s3"]
+
+
+def test_compensate_refuses_an_instance_in_a_final_state(env: Env) -> None:
+    env.job("finished", "advance", "continue_", "finish")
+    with pytest.raises(StatekitError, match="final state 'done'"):
+        env.sweeper.compensate("job", "finished", reason="too late", actor="app")
+    assert env.events("finished") == ["advance", "continue_", "finish"]
+
+
+class TrippedClock(ManualClock):
+    """A manual clock that runs `trip` on the first reading after it is armed."""
+
+    def __init__(self, start: datetime, trip: Callable[[], None]) -> None:
+        super().__init__(start)
+        self.trip = trip
+        self.armed = False
+
+    def now(self) -> datetime:
+        if self.armed:
+            self.armed = False
+            self.trip()
+        return super().now()
+
+
+def test_a_transition_between_handler_and_completion_discards_its_writes(env: Env) -> None:
+    if env.engine.dialect.name == "sqlite":
+        pytest.skip("the handler's own INSERT holds SQLite's write lock until completion")
+    env.stuck("late", "advance")
+    clock = TrippedClock(env.clock.now(), lambda: env.jobs.fire_by_key("late", "continue_"))
+
+    def arm(job: JobRow, undo: CompensationContext) -> None:
+        clock.armed = True  # the drain reads the clock once the handler has returned
+
+    HOOKS.append(arm)
+    result = Sweeper([env.jobs], clock=clock).run_once()
+    assert (result.compensations_run, result.compensations_settled) == (0, 1)
+    assert (env.row("late").state, env.row("late").undone) == ("second", None)
+    assert env.calls() == {}
+    assert env.statuses("late") == [("undo_first", "cancelled", 1)]
