@@ -118,8 +118,12 @@ def _payload_argument(event_data: EventData) -> dict[str, Any] | BaseModel:
     )
 
 
-class _Callback:
-    """A callable handed to transitions; its class says which statekit part it is."""
+class Adapter:
+    """A callable handed to transitions; its class says which statekit part it is.
+
+    `importer.py` reads an exported machine back through these classes (the public
+    ones), so a round trip keeps the original names and handlers.
+    """
 
     kind = "callback"
 
@@ -132,7 +136,7 @@ class _Callback:
         return f"<statekit {self.kind} {self.name!r}>"
 
 
-class _Guard(_Callback):
+class _Guard(Adapter):
     """`conditions` entry: passes when the statekit guard returns exactly True."""
 
     kind = "guard"
@@ -148,7 +152,7 @@ class _Unless(_Guard):
     kind = "unless"
 
 
-class _Precondition(_Callback):
+class PreconditionAdapter(Adapter):
     """First `before` entries: a failure rejects the event after the branch is chosen."""
 
     kind = "precondition"
@@ -173,14 +177,14 @@ class _Precondition(_Callback):
             raise
 
 
-class _Postcondition(_Precondition):
+class PostconditionAdapter(PreconditionAdapter):
     """`after` entry: a failure restores the entity saved before the actions."""
 
     kind = "postcondition"
     error = PostconditionFailedError
 
 
-class _Stage(_Callback):
+class StageAdapter(Adapter):
     """`before` entry between pre-conditions and actions: saves the entity."""
 
     kind = "stage"
@@ -189,7 +193,7 @@ class _Stage(_Callback):
         self.bridge.call(event_data).saved = _save(event_data.model, self.bridge.fields)
 
 
-class _Action(_Callback):
+class _Action(Adapter):
     """`before` entry: runs the action; restores the entity when it raises."""
 
     kind = "action"
@@ -202,7 +206,7 @@ class _Action(_Callback):
             raise
 
 
-class _Effect(_Callback):
+class _Effect(Adapter):
     """Last `after` entries: a failing effect is logged, as after a commit."""
 
     kind = "effect"
@@ -227,7 +231,7 @@ class _Effect(_Callback):
             )
 
 
-class _Prepare(_Callback):
+class PrepareAdapter(Adapter):
     """`prepare` entry: validates the payload before any condition runs."""
 
     kind = "prepare"
@@ -320,14 +324,16 @@ def to_transitions(
     for t in spec.transitions:
         prepare: CallbackList = []
         if machine is not None:
-            prepare.append(_Prepare(bridge, t.payload, machine.payload_models.get(t.event)))
+            prepare.append(PrepareAdapter(bridge, t.payload, machine.payload_models.get(t.event)))
         elif t.payload is not None:
-            prepare.append(_Prepare(bridge, t.payload, None))
-        before: CallbackList = [_Precondition(bridge, n, resolve(n)) for n in t.preconditions]
+            prepare.append(PrepareAdapter(bridge, t.payload, None))
+        before: CallbackList = [PreconditionAdapter(bridge, n, resolve(n)) for n in t.preconditions]
         if t.actions or t.postconditions:
-            before.append(_Stage(bridge, "", _no_handler))
+            before.append(StageAdapter(bridge, "", _no_handler))
         before.extend(_Action(bridge, n, resolve(n)) for n in t.actions)
-        after: CallbackList = [_Postcondition(bridge, n, resolve(n)) for n in t.postconditions]
+        after: CallbackList = [
+            PostconditionAdapter(bridge, n, resolve(n)) for n in t.postconditions
+        ]
         after.extend(_Effect(bridge, n, resolve(n)) for n in t.effects)
         tm.add_transition(
             t.event,

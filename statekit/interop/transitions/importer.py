@@ -19,11 +19,11 @@ from statekit.definition import MachineSpec, StateSpec, TransitionSpec
 from statekit.engine import Handler, Machine
 from statekit.errors import DefinitionError
 from statekit.interop.transitions.export import (
-    _Callback,
-    _Postcondition,
-    _Precondition,
-    _Prepare,
-    _Stage,
+    Adapter,
+    PostconditionAdapter,
+    PreconditionAdapter,
+    PrepareAdapter,
+    StageAdapter,
 )
 from statekit.records import Context
 
@@ -144,7 +144,7 @@ class _Importer:
 
     def handler(self, func: Any, kind: str, where: str) -> str:
         """Name (and register) the statekit handler for one transitions callback."""
-        if isinstance(func, _Callback):  # exported by to_transitions: the original
+        if isinstance(func, Adapter):  # exported by to_transitions: the original
             return self.names.add(func.name, func.handler, lambda: func.handler)
         base = _callable_name(func, where)
         if kind in ("guard", "unless"):
@@ -168,20 +168,20 @@ class _Importer:
         pre: list[str] = []
         actions: list[str] = []
         for func in t.before:
-            if isinstance(func, _Precondition):
+            if isinstance(func, PreconditionAdapter):
                 pre.append(self.handler(func, "precondition", where))
-            elif not isinstance(func, _Stage):
+            elif not isinstance(func, StageAdapter):
                 actions.append(self.handler(func, "action", f"{where}_action"))
         post: list[str] = []
         effects: list[str] = []
         for func in t.after:
-            if isinstance(func, _Postcondition):
+            if isinstance(func, PostconditionAdapter):
                 post.append(self.handler(func, "postcondition", where))
             else:
                 effects.append(self.handler(func, "effect", f"{where}_effect"))
         payload: type[BaseModel] | str | None = self.payload
         for func in t.prepare:
-            if isinstance(func, _Prepare):
+            if isinstance(func, PrepareAdapter):
                 payload = func.model or func.payload or payload
             else:
                 self.unsupported(f"'prepare' callback {func!r} of {event!r} from {t.source!r}")
