@@ -22,16 +22,15 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import bindparam, text
 
 from bench import Case, Config, Measurement, Report, Row, Target, environment, measure
+from bench._databases import postgres_available, postgres_url
 from bench.sweep.contestants import raw_sweep, raw_writes_sweep, statekit_deadlines, timed
-from bench.sweep.loading import POSTGRES_URL, check, create_and_load, postgres_database, reset, tidy
+from bench.sweep.loading import check, create_and_load, reset, scratch_database, tidy
 from bench.sweep.processes import sweep_in_processes
 from bench.sweep.schema import (
     BATCH,
@@ -319,24 +318,17 @@ def run(config: Config) -> Report:
     quiet()
     report = Report(name="sweep", groups={})
     loads: list[float] = [os.getloadavg()[0]]
-    with postgres_database() as url:
-        if url is None:
-            report.notes.append(f"PostgreSQL skipped: nothing answers at {POSTGRES_URL}")
-        else:
+    dialects = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+    if postgres_available() is not None:
+        report.notes.append(f"PostgreSQL skipped: nothing answers at {postgres_url()}")
+        del dialects["postgresql"]
+    for dialect, label in dialects.items():
+        with scratch_database(dialect) as url:
             engine = make_engine(url)
             try:
-                run_database(
-                    Database("PostgreSQL", url, engine, size), config, rounds, report, loads
-                )
+                run_database(Database(label, url, engine, size), config, rounds, report, loads)
             finally:
                 engine.dispose()
-    with tempfile.TemporaryDirectory(prefix="statekit-bench-sweep-") as directory:
-        url = f"sqlite+pysqlite:///{Path(directory) / 'sweep.db'}"
-        engine = make_engine(url)
-        try:
-            run_database(Database("SQLite", url, engine, size), config, rounds, report, loads)
-        finally:
-            engine.dispose()
     report.environment = env = environment(PACKAGES)
     report.notes += [
         "1-minute load average: " + ", ".join(f"{x:.2f}" for x in loads),

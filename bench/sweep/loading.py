@@ -3,7 +3,6 @@ and checked after each sweep."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,9 +10,9 @@ from datetime import datetime
 from time import perf_counter_ns
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, func, make_url, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import bindparam, func, select, text
 
+from bench._databases import Databases
 from bench.sweep.schema import (
     HISTORY_COLUMNS,
     JOB_COLUMNS,
@@ -28,32 +27,15 @@ from bench.sweep.schema import (
 )
 from statekit.store.sqlalchemy import UTCDateTime
 
-POSTGRES_URL = os.environ.get(
-    "STATEKIT_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-DATABASE = "statekit_bench_sweep"
+DATABASE_PREFIX = "statekit_bench"
+"""The PostgreSQL database is `statekit_bench_sweep`, the SQLite file `sweep.db`."""
 
 
 @contextmanager
-def postgres_database() -> Iterator[str | None]:
-    """Yield the URL of a fresh `statekit_bench_sweep` database (dropped afterwards),
-    or None when the server does not answer."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    drop = text(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-    try:
-        with admin.connect() as conn:
-            conn.execute(drop)
-            conn.execute(text(f"CREATE DATABASE {DATABASE}"))
-    except OperationalError:
-        admin.dispose()
-        yield None
-        return
-    try:
-        yield make_url(POSTGRES_URL).set(database=DATABASE).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(drop)
-        admin.dispose()
+def scratch_database(dialect: str) -> Iterator[str]:
+    """Yield the URL of a fresh, empty database on `dialect` (removed afterwards)."""
+    with Databases(dialect, DATABASE_PREFIX) as databases:
+        yield databases.make("sweep").url
 
 
 def create_and_load(db: Database) -> float:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from bench._databases import postgres_available, postgres_url
 from bench.sweep.contestants import raw_sweep, statekit_deadlines, timed
-from bench.sweep.loading import POSTGRES_URL, create_and_load, postgres_database, reset
+from bench.sweep.loading import create_and_load, reset, scratch_database
 from bench.sweep.schema import Database, Size, make_engine, quiet
 from bench.sweep.statements import count_statements
 
@@ -58,11 +57,7 @@ def profile(backend: str, size: Size, top: int) -> None:
 
 @contextmanager
 def database_url(backend: str) -> Iterator[str]:
-    if backend == "postgresql":
-        with postgres_database() as url:
-            if url is None:
-                raise SystemExit(f"PostgreSQL does not answer at {POSTGRES_URL}")
-            yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="statekit-bench-sweep-") as directory:
-        yield f"sqlite+pysqlite:///{Path(directory) / 'sweep.db'}"
+    if backend == "postgresql" and postgres_available() is not None:
+        raise SystemExit(f"PostgreSQL does not answer at {postgres_url()}")
+    with scratch_database(backend) as url:
+        yield url

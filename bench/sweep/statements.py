@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
+from bench._databases import listening, verb
 from bench.sweep.loading import reset
 from bench.sweep.schema import BATCH, NAME, NOW, Database
 from statekit.sweeper import SweepResult
@@ -23,11 +24,11 @@ def counting(engine: Engine) -> Iterator[Counter[str]]:
     counts: Counter[str] = Counter()
 
     def on_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        verb = statement.split(None, 1)[0].upper()
-        if verb == "BEGIN":
+        kind = verb(statement)
+        if kind.startswith("BEGIN"):
             return
         found = _TABLE.search(statement)
-        counts[f"{verb} {found.group(1) if found else ''}".strip()] += 1
+        counts[f"{kind} {found.group(1) if found else ''}".strip()] += 1
 
     def on_commit(conn: Any) -> None:
         counts["(commit)"] += 1
@@ -40,13 +41,8 @@ def counting(engine: Engine) -> Iterator[Counter[str]]:
         ("commit", on_commit),
         ("rollback", on_rollback),
     )
-    for name, hook in hooks:
-        event.listen(engine, name, hook)
-    try:
+    with listening(engine, hooks):
         yield counts
-    finally:
-        for name, hook in hooks:
-            event.remove(engine, name, hook)
 
 
 def per_instance(counts: Counter[str], instances: int) -> str:
@@ -84,12 +80,11 @@ def explain(db: Database) -> list[str]:
         if "sweep_jobs" in statement and "state_deadline_at <=" in statement:
             captured.append((statement, parameters))
 
-    event.listen(db.engine, "before_cursor_execute", capture)
-    try:
-        with db.store.overdue_batch(NAME, NOW, BATCH):
-            pass
-    finally:
-        event.remove(db.engine, "before_cursor_execute", capture)
+    with (
+        listening(db.engine, [("before_cursor_execute", capture)]),
+        db.store.overdue_batch(NAME, NOW, BATCH),
+    ):
+        pass
     statement, parameters = captured[0]
     prefix = "EXPLAIN " if db.postgres else "EXPLAIN QUERY PLAN "
     lines = []
