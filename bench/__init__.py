@@ -168,7 +168,7 @@ class Report:
         }
 
 
-def _time_once(run: Callable[[list[T]], object], items: list[T]) -> int:
+def time_once(run: Callable[[list[T]], object], items: list[T]) -> int:
     enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -207,7 +207,7 @@ class Case:
     def sample(self, n: int) -> float:
         """Time one batch of `n` operations; return nanoseconds per operation."""
         items = self.make(n)
-        elapsed = _time_once(self.run, items)
+        elapsed = time_once(self.run, items)
         if self.teardown is not None:
             self.teardown(items)
         return elapsed / n

@@ -1,8 +1,8 @@
 """`python -m bench [NAME ...] [--json] [--quick]`: run benchmark modules.
 
-Benchmark modules are the modules of this package whose names do not start with
-an underscore (see `bench/__init__.py` for what they provide); `core` runs first,
-the others in name order.
+Benchmark modules are the modules and subpackages of this package whose names do
+not start with an underscore (see `bench/__init__.py` for what they provide); `core`
+runs first, the others in name order.
 """
 
 from __future__ import annotations
@@ -23,11 +23,7 @@ FIRST = ("core",)
 
 def available() -> list[str]:
     """Names of the benchmark modules, `core` first."""
-    names = [
-        info.name
-        for info in pkgutil.iter_modules(bench.__path__)
-        if not info.name.startswith("_") and not info.ispkg
-    ]
+    names = [info.name for info in pkgutil.iter_modules(bench.__path__) if info.name[0] != "_"]
     return sorted(names, key=lambda n: (n not in FIRST, FIRST.index(n) if n in FIRST else 0, n))
 
 
