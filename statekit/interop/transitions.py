@@ -114,7 +114,8 @@ from transitions.core import Transition as TransitionsTransition
 
 from statekit.clock import Clock, SystemClock
 from statekit.definition import MachineSpec, StateSpec, TransitionSpec
-from statekit.engine import Handler, Machine, StateFields, _failure, _restore, _save
+from statekit.engine import Handler, Machine, verdict_reason
+from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import (
     DefinitionError,
     DefinitionMismatchError,
@@ -194,7 +195,7 @@ class _Bridge:
         """Put the entity back as it was before the actions, if it was saved."""
         saved = self.call(event_data).saved
         if saved is not None:
-            _restore(event_data.model, saved)
+            restore_attributes(event_data.model, saved)
 
     def context(self, event_data: EventData) -> Context:
         """Return the call's context aimed at the branch being tried."""
@@ -244,7 +245,7 @@ class _Guard(_Callback):
 
     def __call__(self, event_data: EventData) -> bool:
         verdict = self.handler(event_data.model, self.bridge.context(event_data))
-        return _failure("guard", self.name, verdict) is None
+        return verdict_reason("guard", self.name, verdict) is None
 
 
 class _Unless(_Guard):
@@ -262,7 +263,7 @@ class _Precondition(_Callback):
     def __call__(self, event_data: EventData) -> None:
         context = self.bridge.context(event_data)
         try:
-            reason = _failure(self.kind, self.name, self.handler(event_data.model, context))
+            reason = verdict_reason(self.kind, self.name, self.handler(event_data.model, context))
             if reason is not None:
                 raise self.error(
                     entity_type=self.bridge.spec.name,
@@ -291,7 +292,7 @@ class _Stage(_Callback):
     kind = "stage"
 
     def __call__(self, event_data: EventData) -> None:
-        self.bridge.call(event_data).saved = _save(event_data.model, self.bridge.fields)
+        self.bridge.call(event_data).saved = save_attributes(event_data.model, self.bridge.fields)
 
 
 class _Action(_Callback):
