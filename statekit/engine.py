@@ -449,19 +449,6 @@ class Machine:
             TransitionNotAllowedError, InvalidPayloadError, GuardRejectedError,
             PreconditionFailedError: each naming the entity, state and event.
         """
-        return self._decide(entity, event, payload, now, actor, correlation_id, idempotency_key)
-
-    def _decide(
-        self,
-        entity: object,
-        event: str,
-        payload: Mapping[str, Any] | BaseModel | None,
-        now: datetime,
-        actor: str | None,
-        correlation_id: str | None,
-        idempotency_key: str | None,
-    ) -> Plan:
-        """`decide` with positional arguments, for the hot paths in this package."""
         try:
             state, version, stored_definition, key_value = self._read_decision(entity)
         except AttributeError:  # a plain object without some of the attributes
@@ -758,7 +745,7 @@ class Machine:
         Use a `Runner` to persist transitions; this is for entities that live only in
         memory. Returns the applied plan.
         """
-        plan = self._decide(entity, event, payload, self.clock.now(), actor, None, None)
+        plan = self.decide(entity, event, payload, now=self.clock.now(), actor=actor)
         branch: _Branch = plan.branch
         if branch.actions or branch.postconditions:
             self.stage(entity, plan)

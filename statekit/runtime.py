@@ -191,8 +191,14 @@ class Runner:
                 recorded = self._recorded(entity, event, idempotency_key)
                 if recorded is not None:
                     return recorded
-            plan = machine._decide(
-                entity, event, payload, self.clock.now(), actor, correlation_id, idempotency_key
+            plan = machine.decide(
+                entity,
+                event,
+                payload,
+                now=self.clock.now(),
+                actor=actor,
+                correlation_id=correlation_id,
+                idempotency_key=idempotency_key,
             )
             state_writer = self._state_writer
             write = None if state_writer is None else state_writer(entity)
