@@ -9,15 +9,19 @@ import sys
 import traceback
 from typing import Any
 
+__all__ = ["cli", "main"]
+
 try:
     import click
 except ImportError:  # pragma: no cover - click is a dependency; this is a safety net
     click = None  # type: ignore[assignment]
 
-__all__ = ["cli", "main"]
-
 if click is not None:
+    from statekit.cli import sweeping, views
     from statekit.cli.commands import cli
+
+    for _command in (*sweeping.COMMANDS, *views.COMMANDS):
+        cli.add_command(_command)
 else:  # pragma: no cover
     cli = None
 

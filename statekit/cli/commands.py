@@ -382,8 +382,3 @@ def demo(directory: Path) -> None:
     from statekit.cli.demo import run_demo
 
     run_demo(directory, progress=sys.stdout.isatty())
-
-
-# `diagram` and `stats` live in their own module; importing it registers them on `cli`.
-from statekit.cli import sweeping as _sweeping  # noqa: E402, F401
-from statekit.cli import views as _views  # noqa: E402, F401

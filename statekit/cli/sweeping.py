@@ -21,7 +21,6 @@ from typing import Any
 import click
 
 from statekit.cli.commands import (
-    cli,
     db_option,
     json_option,
     module_option,
@@ -53,7 +52,7 @@ def _summary(result: SweepResult) -> str:
     )
 
 
-@cli.command()
+@click.command()
 @db_option()
 @modules_argument()
 @click.option(
@@ -147,7 +146,7 @@ def sweep(
             signal.signal(sig, handler)
 
 
-@cli.command()
+@click.command()
 @db_option()
 @modules_argument()
 @json_option()
@@ -196,7 +195,7 @@ def stuck(db_url: str, modules: tuple[str, ...], as_json: bool) -> None:
             )
 
 
-@cli.command()
+@click.command()
 @click.argument("entity_type")
 @click.argument("key")
 @db_option()
@@ -222,7 +221,7 @@ def retry(
     )
 
 
-@cli.command()
+@click.command()
 @click.argument("entity_type")
 @click.argument("key")
 @click.argument("state")
@@ -251,3 +250,7 @@ def resolve(
     click.echo(
         f"{entity_type} {key}: {record.source} -> {record.target} by {actor} (#{record.seq})"
     )
+
+
+COMMANDS = (sweep, stuck, retry, resolve)
+"""The commands this module adds to `statekit` (registered in `statekit.cli`)."""
