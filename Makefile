@@ -12,7 +12,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,yaml,postgres,mysql,flask,django,bench
+EXTRAS := all,dev,bench
 STAMP := $(VENV)/.statekit-installed
 # bench/ may not exist yet on a fresh clone; lint only what is there.
 LINT_PATHS := $(wildcard statekit models tests bench)

@@ -6,8 +6,8 @@ from statekit.clock import Clock, ManualClock, SystemClock
 from statekit.compensation import Backoff, CompensationContext, CompensationTask
 from statekit.declare import Event, State, Transition, Workflow
 from statekit.definition import MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
-from statekit.engine import Handler, Machine, StateFields
-from statekit.entity import StatefulObject
+from statekit.engine import Handler, Machine
+from statekit.entity import StateFields, StatefulObject
 from statekit.errors import (
     CompensationError,
     CompensationTimeoutError,

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from statekit.definition import MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
-from statekit.engine import Machine, StateFields
+from statekit.engine import Machine
+from statekit.entity import StateFields
 from statekit.errors import DefinitionError
 
 __all__ = ["Event", "State", "Transition", "Workflow"]

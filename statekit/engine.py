@@ -8,19 +8,23 @@ state attributes named by `StateFields`, and readying one costs nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
-from keyword import iskeyword
 from operator import attrgetter
 from typing import Any
-from unicodedata import normalize
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from statekit.clock import Clock, SystemClock
 from statekit.definition import MachineSpec, TransitionSpec
+from statekit.entity import (
+    StateFields,
+    StateWriter,
+    attribute_writer,
+    restore_attributes,
+    save_attributes,
+)
 from statekit.errors import (
     DefinitionError,
     DefinitionMismatchError,
@@ -36,13 +40,11 @@ from statekit.records import Context, Plan, Snapshot
 from statekit.validation import graph_problems, reference_problems
 
 __all__ = [
-    "STATE_KEYS",
     "Handler",
     "Machine",
     "Note",
-    "StateFields",
-    "StateWriter",
     "check_version",
+    "verdict_reason",
 ]
 
 logger = logging.getLogger("statekit")
@@ -50,41 +52,7 @@ logger = logging.getLogger("statekit")
 Handler = Callable[[Any, Context], Any]
 """A guard, condition, action or effect: called as `handler(entity, context)`."""
 
-StateWriter = Callable[..., None]
-"""`write(entity, *values)`: sets an entity's seven state attributes, given in
-`StateFields.state_attributes()` order."""
-
 _MISSING = object()
-
-
-@dataclass(frozen=True, slots=True)
-class StateFields:
-    """Names of the attributes on the entity that hold its machine state."""
-
-    state: str = "state"
-    version: str = "state_version"
-    entered_at: str = "state_entered_at"
-    deadline_at: str = "state_deadline_at"
-    stuck_at: str = "stuck_at"
-    stuck_reason: str = "stuck_reason"
-    definition_version: str = "state_definition_version"
-    key: str = "id"
-
-    def state_attributes(self) -> tuple[str, ...]:
-        """The entity's state attribute names, in `Snapshot` order (without the key)."""
-        return tuple(getattr(self, name) for name in STATE_KEYS)
-
-
-STATE_KEYS = (
-    "state",
-    "version",
-    "entered_at",
-    "deadline_at",
-    "stuck_at",
-    "stuck_reason",
-    "definition_version",
-)
-"""The `StateFields` fields that name state columns, in `Snapshot` order."""
 
 
 class _Branch:
@@ -154,8 +122,13 @@ class _SystemBranch:
 _SYSTEM_BRANCH = _SystemBranch()
 
 
-def _failure(kind: str, name: str, verdict: object) -> str | None:
-    """Return None when a check passed, else the reason it gave."""
+def verdict_reason(kind: str, name: str, verdict: object) -> str | None:
+    """Return None when a check (`kind` named `name`: a guard, a pre- or
+    post-condition) passed, else the reason it gave.
+
+    Raises:
+        TypeError: the verdict is neither True, False nor a reason string.
+    """
     if verdict is True:
         return None
     if verdict is False:
@@ -276,7 +249,7 @@ class Machine:
         self._read_decision = attrgetter(f.state, f.version, f.definition_version, f.key)
         self._state_names = f.state_attributes()
         self._read_state = attrgetter(*self._state_names)
-        self._write_state = _attribute_writer(self._state_names)
+        self._write_state = attribute_writer(self._state_names)
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} v{self.version}: {len(self.states)} states>"
@@ -476,19 +449,6 @@ class Machine:
             TransitionNotAllowedError, InvalidPayloadError, GuardRejectedError,
             PreconditionFailedError: each naming the entity, state and event.
         """
-        return self._decide(entity, event, payload, now, actor, correlation_id, idempotency_key)
-
-    def _decide(
-        self,
-        entity: object,
-        event: str,
-        payload: Mapping[str, Any] | BaseModel | None,
-        now: datetime,
-        actor: str | None,
-        correlation_id: str | None,
-        idempotency_key: str | None,
-    ) -> Plan:
-        """`decide` with positional arguments, for the hot paths in this package."""
         try:
             state, version, stored_definition, key_value = self._read_decision(entity)
         except AttributeError:  # a plain object without some of the attributes
@@ -541,7 +501,7 @@ class Machine:
         for name, guard in first.guards:
             verdict = guard(entity, plan)
             if verdict is not True:
-                failure = (first.target, name, _failure("guard", name, verdict) or "")
+                failure = (first.target, name, verdict_reason("guard", name, verdict) or "")
                 chosen = self._choose(entity, plan, branches, failure)
                 break
         else:
@@ -550,7 +510,7 @@ class Machine:
                 if failed is not None:
                     chosen = self._choose(entity, plan, branches, (first.target, *failed))
         for name, check in chosen.preconditions:
-            reason = _failure("pre-condition", name, check(entity, plan))
+            reason = verdict_reason("pre-condition", name, check(entity, plan))
             if reason is not None:
                 raise PreconditionFailedError(
                     entity_type=self.name,
@@ -586,7 +546,7 @@ class Machine:
             for name, guard in branch.guards:
                 verdict = guard(entity, plan)
                 if verdict is not True:
-                    failed = (name, _failure("guard", name, verdict) or "")
+                    failed = (name, verdict_reason("guard", name, verdict) or "")
                     break
             if failed is None and branch.unless:
                 failed = self._unless_failure(branch, entity, plan)
@@ -606,7 +566,7 @@ class Machine:
     @staticmethod
     def _unless_failure(branch: _Branch, entity: object, ctx: Context) -> tuple[str, str] | None:
         for name, guard in branch.unless:
-            if _failure("guard", name, guard(entity, ctx)) is None:
+            if verdict_reason("guard", name, guard(entity, ctx)) is None:
                 return name, "held, and it is an 'unless' guard"
         return None
 
@@ -690,16 +650,16 @@ class Machine:
             try:
                 before = self._read_state(entity)
             except AttributeError:
-                saved = _save(entity, self.fields)
+                saved = save_attributes(entity, self.fields)
             else:
                 put = write or self._write_state
                 self._write_plan(put, entity, plan)
                 return lambda: put(entity, *before)
         else:
-            saved = _save(entity, self.fields)
+            saved = save_attributes(entity, self.fields)
 
         def restore() -> None:
-            _restore(entity, saved)
+            restore_attributes(entity, saved)
 
         ctx = plan.context
         try:
@@ -707,7 +667,7 @@ class Machine:
                 action(entity, ctx)
             self.write_snapshot(entity, plan)
             for name, check in branch.postconditions:
-                reason = _failure("post-condition", name, check(entity, ctx))
+                reason = verdict_reason("post-condition", name, check(entity, ctx))
                 if reason is not None:
                     raise PostconditionFailedError(
                         entity_type=self.name,
@@ -785,7 +745,7 @@ class Machine:
         Use a `Runner` to persist transitions; this is for entities that live only in
         memory. Returns the applied plan.
         """
-        plan = self._decide(entity, event, payload, self.clock.now(), actor, None, None)
+        plan = self.decide(entity, event, payload, now=self.clock.now(), actor=actor)
         branch: _Branch = plan.branch
         if branch.actions or branch.postconditions:
             self.stage(entity, plan)
@@ -794,37 +754,6 @@ class Machine:
         if branch.effects:
             self.run_effects(entity, plan)
         return plan
-
-
-def _attribute_writer(names: Sequence[str]) -> StateWriter:
-    """Build `write(entity, *values)`, which assigns `values` to the attributes
-    `names` in order.
-
-    The function is compiled from source with one plain attribute assignment per
-    name, as `dataclasses` builds `__init__`: CPython runs those several times
-    faster than the equivalent `setattr` calls, and every transition writes
-    seven of them. Names that are not identifiers fall back to `setattr`.
-    """
-    if not all(_plain_name(name) for name in names):
-
-        def write_each(entity: object, *values: Any) -> None:
-            for name, value in zip(names, values, strict=True):
-                setattr(entity, name, value)
-
-        return write_each
-    params = [f"value_{i}" for i in range(len(names))]
-    body = "".join(f"    entity.{name} = {p}\n" for name, p in zip(names, params, strict=True))
-    namespace: dict[str, Any] = {}
-    exec(f"def write(entity, {', '.join(params)}):\n{body}", namespace)
-    write: StateWriter = namespace["write"]
-    return write
-
-
-def _plain_name(name: str) -> bool:
-    """Whether `entity.<name> = value` in source sets the attribute `name`: an
-    identifier, not a keyword, and unchanged by the NFKC folding Python applies to
-    identifiers in source."""
-    return name.isidentifier() and not iskeyword(name) and normalize("NFKC", name) == name
 
 
 def _lookup_in(handlers: object) -> Callable[[str], object]:
@@ -855,68 +784,3 @@ def _entity_method(name: str) -> Handler:
 
     call.__name__ = name
     return call
-
-
-def _save(entity: object, fields: StateFields) -> dict[str, object]:
-    try:
-        state = vars(entity)
-    except TypeError:  # slotted object: save the state attributes and every slot
-        names: Sequence[str] = [*fields.state_attributes(), *_slot_names(type(entity))]
-        return {"\0slots": True, **{n: getattr(entity, n, _MISSING) for n in names}}
-    saved = {k: v for k, v in state.items() if not k.startswith("_sa_")}
-    # Lists, dicts and sets are copied one level down, so an action that appends to a
-    # list or sets a key is undone too (in place: the object keeps its identity).
-    contents = {k: v.copy() for k, v in saved.items() if type(v) in _CONTAINERS}
-    if contents:
-        saved[_CONTENTS] = contents
-    return saved
-
-
-_CONTAINERS = (list, dict, set)
-_CONTENTS = "\0contents"
-
-
-def _slot_names(cls: type) -> list[str]:
-    """Every slot declared along `cls`'s MRO (private names mangled as Python does)."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        slots = vars(klass).get("__slots__", ())
-        for slot in (slots,) if isinstance(slots, str) else slots:
-            if slot in ("__dict__", "__weakref__"):
-                continue
-            if slot.startswith("__") and not slot.endswith("__"):
-                slot = f"_{klass.__name__.lstrip('_')}{slot}"
-            names.append(slot)
-    return names
-
-
-def _restore(entity: object, saved: dict[str, object]) -> None:
-    if "\0slots" in saved:
-        for name, value in saved.items():
-            if name == "\0slots":
-                continue
-            if value is _MISSING:
-                if hasattr(entity, name):
-                    delattr(entity, name)
-            else:
-                setattr(entity, name, value)
-        return
-    contents: dict[str, Any] = saved.pop(_CONTENTS, {})  # type: ignore[assignment]
-    try:
-        current = vars(entity)
-        for name in [k for k in current if not k.startswith("_sa_") and k not in saved]:
-            delattr(entity, name)
-        for name, value in saved.items():
-            if current.get(name, _MISSING) is not value:
-                setattr(entity, name, value)
-        for name, copy in contents.items():
-            original: Any = saved[name]
-            if original != copy:
-                if isinstance(original, list):
-                    original[:] = copy
-                else:
-                    original.clear()
-                    original.update(copy)
-    finally:
-        if contents:
-            saved[_CONTENTS] = contents

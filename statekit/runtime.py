@@ -19,7 +19,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from statekit.clock import Clock
-from statekit.engine import Machine, StateWriter, _restore, _save
+from statekit.engine import Machine
+from statekit.entity import StateWriter, restore_attributes, save_attributes
 from statekit.errors import (
     ConcurrentTransitionError,
     IdempotencyConflictError,
@@ -127,12 +128,12 @@ class Runner:
             StoreError: the store could not create it (for example, it has no key,
                 or the key is taken); the entity is left as it was.
         """
-        saved = _save(entity, self.machine.fields)
+        saved = save_attributes(entity, self.machine.fields)
         snapshot = self.machine.start(entity, now=self.clock.now())
         try:
             self.store.create(snapshot, entity=entity)
         except BaseException:
-            _restore(entity, saved)
+            restore_attributes(entity, saved)
             raise
         if not snapshot.key:  # the database assigned it
             snapshot = replace(snapshot, key=self.machine.key_of(entity) or "")
@@ -190,8 +191,14 @@ class Runner:
                 recorded = self._recorded(entity, event, idempotency_key)
                 if recorded is not None:
                     return recorded
-            plan = machine._decide(
-                entity, event, payload, self.clock.now(), actor, correlation_id, idempotency_key
+            plan = machine.decide(
+                entity,
+                event,
+                payload,
+                now=self.clock.now(),
+                actor=actor,
+                correlation_id=correlation_id,
+                idempotency_key=idempotency_key,
             )
             state_writer = self._state_writer
             write = None if state_writer is None else state_writer(entity)

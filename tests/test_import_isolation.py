@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("sqlalchemy", "django", "flask", "graphviz", "transitions", "click")
 
@@ -68,10 +70,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run_blocked(script: str) -> subprocess.CompletedProcess[str]:
-    """Run `script` in a fresh interpreter with the optional dependencies blocked."""
+def run_blocked(
+    script: str, blocked: tuple[str, ...] = BLOCKED
+) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter, given `blocked` (by default the optional
+    dependencies) as JSON in `sys.argv[1]`."""
     return subprocess.run(
-        [sys.executable, "-c", script, json.dumps(BLOCKED)],
+        [sys.executable, "-c", script, json.dumps(blocked)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -98,3 +103,102 @@ def test_the_blocker_really_blocks() -> None:
     )
     assert done.returncode != 0
     assert "import of sqlalchemy is blocked in this test" in done.stderr
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    BLOCKED = set(json.loads(sys.argv[1]))
+
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(
+                    f"import of {name} is blocked in this test", name=name
+                )
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    """
+)
+
+
+def run_without(blocked: tuple[str, ...], script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh interpreter in which only `blocked` fail to import."""
+    return run_blocked(BLOCKER + textwrap.dedent(script), blocked)
+
+
+def test_every_core_module_imports_with_every_optional_dependency_blocked() -> None:
+    done = run_without(
+        BLOCKED,
+        """
+        import statekit.clock, statekit.compensation, statekit.deadlines, statekit.declare
+        import statekit.definition, statekit.engine, statekit.entity, statekit.errors
+        import statekit.records, statekit.runtime, statekit.store.base, statekit.store.memory
+        import statekit.sweeper, statekit.validation
+        from statekit.diagrams import machine_graph, to_dot, to_mermaid
+        from statekit import State, Workflow
+
+        class Lamp(Workflow):
+            off = State(initial=True)
+            on = State(final=True)
+            switch = off.to(on)
+
+        graph = machine_graph(Lamp.machine)
+        dot, mermaid = to_dot(graph), to_mermaid(graph)
+        print(json.dumps({"dot": "digraph" in dot, "mermaid": "off -->" in mermaid}))
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"dot": True, "mermaid": True}
+
+
+def test_rendering_without_graphviz_raises_a_statekit_error_naming_the_extra() -> None:
+    done = run_without(
+        ("graphviz",),
+        """
+        from statekit import StatekitError
+        from statekit.diagrams import GraphvizNotInstalledError, render
+
+        try:
+            render("digraph { a -> b }")
+        except GraphvizNotInstalledError as exc:
+            print(json.dumps({"statekit": isinstance(exc, StatekitError), "message": str(exc)}))
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["statekit"] is True
+    assert "pip install 'statekit[diagrams]'" in result["message"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "from statekit.cli import main; sys.argv = ['statekit', '--help']; main()",
+        "import runpy; sys.argv = ['statekit']; runpy.run_module('statekit', run_name='__main__')",
+    ],
+    ids=["console-script", "python-m"],
+)
+def test_the_cli_without_click_prints_an_install_hint_and_exits_2(entry: str) -> None:
+    done = run_without(("click",), entry)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "statekit: the command line needs click: pip install 'statekit[cli]'"
+    ]
+
+
+def test_a_cli_command_without_sqlalchemy_prints_the_extra_to_install() -> None:
+    done = run_without(
+        ("sqlalchemy",),
+        "from statekit.cli import main; sys.argv = ['statekit', 'db', 'sql']; main()",
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "Error: this command needs SQLAlchemy, which is not installed: "
+        "pip install 'statekit[sqlalchemy]'"
+    ]

@@ -23,7 +23,7 @@ _STATEKIT_PARTS = (
     ("statekit/store/sqlalchemy/rows.py", "instance", "RowLoader.instance"),
     ("sqlalchemy/orm/session.py", "get", "Session.get (SELECT + identity map)"),
     ("statekit/runtime.py", "_fire", "Runner.fire"),
-    ("statekit/engine.py", "_decide", "Machine.decide"),
+    ("statekit/engine.py", "decide", "Machine.decide"),
     ("statekit/engine.py", "stage", "Machine.stage (state attributes)"),
     ("statekit/store/sqlalchemy/store.py", "apply", "SQLAlchemyStore.apply"),
     ("statekit/store/sqlalchemy/store.py", "_write", "_write (UPDATE + INSERT)"),

@@ -1,6 +1,7 @@
 """The `statekit` command line: one click group, every flag also an environment variable.
 
-Errors print as one line and exit 1; `-v` prints the traceback as well.
+Errors print as one line and exit 1; `-v` prints the traceback as well. Without click
+(`pip install 'statekit[cli]'`), `main` prints that install hint and exits 2.
 """
 
 from __future__ import annotations
@@ -9,24 +10,30 @@ import sys
 import traceback
 from typing import Any
 
+__all__ = ["INSTALL_HINT", "cli", "main"]
+
+INSTALL_HINT = "statekit: the command line needs click: pip install 'statekit[cli]'"
+
 try:
     import click
-except ImportError:  # pragma: no cover - click is a dependency; this is a safety net
+except ImportError:
     click = None  # type: ignore[assignment]
 
-__all__ = ["cli", "main"]
-
 if click is not None:
+    from statekit.cli import sweeping, views
     from statekit.cli.commands import cli
-else:  # pragma: no cover
+
+    for _command in (*sweeping.COMMANDS, *views.COMMANDS):
+        cli.add_command(_command)
+else:
     cli = None
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the `statekit` script."""
-    if cli is None:  # pragma: no cover
-        print("statekit: the command line needs click: pip install click", file=sys.stderr)
-        raise SystemExit(1)
+    if cli is None:
+        print(INSTALL_HINT, file=sys.stderr)
+        raise SystemExit(2)
     return cli.main(args=argv, prog_name="statekit")
 
 

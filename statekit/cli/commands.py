@@ -35,8 +35,30 @@ class _Group(click.Group):
                 print_traceback()
             message = " ".join(str(exc).split()) or type(exc).__name__
             if not isinstance(exc, StatekitError):
-                message = f"{type(exc).__name__}: {message}"
+                message = install_hint(exc) or f"{type(exc).__name__}: {message}"
             raise click.ClickException(message) from exc
+
+
+EXTRAS = {
+    "sqlalchemy": ("SQLAlchemy", "sqlalchemy"),
+    "graphviz": ("the graphviz package", "diagrams"),
+    "transitions": ("transitions", "transitions"),
+    "yaml": ("PyYAML", "yaml"),
+    "psycopg": ("psycopg", "postgres"),
+    "pymysql": ("PyMySQL", "mysql"),
+}
+"""Optional packages a command may need: import name -> (what to call it, extra)."""
+
+
+def install_hint(error: BaseException) -> str | None:
+    """The one-line install hint for an optional package `error` says is missing."""
+    if not isinstance(error, ModuleNotFoundError) or error.name is None:
+        return None
+    found = EXTRAS.get(error.name.partition(".")[0])
+    if found is None:
+        return None
+    what, extra = found
+    return f"this command needs {what}, which is not installed: pip install 'statekit[{extra}]'"
 
 
 def db_option(required: bool = True) -> Callable[[F], F]:
@@ -423,8 +445,3 @@ def demo(directory: Path) -> None:
     from statekit.cli.demo import run_demo
 
     run_demo(directory, progress=sys.stdout.isatty())
-
-
-# `diagram` and `stats` live in their own module; importing it registers them on `cli`.
-from statekit.cli import sweeping as _sweeping  # noqa: E402, F401
-from statekit.cli import views as _views  # noqa: E402, F401

@@ -22,7 +22,6 @@ from typing import Any
 import click
 
 from statekit.cli.commands import (
-    cli,
     db_option,
     json_option,
     module_option,
@@ -70,7 +69,7 @@ def _summary(result: SweepResult) -> str:
     )
 
 
-@cli.command()
+@click.command()
 @db_option()
 @modules_argument()
 @click.option(
@@ -186,7 +185,7 @@ def sweep(
             signal.signal(sig, handler)
 
 
-@cli.command()
+@click.command()
 @db_option()
 @modules_argument()
 @json_option()
@@ -235,7 +234,7 @@ def stuck(db_url: str, modules: tuple[str, ...], as_json: bool) -> None:
             )
 
 
-@cli.command()
+@click.command()
 @click.argument("entity_type")
 @click.argument("key")
 @db_option()
@@ -261,7 +260,7 @@ def retry(
     )
 
 
-@cli.command()
+@click.command()
 @click.argument("entity_type")
 @click.argument("key")
 @click.argument("state")
@@ -290,3 +289,7 @@ def resolve(
     click.echo(
         f"{entity_type} {key}: {record.source} -> {record.target} by {actor} (#{record.seq})"
     )
+
+
+COMMANDS = (sweep, stuck, retry, resolve)
+"""The commands this module adds to `statekit` (registered in `statekit.cli`)."""

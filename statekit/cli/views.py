@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import click
 
-from statekit.cli.commands import cli, db_option, json_option, open_store
+from statekit.cli.commands import db_option, json_option, open_store
 from statekit.cli.loading import resolve_machine
 from statekit.engine import Machine
 from statekit.errors import StatekitError, StoreError
@@ -174,7 +174,7 @@ def _format_for(format_name: str | None, output: Path | None) -> str:
     return "svg"
 
 
-@cli.command()
+@click.command()
 @click.argument("target", metavar="MODULE:ATTR")
 @click.option(
     "--format",
@@ -415,7 +415,7 @@ def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime)
     }
 
 
-@cli.command()
+@click.command()
 @db_option()
 @modules_option("Module declaring the mapped classes with __statekit_machine__ (repeatable).")
 @click.option(
@@ -524,3 +524,7 @@ def _print_stats(report: dict[str, Any]) -> None:
         events = machine["events"]
         listed = ", ".join(f"{event} {count}" for event, count in events.items())
         click.echo(f"  events: {listed or 'none in the window'}")
+
+
+COMMANDS = (diagram, stats)
+"""The commands this module adds to `statekit` (registered in `statekit.cli`)."""

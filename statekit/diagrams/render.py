@@ -1,8 +1,9 @@
 """Render diagrams to images with Graphviz, and keep a directory of them up to date.
 
-`render` needs the `graphviz` package and the `dot` binary; both are looked up only
-when it is called, so importing this module costs nothing. Without `dot` it raises
-`GraphvizNotInstalledError`, whose one-line message says what to do.
+`render` needs the `graphviz` package (`pip install 'statekit[diagrams]'`) and the `dot`
+binary; both are looked up only when it is called, so importing this module costs
+nothing. Without either it raises `GraphvizNotInstalledError`, whose one-line message
+says what to do.
 
 `write_diagrams` and `stale_diagrams` maintain a directory holding, per machine,
 ``<name>.dot``, ``<name>.mmd`` and ``<name>.svg``. The SVG carries the SHA-256 of the
@@ -42,8 +43,16 @@ _MISSING_DOT = (
 )
 
 
+_MISSING_PACKAGE = (
+    "drawing images needs the graphviz package and Graphviz's 'dot' binary: "
+    "pip install 'statekit[diagrams]' (and e.g. apt-get install graphviz), "
+    "or use --format dot|mermaid"
+)
+
+
 class GraphvizNotInstalledError(StatekitError):
-    """Graphviz (the `dot` binary) is needed to draw images and was not found."""
+    """Graphviz (the `graphviz` package or the `dot` binary) is needed to draw images
+    and was not found."""
 
     def __init__(self, message: str = _MISSING_DOT) -> None:
         super().__init__(message)
@@ -68,8 +77,8 @@ def render(graph: Graph | str, format: ImageFormat = "svg") -> bytes:
     source = graph if isinstance(graph, str) else to_dot(graph)
     try:
         import graphviz
-    except ImportError as exc:  # pragma: no cover - graphviz is a declared dependency
-        raise GraphvizNotInstalledError from exc
+    except ImportError as exc:
+        raise GraphvizNotInstalledError(_MISSING_PACKAGE) from exc
     try:
         data: bytes = graphviz.Source(source).pipe(format=format)
     except graphviz.ExecutableNotFound as exc:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from statekit.engine import StateFields, _restore, _save
+from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.base import AfterCommit
@@ -175,7 +175,7 @@ class MemoryStore:
             entity = self._entities.get(ident)
             if entity is None:
                 raise InstanceNotFoundError(entity_type=entity_type, key=key)
-        attributes = _save(entity, StateFields())
+        attributes = save_attributes(entity, StateFields())
         outer = getattr(self._unit, "current", None)
         unit = _Unit(entity)
         self._unit.current = unit
@@ -183,7 +183,7 @@ class MemoryStore:
             yield entity
         except BaseException:
             self._undo(unit)
-            _restore(entity, attributes)
+            restore_attributes(entity, attributes)
             raise
         finally:
             self._unit.current = outer

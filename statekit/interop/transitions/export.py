@@ -17,7 +17,8 @@ from transitions.core import Transition as TransitionsTransition
 
 from statekit.clock import Clock, SystemClock
 from statekit.definition import MachineSpec
-from statekit.engine import Handler, Machine, StateFields, _failure, _restore, _save
+from statekit.engine import Handler, Machine, verdict_reason
+from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import (
     DefinitionMismatchError,
     PostconditionFailedError,
@@ -89,7 +90,7 @@ class _Bridge:
         """Put the entity back as it was before the actions, if it was saved."""
         saved = self.call(event_data).saved
         if saved is not None:
-            _restore(event_data.model, saved)
+            restore_attributes(event_data.model, saved)
 
     def context(self, event_data: EventData) -> Context:
         """Return the call's context aimed at the branch being tried."""
@@ -143,7 +144,7 @@ class _Guard(Adapter):
 
     def __call__(self, event_data: EventData) -> bool:
         verdict = self.handler(event_data.model, self.bridge.context(event_data))
-        return _failure("guard", self.name, verdict) is None
+        return verdict_reason("guard", self.name, verdict) is None
 
 
 class _Unless(_Guard):
@@ -161,7 +162,7 @@ class PreconditionAdapter(Adapter):
     def __call__(self, event_data: EventData) -> None:
         context = self.bridge.context(event_data)
         try:
-            reason = _failure(self.kind, self.name, self.handler(event_data.model, context))
+            reason = verdict_reason(self.kind, self.name, self.handler(event_data.model, context))
             if reason is not None:
                 raise self.error(
                     entity_type=self.bridge.spec.name,
@@ -190,7 +191,7 @@ class StageAdapter(Adapter):
     kind = "stage"
 
     def __call__(self, event_data: EventData) -> None:
-        self.bridge.call(event_data).saved = _save(event_data.model, self.bridge.fields)
+        self.bridge.call(event_data).saved = save_attributes(event_data.model, self.bridge.fields)
 
 
 class _Action(Adapter):

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import Column, Select, Table, bindparam, select, update
 from sqlalchemy.orm.attributes import manager_of_class
 
-from statekit.engine import STATE_KEYS, Machine, StateWriter
+from statekit.engine import Machine
+from statekit.entity import STATE_KEYS, StateWriter
 from statekit.errors import InstanceNotFoundError, StatekitError
 from statekit.records import Plan, Snapshot
 from statekit.store.sqlalchemy.errors import conflict

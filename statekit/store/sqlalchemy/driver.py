@@ -34,7 +34,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.expression import ClauseElement
 
-from statekit.engine import StateWriter
+from statekit.entity import StateWriter
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBinding

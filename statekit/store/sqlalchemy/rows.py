@@ -19,7 +19,7 @@ from sqlalchemy import Column, Connection, Select, Table, bindparam, select, upd
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import instance_dict, instance_state
 
-from statekit.engine import StateWriter
+from statekit.entity import StateWriter
 from statekit.store.sqlalchemy.writeback import (
     check_unchanged_state,
     net_changes,

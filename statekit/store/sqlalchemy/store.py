@@ -29,7 +29,8 @@ from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.orm.exc import StaleDataError
 
-from statekit.engine import STATE_KEYS, Machine, StateWriter, check_version
+from statekit.engine import Machine, check_version
+from statekit.entity import STATE_KEYS, StateWriter
 from statekit.errors import (
     ConcurrentTransitionError,
     DefinitionMismatchError,
