@@ -157,3 +157,27 @@ def test_history_escapes_what_the_database_holds(tmp_path: Path) -> None:
     assert "\x07" not in result.stdout
     assert "by \\x1b]52;c;cm0gLXJmIH4=\\x07mallory" in result.stdout
     assert "\\x1b[2J\\x1b]0;pwned\\x07" in result.stdout
+    listed = invoke("stuck", "--db", url, "-m", "models.orm")
+    assert listed.exit_code == 0, listed.stderr
+    assert "\x1b" not in listed.stdout
+    assert "\\x1b[2J\\x1b]0;pwned\\x07" in listed.stdout
+
+
+def test_every_command_takes_modules_the_same_way() -> None:
+    import click
+
+    from statekit.cli import cli
+
+    def commands(group: click.Group) -> list[click.Command]:
+        found: list[click.Command] = []
+        for command in group.commands.values():
+            found.extend(commands(command) if isinstance(command, click.Group) else [command])
+        return found
+
+    taking = [c for c in commands(cli) if any(p.name == "modules" for p in c.params)]
+    assert len(taking) >= 10
+    for command in taking:
+        [param] = [p for p in command.params if p.name == "modules"]
+        assert isinstance(param, click.Option), command.name
+        assert set(param.opts) == {"--module", "-m"}, command.name
+        assert param.envvar == "STATEKIT_MODULES", command.name

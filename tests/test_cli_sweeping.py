@@ -50,13 +50,16 @@ def invoke(*args: str, db: str) -> tuple[int, str]:
 
 
 def test_stuck_lists_the_instance_and_its_dead_letter(dead_letter: str) -> None:
-    code, out = invoke("stuck", "tests.sweep_support", db=dead_letter)
+    code, out = invoke("stuck", "-m", "tests.sweep_support", db=dead_letter)
     assert code == 0, out
     assert "job j-1 in second, stuck since" in out
     assert "no progress in 'second' within 10m" in out
-    assert "step 2 undo_second: dead, 3/3 attempts (last error: RuntimeError: undo_second" in out
+    assert (
+        "step 2 undo_second: dead-lettered, 3/3 attempts (last error: RuntimeError: undo_second"
+        in out
+    )
     assert "step 1 undo_first: pending, 0/5 attempts" in out
-    code, out = invoke("stuck", "--json", "tests.sweep_support", db=dead_letter)
+    code, out = invoke("stuck", "--json", "-m", "tests.sweep_support", db=dead_letter)
     [row] = json.loads(out)
     assert [t["status"] for t in row["compensations"]] == ["dead", "pending"]
 
@@ -80,10 +83,10 @@ def test_retry_then_sweep_finishes_the_instance(dead_letter: str) -> None:
     )
     assert code == 0, out
     assert "retrying 1 dead-lettered compensation(s)" in out
-    code, out = invoke("sweep", "--once", "--json", "tests.sweep_support", db=dead_letter)
+    code, out = invoke("sweep", "--once", "--json", "-m", "tests.sweep_support", db=dead_letter)
     assert code == 0, out
     assert json.loads(out.strip().splitlines()[-1])["compensated"] == 1
-    code, out = invoke("stuck", "tests.sweep_support", db=dead_letter)
+    code, out = invoke("stuck", "-m", "tests.sweep_support", db=dead_letter)
     assert out.strip() == "nothing is stuck"
     code, out = invoke("history", "job", "j-1", "-m", "tests.sweep_support", db=dead_letter)
     assert "--@retry--> second by ops-ann" in out
@@ -144,7 +147,7 @@ def test_sweep_stops_waiting_for_a_hung_handler(dead_letter: str) -> None:
     try:
         result = CliRunner().invoke(
             cli,
-            ["sweep", "--once", "--json", "--lease", "5", "tests.sweep_support"],
+            ["sweep", "--once", "--json", "--lease", "5", "-m", "tests.sweep_support"],
             env={"STATEKIT_DB": dead_letter, "STATEKIT_HANDLER_TIMEOUT": "0.3"},
             catch_exceptions=False,
         )
@@ -157,7 +160,7 @@ def test_sweep_stops_waiting_for_a_hung_handler(dead_letter: str) -> None:
     assert result.exit_code == 0, result.output
     counts = json.loads(result.output.strip().splitlines()[-1])
     assert (counts["compensations_run"], counts["compensations_failed"]) == (0, 1)
-    code, out = invoke("stuck", "tests.sweep_support", db=dead_letter)
+    code, out = invoke("stuck", "-m", "tests.sweep_support", db=dead_letter)
     assert code == 0, out
     assert "CompensationTimeoutError" in out
     assert "did not return within 0.3s" in out
@@ -171,10 +174,13 @@ def test_sweep_refuses_a_handler_timeout_as_long_as_the_lease(dead_letter: str) 
         "5",
         "--handler-timeout",
         "5",
+        "-m",
         "tests.sweep_support",
         db=dead_letter,
     )
     assert code == 2
     assert "--handler-timeout (5s) must be shorter than --lease (5s)" in out
-    code, out = invoke("sweep", "--once", "--lease", "5", "tests.sweep_support", db=dead_letter)
+    code, out = invoke(
+        "sweep", "--once", "--lease", "5", "-m", "tests.sweep_support", db=dead_letter
+    )
     assert code == 0, out  # the default timeout shrinks to half of a short lease

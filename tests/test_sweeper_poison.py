@@ -294,11 +294,11 @@ def sqlite_jobs(tmp_path: object) -> Iterator[str]:
 def test_sweep_once_exits_0_and_reports_the_row_it_set_aside(sqlite_jobs: str) -> None:
     runner = CliRunner()
     env = {"STATEKIT_DB": sqlite_jobs}
-    swept = runner.invoke(cli, ["sweep", "--once", "tests.sweep_support"], env=env)
+    swept = runner.invoke(cli, ["sweep", "--once", "-m", "tests.sweep_support"], env=env)
     assert swept.exit_code == 0, swept.output
     assert "timed out 1" in swept.output
     assert "set aside 2" in swept.output
-    listed = runner.invoke(cli, ["stuck", "tests.sweep_support"], env=env)
+    listed = runner.invoke(cli, ["stuck", "-m", "tests.sweep_support"], env=env)
     assert listed.exit_code == 0, listed.output
     assert "job bad in vanished" in listed.output
     assert "set aside by the sweeper" in listed.output

@@ -165,6 +165,7 @@ def test_statekit_sweep_once_as_json(database_url: str, store: SQLAlchemyStore) 
             "--json",
             "--batch-size",
             "10",
+            "-m",
             "tests.sweep_support",
         ],
         cwd=ROOT,
@@ -188,7 +189,7 @@ def test_statekit_sweep_finishes_its_batch_on_sigterm(
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "statekit", "sweep", "--json", "--interval", "0.2"),
-            *("--db", database_url, "tests.sweep_support"),
+            *("--db", database_url, "-m", "tests.sweep_support"),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -215,7 +216,7 @@ def test_sigterm_stops_the_drain_after_the_running_compensation(
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "statekit", "sweep", "--json", "--interval", "60"),
-            *("--db", database_url, "tests.sweep_support"),
+            *("--db", database_url, "-m", "tests.sweep_support"),
         ],
         cwd=ROOT,
         env={

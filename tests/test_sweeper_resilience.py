@@ -187,13 +187,13 @@ class Lines:
 
 
 class SweepProcess:
-    """`statekit sweep --json OPTIONS MODULE` on database `url`."""
+    """`statekit sweep --json OPTIONS -m MODULE` on database `url`."""
 
     def __init__(
         self, url: str, *options: str, module: str = "tests.sweep_support", tick_seconds: float = 0
     ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "statekit", "sweep", "--json", *options, module],
+            [sys.executable, "-m", "statekit", "sweep", "--json", *options, "-m", module],
             cwd=ROOT,
             env={
                 "STATEKIT_DB": url,

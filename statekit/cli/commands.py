@@ -74,13 +74,6 @@ def db_option(required: bool = True) -> Callable[[F], F]:
     )
 
 
-def modules_argument(required: bool = True) -> Callable[[F], F]:
-    """MODULE... (STATEKIT_MODULES, space separated)."""
-    return click.argument(
-        "modules", nargs=-1, required=required, envvar="STATEKIT_MODULES", metavar="MODULE..."
-    )
-
-
 def module_option(required: bool = True) -> Callable[[F], F]:
     """`--module/-m MODULE` (repeatable; STATEKIT_MODULES, space separated): the one
     way every command is told where the machines and mapped classes are."""

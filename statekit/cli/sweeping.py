@@ -25,9 +25,9 @@ from statekit.cli.commands import (
     db_option,
     json_option,
     module_option,
-    modules_argument,
     open_store,
 )
+from statekit.cli.output import printable
 from statekit.runtime import Runner
 from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper, SweepResult
 
@@ -71,7 +71,7 @@ def _summary(result: SweepResult) -> str:
 
 @click.command()
 @db_option()
-@modules_argument()
+@module_option()
 @click.option(
     "--once",
     is_flag=True,
@@ -187,7 +187,7 @@ def sweep(
 
 @click.command()
 @db_option()
-@modules_argument()
+@module_option()
 @json_option()
 def stuck(db_url: str, modules: tuple[str, ...], as_json: bool) -> None:
     """List stuck instances with their compensations (dead-lettered ones need a person:
@@ -223,13 +223,14 @@ def stuck(db_url: str, modules: tuple[str, ...], as_json: bool) -> None:
         return
     for row in rows:
         click.echo(
-            f"{row['entity_type']} {row['key']} in {row['state']}, stuck since "
-            f"{row['stuck_at']}: {row['reason']}"
+            f"{printable(row['entity_type'])} {printable(row['key'])} in {row['state']}, "
+            f"stuck since {row['stuck_at']}: {printable(row['reason'] or '')}"
         )
         for task in row["compensations"]:
-            error = f" (last error: {task['last_error']})" if task["last_error"] else ""
+            error = f" (last error: {printable(task['last_error'])})" if task["last_error"] else ""
+            status = "dead-lettered" if task["status"] == "dead" else task["status"]
             click.echo(
-                f"    step {task['step']} {task['action']}: {task['status']}, "
+                f"    step {task['step']} {task['action']}: {status}, "
                 f"{task['attempts']}/{task['max_attempts']} attempts{error}"
             )
 
