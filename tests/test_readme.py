@@ -139,3 +139,37 @@ def test_error_tree_matches_the_code(readme: str) -> None:
             assert cls is errors.StatekitError
         else:
             assert issubclass(cls, getattr(statekit, parent)), f"{name} is not a {parent}"
+
+
+def test_command_outputs_shown_in_the_readme_are_what_the_commands_print(
+    readme: str, tmp_path: Path
+) -> None:
+    """Every ```text block that starts with `$ statekit ...` is run after `statekit demo`
+    (whose database the examples read) and must print exactly what the README shows."""
+    import shlex
+    import subprocess
+    import sys
+
+    shown = [b for b in fenced_blocks(readme) if b.lang == "text" and b.body.startswith("$ ")]
+    assert shown, "README.md shows no command output"
+    demo = subprocess.run(
+        [sys.executable, "-m", "statekit", "demo", "--dir", "demo-output"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    for block in shown:
+        lines = block.body.splitlines()
+        command = lines[0][2:]
+        taken = 1
+        while command.endswith("\\"):
+            command = command[:-1] + lines[taken].strip()
+            taken += 1
+        argv = shlex.split(command)
+        assert argv[0] == "statekit", block.line
+        result = subprocess.run(
+            [sys.executable, "-m", "statekit", *argv[1:]],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        assert result.returncode == 0, (block.line, result.stderr)
+        assert result.stdout.splitlines() == lines[taken:], f"README.md line {block.line}"
