@@ -26,7 +26,7 @@ from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Runner
 
 if TYPE_CHECKING:
-    from statekit.sweeper import SweepStore
+    from statekit.store.protocol import OverdueBatch, SweepStore
 
 __all__ = ["DeadlineSide", "SweepResult"]
 
@@ -154,7 +154,12 @@ class DeadlineSide:
         return done
 
     def _sweep_one(
-        self, runner: Runner, batch: Any, snapshot: Snapshot, now: datetime, done: _BatchDone
+        self,
+        runner: Runner,
+        batch: OverdueBatch,
+        snapshot: Snapshot,
+        now: datetime,
+        done: _BatchDone,
     ) -> None:
         """Time out or mark stuck one claimed instance in a savepoint; if that fails,
         set it aside: its stuck marker gets the error and its deadline moves on by a
@@ -191,7 +196,7 @@ class DeadlineSide:
                 done.result.lost_races += 1
 
     def _time_out(
-        self, runner: Runner, batch: Any, snapshot: Snapshot, result: SweepResult
+        self, runner: Runner, batch: OverdueBatch, snapshot: Snapshot, result: SweepResult
     ) -> str | None:
         """Fire the timeout event of one claimed instance; return why it is stuck instead."""
         machine = runner.machine
@@ -212,7 +217,7 @@ class DeadlineSide:
     def _mark_batch_stuck(
         self,
         machine: Machine,
-        batch: Any,
+        batch: OverdueBatch,
         stuck: list[tuple[Snapshot, str]],
         now: datetime,
     ) -> list[TransitionRecord]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from statekit.compensation import (
     SWEEPER_ACTOR,
@@ -33,26 +33,11 @@ if TYPE_CHECKING:
     from statekit.runtime import Runner
     from statekit.sweeper import Sweeper, SweepResult
 
-__all__ = ["HandlerUnit", "compensate_one", "drain"]
+from statekit.store.protocol import HandlerUnit
+
+__all__ = ["compensate_one", "drain"]
 
 logger = logging.getLogger("statekit.sweeper")
-
-
-class HandlerUnit(Protocol):
-    """One compensation's entity, held by the store for the drain: a transaction is
-    open only while statekit checks (`relock`) and completes, never around the handler."""
-
-    entity: Any
-
-    def release(self) -> None: ...
-
-    def relock(self) -> Snapshot: ...
-
-    def discard(self) -> None: ...
-
-    def abandon(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def drain(sweeper: Sweeper, result: SweepResult, stop: Callable[[], bool]) -> None:

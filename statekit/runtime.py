@@ -29,7 +29,7 @@ from statekit.errors import (
     StoreError,
 )
 from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.base import AfterCommit, Store
+from statekit.store.protocol import AfterCommit, Store
 
 __all__ = ["Listener", "Runner", "retry_on_conflict"]
 
@@ -116,10 +116,8 @@ class Runner:
         self.store = store
         self.clock = clock or machine.clock
         self.listeners = tuple(listeners)
-        self._state_writer: Callable[[object], StateWriter | None] | None = getattr(
-            store, "state_writer", None
-        )
-        self._foreign_error: ForeignError | None = getattr(store, "foreign_error", None)
+        self._state_writer: Callable[[object], StateWriter | None] = store.state_writer
+        self._foreign_error: ForeignError = store.foreign_error
 
     def start(self, entity: object) -> Snapshot:
         """Put a new entity in the initial state and store it at version 0.
@@ -166,7 +164,7 @@ class Runner:
         try:
             return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
         except Exception as exc:
-            if self._foreign_error is None or isinstance(exc, StatekitError):
+            if isinstance(exc, StatekitError):
                 raise
             translated = self._foreign_error(exc, self.machine.name, entity, event)
             if translated is None:
@@ -200,8 +198,7 @@ class Runner:
                 correlation_id=correlation_id,
                 idempotency_key=idempotency_key,
             )
-            state_writer = self._state_writer
-            write = None if state_writer is None else state_writer(entity)
+            write = self._state_writer(entity)
             restore = machine.stage(entity, plan, write=write)
             after_commit: AfterCommit | None = None
             if plan.branch.effects or self.listeners:
@@ -256,7 +253,7 @@ class Runner:
             ConcurrentTransitionError: every attempt lost its race.
         """
 
-        unit = getattr(self.store, "firing", None) or self.store.transaction
+        unit = self.store.firing
         self._refuse_nested(str(key), event)  # before the unit waits on a lock
 
         def attempt() -> TransitionRecord:

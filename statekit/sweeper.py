@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from statekit.clock import Clock
 from statekit.compensation import Backoff, CompensationTask
 from statekit.deadlines import DeadlineSide, SweepResult
-from statekit.drain import HandlerUnit, drain
+from statekit.drain import drain
 from statekit.engine import Machine
 from statekit.errors import (
     StatekitError,
@@ -36,72 +35,14 @@ from statekit.errors import (
 )
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner
+from statekit.store.protocol import COMPENSATIONS_DUE, SweepStore
 
 __all__ = ["COMPENSATIONS_DUE", "DEFAULT_HANDLER_TIMEOUT", "SweepResult", "SweepStore", "Sweeper"]
-
-COMPENSATIONS_DUE = "@compensations"
-"""What `SweepStore.due` reports when a compensation is due."""
 
 DEFAULT_HANDLER_TIMEOUT = timedelta(minutes=1)
 """The default `handler_timeout` (half the lease instead, when that is shorter)."""
 
 logger = logging.getLogger("statekit.sweeper")
-
-
-class SweepStore(Protocol):
-    """What a store offers the sweeper on top of the `Store` protocol."""
-
-    def overdue_batch(
-        self, entity_type: str, now: datetime, limit: int
-    ) -> AbstractContextManager[Any]: ...
-
-    def due(self, entity_types: Sequence[str], now: datetime) -> set[str]: ...
-
-    def add_compensations(
-        self, entity: object, tasks: Sequence[CompensationTask], now: datetime
-    ) -> None: ...
-
-    def claim_compensations(
-        self, now: datetime, limit: int, lease: timedelta
-    ) -> list[CompensationTask]: ...
-
-    def complete_compensation(
-        self, task: CompensationTask, entity: object, now: datetime
-    ) -> int: ...
-
-    def fail_compensation(
-        self,
-        task: CompensationTask,
-        now: datetime,
-        *,
-        error: str,
-        next_attempt_at: datetime,
-        dead: bool,
-    ) -> None: ...
-
-    def claimed_step(self, task: CompensationTask, entity: object) -> TransitionRecord | None: ...
-
-    def reopen_dead_compensations(
-        self, entity: object, now: datetime, extra_attempts: int
-    ) -> int: ...
-
-    def cancel_compensations(
-        self, entity: object, now: datetime, *, reason: str | None = None
-    ) -> int: ...
-
-    def handler_unit(self, entity_type: str, key: str) -> AbstractContextManager[HandlerUnit]: ...
-
-    def database_clock(self) -> Clock: ...
-
-    def stuck(self, entity_type: str) -> list[Snapshot]: ...
-
-    def compensations(
-        self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
-    ) -> list[CompensationTask]: ...
-
-    def session_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
-
-    def steps(self, entity: object) -> list[TransitionRecord]: ...
 
 
 class Sweeper(DeadlineSide):
@@ -152,10 +93,15 @@ class Sweeper(DeadlineSide):
                 f"lease ({lease}): a handler still running when its lease ends could be "
                 "run again by another sweeper"
             )
+        store = runners[0].store
+        if not isinstance(store, SweepStore):
+            raise StoreError(
+                f"{type(store).__name__} cannot run the sweeper: it does not implement "
+                f"statekit.store.protocol.SweepStore (SQLAlchemyStore does)"
+            )
         self.runners = {r.machine.name: r for r in runners}
-        self.store: SweepStore = runners[0].store  # type: ignore[assignment]
-        database_clock = getattr(self.store, "database_clock", None)
-        self.clock = clock or (database_clock() if database_clock else runners[0].clock)
+        self.store: SweepStore = store
+        self.clock = clock or store.database_clock()
         self.batch_size = batch_size
         self.lease = lease
         self.handler_timeout = handler_timeout

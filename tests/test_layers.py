@@ -38,6 +38,8 @@ STORE = "statekit.store"
 ABOVE_THE_STORE = (
     "statekit.runtime",
     "statekit.sweeper",
+    "statekit.deadlines",
+    "statekit.drain",
     "statekit.cli",
     "statekit.diagrams",
     "statekit.interop",
@@ -55,19 +57,18 @@ CORE = (
     "statekit.clock",
     "statekit.compensation",
     "statekit.deadlines",
+    "statekit.drain",
     "statekit.runtime",
     "statekit.sweeper",
     "statekit.store",
     "statekit.store.base",
+    "statekit.store.protocol",
     "statekit.store.memory",
 )
 CORE_THIRD_PARTY = {"pydantic"}
 STORE_HOSTS = ("statekit.cli.sqlalchemy", "statekit.contrib")
 
 ALLOWED = {
-    # COMPENSATIONS_DUE lives in the sweeper; it moves below both to the store protocol
-    # module (issue 12, store protocols and sweeper drain, being rewritten now).
-    ("store imports upward", "statekit.store.sqlalchemy.sweep", "statekit.sweeper"),
     # The CLI builds its SQLAlchemyStore in commands.py (open_store, db create, db sql)
     # until the standalone host moves to statekit/cli/sqlalchemy.py (issue 12, CLI).
     ("concrete store outside its host", "statekit.cli.commands", "statekit.store.sqlalchemy"),

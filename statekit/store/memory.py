@@ -12,12 +12,12 @@ from typing import Any
 from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.base import AfterCommit
+from statekit.store.protocol import AfterCommit, Store
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(Store):
     """Keeps snapshots, history and idempotency keys in dictionaries, under a lock.
 
     It holds every other store to the same behaviour through the shared contract

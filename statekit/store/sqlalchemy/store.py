@@ -39,7 +39,7 @@ from statekit.errors import (
     StoreError,
 )
 from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.base import AfterCommit
+from statekit.store.protocol import AfterCommit, SweepStore
 from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.driver import DriverPath, DriverUnit, apply_detached, driver_unit
@@ -65,7 +65,7 @@ from statekit.store.sqlalchemy.writeback import note_written
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
 
-class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
+class SQLAlchemyStore(Queries, LifeOperations, SweepOperations, SweepStore):
     """Persists transitions of registered entity classes through SQLAlchemy.
 
     Args:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Snapshot, TransitionRecord
+from statekit.store.protocol import COMPENSATIONS_DUE
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
@@ -42,7 +43,6 @@ from statekit.store.sqlalchemy.outbox import (
 )
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 from statekit.store.sqlalchemy.writeback import guard_session_unit
-from statekit.sweeper import COMPENSATIONS_DUE
 
 UNIT_CALLBACKS = "statekit_unit_callbacks"
 """`Session.info` key of the after-commit callbacks of statekit's own units of work."""

@@ -1,0 +1,249 @@
+"""What a store provides, split by who needs it.
+
+- `Store`: what the `Runner` needs to fire events (load, create, apply, history, a
+  unit of work). Every member is declared; the optional ones have defaults here, so a
+  store that subclasses `Store` implements only what it does differently.
+- `SweepStore`: what the `Sweeper` needs on top (claims of overdue instances, the
+  compensation outbox, the drain's units, the database's clock), with the objects it
+  hands out: `OverdueBatch` and `HandlerUnit`.
+
+This module imports only the records, the entity helpers and the error tree: the
+runtime, the sweeper and every store depend on it, never the other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from statekit.clock import Clock
+from statekit.compensation import CompensationTask
+from statekit.entity import StateWriter
+from statekit.errors import StoreError
+from statekit.records import Plan, Snapshot, TransitionRecord
+
+__all__ = [
+    "COMPENSATIONS_DUE",
+    "AfterCommit",
+    "HandlerUnit",
+    "OverdueBatch",
+    "Store",
+    "SweepStore",
+]
+
+AfterCommit = Callable[[TransitionRecord], None]
+"""Called with the written record once the write is durable; never on rollback."""
+
+COMPENSATIONS_DUE = "@compensations"
+"""What `SweepStore.due` reports when a compensation is due."""
+
+CompensatedSteps = Mapping[tuple[str, int], Sequence[tuple[str, str, str]]]
+"""`Machine.compensated_steps`: per (state, version), the steps that declare an undo."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where snapshots and history live; what the `Runner` needs.
+
+    Implementations guarantee that `apply` is atomic (state, version and history row
+    together or not at all) and compare-and-set on the version. A key names one
+    instance's life: `create` under a key an earlier, deleted instance had starts
+    clean (no history, no idempotency keys of the old one).
+
+    `firing`, `state_writer` and `foreign_error` have defaults here; a store that
+    subclasses `Store` overrides them only to do better.
+    """
+
+    def load(self, entity_type: str, key: str) -> Snapshot:
+        """Return the stored snapshot.
+
+        Raises:
+            InstanceNotFoundError: no instance has this key.
+        """
+        ...
+
+    def create(self, snapshot: Snapshot, *, entity: object | None = None) -> None:
+        """Store a new instance at the snapshot's state and version (normally 0).
+
+        Raises:
+            ConcurrentTransitionError: an instance with this key already exists.
+        """
+        ...
+
+    def apply(
+        self,
+        plan: Plan,
+        *,
+        entity: object | None = None,
+        after_commit: AfterCommit | None = None,
+    ) -> TransitionRecord:
+        """Write the plan: new state and version plus one history row, atomically,
+        only if the stored version still equals `plan.expected_version`.
+
+        Raises:
+            ConcurrentTransitionError: the stored version moved on, or the
+                idempotency key was recorded meanwhile.
+            InstanceNotFoundError: the instance does not exist.
+        """
+        ...
+
+    def history(
+        self, entity_type: str, key: str, *, idempotency_key: str | None = None
+    ) -> Sequence[TransitionRecord]:
+        """Return the instance's transitions, oldest first; with `idempotency_key`,
+        only the one recorded under that key (or none)."""
+        ...
+
+    def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
+        """Return up to `limit` instances whose deadline is at or before `now` and
+        that are not stuck, earliest deadline first."""
+        ...
+
+    def transaction(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
+        """Load the entity object for one unit of work: transitions fired on it inside
+        the block commit together on a clean exit and roll back on an exception.
+
+        Raises:
+            InstanceNotFoundError: no instance has this key.
+        """
+        ...
+
+    def firing(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
+        """Like `transaction`, for a block that fires exactly one event on the entity
+        and does nothing else with it (`Runner.fire_by_key`); knowing that, a store
+        may make the one `apply` its own atomic commit. By default, `transaction`."""
+        return self.transaction(entity_type, key)
+
+    def state_writer(self, entity: object) -> StateWriter | None:
+        """How the `Runner` sets the state attributes of `entity`, which the store may
+        have loaded itself in a unit (the cheapest way its objects allow; `apply`
+        writes the same values). By default None: plain attribute assignment."""
+        return None
+
+    def foreign_error(
+        self, error: BaseException, entity_type: str, entity: object, event: str
+    ) -> StoreError | None:
+        """The `StoreError` for an exception the store's database raised outside the
+        store's own calls while `Runner.fire` worked on `entity` (an ORM attribute
+        reloading from a database that is down, say); None lets it through as it is.
+        By default None."""
+        return None
+
+
+class OverdueBatch(Protocol):
+    """Overdue instances claimed by one sweeper transaction (`SweepStore.overdue_batch`)."""
+
+    @property
+    def snapshots(self) -> Sequence[Snapshot]:
+        """The claimed instances, earliest deadline first."""
+        ...
+
+    def entity(self, key: str) -> Any:
+        """The entity object of a claimed instance, in the batch's transaction."""
+        ...
+
+    def forget(self, entity: object) -> None:
+        """Drop an entity whose fire failed, so the batch's commit does not write it."""
+        ...
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A block whose writes roll back alone when it raises (per-instance isolation)."""
+        ...
+
+    def set_aside(self, snapshot: Snapshot, note: str, since: datetime, until: datetime) -> bool:
+        """Mark an instance the sweeper could not handle, to be tried again at `until`;
+        False when the row moved on meanwhile."""
+        ...
+
+    def mark(
+        self, plans: Sequence[Plan], compensated_steps: CompensatedSteps, now: datetime
+    ) -> tuple[list[TransitionRecord], int]:
+        """Mark instances stuck (set-based) and schedule their compensations; returns
+        the `@stuck` records and how many compensations were scheduled."""
+        ...
+
+
+class HandlerUnit(Protocol):
+    """One compensation's entity, held by the store for the drain: a transaction is
+    open only while statekit checks (`relock`) and completes, never around the handler."""
+
+    entity: Any
+
+    def release(self) -> None:
+        """End the read transaction: from here until `relock` no lock is held."""
+        ...
+
+    def relock(self) -> Snapshot:
+        """Begin the completion transaction, lock the row and return what it holds."""
+        ...
+
+    def discard(self) -> None:
+        """Roll back everything the handler wrote."""
+        ...
+
+    def abandon(self) -> None:
+        """The handler outlived its timeout: its thread owns the unit from now on."""
+        ...
+
+    def close(self) -> None:
+        """Roll back whatever is open and release the connection."""
+        ...
+
+
+@runtime_checkable
+class SweepStore(Store, Protocol):
+    """What the `Sweeper` needs on top of `Store`: claims, the outbox and its units."""
+
+    def overdue_batch(
+        self, entity_type: str, now: datetime, limit: int
+    ) -> AbstractContextManager[OverdueBatch]: ...
+
+    def due(self, entity_types: Sequence[str], now: datetime) -> set[str]: ...
+
+    def add_compensations(
+        self, entity: object, tasks: Sequence[CompensationTask], now: datetime
+    ) -> None: ...
+
+    def claim_compensations(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[CompensationTask]: ...
+
+    def complete_compensation(
+        self, task: CompensationTask, entity: object, now: datetime
+    ) -> int: ...
+
+    def fail_compensation(
+        self,
+        task: CompensationTask,
+        now: datetime,
+        *,
+        error: str,
+        next_attempt_at: datetime,
+        dead: bool,
+    ) -> None: ...
+
+    def claimed_step(self, task: CompensationTask, entity: object) -> TransitionRecord | None: ...
+
+    def reopen_dead_compensations(
+        self, entity: object, now: datetime, extra_attempts: int
+    ) -> int: ...
+
+    def cancel_compensations(
+        self, entity: object, now: datetime, *, reason: str | None = None
+    ) -> int: ...
+
+    def handler_unit(self, entity_type: str, key: str) -> AbstractContextManager[HandlerUnit]: ...
+
+    def database_clock(self) -> Clock: ...
+
+    def stuck(self, entity_type: str) -> list[Snapshot]: ...
+
+    def compensations(
+        self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
+    ) -> list[CompensationTask]: ...
+
+    def session_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
+
+    def steps(self, entity: object) -> list[TransitionRecord]: ...
