@@ -17,13 +17,14 @@ Everything here is pure: the builders take records and counts, never a database.
 from __future__ import annotations
 
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from statekit.definition import MachineSpec, StateSpec, TransitionSpec
+from statekit.diagrams.timeouts import format_duration, timeout_text, undo_candidates
 from statekit.engine import Machine
 from statekit.records import Snapshot, TransitionRecord
 
@@ -195,26 +196,6 @@ class Graph:
 
 # -- formatting ------------------------------------------------------------------------
 
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
-
-def format_duration(value: timedelta) -> str:
-    """Format a duration the way people write it: ``30m``, ``2h``, ``1d 12h``.
-
-    Whole units only, largest first, at most two of them; below a second it
-    shows milliseconds.
-    """
-    total = value.total_seconds()
-    if total < 1:
-        return f"{round(total * 1000)}ms"
-    seconds = int(total)
-    parts: list[str] = []
-    for unit, size in _UNITS:
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return " ".join(parts[:2])
-
 
 def _moment(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
@@ -234,53 +215,6 @@ def _guard_texts(transition: TransitionSpec) -> tuple[str, ...]:
     return (*transition.guards, *(f"not {name}" for name in transition.unless))
 
 
-_UNDO_SHOWN = 3
-"""How many compensations a stuck timeout's text names (nearest first)."""
-
-
-def _undo_candidates(spec: MachineSpec) -> dict[str, tuple[str, ...]]:
-    """Per state, the compensations a stuck instance there may have to run, nearest
-    step first: at most `_UNDO_SHOWN`, plus an ellipsis when there are more.
-
-    These are the compensations of the transitions from which the state can be
-    reached, ranked by how many steps back they lie (then by declaration order);
-    which of them actually run depends on the steps the instance took. One
-    breadth-first walk forward from every compensated step at once, in which each
-    state keeps only its nearest few, makes this linear in the machine's size.
-    """
-    successors: dict[str, list[str]] = {s.name: [] for s in spec.states}
-    for t in spec.transitions:
-        for source in dict.fromkeys(t.sources):
-            successors.setdefault(source, []).append(t.target)
-    keep = _UNDO_SHOWN + 1  # one more than shown, to know there are more
-    found: dict[str, list[str]] = {}
-    # (compensation, state it is offered in); a transition's compensation is
-    # nearest in its own target, one step further in each state after that
-    queue = deque((t.compensation, t.target) for t in spec.transitions if t.compensation)
-    while queue:
-        compensation, state = queue.popleft()
-        names = found.setdefault(state, [])
-        if len(names) >= keep or compensation in names:
-            continue
-        names.append(compensation)
-        queue.extend((compensation, following) for following in successors.get(state, ()))
-    return {
-        state: (*names[:_UNDO_SHOWN], "…") if len(names) > _UNDO_SHOWN else tuple(names)
-        for state, names in found.items()
-    }
-
-
-def _timeout_text(state: StateSpec, undo: tuple[str, ...]) -> str | None:
-    if state.timeout is None:
-        return None
-    after = format_duration(state.timeout.after)
-    if state.timeout.event is not None:
-        return f"after {after}: {state.timeout.event}"
-    if undo:
-        return f"after {after}: stuck; then undo {', '.join(undo)}"
-    return f"after {after}: stuck"
-
-
 # -- builders --------------------------------------------------------------------------
 
 
@@ -289,18 +223,20 @@ def machine_graph(machine: Machine | MachineSpec) -> Graph:
 
     States come in declaration order, transitions in declaration order with one edge
     per source. A state's timeout becomes a text on the state ("after 30m: abandon",
-    or "after 30m: stuck, undo release_stock" when it has no event) and, when it
-    fires an event, marks that event's edges from the state.
+    or "after 30m: stuck; then undo release_stock" when it has no event) and, when
+    it fires an event, marks that event's edges from the state. A timeout that marks
+    instances stuck also gets an `@compensated` edge into the machine's compensated
+    state, where the sweeper moves them once their compensations ran.
     """
     spec = _spec_of(machine)
     timeouts = {s.name: s.timeout for s in spec.states if s.timeout is not None}
-    undo = _undo_candidates(spec)
+    undo = undo_candidates(spec)
     nodes = tuple(
         Node(
             name=s.name,
             kind=_kind(s),
             description=s.description,
-            timeout=_timeout_text(s, undo.get(s.name, ())),
+            timeout=timeout_text(s, undo.get(s.name, ())),
         )
         for s in spec.states
     )
