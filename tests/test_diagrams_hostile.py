@@ -44,6 +44,7 @@ HOSTILE = (
     "end note",
     "END   Note early",
     "tab\tbell\x07 escape\x1b[31m nul\x00 del\x7f cr\r lf\n ls\u2028 end",
+    "ends in the direction",
 )
 
 
@@ -52,7 +53,7 @@ def hostile_graph() -> Graph:
     renderer is tested on its own, whatever the definition accepts)."""
     nodes = tuple(
         Node(
-            name=f"s{i}",
+            name=f"tb{i}",
             kind="initial" if i == 0 else "normal",
             description=text,
             timeout=f"after 1h: stuck; then undo {text}",
@@ -62,8 +63,8 @@ def hostile_graph() -> Graph:
     )
     edges = tuple(
         Edge(
-            source=f"s{i}",
-            target=f"s{(i + 1) % len(HOSTILE)}",
+            source=f"tb{i}",
+            target=f"tb{(i + 1) % len(HOSTILE)}",
             event=f"go{i}",
             guards=(text,),
             compensation=text,
@@ -106,6 +107,8 @@ def test_mermaid_text_cannot_become_statements_or_configuration() -> None:
     statements = mermaid_statements(mermaid)
     directions = [s for s in statements if re.search(r"(?i)direction\s+(LR|RL|TB|BT)", s)]
     assert directions == ["    direction LR"]
+    # Mermaid's pattern is `.*direction\s+TB`, and \s+ spans a line break
+    assert re.findall(r"(?i)direction\s+(?:LR|RL|TB|BT)", mermaid) == ["direction LR"]
     # every note closes on its own 'end note' line, and nothing else does
     notes = [s for s in statements if s.lstrip().startswith("note ")]
     assert len(notes) == len(graph.nodes)
@@ -125,7 +128,7 @@ def test_mermaid_title_keeps_its_text_but_not_configuration() -> None:
     assert "%" not in head
     # YAML double-quoted escapes: \x25 is '%'
     title = head[len("title: ") :].strip()
-    decoded = json.loads(title.replace("\\x25", "%"))
+    decoded = json.loads(re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), title))
     assert decoded == "hostile %%{init: {'theme': 'dark'}}%% direction TB"
 
 

@@ -34,7 +34,9 @@ _ENTITIES = {
 }
 _ENTITY_RE = re.compile("|".join(re.escape(c) for c in _ENTITIES))
 # words Mermaid's lexer acts on wherever they appear in a line
-_LEXED_WORDS = re.compile(r"(?i)direction(?=\s)|end\s+note")
+# (a value may end in "direction": the next line may start with "TB")
+_LEXED_WORDS = re.compile(r"(?i)direction(?=\s|$)|end\s+note")
+_TITLE_WORDS = re.compile(r"(?i)direction|end\s+note")
 _KEYWORDS = frozenset(
     {"state", "note", "class", "classdef", "direction", "default", "scale", "hide", "end"}
 )
@@ -61,9 +63,10 @@ def text(value: str, *, note: bool = False) -> str:
 
 
 def _title(value: str) -> str:
-    """`value` as a YAML double-quoted string for the front matter, with ``%``
-    written as ``\\x25`` so that no ``%%{`` appears in the text."""
-    return json.dumps(printable(value)).replace("%", "\\x25")
+    """`value` as a YAML double-quoted string for the front matter, with ``%`` and
+    the first letter of each lexed word written as YAML escapes (``\\x25``)."""
+    quoted = json.dumps(printable(value)).replace("%", "\\x25")
+    return _TITLE_WORDS.sub(lambda m: f"\\x{ord(m.group(0)[0]):02x}{m.group(0)[1:]}", quoted)
 
 
 def _ids(graph: Graph) -> dict[str, str]:
