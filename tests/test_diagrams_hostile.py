@@ -192,6 +192,9 @@ def test_a_persons_retry_and_resolve_are_labelled_with_the_person() -> None:
     for text in (to_dot(graph), to_mermaid(graph)):
         assert "by clerk-ann" in text
         assert "by clerk-bo" in text
+    # the two self-loops on paid are one loop, in Mermaid as in DOT
+    (loop,) = [line for line in to_mermaid(graph).splitlines() if "paid --> paid" in line]
+    assert "3. @stuck / by statekit-sweeper · 4. @retry / by clerk-ann" in loop
 
 
 def cubic_points(points: list[list[float]]) -> list[tuple[float, float]]:
