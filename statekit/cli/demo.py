@@ -281,11 +281,15 @@ def _write_diagrams(day: _Day, directory: Path, echo: Callable[[str], None]) -> 
         ),
     }
     written = []
+    missing: GraphvizNotInstalledError | None = None
     for name, graph in graphs.items():
-        try:
-            path = directory / f"{name}.svg"
-            path.write_bytes(render(graph, "svg"))
-        except GraphvizNotInstalledError:
+        if missing is None:
+            try:
+                path = directory / f"{name}.svg"
+                path.write_bytes(render(graph, "svg"))
+            except GraphvizNotInstalledError as exc:
+                missing = exc
+        if missing is not None:
             path = directory / f"{name}.dot"
             path.write_text(to_dot(graph))
         written.append(path)
@@ -296,3 +300,9 @@ def _write_diagrams(day: _Day, directory: Path, echo: Callable[[str], None]) -> 
     echo("diagrams:")
     for path in written:
         echo(f"  {path}")
+    if missing is not None:
+        echo(
+            "Graphviz 'dot' was not found, so the diagrams are .dot instead of .svg; "
+            "install Graphviz (e.g. apt-get install graphviz) and run the demo again "
+            "for SVG, or draw one with 'dot -Tsvg FILE.dot -o FILE.svg'"
+        )

@@ -24,6 +24,7 @@ from statekit.diagrams.graph import (
 )
 from statekit.diagrams.mermaid import to_mermaid
 from statekit.diagrams.render import (
+    GraphvizError,
     GraphvizNotInstalledError,
     render,
     stale_diagrams,
@@ -33,6 +34,7 @@ from statekit.diagrams.render import (
 __all__ = [
     "Edge",
     "Graph",
+    "GraphvizError",
     "GraphvizNotInstalledError",
     "Node",
     "format_duration",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import textwrap
 
-from statekit.diagrams.graph import Edge, Graph, Node
+from statekit.diagrams.graph import Edge, Graph, Node, printable
 
 __all__ = ["to_dot"]
 
@@ -36,18 +36,19 @@ _START = "[*]"  # cannot clash with a state: not a valid state name
 
 
 def quote(text: str) -> str:
-    """Quote `text` as a DOT id."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """Quote `text` as a DOT id (control characters become spaces)."""
+    return '"' + printable(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def html(text: str) -> str:
-    """Escape `text` for a Graphviz HTML-like label."""
+    """Escape `text` for a Graphviz HTML-like label: markup characters become
+    entities and control characters, which XML forbids, spaces."""
     return (
-        text.replace("&", "&amp;")
+        printable(text)
+        .replace("&", "&amp;")
         .replace("<", "&lt;")
         .replace(">", "&gt;")
         .replace('"', "&quot;")
-        .replace("\n", " ")
     )
 
 
@@ -117,7 +118,7 @@ def _node(node: Node) -> str:
     return f"  {quote(node.name)} {_attrs(pairs)};"
 
 
-def _edge_label(edge: Edge, faded: bool) -> str:
+def _edge_rows(edge: Edge, faded: bool) -> list[str]:
     ink = _FAINT_TEXT if faded else (_PATH if edge.emphasis else _INK)
     head = f"<b>{html(edge.event)}</b>"
     if edge.steps:
@@ -132,16 +133,22 @@ def _edge_label(edge: Edge, faded: bool) -> str:
     if edge.compensation:
         undo = _FAINT_TEXT if faded else _UNDO
         rows += _font(f"undo: {edge.compensation}", color=undo, size=9, style="i")
-    if edge.system:
-        rows += _font("by statekit", color=_FAINT_TEXT, size=9, style="i")
+    if edge.byline:
+        rows += _font(edge.byline, color=_FAINT_TEXT, size=9, style="i")
     if not edge.declared:
         rows += _font("not in the definition", color=_UNDECLARED, size=9)
-    return _table(rows)
+    return rows
 
 
-def _edge(edge: Edge, heaviest: int) -> str:
+def _is_stuck_mark(edge: Edge) -> bool:
+    return edge.system and edge.event == "@stuck" and not edge.faded
+
+
+def _edge(edge: Edge, heaviest: int, labelled: tuple[Edge, ...] = ()) -> str:
+    """One edge, styled as `edge` and labelled with `labelled` (default: itself)."""
     faded = edge.faded
-    pairs: list[tuple[str, str]] = [("label", _edge_label(edge, faded))]
+    rows = [row for e in labelled or (edge,) for row in _edge_rows(e, e.faded)]
+    pairs: list[tuple[str, str]] = [("label", _table(rows))]
     styles = []
     if edge.timeout or edge.system:
         styles.append("dashed")
@@ -158,6 +165,8 @@ def _edge(edge: Edge, heaviest: int) -> str:
         pairs += [("color", _FAINT)]
         if "dashed" not in styles:
             styles.append("dotted" if edge.count == 0 else "solid")
+    if _is_stuck_mark(edge):
+        pairs += [("color", _STUCK)]
     if not edge.declared:
         pairs += [("color", _UNDECLARED)]
         styles = ["dashed"]
@@ -169,20 +178,48 @@ def _edge(edge: Edge, heaviest: int) -> str:
 
 _LEGENDS = {
     "machine": "double border: final state · dashed: fired by the state's timeout"
-    " · [guard] · undo: compensation",
+    " or by statekit · [guard] · undo: compensation",
     "instance": "1, 2, …: the instance's steps in order · blue: its path"
     " · amber: where it is now · faint: not taken",
-    "heat": "(n): times taken · width: traffic · faint: never taken"
-    " · red: stuck, or not in the definition",
+    "heat": "(n): times taken · width: traffic · faint: never taken",
 }
+
+
+def _legend(graph: Graph) -> str:
+    """The view's legend, promising red only for what is drawn red."""
+    parts = [_LEGENDS[graph.view]]
+    if any(n.is_stuck for n in graph.nodes) or any(_is_stuck_mark(e) for e in graph.edges):
+        parts.append("red: stuck")
+    if not all(n.declared for n in graph.nodes) or not all(e.declared for e in graph.edges):
+        parts.append("red dashed: not in the definition")
+    return " · ".join(parts)
 
 
 def _caption(graph: Graph) -> str:
     rows = [f'<font point-size="14"><b>{html(graph.title)}</b></font>']
     if graph.description:
         rows += _font(graph.description, color=_MUTED, size=11, width=100)
-    rows += _font(_LEGENDS[graph.view], color=_FAINT_TEXT, size=9, width=200)
+    rows += _font(_legend(graph), color=_FAINT_TEXT, size=9, width=200)
     return _table(rows)
+
+
+def _edges(graph: Graph, heaviest: int) -> list[str]:
+    """Every edge; the self-loops of one state become one loop with their labels
+    stacked (separate loops nest, each crossing the other's label), styled as the
+    first of them on the instance's path, else the first."""
+    loops: dict[str, list[Edge]] = {}
+    for edge in graph.edges:
+        if edge.source == edge.target:
+            loops.setdefault(edge.source, []).append(edge)
+    out = []
+    for edge in graph.edges:
+        if edge.source != edge.target:
+            out.append(_edge(edge, heaviest))
+        elif loops[edge.source][0] is edge:
+            group = tuple(loops[edge.source])
+            lead = next((e for e in group if e.emphasis), edge)
+            out.append(_edge(lead, heaviest, group))
+    return out
 
 
 def to_dot(graph: Graph) -> str:
@@ -252,6 +289,6 @@ def to_dot(graph: Graph) -> str:
         )
         out.append(f"  {quote(_START)} -> {quote(name)} " + _attrs([("color", _INK)]) + ";")
     out.extend(_node(node) for node in graph.nodes)
-    out.extend(_edge(edge, heaviest) for edge in graph.edges)
+    out.extend(_edges(graph, heaviest))
     out.append("}")
     return "\n".join(out) + "\n"

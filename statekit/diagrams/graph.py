@@ -16,13 +16,15 @@ Everything here is pure: the builders take records and counts, never a database.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from statekit.definition import MachineSpec, StateSpec, TransitionSpec
+from statekit.diagrams.timeouts import format_duration, timeout_text, undo_candidates
 from statekit.engine import Machine
 from statekit.records import Snapshot, TransitionRecord
 
@@ -37,6 +39,7 @@ __all__ = [
     "heat_graph",
     "instance_graph",
     "machine_graph",
+    "printable",
     "state_counts",
     "transition_counts",
 ]
@@ -45,6 +48,16 @@ NodeKind = Literal["initial", "normal", "final"]
 View = Literal["machine", "instance", "heat"]
 TransitionKey = tuple[str, str, str]
 """A transition as `(source, event, target)`."""
+
+
+_BY_HAND = frozenset({"@retry", "@resolve"})
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]+")
+
+
+def printable(value: str) -> str:
+    """`value` with every control character, line break and lone surrogate replaced
+    by a space: what any renderer may draw on one line."""
+    return _UNPRINTABLE.sub(" ", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,7 @@ class Edge:
         declared: False for a transition seen in the data that the definition lacks.
         system: One of statekit's own transitions (`@stuck`, `@resolve`, `@retry`,
             `@compensated`): recorded by the sweeper or a person, not declared.
+        actors: Instance view: who took it, from the history (in step order).
     """
 
     source: str
@@ -116,11 +130,22 @@ class Edge:
     faded: bool = False
     declared: bool = True
     system: bool = False
+    actors: tuple[str, ...] = ()
 
     @property
     def key(self) -> TransitionKey:
         """The edge as `(source, event, target)`."""
         return (self.source, self.event, self.target)
+
+    @property
+    def byline(self) -> str | None:
+        """Who takes one of statekit's own transitions: the recorded actors, else
+        a person for `@retry` and `@resolve` and statekit for the others."""
+        if not self.system:
+            return None
+        if self.actors:
+            return "by " + ", ".join(self.actors)
+        return "by hand" if self.event in _BY_HAND else "by statekit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,26 +196,6 @@ class Graph:
 
 # -- formatting ------------------------------------------------------------------------
 
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
-
-def format_duration(value: timedelta) -> str:
-    """Format a duration the way people write it: ``30m``, ``2h``, ``1d 12h``.
-
-    Whole units only, largest first, at most two of them; below a second it
-    shows milliseconds.
-    """
-    total = value.total_seconds()
-    if total < 1:
-        return f"{round(total * 1000)}ms"
-    seconds = int(total)
-    parts: list[str] = []
-    for unit, size in _UNITS:
-        amount, seconds = divmod(seconds, size)
-        if amount:
-            parts.append(f"{amount}{unit}")
-    return " ".join(parts[:2])
-
 
 def _moment(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
@@ -210,48 +215,6 @@ def _guard_texts(transition: TransitionSpec) -> tuple[str, ...]:
     return (*transition.guards, *(f"not {name}" for name in transition.unless))
 
 
-def _undo_candidates(spec: MachineSpec, state: str) -> tuple[str, ...]:
-    """Compensations a stuck instance in `state` may have to run, nearest step first.
-
-    These are the compensations of every transition from which `state` can be
-    reached; which of them actually run depends on the steps the instance took.
-    """
-    successors: dict[str, set[str]] = {s.name: set() for s in spec.states}
-    for t in spec.transitions:
-        for source in t.sources:
-            successors.setdefault(source, set()).add(t.target)
-    # distance of each state to `state`, walking edges backwards
-    distance = {state: 0}
-    frontier = [state]
-    while frontier:
-        following: list[str] = []
-        for name in frontier:
-            for source, targets in successors.items():
-                if name in targets and source not in distance:
-                    distance[source] = distance[name] + 1
-                    following.append(source)
-        frontier = following
-    found: dict[str, int] = {}
-    for index, t in enumerate(spec.transitions):
-        if t.compensation is None or t.target not in distance:
-            continue
-        rank = distance[t.target] * len(spec.transitions) + index
-        found[t.compensation] = min(found.get(t.compensation, rank), rank)
-    return tuple(sorted(found, key=lambda name: found[name]))
-
-
-def _timeout_text(spec: MachineSpec, state: StateSpec) -> str | None:
-    if state.timeout is None:
-        return None
-    after = format_duration(state.timeout.after)
-    if state.timeout.event is not None:
-        return f"after {after}: {state.timeout.event}"
-    undo = _undo_candidates(spec, state.name)
-    if undo:
-        return f"after {after}: stuck; then undo {', '.join(undo)}"
-    return f"after {after}: stuck"
-
-
 # -- builders --------------------------------------------------------------------------
 
 
@@ -260,17 +223,20 @@ def machine_graph(machine: Machine | MachineSpec) -> Graph:
 
     States come in declaration order, transitions in declaration order with one edge
     per source. A state's timeout becomes a text on the state ("after 30m: abandon",
-    or "after 30m: stuck, undo release_stock" when it has no event) and, when it
-    fires an event, marks that event's edges from the state.
+    or "after 30m: stuck; then undo release_stock" when it has no event) and, when
+    it fires an event, marks that event's edges from the state. A timeout that marks
+    instances stuck also gets an `@compensated` edge into the machine's compensated
+    state, where the sweeper moves them once their compensations ran.
     """
     spec = _spec_of(machine)
     timeouts = {s.name: s.timeout for s in spec.states if s.timeout is not None}
+    undo = undo_candidates(spec)
     nodes = tuple(
         Node(
             name=s.name,
             kind=_kind(s),
             description=s.description,
-            timeout=_timeout_text(spec, s),
+            timeout=timeout_text(s, undo.get(s.name, ())),
         )
         for s in spec.states
     )
@@ -293,6 +259,15 @@ def machine_graph(machine: Machine | MachineSpec) -> Graph:
                     ),
                 )
             )
+    # the sweeper moves an instance stuck by its state's timeout, once every
+    # compensation ran, into the machine's compensated state
+    target = spec.compensated_state
+    if target is not None:
+        edges += [
+            Edge(source=name, target=target, event="@compensated", system=True)
+            for name, timeout in timeouts.items()
+            if timeout.event is None and name != target
+        ]
     title = f"{spec.name} v{spec.version}"
     return Graph(
         name=spec.name,
@@ -352,8 +327,12 @@ def instance_graph(
         base, [snapshot.state], [(r.source, r.event, r.target) for r in records]
     )
     steps: dict[TransitionKey, list[int]] = {}
+    actors: dict[TransitionKey, dict[str, None]] = {}
     for position, record in enumerate(records, start=1):
-        steps.setdefault((record.source, record.event, record.target), []).append(position)
+        key = (record.source, record.event, record.target)
+        steps.setdefault(key, []).append(position)
+        if record.actor:
+            actors.setdefault(key, {})[record.actor] = None
     visited = {snapshot.state}
     for record in records:
         visited.update((record.source, record.target))
@@ -388,6 +367,7 @@ def instance_graph(
         replace(
             edge,
             steps=tuple(steps.get(edge.key, ())),
+            actors=tuple(actors.get(edge.key, ())),
             emphasis=edge.key in steps,
             faded=edge.key not in steps,
         )

@@ -1,9 +1,14 @@
 """Render a `Graph` as a Mermaid ``stateDiagram-v2``, in pure Python.
 
-Mermaid's state-diagram grammar ends a label at ``:``, ``;`` or a newline and treats
-``#`` and ``<`` specially, so label text is written with Mermaid entity codes
-(``#58;`` for ``:``) for those characters. A state whose name Mermaid would read as a
-keyword gets an alias. Output is deterministic and ends in a newline.
+Every text from the graph (names, descriptions, notes, labels, the accessible
+description) enters the output through `text`, the title through `_title`. Mermaid's
+state-diagram grammar ends a label at ``:``, ``;`` or a newline and treats ``#``,
+``<`` and ``%%{`` specially, so those characters are written as Mermaid entity codes
+(``#58;`` for ``:``); control characters become spaces; and the words Mermaid's lexer
+finds anywhere in a line (``direction LR`` makes the line a direction statement,
+``end note`` closes a note) get their first letter as an entity code. A state whose
+name Mermaid would read as a keyword gets an alias. Output is deterministic and ends
+in a newline.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 
-from statekit.diagrams.graph import Edge, Graph, Node
+from statekit.diagrams.graph import Edge, Graph, Node, printable
 
 __all__ = ["to_mermaid"]
 
@@ -26,9 +31,12 @@ _ENTITIES = {
     "{": "#123;",
     "}": "#125;",
     "%": "#37;",
-    "\n": " ",
 }
 _ENTITY_RE = re.compile("|".join(re.escape(c) for c in _ENTITIES))
+# words Mermaid's lexer acts on wherever they appear in a line
+# (a value may end in "direction": the next line may start with "TB")
+_LEXED_WORDS = re.compile(r"(?i)direction(?=\s|$)|end\s+note")
+_TITLE_WORDS = re.compile(r"(?i)direction|end\s+note")
 _KEYWORDS = frozenset(
     {"state", "note", "class", "classdef", "direction", "default", "scale", "hide", "end"}
 )
@@ -43,16 +51,22 @@ _CLASSES = {
 }
 
 
-def text(value: str) -> str:
-    """Escape `value` for a Mermaid state description, transition label or note."""
-    return _ENTITY_RE.sub(lambda m: _ENTITIES[m.group(0)], value)
-
-
-def note_text(value: str) -> str:
-    """Escape `value` for a line of a block note, which may hold ``:`` and ``;``."""
-    return _ENTITY_RE.sub(
-        lambda m: m.group(0) if m.group(0) in ":;" else _ENTITIES[m.group(0)], value
+def text(value: str, *, note: bool = False) -> str:
+    """Make `value` safe as a Mermaid state description, transition label or
+    accessible description (or, with `note`, a line of a block note, where ``:``
+    and ``;`` may stay): one line that Mermaid reads as plain text."""
+    kept = ":;" if note else ""
+    escaped = _ENTITY_RE.sub(
+        lambda m: m.group(0) if m.group(0) in kept else _ENTITIES[m.group(0)], printable(value)
     )
+    return _LEXED_WORDS.sub(lambda m: f"#{ord(m.group(0)[0])};{m.group(0)[1:]}", escaped)
+
+
+def _title(value: str) -> str:
+    """`value` as a YAML double-quoted string for the front matter, with ``%`` and
+    the first letter of each lexed word written as YAML escapes (``\\x25``)."""
+    quoted = json.dumps(printable(value)).replace("%", "\\x25")
+    return _TITLE_WORDS.sub(lambda m: f"\\x{ord(m.group(0)[0]):02x}{m.group(0)[1:]}", quoted)
 
 
 def _ids(graph: Graph) -> dict[str, str]:
@@ -89,8 +103,8 @@ def _edge_label(edge: Edge) -> str:
         parts.append(edge.timeout)
     if edge.compensation:
         parts.append(f"undo {edge.compensation}")
-    if edge.system:
-        parts.append("by statekit")
+    if edge.byline:
+        parts.append(edge.byline)
     if not edge.declared:
         parts.append("not in the definition")
     return " / ".join(parts)
@@ -121,13 +135,13 @@ def to_mermaid(graph: Graph) -> str:
     ids = _ids(graph)
     out = [
         "---",
-        f"title: {json.dumps(graph.title)}",
+        f"title: {_title(graph.title)}",
         "---",
         "stateDiagram-v2",
         "    direction LR",
     ]
     if graph.description:
-        out.append(f"    accDescr: {' '.join(graph.description.split())}")
+        out.append(f"    accDescr: {text(graph.description)}")
     for node in graph.nodes:
         sid = ids[node.name]
         if sid != node.name:
@@ -137,14 +151,25 @@ def to_mermaid(graph: Graph) -> str:
                 out.append(f"    {sid} : {text(line)}")
     for name in graph.initial:
         out.append(f"    [*] --> {ids[name]}")
+    loops: dict[str, list[str]] = {}
     for edge in graph.edges:
-        out.append(f"    {ids[edge.source]} --> {ids[edge.target]} : {text(_edge_label(edge))}")
+        if edge.source == edge.target:
+            loops.setdefault(edge.source, []).append(_edge_label(edge))
+    looped: set[str] = set()
+    for edge in graph.edges:
+        label = _edge_label(edge)
+        if edge.source == edge.target:  # one loop per state, its labels joined
+            if edge.source in looped:
+                continue
+            looped.add(edge.source)
+            label = " · ".join(loops[edge.source])
+        out.append(f"    {ids[edge.source]} --> {ids[edge.target]} : {text(label)}")
     for name in graph.finals:
         out.append(f"    {ids[name]} --> [*]")
     for node in graph.nodes:
         if node.timeout:
             out.append(f"    note right of {ids[node.name]}")
-            out += [f"        {note_text(line)}" for line in node.timeout.split("; ")]
+            out += [f"        {text(line, note=True)}" for line in node.timeout.split("; ")]
             out.append("    end note")
     classes: dict[str, list[str]] = {}
     for node in graph.nodes:

@@ -27,6 +27,7 @@ from statekit.errors import StatekitError
 
 __all__ = [
     "IMAGE_FORMATS",
+    "GraphvizError",
     "GraphvizNotInstalledError",
     "ImageFormat",
     "render",
@@ -50,7 +51,11 @@ _MISSING_PACKAGE = (
 )
 
 
-class GraphvizNotInstalledError(StatekitError):
+class GraphvizError(StatekitError):
+    """Graphviz could not draw a diagram."""
+
+
+class GraphvizNotInstalledError(GraphvizError):
     """Graphviz (the `graphviz` package or the `dot` binary) is needed to draw images
     and was not found."""
 
@@ -71,6 +76,7 @@ def render(graph: Graph | str, format: ImageFormat = "svg") -> bytes:
     Raises:
         ValueError: an unsupported format.
         GraphvizNotInstalledError: the `graphviz` package or the `dot` binary is missing.
+        GraphvizError: `dot` failed (its error output is in the message).
     """
     if format not in IMAGE_FORMATS:
         raise ValueError(f"unsupported image format {format!r}; use svg, png or pdf")
@@ -83,7 +89,17 @@ def render(graph: Graph | str, format: ImageFormat = "svg") -> bytes:
         data: bytes = graphviz.Source(source).pipe(format=format)
     except graphviz.ExecutableNotFound as exc:
         raise GraphvizNotInstalledError from exc
+    except graphviz.CalledProcessError as exc:
+        raise GraphvizError(_failure(exc.stderr, format)) from exc
     return data
+
+
+def _failure(stderr: bytes | str | None, format: str) -> str:
+    """One line saying why `dot` failed, from its error output."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", errors="replace")
+    reason = " ".join((stderr or "").split()) or "no error output"
+    return f"Graphviz 'dot' failed to draw the {format} image: {reason[:300]}"
 
 
 # -- a directory of generated diagrams -------------------------------------------------
