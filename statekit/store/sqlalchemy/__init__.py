@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from statekit.store.sqlalchemy.alembic import alembic_render_item
 from statekit.store.sqlalchemy.mixin import StateMixin
 from statekit.store.sqlalchemy.sqlite import configure_sqlite, sqlite_engine
 from statekit.store.sqlalchemy.store import SQLAlchemyStore
@@ -12,6 +13,7 @@ __all__ = [
     "StateMixin",
     "StatekitTables",
     "UTCDateTime",
+    "alembic_render_item",
     "configure_sqlite",
     "sqlite_engine",
     "statekit_tables",
