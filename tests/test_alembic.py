@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 
 from tests.sql_support import engine_for, fresh_database
 
-MODELS = '''
+MODELS = """
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -38,9 +38,9 @@ class Parcel(StateMixin, Base):
 
 
 statekit_tables(Base.metadata)
-'''
+"""
 
-ENV = '''
+ENV = """
 from alembic import context
 
 from shop_models import Base
@@ -57,7 +57,7 @@ with connectable.connect() as connection:
     with context.begin_transaction():
         context.run_migrations()
 connectable.dispose()
-'''
+"""
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
