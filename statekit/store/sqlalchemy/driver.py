@@ -81,17 +81,24 @@ def driver_path_allowed(engine: Engine) -> bool:
     """Whether nobody watches `engine`'s statements: no execution, transaction or
     error listeners besides statekit's, echo off, and no execution options (a
     schema translate map, for one, is applied only by SQLAlchemy's `Connection`)."""
-    if engine.logger.isEnabledFor(logging.INFO) or engine.get_execution_options():
-        return False
+    return watcher(engine) is None
+
+
+def watcher(engine: Engine) -> str | None:
+    """What watches `engine`'s statements (so the driver path is off), or None."""
+    if engine.logger.isEnabledFor(logging.INFO):
+        return "statement logging is on (echo, or the sqlalchemy.engine logger at INFO)"
+    if engine.get_execution_options():
+        return f"the engine has execution options ({', '.join(engine.get_execution_options())})"
     dispatch: Any = engine.dispatch
     if engine.dialect.dispatch.handle_error:
-        return False
+        return "a handle_error listener is registered on the dialect"
     own = getattr(engine, OWN_BEGIN_LISTENER, None)
     for name in _WATCHED_EVENTS:
         for listener in getattr(dispatch, name):
             if listener is not own:
-                return False
-    return True
+                return f"a {name!r} listener ({getattr(listener, '__qualname__', listener)})"
+    return None
 
 
 class Unsupported(Exception):  # noqa: N818 - internal signal, the store falls back
@@ -107,6 +114,7 @@ class DriverPath:
         self.history = history
         self.enabled = enabled and supports_driver_path(engine)
         self._firings: dict[str, DriverFiring | None] = {}
+        self._told = False  # whether the log says why the engine's watchers turned it off
 
     def forget(self, entity_type: str) -> None:
         """Drop what was built for `entity_type` (its class was registered again)."""
@@ -123,7 +131,19 @@ class DriverPath:
             firing = self._firings[name]
         else:
             firing = self._firings[name] = self._build(binding)
-        return firing if firing is not None and driver_path_allowed(self.engine) else None
+        if firing is None:
+            return None
+        watched = watcher(self.engine)
+        if watched is None:
+            return firing
+        if not self._told:
+            self._told = True
+            notes.info(
+                "fire_by_key and detached fires write through SQLAlchemy's Connection, not "
+                "the DBAPI connection: %s (see docs/persistence.md)",
+                watched,
+            )
+        return None
 
     def _build(self, binding: EntityBinding) -> DriverFiring | None:
         if binding.rows is None or binding.write_state is None:

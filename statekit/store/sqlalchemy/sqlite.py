@@ -116,6 +116,8 @@ def configure_sqlite(
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
+        if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            return  # the application's own "begin" listener (SQLAlchemy's recipe) began it
         mode = str(connection.get_execution_options().get(BEGIN_OPTION, default_begin)).upper()
         connection.exec_driver_sql("BEGIN" if mode == "DEFERRED" else f"BEGIN {mode}")
 
