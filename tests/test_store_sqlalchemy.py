@@ -586,3 +586,16 @@ def test_a_class_that_observes_its_state_keeps_the_orm_attribute_path(
     finally:
         event.remove(Coded.state, "set", on_set)
     assert coded[0].binding("coded").write_state is not None  # built without the listener
+
+
+def test_help_on_the_mixin_warns_about_nothing() -> None:
+    """`help(StateMixin)` reads every attribute of the mixin; each used to emit
+    SQLAlchemy's "unmanaged access of declarative attribute" warning (an error here)."""
+    import pydoc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = pydoc.render_doc(StateMixin, renderer=pydoc.plaintext)
+    assert [str(w.message) for w in caught] == []
+    assert "state_deadline_at" in text

@@ -22,6 +22,16 @@ from statekit.store.sqlalchemy.tables import UTCDateTime
 __all__ = ["StateMixin"]
 
 
+class _column(declared_attr[Any]):  # noqa: N801 - used as a decorator, like declared_attr
+    """`declared_attr` that stays quiet when read on `StateMixin` itself (`help()`,
+    documentation tools): there it is the declaration, not a column."""
+
+    def __get__(self, instance: object | None, owner: Any) -> Any:
+        if owner is StateMixin:
+            return self
+        return super().__get__(instance, owner)
+
+
 class StateMixin:
     """Adds state, version, entered-at, deadline, stuck and definition-version columns,
     and a deadline index (partial where the database supports it) for the sweeper."""
@@ -32,33 +42,33 @@ class StateMixin:
     def _statekit_column(cls, attribute: str) -> str:
         return cls.__statekit_columns__.get(attribute, attribute)
 
-    @declared_attr
+    @_column
     def state(cls) -> Mapped[str]:
         return mapped_column(cls._statekit_column("state"), String(64), nullable=False)
 
-    @declared_attr
+    @_column
     def state_version(cls) -> Mapped[int]:
         return mapped_column(
             cls._statekit_column("state_version"), Integer, nullable=False, default=0
         )
 
-    @declared_attr
+    @_column
     def state_entered_at(cls) -> Mapped[datetime | None]:
         return mapped_column(cls._statekit_column("state_entered_at"), UTCDateTime())
 
-    @declared_attr
+    @_column
     def state_deadline_at(cls) -> Mapped[datetime | None]:
         return mapped_column(cls._statekit_column("state_deadline_at"), UTCDateTime())
 
-    @declared_attr
+    @_column
     def stuck_at(cls) -> Mapped[datetime | None]:
         return mapped_column(cls._statekit_column("stuck_at"), UTCDateTime())
 
-    @declared_attr
+    @_column
     def stuck_reason(cls) -> Mapped[str | None]:
         return mapped_column(cls._statekit_column("stuck_reason"), Text())
 
-    @declared_attr
+    @_column
     def state_definition_version(cls) -> Mapped[int | None]:
         return mapped_column(cls._statekit_column("state_definition_version"), Integer)
 
