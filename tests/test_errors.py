@@ -9,6 +9,7 @@ from statekit import (
     CompensationError,
     ConcurrentTransitionError,
     DefinitionError,
+    DefinitionFormatError,
     DefinitionMismatchError,
     GuardRejectedError,
     IdempotencyConflictError,
@@ -27,6 +28,7 @@ from statekit import (
 
 TREE: dict[type[Exception], type[Exception]] = {
     DefinitionError: StatekitError,
+    DefinitionFormatError: DefinitionError,
     TransitionError: StatekitError,
     TransitionNotAllowedError: TransitionError,
     UnknownEventError: TransitionError,

@@ -15,6 +15,7 @@ PUBLIC = [
     "ConcurrentTransitionError",
     "Context",
     "DefinitionError",
+    "DefinitionFormatError",
     "DefinitionMismatchError",
     "Event",
     "GuardRejectedError",

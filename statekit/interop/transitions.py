@@ -113,7 +113,7 @@ from transitions.core import EventData
 from transitions.core import Transition as TransitionsTransition
 
 from statekit.clock import Clock, SystemClock
-from statekit.definition import MachineSpec, StateSpec, TransitionSpec
+from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TransitionSpec
 from statekit.engine import Handler, Machine, StateFields, _failure, _restore, _save
 from statekit.errors import (
     DefinitionError,
@@ -501,8 +501,8 @@ class _Names:
         marker = (base, identity)
         if marker in self._given:
             return self._given[marker]
-        name = re.sub(r"\W", "_", base)
-        if not _IDENTIFIER.match(name):
+        name = re.sub(r"\W", "_", base)[:100]
+        if not HANDLER_NAME.fullmatch(name):  # digits first, private or dunder
             name = f"handler_{name}"
         candidate, n = name, 1
         while candidate in self.handlers:
