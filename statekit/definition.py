@@ -39,6 +39,7 @@ __all__ = [
     "StateSpec",
     "TimeoutSpec",
     "TransitionSpec",
+    "is_name",
 ]
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -51,6 +52,11 @@ private and dunder names (`_x`, `__init__`) are refused."""
 
 _VALIDATING: ContextVar[bool] = ContextVar("statekit_validating_spec", default=False)
 _MAX_LISTED = 20  # problems listed in one error; the rest are counted
+
+
+def is_name(text: str) -> bool:
+    """Whether `text` may name a machine, state or event (pattern and length)."""
+    return len(text) <= NAME_MAX and NAME.fullmatch(text) is not None
 
 
 def _name_rule(pattern: re.Pattern[str], limit: int, column: str, rule: str) -> AfterValidator:
@@ -282,8 +288,7 @@ def _validated(build: Callable[[], _T], data: object) -> _T:
 
 def _path_part(part: object) -> str:
     text = str(part)
-    plain = len(text) <= NAME_MAX and (NAME.fullmatch(text) or text.isdigit())
-    return text if plain else bounded_repr(text, 30)
+    return text if is_name(text) or text.isdigit() else bounded_repr(text, 30)
 
 
 def _cut(text: str, limit: int) -> str:

@@ -113,7 +113,7 @@ from transitions.core import EventData
 from transitions.core import Transition as TransitionsTransition
 
 from statekit.clock import Clock, SystemClock
-from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TransitionSpec
+from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TransitionSpec, is_name
 from statekit.engine import Handler, Machine, StateFields, _failure, _restore, _save
 from statekit.errors import (
     DefinitionError,
@@ -129,9 +129,6 @@ if TYPE_CHECKING:
 __all__ = ["ImportedMachine", "from_transitions", "to_transitions"]
 
 logger = logging.getLogger("statekit")
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
 
 # -- export ----------------------------------------------------------------------------
 
@@ -725,7 +722,7 @@ def from_transitions(
     problems = importer.problems
     state_names = list(tm.states)
     problems.extend(
-        f"state {s!r} is not a valid statekit name" for s in state_names if not _IDENTIFIER.match(s)
+        f"state {s!r} is not a valid statekit name" for s in state_names if not is_name(s)
     )
     problems.extend(f"'final' names unknown state {s!r}" for s in final if s not in state_names)
     for callback_name, callbacks in _machine_wide_callbacks(tm):
@@ -741,7 +738,7 @@ def from_transitions(
     for trigger, event in tm.events.items():
         if trigger in skipped:
             continue
-        if not _IDENTIFIER.match(trigger):
+        if not is_name(trigger):
             problems.append(f"trigger {trigger!r} is not a valid statekit event name")
             continue
         branches.extend(importer.event(trigger, event.transitions))
