@@ -253,9 +253,7 @@ _T = TypeVar("_T")
 def _machine_name(data: object) -> str:
     """The machine's name for an error about `data`, if it has a usable one."""
     name = data.get("name") if isinstance(data, Mapping) else None
-    if isinstance(name, str) and len(name) <= NAME_MAX and NAME.fullmatch(name):
-        return name
-    return _UNNAMED
+    return name if isinstance(name, str) and is_name(name) else _UNNAMED
 
 
 def _validated(build: Callable[[], _T], data: object) -> _T:
