@@ -19,10 +19,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from statekit.definition import MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
+from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
 from statekit.engine import Machine
 from statekit.entity import StateFields
-from statekit.errors import DefinitionError
+from statekit.errors import DefinitionError, DefinitionFormatError
+from statekit.limits import HANDLER_NAME_MAX
 
 __all__ = ["Event", "State", "Transition", "Workflow"]
 
@@ -166,13 +167,16 @@ class _Registry:
                 self.objects[name] = value
 
     def name_of(self, ref: Ref | type[BaseModel], where: str) -> str:
+        """The spec's name for `ref`: a string as given; a callable's or model's own
+        name without leading underscores (spec names are never private); a generated
+        `<event>_<option>_<n>` for a lambda or a name that is not a plain identifier."""
         if isinstance(ref, str):
             return ref
         if isinstance(ref, staticmethod):  # referenced inside the class body
             ref = ref.__func__
-        name = getattr(ref, "__name__", "")
-        if not name or name == "<lambda>":
-            name = f"{where}#{len(self.objects)}"
+        name = str(getattr(ref, "__name__", "")).lstrip("_")
+        if len(name) > HANDLER_NAME_MAX or not HANDLER_NAME.fullmatch(name):
+            name = f"{where.replace('.', '_')}_{len(self.objects)}"
         known = self.objects.get(name)
         if known is not None and known is not ref:
             self.problems.append(f"{where}: two different callables are both named {name!r}")
@@ -194,43 +198,70 @@ def _build_spec(
     compatible_versions: Sequence[int],
     compensated_state: str | None,
     registry: _Registry,
-) -> MachineSpec:
+    problems: list[str],
+) -> MachineSpec | None:
+    """The class's spec; appends to `problems` (and returns None when no spec can be
+    built) instead of stopping at the first offender."""
     states: list[StateSpec] = []
     transitions: list[TransitionSpec] = []
-    for attr, value in vars(cls).items():
+    attributes = vars(cls)
+    for attr, value in attributes.items():
         if isinstance(value, State):
-            timeout = None
-            if value.timeout is not None:
-                timeout = TimeoutSpec(after=value.timeout, event=value.on_timeout)
-            states.append(
-                StateSpec(
-                    name=attr,
-                    initial=value.initial,
-                    final=value.final,
-                    timeout=timeout,
-                    description=value.description,
+            try:
+                timeout = None
+                if value.timeout is not None:
+                    timeout = TimeoutSpec(after=value.timeout, event=value.on_timeout)
+                states.append(
+                    StateSpec(
+                        name=attr,
+                        initial=value.initial,
+                        final=value.final,
+                        timeout=timeout,
+                        description=value.description,
+                    )
                 )
-            )
+            except DefinitionFormatError as exc:
+                problems.extend(f"state {attr!r}: {p}" for p in exc.problems)
         elif isinstance(value, Transition | Event):
             branches = value.branches if isinstance(value, Event) else (value,)
-            transitions.extend(_branch_spec(attr, b, registry) for b in branches)
-    return MachineSpec(
-        name=name,
-        version=version,
-        compatible_versions=tuple(compatible_versions),
-        states=tuple(states),
-        transitions=tuple(transitions),
-        compensated_state=compensated_state,
-        description=inspect.cleandoc(cls.__doc__ or ""),
-    )
+            for branch in branches:
+                used = (*branch.sources, branch.target)
+                if any(attributes.get(s.name) is not s for s in used):
+                    problems.append(
+                        f"event {attr!r} uses a State that is not an attribute of the workflow "
+                        "(declare every state it leaves or enters in this class)"
+                    )
+                    continue
+                try:
+                    transitions.append(_branch_spec(attr, branch, registry))
+                except DefinitionFormatError as exc:
+                    problems.extend(f"event {attr!r}: {p}" for p in exc.problems)
+    if not any(isinstance(value, State) for value in attributes.values()):
+        problems.append("no states declared (declare State attributes on the class)")
+    if problems and not states:
+        return None
+    fields: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "compatible_versions": tuple(compatible_versions),
+        "states": tuple(states),
+        "transitions": tuple(transitions),
+        "compensated_state": compensated_state,
+        "description": inspect.cleandoc(cls.__doc__ or ""),
+    }
+    try:
+        return MachineSpec(**fields)
+    except DefinitionFormatError as exc:
+        problems.extend(exc.problems)
+        if set(exc.fields) != {"name"}:
+            return None
+    try:  # only the name is wrong: still check the rest of the definition
+        return MachineSpec(**{**fields, "name": "unnamed"})
+    except DefinitionFormatError:  # pragma: no cover - the same fields passed above
+        return None
 
 
 def _branch_spec(event: str, branch: Transition, registry: _Registry) -> TransitionSpec:
-    unnamed = [s for s in (*branch.sources, branch.target) if not s.name]
-    if unnamed:
-        raise DefinitionError(
-            event, [f"event {event!r} uses a State that is not an attribute of the workflow"]
-        )
     opts = branch.options
     unknown = sorted(set(opts) - _OPTIONS)
     if unknown:
@@ -247,9 +278,11 @@ def _branch_spec(event: str, branch: Transition, registry: _Registry) -> Transit
         postconditions=registry.names(opts.get("post"), f"{event}.post"),
         actions=registry.names(opts.get("action"), f"{event}.action"),
         effects=registry.names(opts.get("effect"), f"{event}.effect"),
-        compensation=None if compensate is None else registry.name_of(compensate, event),
+        compensation=None
+        if compensate is None
+        else registry.name_of(compensate, f"{event}.compensate"),
         compensation_attempts=opts.get("compensate_attempts", 5),
-        payload=None if payload is None else registry.name_of(payload, event),
+        payload=None if payload is None else registry.name_of(payload, f"{event}.payload"),
         description=opts.get("description", ""),
     )
 
@@ -301,6 +334,7 @@ class Workflow:
         super().__init_subclass__(**kwargs)
         registry = _Registry(dict(vars(cls)))
         machine_name = name or _default_name(cls.__name__)
+        problems: list[str] = []
         spec = _build_spec(
             cls,
             name=machine_name,
@@ -308,11 +342,18 @@ class Workflow:
             compatible_versions=compatible_versions,
             compensated_state=compensated_state,
             registry=registry,
+            problems=problems,
         )
-        if registry.problems:
-            raise DefinitionError(machine_name, registry.problems)
+        problems.extend(registry.problems)
         sources: list[object] = [registry.objects]
         if handlers is not None:
             sources.append(handlers)
+        if spec is not None:
+            try:
+                machine = Machine(spec, sources, entity_type=entity, fields=fields)
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
+        if problems or spec is None:
+            raise DefinitionError(machine_name, problems)
         cls.spec = spec
-        cls.machine = Machine(spec, sources, entity_type=entity, fields=fields)
+        cls.machine = machine

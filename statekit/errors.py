@@ -14,6 +14,7 @@ __all__ = [
     "CompensationTimeoutError",
     "ConcurrentTransitionError",
     "DefinitionError",
+    "DefinitionFormatError",
     "DefinitionMismatchError",
     "GuardRejectedError",
     "IdempotencyConflictError",
@@ -33,6 +34,16 @@ __all__ = [
 
 def _entity(entity_type: str, key: str | None) -> str:
     return f"{entity_type} {key}" if key is not None else entity_type
+
+
+def bounded_repr(value: object, limit: int = 40) -> str:
+    """`repr(value)` cut to about `limit` characters: how errors quote text they were
+    given, so a huge or hostile input never becomes a huge message (control
+    characters come out escaped, as `repr` writes them)."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _names(names: Iterable[str]) -> str:
@@ -55,9 +66,19 @@ class DefinitionError(StatekitError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(
-            f"machine {machine!r} is invalid ({len(self.problems)} problem"
+            f"machine {bounded_repr(machine, 64)} is invalid ({len(self.problems)} problem"
             f"{'' if len(self.problems) == 1 else 's'}):\n{lines}"
         )
+
+
+class DefinitionFormatError(DefinitionError):
+    """A definition's data could not be read: malformed JSON or YAML, or fields of the
+    wrong shape or out of bounds. `fields` names each offending field path; the
+    input itself is never echoed beyond a short quote."""
+
+    def __init__(self, machine: str, problems: Sequence[str], *, fields: Sequence[str]) -> None:
+        self.fields = tuple(fields)
+        super().__init__(machine, problems)
 
 
 class TransitionError(StatekitError):

@@ -666,3 +666,28 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert (out / f"{name}.mmd").read_text().startswith("---\ntitle:")
         drawn = [out / f"{name}.svg", out / f"{name}.dot"]
         assert any(p.is_file() and p.stat().st_size > 0 for p in drawn), name
+
+
+OVERSIZED_MODULE = """
+from datetime import timedelta
+from statekit import State, Workflow
+
+class Parcel(Workflow):
+    ready = State(initial=True, timeout=timedelta(days=999_999_999))
+    delivered_to_the_recipient_at_the_address_written_on_the_label_ok = State(final=True)
+    deliver = ready.to(delivered_to_the_recipient_at_the_address_written_on_the_label_ok)
+"""
+
+
+def test_check_reports_names_and_timeouts_that_do_not_fit(tmp_path: Path) -> None:
+    (tmp_path / "oversized_parcel.py").write_text(textwrap.dedent(OVERSIZED_MODULE))
+    result = run("check", "-m", "oversized_parcel", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert (
+        lines[0] == "parcel: state 'ready': after: a timeout must be at most 36525 days (100 years)"
+    )
+    assert lines[1].startswith("parcel: state 'delivered_to_the_recipient_at_the_address_writ")
+    assert lines[1].endswith("is longer than 64 characters (the width of statekit's name columns)")
+    assert lines[2].startswith("parcel: event 'deliver': target: 'delivered_to_the_recipient")
+    assert lines[3:] == ["Error: 3 problem(s) found"]

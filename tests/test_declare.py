@@ -250,7 +250,7 @@ def test_lambdas_get_distinct_names() -> None:
 
     first, second = Lambdas.spec.transitions[0], Lambdas.spec.transitions[1]
     assert first.guards != second.guards
-    assert first.guards[0].startswith("go.guard#")
+    assert first.guards[0].startswith("go_guard_")
     thing = Thing(n=1)
     Lambdas.machine.start(thing)
     assert Lambdas.machine.fire(thing, "go").target == "b"
@@ -388,3 +388,89 @@ def test_graph_rules_fail_at_class_definition_listing_every_problem() -> None:
     for fragment in set(expected):
         assert sum(fragment in p for p in problems) == expected.count(fragment), fragment
     assert len(problems) == len(expected)
+
+
+# -- every problem of a class, as one DefinitionError ------------------------------------
+
+
+def test_an_empty_workflow_is_a_definition_error() -> None:
+    with pytest.raises(DefinitionError, match="no states declared") as caught:
+
+        class Empty(Workflow):
+            pass
+
+    assert caught.value.machine == "empty"
+
+
+def test_a_bad_machine_name_is_a_definition_error_listed_with_the_rest() -> None:
+    with pytest.raises(DefinitionError) as caught:
+
+        class Named(Workflow, name="not a name"):
+            a = State(initial=True)
+            b = State(final=True)
+            go = a.to(b, guard="missing")
+
+    assert caught.value.machine == "not a name"
+    assert caught.value.problems[0].startswith("name: 'not a name' is not a name")
+    assert "transition 'go' (a -> b): unknown guard 'missing'" in caught.value.problems
+    assert len(caught.value.problems) == 2
+
+
+def test_an_undeclared_state_names_the_machine_and_every_other_problem() -> None:
+    stray = State()
+
+    class Other(Workflow):
+        x = State(initial=True)
+        b = State(final=True)
+        go = x.to(b)
+
+    with pytest.raises(DefinitionError) as caught:
+
+        class Broken(Workflow):
+            a = State(initial=True)
+            b = State(final=True)
+            lost = a.to(stray)
+            borrowed = a.to(Other.b)  # a State of another class, named like this one's
+            finish = a.to(b, guard="missing", compensate="_private")
+            too_long = State(timeout=timedelta(days=40_000))
+
+    assert caught.value.machine == "broken"
+    problems = caught.value.problems
+    for fragment in [
+        "event 'lost' uses a State that is not an attribute of the workflow",
+        "event 'borrowed' uses a State that is not an attribute of the workflow",
+        "event 'finish': compensation: '_private' is not a handler name",
+        "state 'too_long': after: a timeout must be at most 36525 days",
+    ]:
+        assert sum(p.startswith(fragment) for p in problems) == 1, (fragment, problems)
+
+
+def test_private_functions_and_lambdas_get_plain_names() -> None:
+    def _is_ready(entity: object, ctx: object) -> bool:
+        return True
+
+    class Private(Workflow):
+        a = State(initial=True)
+        b = State(final=True)
+        go = a.to(b, guard=_is_ready, action=lambda e, c: None, compensate=lambda e: None)
+
+    branch = Private.spec.transitions[0]
+    assert branch.guards == ("is_ready",)
+    assert branch.actions[0].startswith("go_action_")
+    assert branch.compensation is not None
+    assert branch.compensation.startswith("go_compensate_")
+    assert Private.machine.can_fire(Thing(state="a"), "go")
+
+
+@pytest.mark.parametrize("ref", ["__init__", "_reset", "reset;drop"])
+def test_a_string_reference_to_a_private_entity_method_is_refused(ref: str) -> None:
+    class Entity(Thing):
+        def _reset(self, ctx: object) -> None:
+            self.__init__()  # type: ignore[misc]
+
+    with pytest.raises(DefinitionError, match="is not a handler name"):
+
+        class Dangerous(Workflow, entity=Entity):
+            a = State(initial=True)
+            b = State(final=True)
+            go = a.to(b, action=ref)

@@ -10,6 +10,7 @@ from statekit import (
     CompensationTimeoutError,
     ConcurrentTransitionError,
     DefinitionError,
+    DefinitionFormatError,
     DefinitionMismatchError,
     GuardRejectedError,
     IdempotencyConflictError,
@@ -28,6 +29,7 @@ from statekit import (
 
 TREE: dict[type[Exception], type[Exception]] = {
     DefinitionError: StatekitError,
+    DefinitionFormatError: DefinitionError,
     TransitionError: StatekitError,
     TransitionNotAllowedError: TransitionError,
     UnknownEventError: TransitionError,

@@ -787,18 +787,21 @@ def test_import_of_auto_transitions_on_request() -> None:
 
 
 def test_import_refuses_names_statekit_cannot_use() -> None:
+    long_state, long_trigger = "s" * 65, "t" * 65  # over the name columns
     tm = TransitionsMachine(
-        states=["a", "b-c"],
+        states=["a", "b-c", long_state],
         initial="a",
         auto_transitions=False,
-        transitions=[["go-now", "a", "b-c"]],
+        transitions=[["go-now", "a", "b-c"], [long_trigger, "a", long_state]],
     )
     with pytest.raises(DefinitionError) as caught:
         from_transitions(tm, "names", final=["zzz"])
     assert caught.value.problems == (
         "state 'b-c' is not a valid statekit name",
+        f"state {long_state!r} is not a valid statekit name",
         "'final' names unknown state 'zzz'",
         "trigger 'go-now' is not a valid statekit event name",
+        f"trigger {long_trigger!r} is not a valid statekit event name",
     )
 
 

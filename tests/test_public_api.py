@@ -16,6 +16,7 @@ PUBLIC = [
     "ConcurrentTransitionError",
     "Context",
     "DefinitionError",
+    "DefinitionFormatError",
     "DefinitionMismatchError",
     "Event",
     "GuardRejectedError",

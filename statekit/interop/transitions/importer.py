@@ -15,7 +15,7 @@ from transitions import Machine as TransitionsMachine
 from transitions.core import EventData
 from transitions.core import Transition as TransitionsTransition
 
-from statekit.definition import MachineSpec, StateSpec, TransitionSpec
+from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TransitionSpec, is_name
 from statekit.engine import Handler, Machine
 from statekit.errors import DefinitionError
 from statekit.interop.transitions.export import (
@@ -26,8 +26,6 @@ from statekit.interop.transitions.export import (
     StageAdapter,
 )
 from statekit.records import Context
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ImportedMachine(NamedTuple):
@@ -68,8 +66,8 @@ class _Names:
         marker = (base, identity)
         if marker in self._given:
             return self._given[marker]
-        name = re.sub(r"\W", "_", base)
-        if not _IDENTIFIER.match(name):
+        name = re.sub(r"\W", "_", base)[:100]
+        if not HANDLER_NAME.fullmatch(name):  # digits first, private or dunder
             name = f"handler_{name}"
         candidate, n = name, 1
         while candidate in self.handlers:
@@ -292,7 +290,7 @@ def from_transitions(
     problems = importer.problems
     state_names = list(tm.states)
     problems.extend(
-        f"state {s!r} is not a valid statekit name" for s in state_names if not _IDENTIFIER.match(s)
+        f"state {s!r} is not a valid statekit name" for s in state_names if not is_name(s)
     )
     problems.extend(f"'final' names unknown state {s!r}" for s in final if s not in state_names)
     for callback_name, callbacks in _machine_wide_callbacks(tm):
@@ -308,7 +306,7 @@ def from_transitions(
     for trigger, event in tm.events.items():
         if trigger in skipped:
             continue
-        if not _IDENTIFIER.match(trigger):
+        if not is_name(trigger):
             problems.append(f"trigger {trigger!r} is not a valid statekit event name")
             continue
         branches.extend(importer.event(trigger, event.transitions))

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from statekit.limits import NAME_MAX
 from statekit.store.sqlalchemy.tables import UTCDateTime
 
 __all__ = ["StateMixin"]
@@ -44,7 +45,7 @@ class StateMixin:
 
     @_column
     def state(cls) -> Mapped[str]:
-        return mapped_column(cls._statekit_column("state"), String(64), nullable=False)
+        return mapped_column(cls._statekit_column("state"), String(NAME_MAX), nullable=False)
 
     @_column
     def state_version(cls) -> Mapped[int]:

@@ -6,6 +6,7 @@ The live tables hold the current life of each key. When a key is given to a new
 entity (`SQLAlchemyStore.create`) or an instance is deleted keeping its history, the
 rows of the key's previous life move to the `statekit_retired_*` tables: kept for
 audit, never read by the live queries, and out of the live unique constraints.
+Column widths come from `statekit.limits`, which definitions are validated against.
 Names, keys and idempotency keys compare exactly on every database: on MySQL and
 MariaDB those columns use the `utf8mb4_bin` collation.
 """
@@ -34,6 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
+
+from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, NAME_MAX
 
 __all__ = [
     "EXACT_COLLATION",
@@ -138,16 +141,16 @@ def _define(metadata: MetaData) -> None:
     transitions = Table(
         HISTORY_TABLE,
         metadata,
-        Column("entity_type", exact_string(64), nullable=False),
-        Column("entity_key", exact_string(128), nullable=False),
+        Column("entity_type", exact_string(NAME_MAX), nullable=False),
+        Column("entity_key", exact_string(KEY_MAX), nullable=False),
         Column("seq", Integer, nullable=False),
-        Column("event", String(64), nullable=False),
-        Column("source", String(64), nullable=False),
-        Column("target", String(64), nullable=False),
+        Column("event", String(NAME_MAX), nullable=False),
+        Column("source", String(NAME_MAX), nullable=False),
+        Column("target", String(NAME_MAX), nullable=False),
         Column("at", UTCDateTime(), nullable=False),
         Column("actor", String(128)),
         Column("correlation_id", String(128)),
-        Column("idempotency_key", exact_string(128)),
+        Column("idempotency_key", exact_string(KEY_MAX)),
         Column("payload", JSON()),
         Column("definition_version", Integer),
         Column("note", Text()),
@@ -163,11 +166,11 @@ def _define(metadata: MetaData) -> None:
         COMPENSATIONS_TABLE,
         metadata,
         Column("id", identity, primary_key=True, autoincrement=True),
-        Column("entity_type", exact_string(64), nullable=False),
-        Column("entity_key", exact_string(128), nullable=False),
+        Column("entity_type", exact_string(NAME_MAX), nullable=False),
+        Column("entity_key", exact_string(KEY_MAX), nullable=False),
         Column("step_seq", Integer, nullable=False),
-        Column("action", String(128), nullable=False),
-        Column("event", String(64), nullable=False),
+        Column("action", String(HANDLER_NAME_MAX), nullable=False),
+        Column("event", String(NAME_MAX), nullable=False),
         Column("status", String(16), nullable=False),
         Column("attempts", Integer, nullable=False),
         Column("max_attempts", Integer, nullable=False),

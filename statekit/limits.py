@@ -1,0 +1,29 @@
+"""What a definition may declare so that everything it names fits statekit's tables.
+
+`statekit.store.sqlalchemy.tables` sizes its columns from these constants, and
+`MachineSpec` refuses a definition that exceeds them, so a definition that
+validates can always be stored (standard library only).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+__all__ = ["HANDLER_NAME_MAX", "INT_MAX", "KEY_MAX", "NAME_MAX", "TIMEOUT_MAX"]
+
+NAME_MAX = 64
+"""Longest machine, state or event name (the entity type, event, source, target and
+state columns)."""
+
+HANDLER_NAME_MAX = 128
+"""Longest guard, condition, action, effect, compensation or payload model name (the
+compensation outbox's action column)."""
+
+KEY_MAX = 128
+"""Longest entity key or idempotency key, as text (the history's key columns)."""
+
+INT_MAX = 2**31 - 1
+"""Largest definition version or compensation attempt count (32-bit INTEGER columns)."""
+
+TIMEOUT_MAX = timedelta(days=36_525)
+"""Longest state timeout: 100 years, so that a deadline always fits a datetime."""
