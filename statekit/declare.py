@@ -19,16 +19,29 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from statekit.compensation import CompensationContext
 from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
 from statekit.engine import Machine
 from statekit.entity import StateFields
 from statekit.errors import DefinitionError, DefinitionFormatError
 from statekit.limits import HANDLER_NAME_MAX
+from statekit.records import Context
 
 __all__ = ["Event", "State", "Transition", "Workflow"]
 
+Check = Callable[[Any, Context], bool | str]
+"""A guard or a pre/post-condition: `check(entity, ctx)` returns True, False or why not."""
+Step = Callable[[Any, Context], object]
+"""An action or an effect: `step(entity, ctx)`; what it returns is ignored."""
+Undo = Callable[[Any, CompensationContext], object]
+"""A compensation: `undo(entity, undo_context)`; what it returns is ignored."""
+
 Ref = str | Callable[..., Any]
+"""A handler, or the name of one (a function of the class's module or `handlers=`, or
+a method of the entity)."""
 Refs = Ref | Sequence[Ref] | None
+Checks = str | Check | Sequence[str | Check] | None
+Steps = str | Step | Sequence[str | Step] | None
 
 
 class State:
@@ -74,13 +87,13 @@ class State:
         self,
         target: State,
         *,
-        guard: Refs = None,
-        unless: Refs = None,
-        pre: Refs = None,
-        post: Refs = None,
-        action: Refs = None,
-        effect: Refs = None,
-        compensate: Ref | None = None,
+        guard: Checks = None,
+        unless: Checks = None,
+        pre: Checks = None,
+        post: Checks = None,
+        action: Steps = None,
+        effect: Steps = None,
+        compensate: str | Undo | None = None,
         compensate_attempts: int = 5,
         payload: type[BaseModel] | str | None = None,
         description: str = "",

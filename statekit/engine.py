@@ -33,11 +33,12 @@ from statekit.errors import (
     NotStartedError,
     PostconditionFailedError,
     PreconditionFailedError,
+    StatekitError,
     TransitionNotAllowedError,
     UnknownEventError,
 )
 from statekit.records import Context, Plan, Snapshot
-from statekit.validation import graph_problems, reference_problems
+from statekit.validation import graph_problems, reference_problems, signature_problems
 
 __all__ = [
     "Handler",
@@ -197,7 +198,10 @@ class Machine:
         self._entity_type = entity_type
 
         problems = graph_problems(spec)
-        problems.extend(reference_problems(spec, self._exists))
+        missing = reference_problems(spec, self._exists)
+        problems.extend(missing)
+        if not missing:
+            problems.extend(signature_problems(spec, self._handler_to_check))
         if problems:
             raise DefinitionError(spec.name, problems)
 
@@ -267,6 +271,14 @@ class Machine:
     def _resolve(self, name: str) -> Handler:
         handler = self._resolve_object(name)
         return handler  # type: ignore[return-value]  # checked callable by _exists
+
+    def _handler_to_check(self, name: str) -> Callable[..., object] | None:
+        """The function behind `name` as the signature check should see it."""
+        found = self._lookup(name)
+        if found is not _MISSING:
+            return found if callable(found) else None
+        method = getattr(self._entity_type, name, None)
+        return method if callable(method) else None
 
     def _exists(self, kind: str, name: str) -> bool:
         if kind == "payload":
@@ -419,10 +431,18 @@ class Machine:
             return ()
 
     def can_fire(self, entity: object, event: str, **payload: Any) -> bool:
-        """Whether `fire(entity, event, **payload)` would be accepted now; never raises."""
+        """Whether `fire(entity, event, **payload)` would be accepted now. statekit's
+        refusals (any `StatekitError`) are False; any other exception (a bug in a guard,
+        an entity whose state cannot be read) propagates instead of reading as "no"."""
+        return self.can_fire_at(entity, event, payload, self.clock.now())
+
+    def can_fire_at(
+        self, entity: object, event: str, payload: Mapping[str, Any], now: datetime
+    ) -> bool:
+        """`can_fire` by a given clock reading (the `Runner` passes its own)."""
         try:
-            self.decide(entity, event, payload, now=self.clock.now())
-        except Exception:  # the contract is "never raises"
+            self.decide(entity, event, dict(payload), now=now)
+        except StatekitError:  # statekit's own "no": a refusal, or a state it does not know
             return False
         return True
 

@@ -263,12 +263,9 @@ class Runner:
         return retry_on_conflict(attempt, attempts=retries + 1)
 
     def can_fire(self, entity: object, event: str, **payload: Any) -> bool:
-        """Whether `fire` would accept `event` now, by this runner's clock; never raises."""
-        try:
-            self.machine.decide(entity, event, payload, now=self.clock.now())
-        except Exception:  # the contract is "never raises"
-            return False
-        return True
+        """Whether `fire` would accept `event` now, by this runner's clock (see
+        `Machine.can_fire`: statekit's refusals are False, a bug propagates)."""
+        return self.machine.can_fire_at(entity, event, payload, self.clock.now())
 
     def allowed_events(self, entity: object) -> tuple[str, ...]:
         """Events declared from the entity's state; never raises."""

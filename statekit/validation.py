@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -115,6 +116,48 @@ def _payload_problems(spec: MachineSpec) -> list[str]:
         for event, models in payloads.items()
         if len(models) > 1
     ]
+
+
+def signature_problems(
+    spec: MachineSpec, handler_of: Callable[[str], Callable[..., object] | None]
+) -> list[str]:
+    """Return a problem for every handler that cannot be called the way statekit calls
+    it: `handler(entity, ctx)`, or `handler(entity, undo)` for a compensation.
+    `handler_of(name)` gives the function to check (an entity method unbound, so its
+    `self` stands for the entity), or None to skip a name."""
+    problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for t in spec.transitions:
+        refs: list[tuple[str, str]] = [
+            *(("guard", n) for n in t.guards),
+            *(("guard", n) for n in t.unless),
+            *(("precondition", n) for n in t.preconditions),
+            *(("postcondition", n) for n in t.postconditions),
+            *(("action", n) for n in t.actions),
+            *(("effect", n) for n in t.effects),
+        ]
+        if t.compensation is not None:
+            refs.append(("compensation", t.compensation))
+        for kind, name in refs:
+            if (kind, name) in seen:
+                continue
+            seen.add((kind, name))
+            handler = handler_of(name)
+            if handler is None:
+                continue
+            try:
+                signature = inspect.signature(handler)
+            except (TypeError, ValueError):  # a builtin without a signature: trust it
+                continue
+            try:
+                signature.bind(None, None)
+            except TypeError:
+                second = "undo" if kind == "compensation" else "ctx"
+                problems.append(
+                    f"{_label(t)}: {kind} {name!r} cannot be called as {kind}(entity, "
+                    f"{second}); its signature is {name}{signature}"
+                )
+    return problems
 
 
 def reference_problems(spec: MachineSpec, exists: Callable[[str, str], bool]) -> list[str]:

@@ -452,7 +452,7 @@ def test_private_functions_and_lambdas_get_plain_names() -> None:
     class Private(Workflow):
         a = State(initial=True)
         b = State(final=True)
-        go = a.to(b, guard=_is_ready, action=lambda e, c: None, compensate=lambda e: None)
+        go = a.to(b, guard=_is_ready, action=lambda e, c: None, compensate=lambda e, u: None)
 
     branch = Private.spec.transitions[0]
     assert branch.guards == ("is_ready",)

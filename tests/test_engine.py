@@ -432,12 +432,13 @@ def test_compatible_versions_are_accepted_and_upgraded() -> None:
 # -- the non-raising pair --------------------------------------------------------------
 
 
-def test_can_fire_and_allowed_events_never_raise(machine: Machine, reserved: Order) -> None:
+def test_can_fire_refuses_quietly_but_lets_a_bug_out(machine: Machine, reserved: Order) -> None:
     def explode(entity: object, ctx: Context) -> bool:
         raise RuntimeError("guard crashed")
 
     crashy, thing = one_step(guard=explode)
-    assert crashy.can_fire(thing, "go") is False
+    with pytest.raises(RuntimeError, match="guard crashed"):  # a bug is not a refusal
+        crashy.can_fire(thing, "go")
     assert crashy.allowed_events(thing) == ("go",)
     assert crashy.can_fire(Thing(), "go") is False
     assert crashy.allowed_events(Thing()) == ()
@@ -470,9 +471,12 @@ class Haunted:
 
 
 @pytest.mark.parametrize("entity", [Haunted(), Thing(state=["not", "hashable"])])
-def test_the_non_raising_pair_survives_unreadable_states(machine: Machine, entity: object) -> None:
-    assert machine.allowed_events(entity) == ()
-    assert machine.can_fire(entity, "reserve") is False
+def test_unreadable_states_allow_nothing_and_can_fire_says_why(
+    machine: Machine, entity: object
+) -> None:
+    assert machine.allowed_events(entity) == ()  # never raises
+    with pytest.raises((RuntimeError, TypeError)):  # not a refusal: the entity is broken
+        machine.can_fire(entity, "reserve")
 
 
 def test_can_fire_does_not_change_the_entity(machine: Machine, reserved: Order) -> None:
