@@ -137,6 +137,30 @@ class Runner:
             snapshot = replace(snapshot, key=self.machine.key_of(entity) or "")
         return snapshot
 
+    def start_many(self, entities: Sequence[object]) -> list[Snapshot]:
+        """Start many new entities at once (imports, migrations from another system,
+        test data): the same rows `start` writes, stored together by the store
+        (`SQLAlchemyStore` in one transaction: all of them or none).
+
+        Raises:
+            StoreError: the store could not create them (a key is taken, say); every
+                entity is left as it was.
+        """
+        fields = self.machine.fields
+        saved = [save_attributes(entity, fields) for entity in entities]
+        now = self.clock.now()
+        snapshots = [self.machine.start(entity, now=now) for entity in entities]
+        try:
+            self.store.create_many(snapshots, list(entities))
+        except BaseException:
+            for entity, attributes in zip(entities, saved, strict=True):
+                restore_attributes(entity, attributes)
+            raise
+        return [
+            s if s.key else replace(s, key=self.machine.key_of(e) or "")
+            for s, e in zip(snapshots, entities, strict=True)
+        ]
+
     def fire(
         self,
         entity: object,

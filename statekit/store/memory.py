@@ -44,23 +44,35 @@ class MemoryStore(Store):
 
     def create(self, snapshot: Snapshot, *, entity: object | None = None) -> None:
         """Store a new instance (see `Store.create`)."""
-        if not snapshot.key:
-            raise StoreError(f"cannot store a {snapshot.entity_type} without a key")
+        self.create_many([snapshot], [entity])
+
+    def create_many(
+        self, snapshots: Sequence[Snapshot], entities: Sequence[object | None]
+    ) -> None:
+        """Store new instances, all or none (see `Store.create_many`)."""
+        for snapshot in snapshots:
+            if not snapshot.key:
+                raise StoreError(f"cannot store a {snapshot.entity_type} without a key")
         with self._lock:
-            ident = (snapshot.entity_type, snapshot.key)
-            existing = self._snapshots.get(ident)
-            if existing is not None:
-                raise ConcurrentTransitionError(
-                    entity_type=snapshot.entity_type,
-                    key=snapshot.key,
-                    event="(create)",
-                    expected_version=snapshot.version,
-                    actual_version=existing.version,
-                )
-            self._retire(ident)  # what an earlier instance with this key left
-            self._snapshots[ident] = snapshot
-            if entity is not None:
-                self._entities[ident] = entity
+            seen: set[tuple[str, str]] = set()
+            for snapshot in snapshots:
+                ident = (snapshot.entity_type, snapshot.key)
+                existing = self._snapshots.get(ident)
+                if existing is not None or ident in seen:
+                    raise ConcurrentTransitionError(
+                        entity_type=snapshot.entity_type,
+                        key=snapshot.key,
+                        event="(create)",
+                        expected_version=snapshot.version,
+                        actual_version=existing.version if existing is not None else 0,
+                    )
+                seen.add(ident)
+            for snapshot, entity in zip(snapshots, entities, strict=True):
+                ident = (snapshot.entity_type, snapshot.key)
+                self._retire(ident)  # what an earlier instance with this key left
+                self._snapshots[ident] = snapshot
+                if entity is not None:
+                    self._entities[ident] = entity
 
     def delete(self, entity_type: str, key: str, *, keep_history: bool = False) -> None:
         """Delete the instance and its history; with `keep_history`, retire the

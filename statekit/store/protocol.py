@@ -72,6 +72,13 @@ class Store(Protocol):
         """
         ...
 
+    def create_many(self, snapshots: Sequence[Snapshot], entities: Sequence[object | None]) -> None:
+        """Store many new instances (`Runner.start_many`), all or none. By default one
+        `create` after the other, which is all or none only inside the caller's own
+        transaction; a store overrides it to write them in one transaction."""
+        for snapshot, entity in zip(snapshots, entities, strict=True):
+            self.create(snapshot, entity=entity)
+
     def apply(
         self,
         plan: Plan,

@@ -223,45 +223,61 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations, SweepStore):
         an earlier instance left under the key are retired (see `lives.py`), so
         the new instance starts clean.
         """
-        binding = self._binding(snapshot.entity_type)
-        if entity is None or not isinstance(entity, binding.entity_class):
-            raise StoreError(
-                f"creating a {snapshot.entity_type} needs its "
-                f"{binding.entity_class.__name__} object"
-            )
-        key_attribute = binding.machine.fields.key
-        if getattr(entity, key_attribute, None) == "":
-            raise StoreError(f"cannot store a {snapshot.entity_type} with an empty key")
-        session = object_session(entity)
+        self.create_many([snapshot], [entity])
+
+    def create_many(self, snapshots: Sequence[Snapshot], entities: Sequence[object | None]) -> None:
+        """Insert the rows of many new entities in one transaction (see `create`): all
+        of them or none. They share the Session of the first one, or have none."""
+        if not snapshots:
+            return
+        bindings = [self._binding(s.entity_type) for s in snapshots]
+        for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
+            if entity is None or not isinstance(entity, binding.entity_class):
+                raise StoreError(
+                    f"creating a {snapshot.entity_type} needs its "
+                    f"{binding.entity_class.__name__} object"
+                )
+            if getattr(entity, binding.machine.fields.key, None) == "":
+                raise StoreError(f"cannot store a {snapshot.entity_type} with an empty key")
+        session = object_session(entities[0])
         try:
             if session is not None:
                 with session.no_autoflush:
-                    session.add(entity)
+                    session.add_all(entities)
                 session.flush()
-                self._start_life(session, snapshot, entity)
+                self._start_lives(session, snapshots, entities)
             else:
                 with self.sessionmaker() as own, own.begin():
-                    own.add(entity)
+                    own.add_all(entities)
                     own.flush()
-                    self._start_life(own, snapshot, entity)
+                    self._start_lives(own, snapshots, entities)
         except sa_exc.IntegrityError as exc:
-            key = getattr(entity, key_attribute, None)
-            existing = None if key is None else self._version_of(binding, str(key))
-            if existing is not None:
-                raise ConcurrentTransitionError(
-                    entity_type=snapshot.entity_type,
-                    key=str(key),
-                    event="(create)",
-                    expected_version=snapshot.version,
-                    actual_version=existing,
-                ) from exc
+            for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
+                key = getattr(entity, binding.machine.fields.key, None)
+                existing = None if key is None else self._version_of(binding, str(key))
+                if existing is not None:
+                    raise ConcurrentTransitionError(
+                        entity_type=snapshot.entity_type,
+                        key=str(key),
+                        event="(create)",
+                        expected_version=snapshot.version,
+                        actual_version=existing,
+                    ) from exc
+            what = (snapshots[0].key or "(new)") if len(snapshots) == 1 else "instances"
             raise StoreError(
-                f"cannot create {snapshot.entity_type} {snapshot.key or '(new)'}: {exc.orig}"
+                f"cannot create {snapshots[0].entity_type} {what}: {exc.orig}"
             ) from exc
         except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"creating {snapshot.entity_type} failed: {exc}") from exc
-        if getattr(entity, key_attribute, None) is None:
-            raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
+            raise StoreError(f"creating {snapshots[0].entity_type} failed: {exc}") from exc
+        for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
+            if getattr(entity, binding.machine.fields.key, None) is None:
+                raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
+
+    def _start_lives(
+        self, session: Session, snapshots: Sequence[Snapshot], entities: Sequence[object | None]
+    ) -> None:
+        for snapshot, entity in zip(snapshots, entities, strict=True):
+            self._start_life(session, snapshot, entity)
 
     def _start_life(self, session: Session, snapshot: Snapshot, entity: object) -> None:
         """Retire what an earlier instance left under the new row's key."""
