@@ -214,28 +214,21 @@ def check(modules: tuple[str, ...], db_url: str | None) -> None:
 
 
 def _stored_problems(db_url: str, modules: tuple[str, ...]) -> list[str]:
-    from sqlalchemy import func, select
-
     store = open_store(db_url, modules)
     problems = []
-    with store.engine.connect() as conn:
-        for machine, entity_class in store.entities().items():
-            binding = store.binding(machine.name)
-            state, version = binding.columns["state"], binding.columns["definition_version"]
-            rows = conn.execute(select(state, version, func.count()).group_by(state, version))
-            for stored_state, stored_version, count in rows:
-                if stored_state not in machine.states:
-                    problems.append(
-                        f"{machine.name}: {count} row(s) of {entity_class.__name__} in unknown "
-                        f"state {stored_state!r}"
-                    )
-                if stored_version is not None and stored_version not in (
-                    machine.spec.accepted_versions
-                ):
-                    problems.append(
-                        f"{machine.name}: {count} row(s) of {entity_class.__name__} under "
-                        f"unknown definition version {stored_version}"
-                    )
+    for machine, entity_class in store.entities().items():
+        for stored in store.stored_states(machine.name):
+            if stored.state not in machine.states:
+                problems.append(
+                    f"{machine.name}: {stored.count} row(s) of {entity_class.__name__} in "
+                    f"unknown state {stored.state!r}"
+                )
+            version = stored.definition_version
+            if version is not None and version not in machine.spec.accepted_versions:
+                problems.append(
+                    f"{machine.name}: {stored.count} row(s) of {entity_class.__name__} under "
+                    f"unknown definition version {version}"
+                )
     for machine, entity_class in store.entities().items():
         for row in store.disagreements(machine.name):
             last = "" if row.last_seq is None else f", the last seq {row.last_seq}"

@@ -27,8 +27,7 @@ import click
 from statekit.cli.commands import db_option, json_option, open_store
 from statekit.cli.loading import resolve_machine
 from statekit.engine import Machine
-from statekit.errors import StatekitError, StoreError
-from statekit.records import MARKS_IN_PLACE
+from statekit.errors import StatekitError
 
 __all__ = ["diagram", "parse_since", "percentile", "stats"]
 
@@ -339,11 +338,6 @@ def _rounded(seconds: float) -> float:
 
 
 def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime) -> dict[str, Any]:
-    from sqlalchemy import and_, func, or_, select
-    from sqlalchemy.exc import SQLAlchemyError
-
-    binding = store.binding(machine.name)
-    finals = {s.name for s in machine.spec.states if s.final}
     per_state = {name: StateStats(name) for name in machine.states}
 
     def figures(state: str) -> StateStats:
@@ -353,54 +347,10 @@ def _machine_stats(store: Any, machine: Machine, since: datetime, now: datetime)
         figures(state).now = count
     for state, count in store.count_by_state(machine.name, stuck_only=True).items():
         figures(state).stuck = count
-
-    t = store.tables.transitions
-    leave, enter, earlier = t.alias("leave"), t.alias("enter"), t.alias("earlier")
-
-    def moved(row: Any) -> Any:  # a mark in place (a stuck mark) neither ends nor starts a stay
-        return or_(row.c.event.not_in(MARKS_IN_PLACE), row.c.source != row.c.target)
-
-    entered = (
-        select(func.max(earlier.c.seq))
-        .where(
-            earlier.c.entity_type == leave.c.entity_type,
-            earlier.c.entity_key == leave.c.entity_key,
-            earlier.c.seq < leave.c.seq,
-            moved(earlier),
-        )
-        .scalar_subquery()
-    )
-    stays = (
-        select(leave.c.source, enter.c.at, leave.c.at)
-        .select_from(
-            leave.join(
-                enter,
-                and_(
-                    enter.c.entity_type == leave.c.entity_type,
-                    enter.c.entity_key == leave.c.entity_key,
-                    enter.c.seq == entered,
-                ),
-            )
-        )
-        .where(
-            leave.c.entity_type == machine.name,
-            leave.c.at >= since,
-            leave.c.at <= now,
-            moved(leave),
-        )
-    )
-    state_col, entered_col = binding.columns["state"], binding.columns["entered_at"]
-    waiting = select(state_col, entered_col).where(
-        state_col.not_in(sorted(finals)), entered_col.is_not(None), entered_col <= now
-    )
-    try:
-        with store.engine.connect() as conn:
-            for state, entered, left in conn.execute(stays):
-                figures(state).stays.append((left - entered).total_seconds())
-            for state, entered in conn.execute(waiting):
-                figures(state).waiting.append(max((now - entered).total_seconds(), 0.0))
-    except SQLAlchemyError as exc:
-        raise StoreError(f"reading {machine.name} stays failed: {exc}") from exc
+    for stay in store.stays(machine.name, since, now):
+        figures(stay.state).stays.append(stay.seconds)
+    for waiting in store.waiting(machine.name, now):
+        figures(waiting.state).waiting.append(max((now - waiting.entered_at).total_seconds(), 0.0))
 
     events: dict[str, int] = {}
     counts = store.transition_counts(machine.name, since=since, until=now)
