@@ -134,3 +134,11 @@ def test_without_a_host_context_the_options_are_still_required() -> None:
 def test_the_help_still_marks_the_standalone_options_required() -> None:
     result = CliRunner().invoke(cli, ["history", "--help"])
     assert "[env var: STATEKIT_DB; required]" in " ".join(result.stdout.split())
+
+
+def test_db_create_works_on_a_database_and_asks_for_it_even_under_a_host(
+    memory_context: Context,
+) -> None:
+    result = CliRunner().invoke(cli, ["db", "create"], obj=memory_context)
+    assert result.exit_code == 2
+    assert "Missing option '--db'" in result.stderr

@@ -41,7 +41,7 @@ def fill(store: Any, new_entity: Callable[[int], object]) -> None:
     orders = Runner(MACHINE, store, clock=clock)
     for number in range(1, 6):
         orders.start(new_entity(number))
-    steps = [
+    steps: list[tuple[int, int, str, dict[str, Any]]] = [
         (10, 1, "reserve", {}),
         (10, 2, "reserve", {}),
         (10, 3, "reserve", {}),

@@ -37,7 +37,8 @@ def check(modules: tuple[str, ...], db_url: str | None) -> None:
             problems.extend(f"{exc.machine}: {p}" for p in exc.problems)
     if machines is not None:
         if not machines:
-            raise StatekitError(f"no machines found in {', '.join(modules)}")
+            where = "the host's context" if host is not None else ", ".join(modules)
+            raise StatekitError(f"no machines found in {where}")
         if host is not None or db_url is not None:
             problems.extend(stored_problems(current_context(db_url, modules)))
     if problems:

@@ -18,7 +18,7 @@ def db() -> None:
 
 
 @db.command("create")
-@db_option()
+@db_option(hosted=False)
 @module_option(required=False)
 def db_create(db_url: str, modules: tuple[str, ...]) -> None:
     """Create statekit's tables (and, given modules, the tables of their mapped

@@ -50,12 +50,13 @@ class HostOption(click.Option):
         self._required = value
 
 
-def db_option(required: bool = True) -> Callable[[F], F]:
-    """`--db URL` (STATEKIT_DB)."""
+def db_option(required: bool = True, *, hosted: bool = True) -> Callable[[F], F]:
+    """`--db URL` (STATEKIT_DB); a `HostOption` unless `hosted` is False (for a command
+    that works on the database itself, with or without a host's `Context`)."""
     return click.option(
         "--db",
         "db_url",
-        cls=HostOption,
+        cls=HostOption if hosted else click.Option,
         envvar="STATEKIT_DB",
         show_envvar=True,
         required=required,
