@@ -28,7 +28,8 @@ from sqlalchemy import inspect, text, update
 
 from models.orm import ENTITIES, Base, OrderRow
 from statekit.cli import cli
-from statekit.cli.views import parse_since, percentile
+from statekit.cli.options import parse_since
+from statekit.cli.stats import percentile
 from statekit.clock import ManualClock
 from statekit.runtime import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore

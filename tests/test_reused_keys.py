@@ -125,7 +125,7 @@ def test_a_database_assigned_key_handed_out_again_starts_a_clean_life(
     (fresh,) = store.compensations("order", key)
     assert (fresh.status, fresh.attempts, fresh.last_error) == ("pending", 0, None)
     assert fresh.id is not None
-    assert store.compensation_attempts(fresh.id) == []
+    assert store.attempts(fresh.id) == []
 
     # The old life is kept for audit, out of the live tables.
     assert [r.event for r in store.retired_history("order", key)] == ["reserve", "cancel"]

@@ -147,12 +147,17 @@ def test_backoff_schedule_and_attempts_recorded(env: Env) -> None:
         env.sweeper.run_once()
     [task] = env.store.compensations("job", "flaky")
     assert (task.status, task.attempts) == ("done", 4)
-    attempts = env.store.compensation_attempts(task.id or 0)
-    assert [(n, ok) for n, _, ok, _ in attempts] == [(1, False), (2, False), (3, False), (4, True)]
-    gaps = [later[1] - earlier[1] for earlier, later in itertools.pairwise(attempts)]
+    attempts = env.store.attempts(task.id or 0)
+    assert [(a.attempt, a.succeeded) for a in attempts] == [
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, True),
+    ]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
     assert gaps == [timedelta(seconds=30), timedelta(seconds=60), timedelta(seconds=120)]
     assert all(
-        "undo_first of flaky is down" in (error or "") for _, _, ok, error in attempts if not ok
+        "undo_first of flaky is down" in (a.error or "") for a in attempts if not a.succeeded
     )
     assert env.hooks.failed == [("undo_first", 1), ("undo_first", 2), ("undo_first", 3)]
     assert env.row("flaky").state == "undone"

@@ -1,28 +1,52 @@
 """`statekit demo`: a day of orders and support tickets on a fresh SQLite file.
 
 It uses the example models of the source tree (`models/`), a controllable clock,
-and the real SQL store, then reports what happened and writes diagrams.
+and the real SQL store, then reports what happened and writes diagrams. It is a
+standalone host of its own: it builds its `SQLAlchemyStore` and opens ORM Sessions
+(imported when the demo runs, so the CLI loads without SQLAlchemy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.orm import Session
 
 from statekit.clock import ManualClock
 from statekit.errors import ConcurrentTransitionError, StatekitError, TransitionError
 from statekit.runtime import Runner
-from statekit.store.sqlalchemy import SQLAlchemyStore, sqlite_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from statekit.store.sqlalchemy import SQLAlchemyStore
+
+__all__ = ["demo", "run_demo"]
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    envvar="STATEKIT_DEMO_DIR",
+    show_envvar=True,
+    help="Where the demo writes its SQLite file and diagrams.",
+)
+def demo(directory: Path) -> None:
+    """Run a day of orders and tickets on a fresh SQLite file and report on it."""
+    run_demo(directory, progress=sys.stdout.isatty())
 
 
 @dataclass
@@ -34,6 +58,12 @@ class _Day:
     refusals: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fired: int = 0
+
+    def session(self) -> Session:
+        """A Session on the demo's database that keeps objects loaded after commit."""
+        from sqlalchemy.orm import Session
+
+        return Session(self.store.engine, expire_on_commit=False)
 
     def attempt(self, runner: Runner, key: object, event: str, **kwargs: Any) -> bool:
         try:
@@ -60,6 +90,8 @@ def run_demo(
     directory: Path, *, progress: bool = False, echo: Callable[[str], None] = click.echo
 ) -> None:
     """Run the demo into `directory` (its SQLite file is recreated) and print a report."""
+    from statekit.store.sqlalchemy import SQLAlchemyStore, sqlite_engine
+
     examples = _examples()
     directory.mkdir(parents=True, exist_ok=True)
     database = directory / "demo.db"
@@ -100,7 +132,7 @@ def _progress(enabled: bool, steps: list[Any]) -> Iterator[Callable[[], None]]:
 def _place_orders(day: _Day, examples: Any) -> None:
     for number in range(1, 13):
         day.clock.advance(minutes=20)
-        with Session(day.store.engine, expire_on_commit=False) as session, session.begin():
+        with day.session() as session, session.begin():
             order = examples.OrderRow(
                 id=number,
                 total=Decimal(40 + 5 * number),
@@ -139,11 +171,11 @@ def _take_payments(day: _Day, examples: Any) -> None:
 
 def _race_two_clerks(day: _Day, examples: Any) -> None:
     day.clock.advance(minutes=5)
-    with Session(day.store.engine, expire_on_commit=False) as session:
+    with day.session() as session:
         first = session.get(examples.OrderRow, 9)
         second = session.get(examples.OrderRow, 9)
         session.expunge_all()
-    with Session(day.store.engine, expire_on_commit=False) as session:
+    with day.session() as session:
         second = session.get(examples.OrderRow, 9)
     day.orders.fire(first, "cancel", actor="clerk-ann")
     try:
@@ -173,7 +205,7 @@ def _support_desk(day: _Day, examples: Any) -> None:
     subjects = ["parcel is late", "wrong size", "refund please", "invoice copy"]
     for number, subject in enumerate(subjects, start=1):
         key = f"T-{number}"
-        with Session(day.store.engine, expire_on_commit=False) as session, session.begin():
+        with day.session() as session, session.begin():
             ticket = examples.TicketRow(id=key, subject=subject)
             session.add(ticket)
             day.tickets.start(ticket)

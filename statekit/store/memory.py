@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from statekit.compensation import CompensationTask, TaskStatus
+from statekit.engine import Machine
 from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
-from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.protocol import AfterCommit, Store
+from statekit.records import MARKS_IN_PLACE, Plan, Snapshot, TransitionRecord
+from statekit.store.protocol import (
+    AfterCommit,
+    Attempt,
+    Disagreement,
+    Stay,
+    Store,
+    StoredState,
+    Waiting,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -24,9 +34,17 @@ class MemoryStore(Store):
     tests: compare-and-set on the version, history seqs 1..version, one record per
     idempotency key, after-commit callbacks only for writes that happened, and a
     key that a new instance reuses starts a clean life (the old one is retired).
+
+    It implements `Reads` (`statekit.store.protocol`) over the same dictionaries, the
+    reference for the SQL store's reads. It has no compensation outbox yet, so
+    `compensations` and `attempts` return empty lists. `machines` (and `waiting`,
+    which needs to know the final states) know the machines passed in or registered.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, machines: Iterable[Machine] = ()) -> None:
+        self._machines: dict[str, Machine] = {}
+        for machine in machines:
+            self.register(machine)
         self._lock = threading.Lock()
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self._history: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
@@ -34,6 +52,11 @@ class MemoryStore(Store):
         self._retired: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._entities: dict[tuple[str, str], object] = {}
         self._unit = threading.local()  # the open transaction() block of each thread
+
+    def register(self, machine: Machine) -> MemoryStore:
+        """Make `machine` known to the reads (`machines`, `waiting`); returns the store."""
+        self._machines[machine.name] = machine
+        return self
 
     def load(self, entity_type: str, key: str) -> Snapshot:
         """Return the stored snapshot (see `Store.load`)."""
@@ -46,9 +69,7 @@ class MemoryStore(Store):
         """Store a new instance (see `Store.create`)."""
         self.create_many([snapshot], [entity])
 
-    def create_many(
-        self, snapshots: Sequence[Snapshot], entities: Sequence[object | None]
-    ) -> None:
+    def create_many(self, snapshots: Sequence[Snapshot], entities: Sequence[object | None]) -> None:
         """Store new instances, all or none (see `Store.create_many`)."""
         for snapshot in snapshots:
             if not snapshot.key:
@@ -214,6 +235,109 @@ class MemoryStore(Store):
                     history.pop()
                 if record.idempotency_key is not None:
                     self._by_idempotency_key.pop((*ident, record.idempotency_key), None)
+
+    # -- Reads (statekit.store.protocol) ---------------------------------------------
+
+    def machines(self) -> Mapping[str, Machine]:
+        """The registered machines, by name."""
+        return dict(self._machines)
+
+    def _snapshots_of(self, entity_type: str) -> list[Snapshot]:
+        with self._lock:
+            return [s for (kind, _), s in self._snapshots.items() if kind == entity_type]
+
+    def _histories_of(self, entity_type: str) -> list[list[TransitionRecord]]:
+        with self._lock:
+            return [list(h) for (kind, _), h in self._history.items() if kind == entity_type]
+
+    def stuck(self, entity_type: str) -> list[Snapshot]:
+        """The stuck instances, oldest mark first (see `Reads.stuck`)."""
+        stuck = [s for s in self._snapshots_of(entity_type) if s.stuck_at is not None]
+        return sorted(stuck, key=lambda s: (s.stuck_at, s.key))
+
+    def compensations(
+        self,
+        entity_type: str | None = None,
+        key: str | None = None,
+        *,
+        status: Sequence[TaskStatus] = (),
+    ) -> list[CompensationTask]:
+        """None: `MemoryStore` has no compensation outbox yet."""
+        return []
+
+    def attempts(self, task_id: int) -> list[Attempt]:
+        """None: `MemoryStore` has no compensation outbox yet."""
+        return []
+
+    def count_by_state(self, entity_type: str, *, stuck_only: bool = False) -> dict[str, int]:
+        """Instances per state now (see `Reads.count_by_state`)."""
+        counts: dict[str, int] = defaultdict(int)
+        for snapshot in self._snapshots_of(entity_type):
+            if not stuck_only or snapshot.stuck_at is not None:
+                counts[snapshot.state] += 1
+        return dict(counts)
+
+    def transition_counts(
+        self, entity_type: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[tuple[str, str, str], int]:
+        """How often each `(source, event, target)` was taken in the window."""
+        counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        for history in self._histories_of(entity_type):
+            for r in history:
+                if (since is None or r.at >= since) and (until is None or r.at <= until):
+                    counts[r.source, r.event, r.target] += 1
+        return dict(counts)
+
+    def stays(self, entity_type: str, since: datetime, until: datetime) -> list[Stay]:
+        """The stays that ended in the window (see `Reads.stays`)."""
+        stays = []
+        for history in self._histories_of(entity_type):
+            entered: TransitionRecord | None = None
+            for r in history:
+                if r.event in MARKS_IN_PLACE and r.source == r.target:
+                    continue  # a mark in place neither ends nor starts a stay
+                if entered is not None and since <= r.at <= until:
+                    stays.append(Stay(r.source, entered.at, r.at))
+                entered = r
+        return stays
+
+    def waiting(self, entity_type: str, now: datetime) -> list[Waiting]:
+        """Instances in a non-final state entered at or before `now`.
+
+        Raises:
+            StoreError: the machine is not registered (its final states are unknown).
+        """
+        machine = self._machines.get(entity_type)
+        if machine is None:
+            raise StoreError(
+                f"no machine {entity_type!r} registered with this MemoryStore "
+                f"(registered: {', '.join(sorted(self._machines)) or 'none'})"
+            )
+        finals = {s.name for s in machine.spec.states if s.final}
+        return [
+            Waiting(s.state, s.entered_at)
+            for s in self._snapshots_of(entity_type)
+            if s.state not in finals and s.entered_at is not None and s.entered_at <= now
+        ]
+
+    def stored_states(self, entity_type: str) -> list[StoredState]:
+        """Instance counts per stored state and definition version."""
+        counts: dict[tuple[str, int | None], int] = defaultdict(int)
+        for snapshot in self._snapshots_of(entity_type):
+            counts[snapshot.state, snapshot.definition_version] += 1
+        return [StoredState(state, version, n) for (state, version), n in counts.items()]
+
+    def disagreements(self, entity_type: str) -> list[Disagreement]:
+        """Instances whose version is not their history's length and last seq."""
+        with self._lock:
+            found = [
+                Disagreement(key, s.version, len(h), h[-1].seq if h else None)
+                for (kind, key), s in self._snapshots.items()
+                if kind == entity_type
+                for h in [self._history.get((kind, key), [])]
+                if s.version != len(h) or s.version != (h[-1].seq if h else 0)
+            ]
+        return sorted(found, key=lambda d: d.key)
 
 
 class _Unit:

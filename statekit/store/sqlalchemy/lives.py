@@ -13,7 +13,6 @@ scheduled afresh; the per-transition statements stay as they are.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -22,13 +21,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
-    String,
     Table,
     and_,
     bindparam,
-    cast,
     exists,
-    func,
     insert,
     literal,
     or_,
@@ -44,9 +40,7 @@ from statekit.store.sqlalchemy.history import RECORD_COLUMNS, record_of
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = [
-    "Disagreement",
     "LifeOperations",
-    "disagreements",
     "lost_claim",
     "purge",
     "retire",
@@ -125,43 +119,6 @@ def retired_history(
         .order_by(t.c.retired_id)
     )
     return [record_of(entity_type, key, row) for row in conn.execute(query)]
-
-
-@dataclass(frozen=True)
-class Disagreement:
-    """An entity row whose version is not the number (and last seq) of its history."""
-
-    key: str
-    version: int
-    transitions: int
-    last_seq: int | None
-
-
-def disagreements(conn: Connection, binding: Any, tables: StatekitTables) -> list[Disagreement]:
-    """Rows of `binding`'s table whose `state_version` disagrees with their live
-    history: a version other than the number of history rows, or than the last seq."""
-    history = tables.transitions
-    per_key = (
-        select(
-            history.c.entity_key,
-            func.count().label("transitions"),
-            func.max(history.c.seq).label("last_seq"),
-        )
-        .where(history.c.entity_type == binding.machine.name)
-        .group_by(history.c.entity_key)
-        .subquery("per_key")
-    )
-    version = binding.columns["version"]
-    counted = func.coalesce(per_key.c.transitions, 0)
-    query = (
-        select(binding.key, version, counted, per_key.c.last_seq)
-        .select_from(
-            binding.table.outerjoin(per_key, per_key.c.entity_key == cast(binding.key, String()))
-        )
-        .where(or_(version != counted, version != func.coalesce(per_key.c.last_seq, 0)))
-        .order_by(binding.key)
-    )
-    return [Disagreement(str(k), v, n, last) for k, v, n, last in conn.execute(query)]
 
 
 def lost_claim(task: CompensationTask) -> ConcurrentTransitionError:
@@ -257,16 +214,6 @@ class LifeOperations:
                 return retired_history(conn, self.tables, entity_type, key)
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"reading retired history failed: {exc}") from exc
-
-    def disagreements(self, entity_type: str) -> list[Disagreement]:
-        """Rows of `entity_type` whose version disagrees with their history (what
-        `statekit check --db` reports)."""
-        binding = self.binding(entity_type)
-        try:
-            with self.engine.connect() as conn:
-                return disagreements(conn, binding, self.tables)
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"checking {entity_type} against its history failed: {exc}") from exc
 
     def claimed_step(self, task: CompensationTask, entity: object) -> TransitionRecord | None:
         """The history record of the step `task` undoes, read in the entity's own

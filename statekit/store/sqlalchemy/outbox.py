@@ -290,17 +290,6 @@ class OutboxOperations:
         with reading(self.engine, "listing compensations") as conn:
             return [_task(row) for row in conn.execute(query).all()]
 
-    def compensation_attempts(self, task_id: int) -> list[tuple[int, datetime, bool, str | None]]:
-        """(attempt, at, succeeded, error) of every attempt at one compensation."""
-        a = self.tables.attempts
-        query = (
-            select(a.c.attempt, a.c.at, a.c.succeeded, a.c.error)
-            .where(a.c.compensation_id == task_id)
-            .order_by(a.c.attempt)
-        )
-        with reading(self.engine, f"listing attempts of compensation {task_id}") as conn:
-            return [(r[0], r[1], bool(r[2]), r[3]) for r in conn.execute(query).all()]
-
     def reopen_dead_compensations(self, entity: object, now: datetime, extra_attempts: int) -> int:
         """In the entity's transaction, give its dead compensations `extra_attempts`
         more tries starting now; returns how many were reopened."""

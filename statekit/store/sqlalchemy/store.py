@@ -49,7 +49,7 @@ from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.lives import LifeOperations, retire
-from statekit.store.sqlalchemy.queries import Queries
+from statekit.store.sqlalchemy.reads import ReadOperations
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
 from statekit.store.sqlalchemy.sessions import (
     defer,
@@ -65,7 +65,7 @@ from statekit.store.sqlalchemy.writeback import note_written
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
 
-class SQLAlchemyStore(Queries, LifeOperations, SweepOperations, SweepStore):
+class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStore):
     """Persists transitions of registered entity classes through SQLAlchemy.
 
     Args:
@@ -171,8 +171,8 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations, SweepStore):
                 f"(registered: {', '.join(sorted(self._bindings)) or 'none'})"
             ) from None
 
-    def _reading(self) -> AbstractContextManager[Connection]:
-        return reading(self.engine, "reading from the store")
+    def _reading(self, what: str = "reading from the store") -> AbstractContextManager[Connection]:
+        return reading(self.engine, what)
 
     # -- the Store protocol ----------------------------------------------------------
 

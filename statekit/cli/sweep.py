@@ -8,7 +8,6 @@ continuously); 2 on bad usage; 130 when a second signal stops it at once.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
@@ -21,24 +20,14 @@ from typing import Any
 
 import click
 
-from statekit.cli.commands import (
-    db_option,
-    json_option,
-    module_option,
-    open_store,
-)
+from statekit.cli.app import current_context, pass_context
+from statekit.cli.context import Context
+from statekit.cli.options import actor_option, db_option, json_option, module_option
 from statekit.cli.output import printable
-from statekit.runtime import Runner
+from statekit.compensation import CompensationTask
 from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper, SweepResult
 
-_ACTOR = click.option(
-    "--actor",
-    envvar="STATEKIT_ACTOR",
-    show_envvar=True,
-    default=lambda: os.environ.get("USER") or getpass.getuser(),
-    show_default="the current user",
-    help="Who is acting; recorded in the instance's history.",
-)
+__all__ = ["COMMANDS", "resolve", "retry", "stuck", "sweep"]
 
 
 def _sweeper(
@@ -56,10 +45,8 @@ def _sweeper(
                 f"({lease:g}s), or 0 for no limit"
             )
         timeout = timedelta(seconds=handler_timeout) if handler_timeout else None
-    store = open_store(db_url, modules)
-    runners = [Runner(machine, store) for machine in store.entities()]
-    return Sweeper(
-        runners, batch_size=batch_size, lease=timedelta(seconds=lease), handler_timeout=timeout
+    return current_context(db_url, modules).sweeper(
+        batch_size=batch_size, lease=timedelta(seconds=lease), handler_timeout=timeout
     )
 
 
@@ -189,32 +176,36 @@ def sweep(
 @db_option()
 @module_option()
 @json_option()
-def stuck(db_url: str, modules: tuple[str, ...], as_json: bool) -> None:
+@pass_context
+def stuck(context: Context, as_json: bool) -> None:
     """List stuck instances with their compensations (dead-lettered ones need a person:
     `statekit retry` or `statekit resolve`)."""
-    sweeper = _sweeper(db_url, modules)
     rows: list[dict[str, Any]] = []
-    for snapshot, tasks in sweeper.stuck():
-        rows.append(
-            {
-                "entity_type": snapshot.entity_type,
-                "key": snapshot.key,
-                "state": snapshot.state,
-                "stuck_at": snapshot.stuck_at.isoformat() if snapshot.stuck_at else None,
-                "reason": snapshot.stuck_reason,
-                "compensations": [
-                    {
-                        "step": t.step_seq,
-                        "action": t.action,
-                        "status": t.status,
-                        "attempts": t.attempts,
-                        "max_attempts": t.max_attempts,
-                        "last_error": t.last_error,
-                    }
-                    for t in tasks
-                ],
-            }
-        )
+    for name in context.machines:
+        tasks: dict[str, list[CompensationTask]] = {}
+        for task in context.reads.compensations(name):
+            tasks.setdefault(task.key, []).append(task)
+        for snapshot in context.reads.stuck(name):
+            rows.append(
+                {
+                    "entity_type": snapshot.entity_type,
+                    "key": snapshot.key,
+                    "state": snapshot.state,
+                    "stuck_at": snapshot.stuck_at.isoformat() if snapshot.stuck_at else None,
+                    "reason": snapshot.stuck_reason,
+                    "compensations": [
+                        {
+                            "step": t.step_seq,
+                            "action": t.action,
+                            "status": t.status,
+                            "attempts": t.attempts,
+                            "max_attempts": t.max_attempts,
+                            "last_error": t.last_error,
+                        }
+                        for t in tasks.get(snapshot.key, [])
+                    ],
+                }
+            )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -240,7 +231,7 @@ def stuck(db_url: str, modules: tuple[str, ...], as_json: bool) -> None:
 @click.argument("key")
 @db_option()
 @module_option()
-@_ACTOR
+@actor_option()
 @click.option(
     "--attempts",
     type=click.IntRange(min=1),
@@ -274,7 +265,7 @@ def retry(
 )
 @db_option()
 @module_option()
-@_ACTOR
+@actor_option()
 def resolve(
     entity_type: str,
     key: str,

@@ -1,0 +1,48 @@
+"""`statekit db create` and `statekit db sql`: statekit's tables, created or printed
+(the SQL comes from `statekit.cli.sqlalchemy`)."""
+
+from __future__ import annotations
+
+import click
+
+from statekit.cli.options import db_option, module_option
+
+__all__ = ["DIALECTS", "db", "db_create", "db_sql"]
+
+DIALECTS = ("postgresql", "sqlite", "mysql", "mariadb")
+
+
+@click.group()
+def db() -> None:
+    """Create statekit's tables or print their DDL."""
+
+
+@db.command("create")
+@db_option(hosted=False)
+@module_option(required=False)
+def db_create(db_url: str, modules: tuple[str, ...]) -> None:
+    """Create statekit's tables (and, given modules, the tables of their mapped
+    classes) where they do not exist yet; a SQLite file is created if missing."""
+    from statekit.cli.sqlalchemy import create_tables
+
+    click.echo(f"ok: {', '.join(create_tables(db_url, modules))}")
+
+
+@db.command("sql")
+@click.option(
+    "--dialect",
+    type=click.Choice(DIALECTS),
+    default="postgresql",
+    show_default=True,
+    envvar="STATEKIT_DIALECT",
+    show_envvar=True,
+    help="SQL dialect to print the DDL for.",
+)
+@module_option(required=False)
+def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
+    """Print the CREATE statements of statekit's tables (and of the modules' mapped
+    classes) for a migration you write yourself."""
+    from statekit.cli.sqlalchemy import ddl
+
+    for statement in ddl(dialect, modules):
+        click.echo(f"{statement}\n")
