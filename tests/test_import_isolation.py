@@ -4,6 +4,7 @@ every optional dependency fails to import."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -202,3 +203,20 @@ def test_a_cli_command_without_sqlalchemy_prints_the_extra_to_install() -> None:
         "Error: this command needs SQLAlchemy, which is not installed: "
         "pip install 'statekit[sqlalchemy]'"
     ]
+
+
+def test_an_install_exposes_the_statekit_package_only(tmp_path: Path) -> None:
+    """The editable install `make` does (and a wheel) put `statekit` on the path, not
+    the repository's `models`, `tests` or `bench`: a project's own `-m models` must
+    never find statekit's examples."""
+    probe = (
+        "import importlib.util, statekit; "
+        "print([n for n in ('models', 'tests', 'bench') if importlib.util.find_spec(n)])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

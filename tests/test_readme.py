@@ -152,9 +152,10 @@ def test_command_outputs_shown_in_the_readme_are_what_the_commands_print(
 
     shown = [b for b in fenced_blocks(readme) if b.lang == "text" and b.body.startswith("$ ")]
     assert shown, "README.md shows no command output"
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}  # the examples in models/
     demo = subprocess.run(
         [sys.executable, "-m", "statekit", "demo", "--dir", "demo-output"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False, env=env,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr
     for block in shown:
@@ -169,7 +170,7 @@ def test_command_outputs_shown_in_the_readme_are_what_the_commands_print(
         result = subprocess.run(
             [sys.executable, "-m", "statekit", *argv[1:]],
             cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+            env=env,
         )  # fmt: skip
         assert result.returncode == 0, (block.line, result.stderr)
         assert result.stdout.splitlines() == lines[taken:], f"README.md line {block.line}"

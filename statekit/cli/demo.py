@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from statekit.cli.loading import import_module
 from statekit.clock import ManualClock
 from statekit.errors import ConcurrentTransitionError, StatekitError, TransitionError
 from statekit.runtime import Runner
@@ -76,14 +77,15 @@ class _Day:
 
 
 def _examples() -> Any:
+    """The repository's example models, found from the current directory (`make demo`
+    runs from the checkout; an install exposes the `statekit` package only)."""
     try:
-        import models.orm as examples
-    except ModuleNotFoundError as exc:
+        return import_module("models.orm")
+    except StatekitError as exc:
         raise StatekitError(
             "the demo runs the example models of statekit's source tree; "
             "run it from a checkout (make demo)"
         ) from exc
-    return examples
 
 
 def run_demo(

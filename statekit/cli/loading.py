@@ -12,7 +12,7 @@ from statekit.declare import Workflow
 from statekit.engine import Machine
 from statekit.errors import StatekitError
 
-__all__ = ["Loaded", "load_modules", "resolve_machine"]
+__all__ = ["Loaded", "import_module", "load_modules", "resolve_machine"]
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Loaded:
     entities: dict[Machine, type] = field(default_factory=dict)
 
 
-def _import(name: str) -> ModuleType:
+def import_module(name: str) -> ModuleType:
     """Import `name` as `python -m` would: the current directory comes first on the
     path, so a project's own modules are found when the CLI runs from its folder."""
     if name.startswith("."):
@@ -50,7 +50,7 @@ def load_modules(names: list[str]) -> Loaded:
     that declare `__statekit_machine__` (the mapped classes that store them)."""
     loaded = Loaded()
     for name in names:
-        module = _import(name)
+        module = import_module(name)
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Workflow) and value is not Workflow:
                 if getattr(value, "machine", None) is not None:
@@ -68,7 +68,7 @@ def load_modules(names: list[str]) -> Loaded:
 def resolve_machine(spec: str) -> Machine:
     """Resolve `module:attr` to a compiled machine (a Workflow class or a Machine)."""
     module_name, _, attribute = spec.partition(":")
-    module = _import(module_name)
+    module = import_module(module_name)
     if not attribute:
         machines = load_modules([module_name]).machines
         if len(machines) != 1:
