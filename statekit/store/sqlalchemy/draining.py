@@ -15,14 +15,9 @@ from sqlalchemy.orm import Session
 
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Snapshot
+from statekit.store.sqlalchemy.dialects import capabilities
 
 __all__ = ["DatabaseClock", "HandlerUnit"]
-
-_NOW = {
-    "postgresql": "SELECT statement_timestamp()",
-    "mysql": "SELECT UTC_TIMESTAMP(6)",
-    "mariadb": "SELECT UTC_TIMESTAMP(6)",
-}
 
 
 class DatabaseClock:
@@ -32,7 +27,7 @@ class DatabaseClock:
     carried forward with this process's monotonic clock (which no clock change moves)."""
 
     def __init__(self, engine: Engine, *, resync: timedelta = timedelta(seconds=30)) -> None:
-        query = _NOW.get(engine.dialect.name)
+        query = capabilities(engine).clock_query
         if query is None:
             raise ValueError(f"no database clock for {engine.dialect.name}")
         self._query = text(query)

@@ -38,6 +38,7 @@ from statekit.entity import StateWriter
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBinding
+from statekit.store.sqlalchemy.dialects import capabilities, of_dialect
 from statekit.store.sqlalchemy.errors import translate
 from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
@@ -56,8 +57,6 @@ __all__ = [
 logger = logging.getLogger("statekit.sql")  # the statements sent, at DEBUG
 notes = logging.getLogger("statekit")
 
-_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
-
 # Engine events that would miss statements sent on the DBAPI connection. "begin"
 # counts too, except statekit's own SQLite listener (see sqlite.py).
 _WATCHED_EVENTS = (
@@ -74,7 +73,7 @@ _WATCHED_EVENTS = (
 
 def supports_driver_path(engine: Engine) -> bool:
     """Whether statekit can send by-key fires on `engine`'s DBAPI connections."""
-    return (engine.dialect.name, engine.dialect.driver) in _DRIVERS
+    return capabilities(engine).driver_path
 
 
 def driver_path_allowed(engine: Engine) -> bool:
@@ -207,7 +206,7 @@ class DriverFiring:
         self.history = history
         self.dialect = dialect
         self.hide_parameters = hide_parameters  # the engine's: keep values out of errors
-        self.one_statement = dialect.name == "postgresql"  # UPDATE in WITH, then INSERT
+        self.one_statement = of_dialect(dialect).one_statement_write  # UPDATE in WITH
         self.load = DriverStatement.compile(loader.load, dialect, ["key_"])
         self.version = DriverStatement.compile(
             select(binding.columns["version"]).where(binding.key == bindparam("key_")),

@@ -33,6 +33,7 @@ from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.errors import StoreError
 from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
 from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
@@ -59,18 +60,7 @@ _TASK_COLUMNS = (
 
 def supports_skip_locked(engine: Engine) -> bool:
     """Whether the server behind `engine` has `SELECT ... FOR UPDATE SKIP LOCKED`."""
-    dialect = engine.dialect
-    if dialect.name == "postgresql":
-        return True
-    if dialect.name not in {"mysql", "mariadb"}:
-        return False
-    if dialect.server_version_info is None:
-        with reading(engine, "reading the server version"):
-            pass  # the first connection reads the server version
-    version = tuple(dialect.server_version_info or ())
-    if getattr(dialect, "is_mariadb", False):
-        return version >= (10, 6)
-    return version >= (8, 0, 1)
+    return capabilities(engine, connect=True).skip_locked
 
 
 class OutboxOperations:
@@ -93,8 +83,9 @@ class OutboxOperations:
         """The engine for sweeper transactions: READ COMMITTED on MySQL/MariaDB, so a
         claim locks only the rows it takes (REPEATABLE READ would also lock the gaps
         between them and stall other sweepers' inserts)."""
-        if self.engine.dialect.name in {"mysql", "mariadb"}:
-            return self.writer.execution_options(isolation_level="READ COMMITTED")
+        isolation = capabilities(self.engine).claim_isolation
+        if isolation is not None:
+            return self.writer.execution_options(isolation_level=isolation)
         return self.writer
 
     @cached_property
@@ -133,7 +124,7 @@ class OutboxOperations:
             }
             for t in tasks
         ]
-        conn.execute(insert_ignoring_duplicates(table, self.engine.dialect.name), rows)
+        conn.execute(insert_ignoring_duplicates(table, capabilities(self.engine)), rows)
 
     def claim_compensations(
         self, now: datetime, limit: int, lease: timedelta
@@ -364,7 +355,7 @@ class OutboxOperations:
         and MySQL/MariaDB (one clock for every sweeper, whatever its machine's clock
         says; see `DatabaseClock`); on SQLite, whose "server" is this machine, the
         system clock."""
-        if self.engine.dialect.name not in {"postgresql", "mysql", "mariadb"}:
+        if capabilities(self.engine).clock_query is None:
             return SystemClock()
         clock: DatabaseClock | None = self.__dict__.get("_database_clock")
         if clock is None:  # one per store: sweepers sharing it share its readings

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Snapshot, TransitionRecord
 from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements
@@ -68,7 +69,7 @@ class SweepOperations(OutboxOperations):
         built: dict[str, MarkStatements] = self.__dict__.setdefault("_marking", {})
         name = binding.machine.name
         if name not in built:
-            built[name] = MarkStatements(binding, self.tables, self.engine.dialect.name)
+            built[name] = MarkStatements(binding, self.tables, capabilities(self.engine))
         return built[name]
 
     def steps(self, entity: object) -> list[TransitionRecord]:
@@ -117,7 +118,7 @@ class SweepOperations(OutboxOperations):
         when a compensation is due: one cheap, non-locking query, so an idle sweeper
         costs about one indexed lookup per pass."""
         parameters: dict[str, Any] = {}
-        if self.engine.dialect.name == "postgresql":
+        if capabilities(self.engine).inline_probe_time:
             # Inline `now`: the generic plan of a prepared `deadline <= $1` may scan the
             # whole table when nothing is due; with the value the due index answers.
             stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
@@ -151,7 +152,7 @@ class SweepOperations(OutboxOperations):
 
     @cached_property
     def _probe_engine(self) -> Engine:
-        if self.engine.dialect.name == "sqlite":
+        if not capabilities(self.engine).probe_autocommit:
             return self.engine
         return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 

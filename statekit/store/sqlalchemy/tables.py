@@ -35,6 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
+from statekit.store.sqlalchemy.dialects import of_dialect
+
 __all__ = [
     "EXACT_COLLATION",
     "HISTORY_IDEMPOTENCY_CONSTRAINT",
@@ -74,7 +76,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name in {"mysql", "mariadb"}:
+        if of_dialect(dialect).fractional_datetime:
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 
