@@ -18,8 +18,6 @@ from typing import Any, Literal
 from sqlalchemy import Engine
 from sqlalchemy.engine import Dialect
 
-from statekit.store.sqlalchemy.connections import reading
-
 __all__ = [
     "PARTIAL_INDEX_DIALECTS",
     "Capabilities",
@@ -105,7 +103,10 @@ def capabilities(engine: Engine, *, connect: bool = False) -> Capabilities:
     if found is not None:
         return found
     if connect and dialect.name in _MYSQL_FAMILY and dialect.server_version_info is None:
-        with reading(engine, "reading the server version"):
+        # Imported here: errors.py needs tables.py, which reads this module.
+        from statekit.store.sqlalchemy.errors import wrap
+
+        with wrap("reading the server version", engine), engine.connect():
             pass  # the first connection reads the server version
     return of_dialect(dialect)
 

@@ -39,7 +39,7 @@ from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBinding
 from statekit.store.sqlalchemy.dialects import capabilities, of_dialect
-from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
 
@@ -337,18 +337,18 @@ class DriverUnit:
             values.update({f"c{i}_": loaded[name] for i, name in enumerate(changed)})
         history = {f"h_{name}": value for name, value in history_row(record).items()}
         try:
-            if firing.one_statement:
-                values.update(history)
-            written = self.execute(firing.write(changed), values).rowcount
-            if written == 1 and not firing.one_statement:
-                self.execute(firing.insert_history, history)
-            elif written != 1:
-                self.failed = True
-                row = self.execute(firing.version, {"key_": values["k_"]}).fetchone()
-                raise binding.lost_race(plan, None if row is None else row[0])
-        except sa_exc.SQLAlchemyError as exc:
+            with wrap("storing", plan=plan, version_of=version_of):
+                if firing.one_statement:
+                    values.update(history)
+                written = self.execute(firing.write(changed), values).rowcount
+                if written == 1 and not firing.one_statement:
+                    self.execute(firing.insert_history, history)
+                elif written != 1:
+                    row = self.execute(firing.version, {"key_": values["k_"]}).fetchone()
+                    raise binding.lost_race(plan, None if row is None else row[0])
+        except StoreError:  # the transaction may only roll back now
             self.failed = True
-            raise translate(exc, plan, version_of()) from exc
+            raise
 
 
 @contextmanager

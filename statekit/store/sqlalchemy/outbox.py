@@ -32,9 +32,10 @@ from sqlalchemy.orm import Session, object_session
 from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.errors import StoreError
-from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables
@@ -151,7 +152,7 @@ class OutboxOperations:
                 query = query.with_for_update(skip_locked=True)
             queries.append(query)
         token = uuid.uuid4().hex
-        try:
+        with wrap("claiming compensations", self.engine):
             with self._sweep_engine.begin() as conn:
                 ids: list[Any] = []
                 for query in queries:
@@ -177,8 +178,6 @@ class OutboxOperations:
                     .where(c.c.id.in_(ids), c.c.claim_token == token)
                     .order_by(c.c.next_attempt_at, c.c.id)
                 ).all()
-        except failures(self.engine) as exc:
-            raise StoreError(f"claiming compensations failed: {exc}") from exc
         return [_task(row) for row in rows]
 
     def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
@@ -214,7 +213,7 @@ class OutboxOperations:
         dead: bool,
     ) -> None:
         """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`."""
-        try:
+        with wrap("recording a failed compensation", self.engine):
             with self._sweep_engine.begin() as conn:
                 self._finish(
                     conn,
@@ -224,8 +223,6 @@ class OutboxOperations:
                     error=error,
                     next_attempt_at=next_attempt_at,
                 )
-        except failures(self.engine) as exc:
-            raise StoreError(f"recording a failed compensation failed: {exc}") from exc
 
     def _finish(
         self,
@@ -340,12 +337,11 @@ class OutboxOperations:
         backend errors into `StoreError`."""
         unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key)
         try:
-            unit.load()
-            yield unit
-            if not unit.abandoned:
-                unit.session.commit()
-        except failures(self.engine) as exc:
-            raise StoreError(f"compensating {entity_type} {key} failed: {exc}") from exc
+            with wrap(f"compensating {entity_type} {key}", self.engine):
+                unit.load()
+                yield unit
+                if not unit.abandoned:
+                    unit.session.commit()
         finally:
             if not unit.abandoned:
                 unit.close()

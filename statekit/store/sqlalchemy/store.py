@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -27,7 +28,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.orm.exc import StaleDataError
 
 from statekit.engine import Machine, check_version
 from statekit.entity import STATE_KEYS, StateWriter
@@ -43,7 +43,7 @@ from statekit.store.base import AfterCommit
 from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.driver import DriverPath, DriverUnit, apply_detached, driver_unit
-from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
@@ -233,6 +233,16 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
         if getattr(entity, key_attribute, None) == "":
             raise StoreError(f"cannot store a {snapshot.entity_type} with an empty key")
         session = object_session(entity)
+        with wrap(f"creating {snapshot.entity_type}", self.engine):
+            self._insert(session, snapshot, entity)
+        if getattr(entity, key_attribute, None) is None:
+            raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
+
+    def _insert(self, session: Session | None, snapshot: Snapshot, entity: object) -> None:
+        """Insert `entity`'s row and start its key's life (`create`); a duplicate key
+        is a lost race when the row exists now, else `StoreError`."""
+        binding = self._binding(snapshot.entity_type)
+        key_attribute = binding.machine.fields.key
         try:
             if session is not None:
                 with session.no_autoflush:
@@ -258,10 +268,6 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
             raise StoreError(
                 f"cannot create {snapshot.entity_type} {snapshot.key or '(new)'}: {exc.orig}"
             ) from exc
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"creating {snapshot.entity_type} failed: {exc}") from exc
-        if getattr(entity, key_attribute, None) is None:
-            raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
 
     def _start_life(self, session: Session, snapshot: Snapshot, entity: object) -> None:
         """Retire what an earlier instance left under the new row's key."""
@@ -338,10 +344,8 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
         session = open_session_of(entity)
         if session is not None:
             with session.no_autoflush:
-                try:
+                with wrap("connecting", self.engine, plan=plan):  # the Session's connection
                     conn = session.connection()
-                except failures(self.engine) as exc:  # the Session could not connect
-                    raise translate(exc, plan, None) from exc
                 try:
                     self._write(conn, binding, plan, record)
                 except HalfWritten as half:
@@ -351,26 +355,22 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
             if after_commit is not None:
                 defer(session, lambda: after_commit(record))
         elif (firing := self._driver.firing(binding)) is not None:
-            try:
-                apply_detached(
-                    self.engine,
-                    firing,
-                    plan,
-                    record,
-                    lambda: self._version_of(binding, plan.key or ""),
-                )
-            except sa_exc.SQLAlchemyError as exc:  # BEGIN or COMMIT failed
-                raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
+            version_of = partial(self._version_of, binding, plan.key or "")
+            with wrap("storing", self.engine, plan=plan, version_of=version_of):  # BEGIN, COMMIT
+                apply_detached(self.engine, firing, plan, record, version_of)
             if after_commit is not None:
                 after_commit(record)
         else:
+            version_of = partial(self._version_of, binding, plan.key or "")
             try:
-                with self.writer.connect() as conn, conn.begin():
+                with (
+                    wrap("storing", self.engine, plan=plan, version_of=version_of),
+                    self.writer.connect() as conn,
+                    conn.begin(),
+                ):
                     self._write(conn, binding, plan, record)
             except HalfWritten as half:  # the transaction rolled back: nothing was written
                 raise half.error from half.__cause__
-            except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
-                raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
             if after_commit is not None:
                 after_commit(record)
         if entity is not None and is_mapped(entity):
@@ -381,7 +381,8 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
         self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
     ) -> None:
         values = binding.compare_and_set_values(plan)
-        try:
+        version_of = partial(self._version_of, binding, plan.key or "")
+        with wrap("storing", self.engine, plan=plan, version_of=version_of):
             updated = conn.execute(binding.compare_and_set, values)
             if updated.rowcount != 1:
                 # A locking read: under REPEATABLE READ (MySQL, MariaDB) a plain one
@@ -389,13 +390,11 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
                 current = select(binding.columns["version"]).where(binding.key == values["k_"])
                 actual = conn.execute(current.with_for_update(read=True)).scalar()
                 raise binding.lost_race(plan, actual)
-        except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
-            raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
         try:
-            conn.execute(self._insert_history, _history_row(record))
-        except sa_exc.SQLAlchemyError as exc:
-            error = translate(exc, plan, self._version_of(binding, plan.key or ""))
-            raise HalfWritten(error, plan) from exc
+            with wrap("storing", self.engine, plan=plan, version_of=version_of):
+                conn.execute(self._insert_history, _history_row(record))
+        except StoreError as error:  # the row moved, its history did not: half-written
+            raise HalfWritten(error, plan) from error.__cause__
 
     def history(
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
@@ -447,7 +446,7 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
                 yield entity
             return
         loader, coerced = binding.rows, binding.coerce_key(key)
-        try:
+        with wrap(f"transaction on {entity_type} {key}", self.engine):
             with self.writer.connect() as conn, conn.begin():
                 row = conn.execute(loader.load, {"key_": coerced}).first()
                 if row is None:
@@ -461,8 +460,6 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
                     loader.write_changes(conn, entity, binding, key)
                 finally:
                     del self._row_units[id(entity)]
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded
             callback()
 
@@ -484,15 +481,13 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
             with self.transaction(entity_type, key) as entity:
                 yield entity
             return
-        try:
+        with wrap(f"transaction on {entity_type} {key}", self.engine):
             with driver_unit(self.engine, firing, key) as unit:
                 self._row_units[id(unit.entity)] = unit
                 try:
                     yield unit.entity
                 finally:
                     del self._row_units[id(unit.entity)]
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded
             callback()
 
