@@ -31,7 +31,6 @@ from typing import Any
 from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.expression import ClauseElement
 
 from statekit.entity import StateWriter
@@ -41,6 +40,7 @@ from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBind
 from statekit.store.sqlalchemy.dialects import capabilities, of_dialect
 from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
+from statekit.store.sqlalchemy.orm import compiled_parameters, engine_listeners, pending_changes
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
 
 __all__ = [
@@ -82,15 +82,8 @@ def driver_path_allowed(engine: Engine) -> bool:
     schema translate map, for one, is applied only by SQLAlchemy's `Connection`)."""
     if engine.logger.isEnabledFor(logging.INFO) or engine.get_execution_options():
         return False
-    dispatch: Any = engine.dispatch
-    if engine.dialect.dispatch.handle_error:
-        return False
     own = getattr(engine, OWN_BEGIN_LISTENER, None)
-    for name in _WATCHED_EVENTS:
-        for listener in getattr(dispatch, name):
-            if listener is not own:
-                return False
-    return True
+    return all(listener is own for listener in engine_listeners(engine, _WATCHED_EVENTS))
 
 
 class Unsupported(Exception):  # noqa: N818 - internal signal, the store falls back
@@ -159,9 +152,8 @@ class DriverStatement:
                 column with a Python-side `onupdate` (computed per execution).
         """
         compiled: Any = statement.compile(dialect=dialect)
-        order = tuple(compiled.positiontup) if compiled.positional else tuple(names)
-        binds = compiled.binds
-        unknown = set(compiled.bind_names.values()) - set(names)
+        order, binds, rendered = compiled_parameters(compiled, names)
+        unknown = rendered - set(names)
         if unknown:
             raise Unsupported(f"SQLAlchemy adds parameters {sorted(unknown)}")
         processors = tuple(
@@ -327,9 +319,7 @@ class DriverUnit:
         changed: tuple[str, ...] = ()
         if self.entity is not None:  # loaded by this unit: what actions changed
             changed = tuple(
-                name
-                for name in instance_state(self.entity).committed_state
-                if name not in binding.state_names
+                name for name in pending_changes(self.entity) if name not in binding.state_names
             )
         values = binding.compare_and_set_values(plan)
         if changed:

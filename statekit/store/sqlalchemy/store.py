@@ -27,7 +27,6 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
-from sqlalchemy.orm.attributes import instance_state
 
 from statekit.engine import Machine, check_version
 from statekit.entity import STATE_KEYS, StateWriter
@@ -49,6 +48,7 @@ from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.lives import LifeOperations, retire
+from statekit.store.sqlalchemy.orm import has_pending_changes
 from statekit.store.sqlalchemy.queries import Queries
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
 from statekit.store.sqlalchemy.sessions import (
@@ -338,7 +338,7 @@ class SQLAlchemyStore(Queries, LifeOperations, SweepOperations):
                 raise half.error from half.__cause__
             if after_commit is not None:
                 unit.committed.append(lambda: after_commit(record))
-            if instance_state(entity).committed_state:  # set through the ORM, not the Runner
+            if has_pending_changes(entity):  # set through the ORM, not the Runner
                 mark_persisted(entity, binding)
             return record
         session = open_session_of(entity)
