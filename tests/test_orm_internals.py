@@ -154,7 +154,7 @@ def test_set_listened_sees_listeners_validators_and_unknown_names() -> None:
 
 def test_engine_listeners_include_execution_and_error_listeners(engine: Engine) -> None:
     watched = ("before_execute", "after_cursor_execute", "begin")
-    assert orm.engine_listeners(engine, watched) == []
+    assert list(orm.engine_listeners(engine, watched)) == []
 
     def before(*args: Any) -> None:
         pass
@@ -165,12 +165,12 @@ def test_engine_listeners_include_execution_and_error_listeners(engine: Engine) 
     event.listen(engine, "before_execute", before)
     # An engine derived with execution options sees its parent's listeners.
     # (SQLAlchemy registers a wrapper of `before`, so count rather than compare.)
-    assert len(orm.engine_listeners(engine.execution_options(x=1), watched)) == 1
+    assert len(list(orm.engine_listeners(engine.execution_options(x=1), watched))) == 1
     event.remove(engine, "before_execute", before)
     event.listen(engine, "handle_error", on_error)
-    assert on_error in orm.engine_listeners(engine, watched)
+    assert on_error in list(orm.engine_listeners(engine, watched))
     event.remove(engine, "handle_error", on_error)
-    assert orm.engine_listeners(engine, watched) == []
+    assert list(orm.engine_listeners(engine, watched)) == []
 
 
 def test_compiled_parameters_give_the_driver_order_and_sqlalchemys_own() -> None:

@@ -14,7 +14,7 @@ dialect's event `dispatch`, and the compiler's `positiontup`, `binds` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -122,13 +122,14 @@ def set_listened(entity_class: type, names: Iterable[str]) -> bool:
     return any(name not in manager or bool(manager[name].dispatch.set) for name in names)
 
 
-def engine_listeners(engine: Engine, events: Iterable[str]) -> list[Any]:
+def engine_listeners(engine: Engine, events: Iterable[str]) -> Iterator[Any]:
     """The listeners of `events` registered on `engine` (and its parents'
-    events), plus the dialect's "handle_error" listeners."""
+    events), then the dialect's "handle_error" listeners (a lazy iterator: a check
+    that stops at the first one costs little on the driver path)."""
     dispatch: Any = engine.dispatch
-    found = [listener for name in events for listener in getattr(dispatch, name)]
-    found.extend(engine.dialect.dispatch.handle_error)
-    return found
+    for name in events:
+        yield from getattr(dispatch, name)
+    yield from engine.dialect.dispatch.handle_error
 
 
 def compiled_parameters(
