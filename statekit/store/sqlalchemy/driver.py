@@ -40,7 +40,7 @@ from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBind
 from statekit.store.sqlalchemy.dialects import capabilities, of_dialect
 from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
-from statekit.store.sqlalchemy.orm import compiled_parameters, engine_listeners, pending_changes
+from statekit.store.sqlalchemy.orm import compiled_parameters, engine_listened, pending_changes
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
 
 __all__ = [
@@ -83,7 +83,7 @@ def driver_path_allowed(engine: Engine) -> bool:
     if engine.logger.isEnabledFor(logging.INFO) or engine.get_execution_options():
         return False
     own = getattr(engine, OWN_BEGIN_LISTENER, None)
-    return all(listener is own for listener in engine_listeners(engine, _WATCHED_EVENTS))
+    return not engine_listened(engine, _WATCHED_EVENTS, besides=own)
 
 
 class Unsupported(Exception):  # noqa: N818 - internal signal, the store falls back

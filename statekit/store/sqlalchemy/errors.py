@@ -8,8 +8,8 @@ database's exception in `__cause__`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -95,25 +95,46 @@ def failures(engine: Engine) -> tuple[type[Exception], ...]:
     return (sa_exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
 
 
-@contextmanager
-def wrap(
-    what: str,
-    engine: Engine | None = None,
-    *,
-    plan: Plan | None = None,
-    version_of: Callable[[], int | None] | None = None,
-) -> Iterator[None]:
+class wrap:  # noqa: N801 - used as a function: `with wrap("reading x", engine):`
     """Run the block; a database failure leaves it as a statekit error.
 
     Without `plan`: `StoreError("<what> failed: <error>")`. With `plan` (its write
     failed): `translate(error, plan, version_of())`, so a lost race is a
     `ConcurrentTransitionError`. `engine` adds its driver's own errors to
-    SQLAlchemy's (see `failures`). statekit's own errors pass through unchanged.
+    SQLAlchemy's (see `failures`). statekit's own errors pass through. (A class, not
+    a generator: the driver path enters two per transition.)
     """
-    caught = failures(engine) if engine is not None else (sa_exc.SQLAlchemyError,)
-    try:
-        yield
-    except caught as exc:
-        if plan is not None:
-            raise translate(exc, plan, None if version_of is None else version_of()) from exc
-        raise StoreError(f"{what} failed: {exc}") from exc
+
+    __slots__ = ("engine", "plan", "version_of", "what")
+
+    def __init__(
+        self,
+        what: str,
+        engine: Engine | None = None,
+        *,
+        plan: Plan | None = None,
+        version_of: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.what = what
+        self.engine = engine
+        self.plan = plan
+        self.version_of = version_of
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None:
+            return
+        caught = failures(self.engine) if self.engine is not None else (sa_exc.SQLAlchemyError,)
+        if not isinstance(error, caught):
+            return
+        if self.plan is not None:
+            actual = None if self.version_of is None else self.version_of()
+            raise translate(error, self.plan, actual) from error
+        raise StoreError(f"{self.what} failed: {error}") from error

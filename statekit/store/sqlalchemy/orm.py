@@ -14,7 +14,7 @@ dialect's event `dispatch`, and the compiler's `positiontup`, `binds` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -32,7 +32,7 @@ __all__ = [
     "FAST_COMMIT",
     "commit_attributes",
     "compiled_parameters",
-    "engine_listeners",
+    "engine_listened",
     "has_pending_changes",
     "loaded_values",
     "net_changes",
@@ -122,14 +122,18 @@ def set_listened(entity_class: type, names: Iterable[str]) -> bool:
     return any(name not in manager or bool(manager[name].dispatch.set) for name in names)
 
 
-def engine_listeners(engine: Engine, events: Iterable[str]) -> Iterator[Any]:
-    """The listeners of `events` registered on `engine` (and its parents'
-    events), then the dialect's "handle_error" listeners (a lazy iterator: a check
-    that stops at the first one costs little on the driver path)."""
+def engine_listened(engine: Engine, events: Iterable[str], *, besides: object = None) -> bool:
+    """Whether a listener other than `besides` is registered for one of `events` on
+    `engine` (or on the engine it was derived from), or for the dialect's
+    "handle_error"."""
+    if engine.dialect.dispatch.handle_error:
+        return True
     dispatch: Any = engine.dispatch
     for name in events:
-        yield from getattr(dispatch, name)
-    yield from engine.dialect.dispatch.handle_error
+        for listener in getattr(dispatch, name):
+            if listener is not besides:
+                return True
+    return False
 
 
 def compiled_parameters(
