@@ -9,6 +9,11 @@ Rules:
 - only the CLI's standalone host (`statekit.cli.sqlalchemy`) and `statekit.contrib`
   import the concrete SQL store from outside it;
 - no module imports another module's underscore names;
+- only `statekit.store.sqlalchemy.orm` touches SQLAlchemy's internals: imports from its
+  internal modules (`sqlalchemy.orm.attributes`, `.state`, `.base`, ...) or of its
+  underscore names, and reads of the internal attributes statekit relies on
+  (`committed_state`, `_commit`, `new_instance`, `dispatch`, the compiler's
+  `positiontup`/`binds`/`bind_names`, ...);
 - no import cycles between statekit modules.
 
 Every import counts, also one inside a function, except those under
@@ -67,6 +72,30 @@ CORE = (
 )
 CORE_THIRD_PARTY = {"pydantic"}
 STORE_HOSTS = ("statekit.cli.sqlalchemy", "statekit.contrib")
+ORM_HOME = "statekit.store.sqlalchemy.orm"
+SQLALCHEMY_INTERNAL_MODULES = (
+    "sqlalchemy.orm.attributes",
+    "sqlalchemy.orm.state",
+    "sqlalchemy.orm.base",
+    "sqlalchemy.orm.instrumentation",
+    "sqlalchemy.orm.loading",
+    "sqlalchemy.sql.compiler",
+    "sqlalchemy.engine.default",
+    "sqlalchemy.event",
+)
+SQLALCHEMY_INTERNAL_ATTRIBUTES = frozenset(
+    {
+        "committed_state",
+        "_commit",
+        "new_instance",
+        "class_manager",
+        "impl",
+        "dispatch",
+        "positiontup",
+        "binds",
+        "bind_names",
+    }
+)
 
 ALLOWED = {
     # The demo runs on a SQLite file of its own: it is a standalone host too. It builds
@@ -85,6 +114,7 @@ class Import:
     module: str  # the statekit module it reaches, or the top-level third-party name
     names: tuple[str, ...]  # names taken from `module` by `from ... import`
     top_level: bool  # runs when the importer is imported
+    target: str = ""  # the dotted module named in the statement
 
 
 def module_name(path: Path) -> str:
@@ -127,7 +157,7 @@ def imports_of(name: str) -> Iterator[Import]:
     for node, top_level in statements(list(tree.body), True):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield Import(name, resolve(alias.name), (), top_level)
+                yield Import(name, resolve(alias.name), (), top_level, alias.name)
             continue
         base = node.module or ""
         if node.level:
@@ -141,7 +171,7 @@ def imports_of(name: str) -> Iterator[Import]:
             else:
                 taken.append(alias.name)
         if taken or base not in MODULES:
-            yield Import(name, resolve(base), tuple(taken), top_level)
+            yield Import(name, resolve(base), tuple(taken), top_level, base)
 
 
 def resolve(dotted: str) -> str:
@@ -155,6 +185,19 @@ def resolve(dotted: str) -> str:
 
 
 IMPORTS = [found for name in MODULES for found in imports_of(name)]
+
+
+def internal_attributes(name: str) -> set[str]:
+    """The SQLAlchemy internal attributes module `name` reads (`x.committed_state`)."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    return {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in SQLALCHEMY_INTERNAL_ATTRIBUTES
+    }
+
+
+ATTRIBUTE_READS = {(name, attr) for name in MODULES for attr in internal_attributes(name)}
 
 
 def within(module: str, prefix: str) -> bool:
@@ -190,6 +233,14 @@ def violations() -> set[tuple[str, str, str]]:
             for imported in i.names:
                 if imported.startswith("_") and not imported.startswith("__"):
                     found.add(("underscore name", i.importer, f"{i.module}.{imported}"))
+        if i.importer != ORM_HOME and (
+            any(within(i.target, internal) for internal in SQLALCHEMY_INTERNAL_MODULES)
+            or (i.module == "sqlalchemy" and any(n.startswith("_") for n in i.names))
+        ):
+            found.add(("SQLAlchemy internals outside orm.py", i.importer, i.target))
+    for importer, attr in ATTRIBUTE_READS:
+        if importer != ORM_HOME:
+            found.add(("SQLAlchemy internals outside orm.py", importer, f".{attr}"))
     for cycle in cycles():
         found.add(("import cycle", cycle[0], ", ".join(cycle)))
     return found
@@ -272,3 +323,37 @@ def test_a_cycle_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ("underscore name", "statekit.clock", "statekit.errors._private") in found
     [cycle] = [v for v in found if v[0] == "import cycle"]
     assert {"statekit.engine", "statekit.runtime"} <= set(cycle[2].split(", "))
+
+
+def test_sqlalchemy_internals_outside_orm_py_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ("statekit.store.sqlalchemy.orm", "committed_state") in ATTRIBUTE_READS
+    leaked = [
+        *IMPORTS,
+        Import(
+            "statekit.store.sqlalchemy.rows",
+            "sqlalchemy",
+            ("instance_state",),
+            True,
+            "sqlalchemy.orm.attributes",
+        ),
+        Import(
+            "statekit.store.sqlalchemy.store", "sqlalchemy", ("_private",), True, "sqlalchemy.orm"
+        ),
+    ]
+    monkeypatch.setattr(sys.modules[__name__], "IMPORTS", leaked)
+    reads = {*ATTRIBUTE_READS, ("statekit.store.sqlalchemy.driver", "positiontup")}
+    monkeypatch.setattr(sys.modules[__name__], "ATTRIBUTE_READS", reads)
+    found = {v for v in violations() - ALLOWED if v[0] == "SQLAlchemy internals outside orm.py"}
+    assert found == {
+        (
+            "SQLAlchemy internals outside orm.py",
+            "statekit.store.sqlalchemy.rows",
+            "sqlalchemy.orm.attributes",
+        ),
+        (
+            "SQLAlchemy internals outside orm.py",
+            "statekit.store.sqlalchemy.store",
+            "sqlalchemy.orm",
+        ),
+        ("SQLAlchemy internals outside orm.py", "statekit.store.sqlalchemy.driver", ".positiontup"),
+    }

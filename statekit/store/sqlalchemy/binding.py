@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, Select, Table, bindparam, select, update
-from sqlalchemy.orm.attributes import manager_of_class
 
 from statekit.engine import Machine
 from statekit.entity import STATE_KEYS, StateWriter
 from statekit.errors import InstanceNotFoundError, StatekitError
 from statekit.records import Plan, Snapshot
 from statekit.store.sqlalchemy.errors import conflict
+from statekit.store.sqlalchemy.orm import set_listened
 from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
 
 __all__ = ["COMPARE_AND_SET_PARAMS", "EntityBinding"]
@@ -49,7 +49,7 @@ class EntityBinding:
     def __post_init__(self) -> None:
         names = self.machine.fields.state_attributes()
         object.__setattr__(self, "state_names", names)
-        if not _observed(self.entity_class, names):
+        if not set_listened(self.entity_class, names):
             object.__setattr__(self, "write_state", loaded_values_writer(names))
         object.__setattr__(self, "compare_and_set", self.compare_and_set_with())
 
@@ -101,11 +101,3 @@ class EntityBinding:
             return self.key_type(key)
         except (TypeError, ValueError) as exc:
             raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
-
-
-def _observed(entity_class: type, names: Sequence[str]) -> bool:
-    """Whether the application listens to changes of a state attribute (a "set"
-    event listener or `@validates`, which is one). Writing straight into the
-    loaded values would skip it, so such classes keep the ORM's attribute path."""
-    manager: Any = manager_of_class(entity_class)
-    return any(name not in manager or bool(manager[name].dispatch.set) for name in names)

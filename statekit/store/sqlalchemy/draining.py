@@ -10,19 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, text
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.errors import InstanceNotFoundError
 from statekit.records import Snapshot
+from statekit.store.sqlalchemy.dialects import capabilities
+from statekit.store.sqlalchemy.errors import wrap
 
 __all__ = ["DatabaseClock", "HandlerUnit"]
-
-_NOW = {
-    "postgresql": "SELECT statement_timestamp()",
-    "mysql": "SELECT UTC_TIMESTAMP(6)",
-    "mariadb": "SELECT UTC_TIMESTAMP(6)",
-}
 
 
 class DatabaseClock:
@@ -32,7 +27,7 @@ class DatabaseClock:
     carried forward with this process's monotonic clock (which no clock change moves)."""
 
     def __init__(self, engine: Engine, *, resync: timedelta = timedelta(seconds=30)) -> None:
-        query = _NOW.get(engine.dialect.name)
+        query = capabilities(engine).clock_query
         if query is None:
             raise ValueError(f"no database clock for {engine.dialect.name}")
         self._query = text(query)
@@ -52,11 +47,9 @@ class DatabaseClock:
         return synced[0] + timedelta(seconds=ticks - synced[1])
 
     def _read(self) -> datetime:
-        try:
+        with wrap("reading the database's clock", self._engine):
             with self._engine.connect() as conn:
                 value: datetime = conn.execute(self._query).scalar_one()
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"reading the database's clock failed: {exc}") from exc
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

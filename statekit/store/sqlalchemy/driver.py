@@ -31,15 +31,16 @@ from typing import Any
 from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.expression import ClauseElement
 
 from statekit.entity import StateWriter
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBinding
-from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.dialects import capabilities, of_dialect
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import INSERT_COLUMNS, history_row
+from statekit.store.sqlalchemy.orm import compiled_parameters, engine_listener, pending_changes
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
 
 __all__ = [
@@ -55,8 +56,6 @@ __all__ = [
 
 logger = logging.getLogger("statekit.sql")  # the statements sent, at DEBUG
 notes = logging.getLogger("statekit")
-
-_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
 
 # Engine events that would miss statements sent on the DBAPI connection. "begin"
 # counts too, except statekit's own SQLite listener (see sqlite.py).
@@ -74,7 +73,7 @@ _WATCHED_EVENTS = (
 
 def supports_driver_path(engine: Engine) -> bool:
     """Whether statekit can send by-key fires on `engine`'s DBAPI connections."""
-    return (engine.dialect.name, engine.dialect.driver) in _DRIVERS
+    return capabilities(engine).driver_path
 
 
 def driver_path_allowed(engine: Engine) -> bool:
@@ -90,15 +89,8 @@ def watcher(engine: Engine) -> str | None:
         return "statement logging is on (echo, or the sqlalchemy.engine logger at INFO)"
     if engine.get_execution_options():
         return f"the engine has execution options ({', '.join(engine.get_execution_options())})"
-    dispatch: Any = engine.dispatch
-    if engine.dialect.dispatch.handle_error:
-        return "a handle_error listener is registered on the dialect"
     own = getattr(engine, OWN_BEGIN_LISTENER, None)
-    for name in _WATCHED_EVENTS:
-        for listener in getattr(dispatch, name):
-            if listener is not own:
-                return f"a {name!r} listener ({getattr(listener, '__qualname__', listener)})"
-    return None
+    return engine_listener(engine, _WATCHED_EVENTS, besides=own)
 
 
 class Unsupported(Exception):  # noqa: N818 - internal signal, the store falls back
@@ -180,9 +172,8 @@ class DriverStatement:
                 column with a Python-side `onupdate` (computed per execution).
         """
         compiled: Any = statement.compile(dialect=dialect)
-        order = tuple(compiled.positiontup) if compiled.positional else tuple(names)
-        binds = compiled.binds
-        unknown = set(compiled.bind_names.values()) - set(names)
+        order, binds, rendered = compiled_parameters(compiled, names)
+        unknown = rendered - set(names)
         if unknown:
             raise Unsupported(f"SQLAlchemy adds parameters {sorted(unknown)}")
         processors = tuple(
@@ -227,7 +218,7 @@ class DriverFiring:
         self.history = history
         self.dialect = dialect
         self.hide_parameters = hide_parameters  # the engine's: keep values out of errors
-        self.one_statement = dialect.name == "postgresql"  # UPDATE in WITH, then INSERT
+        self.one_statement = of_dialect(dialect).one_statement_write  # UPDATE in WITH
         self.load = DriverStatement.compile(loader.load, dialect, ["key_"])
         self.version = DriverStatement.compile(
             select(binding.columns["version"]).where(binding.key == bindparam("key_")),
@@ -348,9 +339,7 @@ class DriverUnit:
         changed: tuple[str, ...] = ()
         if self.entity is not None:  # loaded by this unit: what actions changed
             changed = tuple(
-                name
-                for name in instance_state(self.entity).committed_state
-                if name not in binding.state_names
+                name for name in pending_changes(self.entity) if name not in binding.state_names
             )
         values = binding.compare_and_set_values(plan)
         if changed:
@@ -358,18 +347,18 @@ class DriverUnit:
             values.update({f"c{i}_": loaded[name] for i, name in enumerate(changed)})
         history = {f"h_{name}": value for name, value in history_row(record).items()}
         try:
-            if firing.one_statement:
-                values.update(history)
-            written = self.execute(firing.write(changed), values).rowcount
-            if written == 1 and not firing.one_statement:
-                self.execute(firing.insert_history, history)
-            elif written != 1:
-                self.failed = True
-                row = self.execute(firing.version, {"key_": values["k_"]}).fetchone()
-                raise binding.lost_race(plan, None if row is None else row[0])
-        except sa_exc.SQLAlchemyError as exc:
+            with wrap("storing", plan=plan, version_of=version_of):
+                if firing.one_statement:
+                    values.update(history)
+                written = self.execute(firing.write(changed), values).rowcount
+                if written == 1 and not firing.one_statement:
+                    self.execute(firing.insert_history, history)
+                elif written != 1:
+                    row = self.execute(firing.version, {"key_": values["k_"]}).fetchone()
+                    raise binding.lost_race(plan, None if row is None else row[0])
+        except StoreError:  # the transaction may only roll back now
             self.failed = True
-            raise translate(exc, plan, version_of()) from exc
+            raise
 
 
 @contextmanager

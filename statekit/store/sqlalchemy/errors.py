@@ -1,7 +1,17 @@
-"""Map SQLAlchemy and driver exceptions to statekit's errors, once, at the boundary."""
+"""Map SQLAlchemy and driver exceptions to statekit's errors, once, at the boundary.
+
+Every boundary of the SQL store runs its database work in `wrap(what, engine)`: a
+failure leaves as `StoreError("<what> failed: ...")`, or, for the write of a plan,
+as `translate`'s error (`ConcurrentTransitionError` for a lost race), with the
+database's exception in `__cause__`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import TracebackType
+
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -13,7 +23,7 @@ from statekit.store.sqlalchemy.tables import (
     HISTORY_TABLE,
 )
 
-__all__ = ["conflict", "is_conflict", "translate"]
+__all__ = ["conflict", "failures", "is_conflict", "translate", "wrap"]
 
 # SQLSTATE 40001 serialization failure, 40P01 deadlock (PostgreSQL);
 # MySQL/MariaDB 1213 deadlock, 1020 "record has changed since last read".
@@ -75,3 +85,56 @@ def translate(error: BaseException, plan: Plan, actual_version: int | None) -> E
         f"storing {plan.event!r} on {plan.entity_type} {plan.key} failed: "
         f"{type(error).__name__}: {error}"
     )
+
+
+def failures(engine: Engine) -> tuple[type[Exception], ...]:
+    """What a database failure on `engine` raises: SQLAlchemy's errors, and the
+    driver's own, which SQLAlchemy lets through where it sets the isolation level of
+    a pooled connection the server has ended (an `isolation_level` execution option,
+    as statekit's sweeper engines on MariaDB and MySQL have)."""
+    return (sa_exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
+
+
+class wrap:  # noqa: N801 - used as a function: `with wrap("reading x", engine):`
+    """Run the block; a database failure leaves it as a statekit error.
+
+    Without `plan`: `StoreError("<what> failed: <error>")`. With `plan` (its write
+    failed): `translate(error, plan, version_of())`, so a lost race is a
+    `ConcurrentTransitionError`. `engine` adds its driver's own errors to
+    SQLAlchemy's (see `failures`). statekit's own errors pass through. (A class, not
+    a generator: the driver path enters two per transition.)
+    """
+
+    __slots__ = ("engine", "plan", "version_of", "what")
+
+    def __init__(
+        self,
+        what: str,
+        engine: Engine | None = None,
+        *,
+        plan: Plan | None = None,
+        version_of: Callable[[], int | None] | None = None,
+    ) -> None:
+        self.what = what
+        self.engine = engine
+        self.plan = plan
+        self.version_of = version_of
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None:
+            return
+        caught = failures(self.engine) if self.engine is not None else (sa_exc.SQLAlchemyError,)
+        if not isinstance(error, caught):
+            return
+        if self.plan is not None:
+            actual = None if self.version_of is None else self.version_of()
+            raise translate(error, self.plan, actual) from error
+        raise StoreError(f"{self.what} failed: {error}") from error

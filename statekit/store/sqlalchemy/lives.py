@@ -31,11 +31,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import delete as sa_delete
-from sqlalchemy import exc as sa_exc
 
 from statekit.compensation import CompensationTask
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import TransitionRecord
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS, record_of
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
@@ -164,7 +164,7 @@ class LifeOperations:
         binding = self.binding(entity_type)
         coerced = binding.coerce_key(key)
         text_key = str(coerced)  # as history stores it: "7" for an integer key 7
-        try:
+        with wrap(f"deleting {entity_type} {key}", self.engine):
             with self.engine.connect() as conn, conn.begin():
                 gone = conn.execute(sa_delete(binding.table).where(binding.key == coerced))
                 if gone.rowcount != 1:
@@ -173,8 +173,6 @@ class LifeOperations:
                     retire(conn, self.tables, entity_type, text_key, at or datetime.now(UTC))
                 else:
                     purge(conn, self.tables, entity_type, text_key)
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"deleting {entity_type} {key} failed: {exc}") from exc
 
     def retire_history(self, entity_type: str, key: str, *, at: datetime | None = None) -> bool:
         """Retire the live history and compensations of an instance still at version 0:
@@ -190,7 +188,7 @@ class LifeOperations:
         binding = self.binding(entity_type)
         coerced = binding.coerce_key(key)
         version = binding.columns["version"]
-        try:
+        with wrap(f"retiring the history of {entity_type} {key}", self.engine):
             with self.engine.connect() as conn, conn.begin():
                 locked = select(version).where(binding.key == coerced).with_for_update()
                 found = conn.execute(locked).first()
@@ -203,17 +201,13 @@ class LifeOperations:
                     )
                 now = at or datetime.now(UTC)
                 return retire(conn, self.tables, entity_type, str(coerced), now)
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"retiring the history of {entity_type} {key} failed: {exc}") from exc
 
     def retired_history(self, entity_type: str, key: str) -> list[TransitionRecord]:
         """The transitions of the key's earlier lives (instances deleted or replaced
         by a new one with the same key), oldest life first."""
-        try:
+        with wrap("reading retired history", self.engine):
             with self.engine.connect() as conn:
                 return retired_history(conn, self.tables, entity_type, key)
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"reading retired history failed: {exc}") from exc
 
     def claimed_step(self, task: CompensationTask, entity: object) -> TransitionRecord | None:
         """The history record of the step `task` undoes, read in the entity's own

@@ -11,7 +11,6 @@ from the instances' history.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -41,6 +40,7 @@ from sqlalchemy.orm.util import identity_key
 
 from statekit.errors import InstanceNotFoundError
 from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.sqlalchemy.dialects import Capabilities, KeyList
 from statekit.store.sqlalchemy.errors import conflict
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS, history_row
 from statekit.store.sqlalchemy.tables import StatekitTables
@@ -54,13 +54,13 @@ _NOTE_LIMIT = 4000
 """Longest stuck reason written when a set-aside instance's column has no length."""
 
 
-def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
+def insert_ignoring_duplicates(table: Table, caps: Capabilities) -> Any:
     """INSERT into the outbox that skips rows whose (entity, step, action) exists,
     except a `cancelled` one (a settled or resolved earlier stuck episode): a new
     mark reopens it as `pending` with its attempts granted again."""
     reopen = table.c.status == "cancelled"
-    if dialect in {"postgresql", "sqlite"}:
-        statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    if caps.insert_ignore == "on_conflict":
+        statement = (pg_insert if caps.name == "postgresql" else sqlite_insert)(table)
         new = statement.excluded
         return statement.on_conflict_do_update(
             index_elements=["entity_type", "entity_key", "step_seq", "action"],
@@ -73,7 +73,7 @@ def insert_ignoring_duplicates(table: Table, dialect: str) -> Any:
             },
             where=reopen,
         )
-    if dialect in {"mysql", "mariadb"}:
+    if caps.insert_ignore == "on_duplicate_key":
         upsert = mysql_insert(table)
         new = upsert.inserted
         reopen = table.c.status == literal_column("'cancelled'")  # no parameters in the
@@ -132,15 +132,13 @@ class MarkStatements:
     expanding IN list elsewhere.
     """
 
-    def __init__(self, binding: Any, tables: StatekitTables, dialect: str) -> None:
+    def __init__(self, binding: Any, tables: StatekitTables, caps: Capabilities) -> None:
         self.binding = binding
         # Integer and text keys read back as the text statekit keys by, and fit JSON.
         plain_keys = binding.key_type in (int, str)
-        self.mode = "expanding"
-        if dialect == "postgresql":
-            self.mode = "array"
-        elif dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38) and plain_keys:
-            self.mode = "json"
+        self.mode: KeyList = caps.key_list
+        if self.mode == "json" and not plain_keys:
+            self.mode = "expanding"
         key, cols = binding.key, binding.columns
         history, outbox = tables.transitions, tables.compensations
         text_keys = self._one_of(history.c.entity_key, String(), "texts")
@@ -227,7 +225,7 @@ class MarkStatements:
         ]
         # preserve_rowcount: psycopg reports -1 for an INSERT ... SELECT otherwise.
         self.schedule = (
-            insert_ignoring_duplicates(outbox, dialect)
+            insert_ignoring_duplicates(outbox, caps)
             .from_select(columns, steps)
             .execution_options(preserve_rowcount=True)
         )

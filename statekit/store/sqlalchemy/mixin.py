@@ -18,6 +18,7 @@ from sqlalchemy import Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from statekit.limits import NAME_MAX
+from statekit.store.sqlalchemy.dialects import partial_index_kwargs
 from statekit.store.sqlalchemy.tables import UTCDateTime
 
 __all__ = ["StateMixin"]
@@ -85,9 +86,4 @@ def _add_due_index(table: Table, deadline_column: str) -> None:
     if any(index.name == name for index in table.indexes):
         return
     deadline = table.c[deadline_column]
-    Index(
-        name,
-        deadline,
-        postgresql_where=deadline.isnot(None),
-        sqlite_where=deadline.isnot(None),
-    )
+    Index(name, deadline, **partial_index_kwargs(deadline.isnot(None)))

@@ -32,8 +32,10 @@ from sqlalchemy.orm import Session, object_session
 from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.errors import StoreError
-from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.connections import reading
+from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables
@@ -59,18 +61,7 @@ _TASK_COLUMNS = (
 
 def supports_skip_locked(engine: Engine) -> bool:
     """Whether the server behind `engine` has `SELECT ... FOR UPDATE SKIP LOCKED`."""
-    dialect = engine.dialect
-    if dialect.name == "postgresql":
-        return True
-    if dialect.name not in {"mysql", "mariadb"}:
-        return False
-    if dialect.server_version_info is None:
-        with reading(engine, "reading the server version"):
-            pass  # the first connection reads the server version
-    version = tuple(dialect.server_version_info or ())
-    if getattr(dialect, "is_mariadb", False):
-        return version >= (10, 6)
-    return version >= (8, 0, 1)
+    return capabilities(engine, connect=True).skip_locked
 
 
 class OutboxOperations:
@@ -93,8 +84,9 @@ class OutboxOperations:
         """The engine for sweeper transactions: READ COMMITTED on MySQL/MariaDB, so a
         claim locks only the rows it takes (REPEATABLE READ would also lock the gaps
         between them and stall other sweepers' inserts)."""
-        if self.engine.dialect.name in {"mysql", "mariadb"}:
-            return self.writer.execution_options(isolation_level="READ COMMITTED")
+        isolation = capabilities(self.engine).claim_isolation
+        if isolation is not None:
+            return self.writer.execution_options(isolation_level=isolation)
         return self.writer
 
     @cached_property
@@ -133,7 +125,7 @@ class OutboxOperations:
             }
             for t in tasks
         ]
-        conn.execute(insert_ignoring_duplicates(table, self.engine.dialect.name), rows)
+        conn.execute(insert_ignoring_duplicates(table, capabilities(self.engine)), rows)
 
     def claim_compensations(
         self, now: datetime, limit: int, lease: timedelta
@@ -160,7 +152,7 @@ class OutboxOperations:
                 query = query.with_for_update(skip_locked=True)
             queries.append(query)
         token = uuid.uuid4().hex
-        try:
+        with wrap("claiming compensations", self.engine):
             with self._sweep_engine.begin() as conn:
                 ids: list[Any] = []
                 for query in queries:
@@ -186,8 +178,6 @@ class OutboxOperations:
                     .where(c.c.id.in_(ids), c.c.claim_token == token)
                     .order_by(c.c.next_attempt_at, c.c.id)
                 ).all()
-        except failures(self.engine) as exc:
-            raise StoreError(f"claiming compensations failed: {exc}") from exc
         return [_task(row) for row in rows]
 
     def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
@@ -223,7 +213,7 @@ class OutboxOperations:
         dead: bool,
     ) -> None:
         """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`."""
-        try:
+        with wrap("recording a failed compensation", self.engine):
             with self._sweep_engine.begin() as conn:
                 self._finish(
                     conn,
@@ -233,8 +223,6 @@ class OutboxOperations:
                     error=error,
                     next_attempt_at=next_attempt_at,
                 )
-        except failures(self.engine) as exc:
-            raise StoreError(f"recording a failed compensation failed: {exc}") from exc
 
     def _finish(
         self,
@@ -338,12 +326,11 @@ class OutboxOperations:
         backend errors into `StoreError`."""
         unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key)
         try:
-            unit.load()
-            yield unit
-            if not unit.abandoned:
-                unit.session.commit()
-        except failures(self.engine) as exc:
-            raise StoreError(f"compensating {entity_type} {key} failed: {exc}") from exc
+            with wrap(f"compensating {entity_type} {key}", self.engine):
+                unit.load()
+                yield unit
+                if not unit.abandoned:
+                    unit.session.commit()
         finally:
             if not unit.abandoned:
                 unit.close()
@@ -353,7 +340,7 @@ class OutboxOperations:
         and MySQL/MariaDB (one clock for every sweeper, whatever its machine's clock
         says; see `DatabaseClock`); on SQLite, whose "server" is this machine, the
         system clock."""
-        if self.engine.dialect.name not in {"postgresql", "mysql", "mariadb"}:
+        if capabilities(self.engine).clock_query is None:
             return SystemClock()
         clock: DatabaseClock | None = self.__dict__.get("_database_clock")
         if clock is None:  # one per store: sweepers sharing it share its readings

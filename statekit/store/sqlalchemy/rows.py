@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Connection, Select, Table, bindparam, select, update
 from sqlalchemy.orm import Mapper
-from sqlalchemy.orm.attributes import instance_dict, instance_state
 
 from statekit.entity import StateWriter
+from statekit.store.sqlalchemy.orm import loaded_values, net_changes, new_detached
 from statekit.store.sqlalchemy.writeback import (
     check_unchanged_state,
-    net_changes,
     stored_version,
     write_back_conflict,
 )
@@ -58,7 +57,7 @@ def loaded_values_writer(names: Sequence[str]) -> StateWriter:
     """
 
     def write(entity: Any, *values: Any) -> None:
-        instance_dict(entity).update(zip(names, values, strict=True))
+        loaded_values(entity).update(zip(names, values, strict=True))
 
     return write
 
@@ -83,13 +82,7 @@ class RowLoader:
         `make_transient_to_detached` would change on it, since every attribute is
         loaded, at a fraction of the cost.
         """
-        entity = self.mapper.class_manager.new_instance()
-        state = instance_state(entity)
-        values = instance_dict(entity)
-        values.update(zip(self.names, row, strict=True))
-        identity = tuple(values[name] for name in self.identity_names)
-        state.key = self.mapper.identity_key_from_primary_key(identity)
-        return entity
+        return new_detached(self.mapper, zip(self.names, row, strict=True), self.identity_names)
 
     def write_changes(
         self, conn: Connection, entity: Any, binding: EntityBinding, key: str
@@ -105,7 +98,7 @@ class RowLoader:
         if not changed:
             return
         check_unchanged_state(binding, key, changed)
-        values = instance_dict(entity)
+        values = loaded_values(entity)
         changes = {column: values[name] for name, column in self.attributes if name in changed}
         if not changes:
             return

@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
+from statekit.store.sqlalchemy.dialects import capabilities
+
 __all__ = [
     "BEGIN_OPTION",
     "OWN_BEGIN_LISTENER",
@@ -57,7 +59,7 @@ def sqlite_engine(
 def for_writing(engine: Engine) -> Engine:
     """`engine` for statekit's write units: on SQLite, their transactions begin with
     `BEGIN IMMEDIATE`; other databases' engines are returned as they are."""
-    if engine.dialect.name != "sqlite":
+    if not capabilities(engine).explicit_begin:
         return engine
     return engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
 
@@ -86,7 +88,7 @@ def configure_sqlite(
     otherwise: "DEFERRED" (the default), or "IMMEDIATE" to make every transaction
     take the write lock up front, as statekit's own units always do.
     """
-    if engine.dialect.name != "sqlite" or getattr(engine, _CONFIGURED, False):
+    if not capabilities(engine).explicit_begin or getattr(engine, _CONFIGURED, False):
         return
     _check(synchronous=synchronous, begin=begin)
     setattr(engine, _CONFIGURED, True)

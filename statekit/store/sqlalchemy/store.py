@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -26,8 +27,6 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
-from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.orm.exc import StaleDataError
 
 from statekit.engine import Machine, check_version
 from statekit.entity import STATE_KEYS, StateWriter
@@ -43,12 +42,13 @@ from statekit.store.protocol import AfterCommit, SweepStore
 from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.driver import DriverPath, DriverUnit, apply_detached, driver_unit
-from statekit.store.sqlalchemy.errors import translate
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.lives import LifeOperations, retire
+from statekit.store.sqlalchemy.orm import has_pending_changes
 from statekit.store.sqlalchemy.reads import ReadOperations
 from statekit.store.sqlalchemy.rows import RowUnit, row_loader
 from statekit.store.sqlalchemy.sessions import (
@@ -240,6 +240,21 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             if getattr(entity, binding.machine.fields.key, None) == "":
                 raise StoreError(f"cannot store a {snapshot.entity_type} with an empty key")
         session = object_session(entities[0])
+        with wrap(f"creating {snapshots[0].entity_type}", self.engine):
+            self._insert(session, snapshots, entities, bindings)
+        for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
+            if getattr(entity, binding.machine.fields.key, None) is None:
+                raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
+
+    def _insert(
+        self,
+        session: Session | None,
+        snapshots: Sequence[Snapshot],
+        entities: Sequence[object | None],
+        bindings: Sequence[EntityBinding],
+    ) -> None:
+        """Insert the rows and start their keys' lives (`create_many`); a duplicate key
+        is a lost race when the row exists now, else `StoreError`."""
         try:
             if session is not None:
                 with session.no_autoflush:
@@ -267,11 +282,6 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             raise StoreError(
                 f"cannot create {snapshots[0].entity_type} {what}: {exc.orig}"
             ) from exc
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"creating {snapshots[0].entity_type} failed: {exc}") from exc
-        for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
-            if getattr(entity, binding.machine.fields.key, None) is None:
-                raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
 
     def _start_lives(
         self, session: Session, snapshots: Sequence[Snapshot], entities: Sequence[object | None]
@@ -348,16 +358,14 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
                 raise half.error from half.__cause__
             if after_commit is not None:
                 unit.committed.append(lambda: after_commit(record))
-            if instance_state(entity).committed_state:  # set through the ORM, not the Runner
+            if has_pending_changes(entity):  # set through the ORM, not the Runner
                 mark_persisted(entity, binding)
             return record
         session = open_session_of(entity)
         if session is not None:
             with session.no_autoflush:
-                try:
+                with wrap("connecting", self.engine, plan=plan):  # the Session's connection
                     conn = session.connection()
-                except failures(self.engine) as exc:  # the Session could not connect
-                    raise translate(exc, plan, None) from exc
                 try:
                     self._write(conn, binding, plan, record)
                 except HalfWritten as half:
@@ -367,26 +375,22 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             if after_commit is not None:
                 defer(session, lambda: after_commit(record))
         elif (firing := self._driver.firing(binding)) is not None:
-            try:
-                apply_detached(
-                    self.engine,
-                    firing,
-                    plan,
-                    record,
-                    lambda: self._version_of(binding, plan.key or ""),
-                )
-            except sa_exc.SQLAlchemyError as exc:  # BEGIN or COMMIT failed
-                raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
+            version_of = partial(self._version_of, binding, plan.key or "")
+            with wrap("storing", self.engine, plan=plan, version_of=version_of):  # BEGIN, COMMIT
+                apply_detached(self.engine, firing, plan, record, version_of)
             if after_commit is not None:
                 after_commit(record)
         else:
+            version_of = partial(self._version_of, binding, plan.key or "")
             try:
-                with self.writer.connect() as conn, conn.begin():
+                with (
+                    wrap("storing", self.engine, plan=plan, version_of=version_of),
+                    self.writer.connect() as conn,
+                    conn.begin(),
+                ):
                     self._write(conn, binding, plan, record)
             except HalfWritten as half:  # the transaction rolled back: nothing was written
                 raise half.error from half.__cause__
-            except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
-                raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
             if after_commit is not None:
                 after_commit(record)
         if entity is not None and is_mapped(entity):
@@ -397,7 +401,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
     ) -> None:
         values = binding.compare_and_set_values(plan)
-        try:
+        version_of = partial(self._version_of, binding, plan.key or "")
+        with wrap("storing", self.engine, plan=plan, version_of=version_of):
             updated = conn.execute(binding.compare_and_set, values)
             if updated.rowcount != 1:
                 # A locking read: under REPEATABLE READ (MySQL, MariaDB) a plain one
@@ -405,13 +410,11 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
                 current = select(binding.columns["version"]).where(binding.key == values["k_"])
                 actual = conn.execute(current.with_for_update(read=True)).scalar()
                 raise binding.lost_race(plan, actual)
-        except (sa_exc.SQLAlchemyError, StaleDataError) as exc:
-            raise translate(exc, plan, self._version_of(binding, plan.key or "")) from exc
         try:
-            conn.execute(self._insert_history, _history_row(record))
-        except sa_exc.SQLAlchemyError as exc:
-            error = translate(exc, plan, self._version_of(binding, plan.key or ""))
-            raise HalfWritten(error, plan) from exc
+            with wrap("storing", self.engine, plan=plan, version_of=version_of):
+                conn.execute(self._insert_history, _history_row(record))
+        except StoreError as error:  # the row moved, its history did not: half-written
+            raise HalfWritten(error, plan) from error.__cause__
 
     def history(
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
@@ -463,7 +466,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
                 yield entity
             return
         loader, coerced = binding.rows, binding.coerce_key(key)
-        try:
+        with wrap(f"transaction on {entity_type} {key}", self.engine):
             with self.writer.connect() as conn, conn.begin():
                 row = conn.execute(loader.load, {"key_": coerced}).first()
                 if row is None:
@@ -477,8 +480,6 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
                     loader.write_changes(conn, entity, binding, key)
                 finally:
                     del self._row_units[id(entity)]
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded
             callback()
 
@@ -500,15 +501,13 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             with self.transaction(entity_type, key) as entity:
                 yield entity
             return
-        try:
+        with wrap(f"transaction on {entity_type} {key}", self.engine):
             with driver_unit(self.engine, firing, key) as unit:
                 self._row_units[id(unit.entity)] = unit
                 try:
                     yield unit.entity
                 finally:
                     del self._row_units[id(unit.entity)]
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
         for callback in unit.committed:  # only reached once the commit succeeded
             callback()
 

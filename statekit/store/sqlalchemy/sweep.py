@@ -29,10 +29,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.errors import InstanceNotFoundError
 from statekit.records import Snapshot, TransitionRecord
 from statekit.store.protocol import COMPENSATIONS_DUE
-from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.connections import reading
+from statekit.store.sqlalchemy.dialects import capabilities
+from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements
@@ -68,7 +70,7 @@ class SweepOperations(OutboxOperations):
         built: dict[str, MarkStatements] = self.__dict__.setdefault("_marking", {})
         name = binding.machine.name
         if name not in built:
-            built[name] = MarkStatements(binding, self.tables, self.engine.dialect.name)
+            built[name] = MarkStatements(binding, self.tables, capabilities(self.engine))
         return built[name]
 
     def steps(self, entity: object) -> list[TransitionRecord]:
@@ -102,22 +104,20 @@ class SweepOperations(OutboxOperations):
         )
         if self.skip_locked:
             query = query.with_for_update(skip_locked=True)
-        try:
+        with wrap(f"sweeping {entity_type}", self.engine):
             with self._sweep_sessions() as session:
                 session.begin()
                 rows = session.connection().execute(query).all()
                 snapshots = [binding.snapshot(row) for row in rows]
                 yield DueBatch(self._mark_statements(binding), session, snapshots)
                 session.commit()
-        except failures(self.engine) as exc:
-            raise StoreError(f"sweeping {entity_type} failed: {exc}") from exc
 
     def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
         """Which of `entity_types` have an overdue instance, plus `"@compensations"`
         when a compensation is due: one cheap, non-locking query, so an idle sweeper
         costs about one indexed lookup per pass."""
         parameters: dict[str, Any] = {}
-        if self.engine.dialect.name == "postgresql":
+        if capabilities(self.engine).inline_probe_time:
             # Inline `now`: the generic plan of a prepared `deadline <= $1` may scan the
             # whole table when nothing is due; with the value the due index answers.
             stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
@@ -128,11 +128,9 @@ class SweepOperations(OutboxOperations):
             if key not in cache:
                 cache[key] = self._due_probe(key, bindparam("now", type_=UTCDateTime()))
             probe, parameters = cache[key], {"now": now}
-        try:
+        with wrap("checking for due work", self.engine):
             with self._probe_engine.connect() as conn:
                 return {row[0] for row in conn.execute(probe, parameters)}
-        except failures(self.engine) as exc:
-            raise StoreError(f"checking for due work failed: {exc}") from exc
 
     def _due_probe(self, entity_types: Sequence[str], moment: Any) -> Any:
         """The UNION ALL of one EXISTS per machine and per way a compensation is due."""
@@ -151,7 +149,7 @@ class SweepOperations(OutboxOperations):
 
     @cached_property
     def _probe_engine(self) -> Engine:
-        if self.engine.dialect.name == "sqlite":
+        if not capabilities(self.engine).probe_autocommit:
             return self.engine
         return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -175,7 +173,7 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
     back on an exception, and turn backend errors into `StoreError`."""
     entity_type = binding.machine.name
     committed: list[Callable[[], None]] = []
-    try:
+    with wrap(f"transaction on {entity_type} {key}", sessions.kw["bind"]):
         with sessions() as session:
             session.info[UNIT_CALLBACKS] = committed
             session.begin()
@@ -185,7 +183,5 @@ def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) ->
             guard_session_unit(session, binding, entity, key)
             yield entity
             session.commit()
-    except failures(sessions.kw["bind"]) as exc:
-        raise StoreError(f"transaction on {entity_type} {key} failed: {exc}") from exc
     for callback in committed:  # only reached after a successful commit
         callback()

@@ -37,6 +37,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, NAME_MAX
+from statekit.store.sqlalchemy.dialects import of_dialect
 
 __all__ = [
     "EXACT_COLLATION",
@@ -77,7 +78,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name in {"mysql", "mariadb"}:
+        if of_dialect(dialect).fractional_datetime:
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Column, Connection, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.orm.base import NO_VALUE
 
 from statekit.errors import ConcurrentTransitionError, StoreError
+from statekit.store.sqlalchemy.orm import loaded_values, net_changes
 
 if TYPE_CHECKING:
     from statekit.store.sqlalchemy.binding import EntityBinding
@@ -46,22 +45,6 @@ WRITE_BACK_EVENT = "(changes)"
 
 _WRITTEN = "statekit_written_versions"
 """`Session.info` key: entity id -> the version statekit wrote in this transaction."""
-
-
-def net_changes(entity: object) -> list[str]:
-    """Names of the column attributes whose value differs from what was loaded."""
-    state = instance_state(entity)
-    manager = state.manager
-    values = state.dict
-    changed = []
-    for name, original in state.committed_state.items():
-        attribute = manager.get(name)
-        if attribute is None:  # pragma: no cover - committed_state names attributes
-            continue
-        current = values.get(name, NO_VALUE)
-        if original is NO_VALUE or attribute.impl.is_equal(current, original) is not True:
-            changed.append(name)
-    return changed
 
 
 def check_unchanged_state(binding: EntityBinding, key: str, changed: Sequence[str]) -> None:
@@ -122,7 +105,7 @@ def _before_flush(
     if not changed:
         return
     check_unchanged_state(binding, key, changed)
-    held: int = instance_state(entity).dict[binding.machine.fields.version]
+    held: int = loaded_values(entity)[binding.machine.fields.version]
     written: dict[int, int] = session.info.get(_WRITTEN, {})
     if written.get(id(entity)) == held:
         return
