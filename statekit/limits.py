@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-__all__ = ["HANDLER_NAME_MAX", "INT_MAX", "KEY_MAX", "NAME_MAX", "TIMEOUT_MAX"]
+__all__ = ["HANDLER_NAME_MAX", "INT_MAX", "KEY_MAX", "LABEL_MAX", "NAME_MAX", "TIMEOUT_MAX"]
 
 NAME_MAX = 64
 """Longest machine, state or event name (the entity type, event, source, target and
@@ -21,6 +21,9 @@ compensation outbox's action column)."""
 
 KEY_MAX = 128
 """Longest entity key or idempotency key, as text (the history's key columns)."""
+
+LABEL_MAX = 128
+"""Longest actor or correlation id of a transition (the history's columns)."""
 
 INT_MAX = 2**31 - 1
 """Largest definition version or compensation attempt count (32-bit INTEGER columns)."""

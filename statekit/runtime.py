@@ -28,6 +28,7 @@ from statekit.errors import (
     StatekitError,
     StoreError,
 )
+from statekit.limits import KEY_MAX, LABEL_MAX
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, Store
 
@@ -126,6 +127,7 @@ class Runner:
             StoreError: the store could not create it (for example, it has no key,
                 or the key is taken); the entity is left as it was.
         """
+        self._check_key(self.machine.key_of(entity))
         saved = save_attributes(entity, self.machine.fields)
         snapshot = self.machine.start(entity, now=self.clock.now())
         try:
@@ -146,6 +148,8 @@ class Runner:
             StoreError: the store could not create them (a key is taken, say); every
                 entity is left as it was.
         """
+        for entity in entities:
+            self._check_key(self.machine.key_of(entity))
         fields = self.machine.fields
         saved = [save_attributes(entity, fields) for entity in entities]
         now = self.clock.now()
@@ -206,6 +210,8 @@ class Runner:
     ) -> TransitionRecord:
         machine = self.machine
         key = machine.key_of(entity) or ""
+        if idempotency_key is not None or actor is not None or correlation_id is not None:
+            self._check_labels(key, event, idempotency_key, actor, correlation_id)
         outside = self._refuse_nested(key, event)
         token = _APPLYING.set((*outside, (machine.name, key, event, machine.state_of(entity))))
         try:
@@ -241,6 +247,34 @@ class Runner:
                 raise
         finally:
             _APPLYING.reset(token)
+
+    def _check_key(self, key: str | None) -> None:
+        """Refuse a key longer than statekit's history can hold, before anything is
+        written (a database would refuse it later, SQLite would store it whole)."""
+        if key is not None and len(key) > KEY_MAX:
+            raise StoreError(
+                f"cannot store a {self.machine.name} with a key of {len(key)} characters; "
+                f"keys are at most {KEY_MAX} (statekit.limits.KEY_MAX)"
+            )
+
+    def _check_labels(
+        self,
+        key: str,
+        event: str,
+        idempotency_key: str | None,
+        actor: str | None,
+        correlation_id: str | None,
+    ) -> None:
+        for what, value, limit in (
+            ("idempotency key", idempotency_key, KEY_MAX),
+            ("actor", actor, LABEL_MAX),
+            ("correlation id", correlation_id, LABEL_MAX),
+        ):
+            if value is not None and len(value) > limit:
+                raise StoreError(
+                    f"cannot fire {event!r} on {self.machine.name} {key}: its {what} has "
+                    f"{len(value)} characters, at most {limit} are stored"
+                )
 
     def _refuse_nested(self, key: str, event: str) -> _Applying:
         """What this thread is applying now; raises if that includes this instance."""

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from statekit.store.sqlalchemy.dialects import capabilities
+from statekit.store.sqlalchemy.orm import engine_listened
 
 __all__ = [
     "BEGIN_OPTION",
@@ -118,8 +119,12 @@ def configure_sqlite(
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        if connection.connection.dbapi_connection.in_transaction and engine_listened(  # type: ignore[union-attr]
+            connection.engine, ("begin",), besides=_on_begin
+        ):
             return  # the application's own "begin" listener (SQLAlchemy's recipe) began it
+        # Otherwise BEGIN is sent, and fails loudly on a connection already in a
+        # transaction (one shared by nested use, as an in-memory database's is).
         mode = str(connection.get_execution_options().get(BEGIN_OPTION, default_begin)).upper()
         connection.exec_driver_sql("BEGIN" if mode == "DEFERRED" else f"BEGIN {mode}")
 

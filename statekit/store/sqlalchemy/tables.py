@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
-from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, NAME_MAX
+from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, LABEL_MAX, NAME_MAX
 from statekit.store.sqlalchemy.dialects import of_dialect
 
 __all__ = [
@@ -149,8 +149,8 @@ def _define(metadata: MetaData) -> None:
         Column("source", String(NAME_MAX), nullable=False),
         Column("target", String(NAME_MAX), nullable=False),
         Column("at", UTCDateTime(), nullable=False),
-        Column("actor", String(128)),
-        Column("correlation_id", String(128)),
+        Column("actor", String(LABEL_MAX)),
+        Column("correlation_id", String(LABEL_MAX)),
         Column("idempotency_key", exact_string(KEY_MAX)),
         Column("payload", JSON()),
         Column("definition_version", Integer),
