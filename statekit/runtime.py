@@ -207,6 +207,8 @@ class Runner:
         actor: str | None,
         correlation_id: str | None,
         idempotency_key: str | None,
+        *,
+        asked: bool = False,
     ) -> TransitionRecord:
         machine = self.machine
         key = machine.key_of(entity) or ""
@@ -215,7 +217,7 @@ class Runner:
         outside = self._refuse_nested(key, event)
         token = _APPLYING.set((*outside, (machine.name, key, event, machine.state_of(entity))))
         try:
-            if idempotency_key is not None:
+            if idempotency_key is not None and not asked:
                 recorded = self._recorded(entity, event, idempotency_key)
                 if recorded is not None:
                     return recorded
@@ -312,11 +314,21 @@ class Runner:
         """
 
         unit = self.store.firing
-        self._refuse_nested(str(key), event)  # before the unit waits on a lock
+        name, text = self.machine.name, str(key)
+        self._refuse_nested(text, event)  # before the unit waits on a lock
 
         def attempt() -> TransitionRecord:
-            with unit(self.machine.name, str(key)) as entity:
-                return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
+            if idempotency_key is not None:
+                # Asked before the unit opens, on a connection of the read's own: an
+                # in-memory SQLite database has one connection per thread, which the
+                # unit holds while it is open.
+                recorded = self._recorded_by_key(text, event, idempotency_key)
+                if recorded is not None:
+                    return recorded
+            with unit(name, text) as entity:
+                return self._fire(
+                    entity, event, payload, actor, correlation_id, idempotency_key, asked=True
+                )
 
         return retry_on_conflict(attempt, attempts=retries + 1)
 
@@ -337,15 +349,32 @@ class Runner:
         self, entity: object, event: str, idempotency_key: str
     ) -> TransitionRecord | None:
         key = self.machine.key_of(entity) or ""
-        found = self.store.history(self.machine.name, key, idempotency_key=idempotency_key)
+        return self._recorded_by_key(
+            key, event, idempotency_key, lambda: self.machine.state_of(entity)
+        )
+
+    def _recorded_by_key(
+        self,
+        key: str,
+        event: str,
+        idempotency_key: str,
+        state: Callable[[], str | None] | None = None,
+    ) -> TransitionRecord | None:
+        """The transition recorded under `idempotency_key` as a replay, or None.
+
+        Raises:
+            IdempotencyConflictError: the key was used for another event.
+        """
+        name = self.machine.name
+        found = self.store.history(name, key, idempotency_key=idempotency_key)
         if not found:
             return None
         record = found[0]
         if record.event != event:
             raise IdempotencyConflictError(
-                entity_type=self.machine.name,
+                entity_type=name,
                 key=key,
-                state=self.machine.state_of(entity),
+                state=state() if state is not None else self.store.load(name, key).state,
                 event=event,
                 idempotency_key=idempotency_key,
                 recorded_event=record.event,
