@@ -240,7 +240,11 @@ class Runner:
             except ConcurrentTransitionError:
                 restore()
                 if idempotency_key is not None:
-                    recorded = self._recorded(entity, event, idempotency_key)
+                    # The winner committed: read outside this transaction, whose
+                    # snapshot (REPEATABLE READ) may not show it.
+                    recorded = self._recorded_by_key(
+                        key, event, idempotency_key, lambda: machine.state_of(entity)
+                    )
                     if recorded is not None:
                         return recorded
                 raise
@@ -350,7 +354,7 @@ class Runner:
     ) -> TransitionRecord | None:
         key = self.machine.key_of(entity) or ""
         return self._recorded_by_key(
-            key, event, idempotency_key, lambda: self.machine.state_of(entity)
+            key, event, idempotency_key, lambda: self.machine.state_of(entity), entity=entity
         )
 
     def _recorded_by_key(
@@ -359,17 +363,23 @@ class Runner:
         event: str,
         idempotency_key: str,
         state: Callable[[], str | None] | None = None,
+        *,
+        entity: object | None = None,
     ) -> TransitionRecord | None:
-        """The transition recorded under `idempotency_key` as a replay, or None.
+        """The transition recorded under `idempotency_key` as a replay, or None; with
+        `entity`, read in its transaction (`Store.recorded`).
 
         Raises:
             IdempotencyConflictError: the key was used for another event.
         """
         name = self.machine.name
-        found = self.store.history(name, key, idempotency_key=idempotency_key)
-        if not found:
+        if entity is None:
+            found = self.store.history(name, key, idempotency_key=idempotency_key)
+            record = found[0] if found else None
+        else:
+            record = self.store.recorded(name, key, idempotency_key, entity=entity)
+        if record is None:
             return None
-        record = found[0]
         if record.event != event:
             raise IdempotencyConflictError(
                 entity_type=name,

@@ -120,6 +120,15 @@ class Store(Protocol):
         that are not stuck, earliest deadline first."""
         ...
 
+    def recorded(
+        self, entity_type: str, key: str, idempotency_key: str, *, entity: object | None = None
+    ) -> TransitionRecord | None:
+        """The transition recorded under `idempotency_key`, or None, read where the
+        writes of `entity`'s own transaction are visible (the `Runner` asks before it
+        decides). By default, `history(..., idempotency_key=...)`."""
+        found = self.history(entity_type, key, idempotency_key=idempotency_key)
+        return found[0] if found else None
+
     def transaction(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Load the entity object for one unit of work: transitions fired on it inside
         the block commit together on a clean exit and roll back on an exception.

@@ -432,6 +432,31 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             rows = conn.execute(query).all()
         return [_record(entity_type, key, row) for row in rows]
 
+    def recorded(
+        self, entity_type: str, key: str, idempotency_key: str, *, entity: object | None = None
+    ) -> TransitionRecord | None:
+        """The transition recorded under `idempotency_key` (see `Store.recorded`): read
+        in the Session or light unit `entity` is in, so a transition fired earlier in
+        the same transaction is found and a database that gives each thread one
+        connection (in-memory SQLite) is never asked for a second transaction."""
+        t = self.tables.transitions
+        query = select(*self._history_columns).where(
+            t.c.entity_type == entity_type,
+            t.c.entity_key == key,
+            t.c.idempotency_key == idempotency_key,
+        )
+        unit = self._row_units.get(id(entity)) if entity is not None else None
+        session = open_session_of(entity) if unit is None else None
+        if isinstance(unit, RowUnit):
+            with wrap("reading the idempotency key", self.engine):
+                row = unit.conn.execute(query).first()
+        elif session is not None:
+            with session.no_autoflush, wrap("reading the idempotency key", self.engine):
+                row = session.connection().execute(query).first()
+        else:
+            return super().recorded(entity_type, key, idempotency_key)
+        return None if row is None else _record(entity_type, key, row)
+
     def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
         """Return due, non-stuck instances, earliest deadline first (see `Store.find_overdue`)."""
         binding = self._binding(entity_type)
