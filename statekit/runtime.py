@@ -207,8 +207,6 @@ class Runner:
         actor: str | None,
         correlation_id: str | None,
         idempotency_key: str | None,
-        *,
-        asked: bool = False,
     ) -> TransitionRecord:
         machine = self.machine
         key = machine.key_of(entity) or ""
@@ -217,7 +215,7 @@ class Runner:
         outside = self._refuse_nested(key, event)
         token = _APPLYING.set((*outside, (machine.name, key, event, machine.state_of(entity))))
         try:
-            if idempotency_key is not None and not asked:
+            if idempotency_key is not None:
                 recorded = self._recorded(entity, event, idempotency_key)
                 if recorded is not None:
                     return recorded
@@ -322,17 +320,8 @@ class Runner:
         self._refuse_nested(text, event)  # before the unit waits on a lock
 
         def attempt() -> TransitionRecord:
-            if idempotency_key is not None:
-                # Asked before the unit opens, on a connection of the read's own: an
-                # in-memory SQLite database has one connection per thread, which the
-                # unit holds while it is open.
-                recorded = self._recorded_by_key(text, event, idempotency_key)
-                if recorded is not None:
-                    return recorded
             with unit(name, text) as entity:
-                return self._fire(
-                    entity, event, payload, actor, correlation_id, idempotency_key, asked=True
-                )
+                return self._fire(entity, event, payload, actor, correlation_id, idempotency_key)
 
         return retry_on_conflict(attempt, attempts=retries + 1)
 

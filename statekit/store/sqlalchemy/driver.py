@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.expression import ClauseElement
 
 from statekit.entity import StateWriter
@@ -72,7 +73,12 @@ _WATCHED_EVENTS = (
 
 
 def supports_driver_path(engine: Engine) -> bool:
-    """Whether statekit can send by-key fires on `engine`'s DBAPI connections."""
+    """Whether statekit can send by-key fires on `engine`'s DBAPI connections: the
+    driver allows it, and the pool gives each checkout a connection of its own (an
+    in-memory SQLite database shares one per thread, which the reads a fire makes
+    must then share with its unit, as SQLAlchemy's `Connection` path does)."""
+    if isinstance(engine.pool, SingletonThreadPool | StaticPool):
+        return False
     return capabilities(engine).driver_path
 
 
