@@ -23,8 +23,6 @@ from statekit.store.sqlalchemy.history import history_row
 from tests.sql_support import engine_for
 from tests.sweep_support import FAILURES, JobBase, JobRow, JobWorkflow, start_job
 
-SCHEMA = "app_space"
-
 
 class OtherBase(DeclarativeBase):
     metadata = MetaData()
@@ -41,25 +39,44 @@ class OtherJob(StateMixin, OtherBase):
 
 @pytest.fixture(scope="module")
 def engine(database_url: str) -> Iterator[Engine]:
-    """The module's database with the applications' tables (and, on PostgreSQL, a schema)."""
+    """The module's database with the applications' tables."""
     engine = engine_for(database_url)
     JobBase.metadata.create_all(engine)
     OtherBase.metadata.create_all(engine)
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
     yield engine
     engine.dispose()
 
 
-def _namespace(engine: Engine, schema: bool) -> tuple[str, str | None]:
+@pytest.fixture(scope="module")
+def space(engine: Engine) -> Iterator[str | None]:
+    """A schema for statekit's tables: on PostgreSQL one in the test database, on
+    MariaDB another database (dropped afterwards); None on SQLite."""
+    if engine.dialect.name == "sqlite":
+        yield None
+        return
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("CREATE SCHEMA app_space"))
+        yield "app_space"
+        return
+    name = f"{engine.url.database}_ns"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield name
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+
+
+def _namespace(space: str | None, schema: bool) -> tuple[str, str | None]:
     """A fresh prefix, and the schema when asked for (skipping where not supported)."""
-    if schema and engine.dialect.name != "postgresql":
+    if schema and space is None:
         pytest.skip(
-            f"{engine.dialect.name}: a schema is an attached database (SQLite) or another "
-            "database (MariaDB), which this database fixture does not create"
+            "SQLite's schemas are attached databases, which an application attaches on "
+            "every connection itself; not set up here"
         )
-    return f"t{uuid.uuid4().hex[:6]}_", SCHEMA if schema else None
+    return f"t{uuid.uuid4().hex[:6]}_", space if schema else None
 
 
 def _store(engine: Engine, prefix: str, schema: str | None, **kwargs: object) -> SQLAlchemyStore:
@@ -97,8 +114,8 @@ def test_a_prefix_that_cannot_name_tables_is_refused(prefix: str) -> None:
 
 
 def test_two_prefixes_keep_separate_histories_for_one_machine_and_key(engine: Engine) -> None:
-    prefix_a, _ = _namespace(engine, schema=False)
-    prefix_b, _ = _namespace(engine, schema=False)
+    prefix_a, _ = _namespace(None, schema=False)
+    prefix_b, _ = _namespace(None, schema=False)
     store_a = _store(engine, prefix_a, None)
     store_b = SQLAlchemyStore(engine, {JobWorkflow.machine: OtherJob}, table_prefix=prefix_b)
     store_b.create_tables()
@@ -122,8 +139,10 @@ def test_two_prefixes_keep_separate_histories_for_one_machine_and_key(engine: En
 
 
 @pytest.mark.parametrize("schema", [False, True], ids=["prefix", "schema"])
-def test_a_duplicate_history_row_is_a_conflict_under_any_name(engine: Engine, schema: bool) -> None:
-    prefix, in_schema = _namespace(engine, schema)
+def test_a_duplicate_history_row_is_a_conflict_under_any_name(
+    engine: Engine, space: str | None, schema: bool
+) -> None:
+    prefix, in_schema = _namespace(space, schema)
     store = _store(engine, prefix, in_schema)
     runner = Runner(JobWorkflow.machine, store, clock=ManualClock())
     key = f"c-{uuid.uuid4().hex[:6]}"
@@ -138,9 +157,13 @@ def test_a_duplicate_history_row_is_a_conflict_under_any_name(engine: Engine, sc
 
 @pytest.mark.parametrize("driver_path", [True, False], ids=["driver", "connection"])
 @pytest.mark.parametrize("schema", [False, True], ids=["prefix", "schema"])
-def test_a_full_cycle_in_a_namespace(engine: Engine, driver_path: bool, schema: bool) -> None:
-    prefix, in_schema = _namespace(engine, schema)
+def test_a_full_cycle_in_a_namespace(
+    engine: Engine, space: str | None, driver_path: bool, schema: bool
+) -> None:
+    prefix, in_schema = _namespace(space, schema)
     store = _store(engine, prefix, in_schema, driver_path=driver_path)
+    on_driver = store._driver.firing(store._binding("job")) is not None
+    assert on_driver == (driver_path and engine.dialect.name != "mysql")  # not on MariaDB
     clock = ManualClock()
     runner = Runner(JobWorkflow.machine, store, clock=clock)
     tag = uuid.uuid4().hex[:6]
@@ -178,10 +201,14 @@ def test_a_full_cycle_in_a_namespace(engine: Engine, driver_path: bool, schema: 
         (stuck, "undo_second", "dead"),
         (stuck, "undo_first", "pending"),
     }
-    if not schema:
+    assert f"{prefix}transitions" in inspect(engine).get_table_names(schema=in_schema)
+    if schema:
+        assert f"{prefix}transitions" not in inspect(engine).get_table_names()
+    else:
         assert "statekit_transitions" not in inspect(engine).get_table_names()
 
-    namespace = ["--table-prefix", prefix] + (["--schema", SCHEMA] if schema else [])
+    bare = ["--schema", str(in_schema)] if schema else []
+    namespace = ["--table-prefix", prefix, *bare]
     env = {"STATEKIT_DB": engine.url.render_as_string(hide_password=False)}
     result = CliRunner().invoke(
         cli, ["history", "job", stuck, "-m", "tests.sweep_support", *namespace], env=env
@@ -194,7 +221,6 @@ def test_a_full_cycle_in_a_namespace(engine: Engine, driver_path: bool, schema: 
     assert f"job {stuck} in second, stuck since" in result.output
     assert undone not in result.output
     env["STATEKIT_TABLE_PREFIX"] = prefix
-    bare = ["--schema", SCHEMA] if schema else []
     result = CliRunner().invoke(cli, ["stuck", "-m", "tests.sweep_support", *bare], env=env)
     assert result.exit_code == 0, result.output
     assert f"job {stuck} in second, stuck since" in result.output
