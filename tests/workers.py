@@ -200,7 +200,7 @@ def duplicate_rounds(
     def slow_history(*args: Any, **kwargs: Any) -> Any:
         found = history(*args, **kwargs)
         if not found and kwargs.get("idempotency_key"):
-            time.sleep(0.005)  # widen the gap between "not recorded yet" and the write
+            time.sleep(0.02)  # widen the gap between "not recorded yet" and the write
         return found
 
     store.apply = counting_apply  # type: ignore[method-assign]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from statekit.cli.options import db_option, module_option
+from statekit.cli.options import db_option, module_option, namespace_options
 
 __all__ = ["DIALECTS", "db", "db_create", "db_sql"]
 
@@ -39,6 +39,7 @@ def db_create(db_url: str, modules: tuple[str, ...]) -> None:
     help="SQL dialect to print the DDL for.",
 )
 @module_option(required=False)
+@namespace_options
 def db_sql(dialect: str, modules: tuple[str, ...]) -> None:
     """Print the CREATE statements of statekit's tables (and of the modules' mapped
     classes) for a migration you write yourself."""

@@ -23,6 +23,8 @@ __all__ = [
     "db_option",
     "json_option",
     "module_option",
+    "namespace",
+    "namespace_options",
     "parse_moment",
     "parse_now",
     "parse_since",
@@ -50,10 +52,58 @@ class HostOption(click.Option):
         self._required = value
 
 
-def db_option(required: bool = True, *, hosted: bool = True) -> Callable[[F], F]:
-    """`--db URL` (STATEKIT_DB); a `HostOption` unless `hosted` is False (for a command
-    that works on the database itself, with or without a host's `Context`)."""
+NAMESPACE = "statekit.namespace"
+"""Key of `--table-prefix` and `--schema` in click's `ctx.meta` (see `namespace`)."""
+
+
+def namespace() -> dict[str, Any]:
+    """The `table_prefix` and `schema` the command was given (`SQLAlchemyStore`'s
+    keyword arguments; empty for the defaults)."""
+    ctx = click.get_current_context(silent=True)
+    found: dict[str, Any] = {} if ctx is None else ctx.meta.get(NAMESPACE, {})
+    return found
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and param.name is not None:
+        ctx.meta.setdefault(NAMESPACE, {})[param.name] = value
+
+
+def _namespace_option(flag: str, metavar: str, help_text: str) -> Callable[[F], F]:
+    name = flag.removeprefix("--").replace("-", "_")
     return click.option(
+        flag,
+        name,
+        envvar=f"STATEKIT_{name.upper()}",
+        show_envvar=True,
+        expose_value=False,
+        callback=_remember,
+        metavar=metavar,
+        help=help_text,
+    )
+
+
+def namespace_options(command: F) -> F:
+    """`--table-prefix` (STATEKIT_TABLE_PREFIX) and `--schema` (STATEKIT_SCHEMA):
+    where statekit's tables are; kept in `ctx.meta` for the standalone host."""
+    prefix = _namespace_option(
+        "--table-prefix",
+        "PREFIX",
+        "Prefix of statekit's table names (the store's table_prefix; default statekit_).",
+    )
+    schema = _namespace_option(
+        "--schema",
+        "SCHEMA",
+        "Schema of statekit's tables (MySQL/MariaDB: the database); default: the URL's.",
+    )
+    return prefix(schema(command))
+
+
+def db_option(required: bool = True, *, hosted: bool = True) -> Callable[[F], F]:
+    """`--db URL` (STATEKIT_DB), with `namespace_options`; a `HostOption` unless
+    `hosted` is False (for a command that works on the database itself, with or
+    without a host's `Context`)."""
+    db = click.option(
         "--db",
         "db_url",
         cls=HostOption if hosted else click.Option,
@@ -63,6 +113,7 @@ def db_option(required: bool = True, *, hosted: bool = True) -> Callable[[F], F]
         metavar="URL",
         help="SQLAlchemy database URL, e.g. sqlite:///app.db or postgresql+psycopg://u@h/db.",
     )
+    return lambda command: db(namespace_options(command))
 
 
 MODULE_HELP = (

@@ -18,8 +18,10 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from statekit.cli.context import Context
 from statekit.cli.loading import load_modules
+from statekit.cli.options import namespace
 from statekit.errors import StatekitError
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
+from statekit.store.sqlalchemy.tables import DEFAULT_PREFIX
 
 __all__ = ["create_tables", "ddl", "open_engine", "standalone_context"]
 
@@ -75,7 +77,7 @@ def standalone_context(db_url: str, modules: Sequence[str]) -> Context:
             f"no mapped classes with __statekit_machine__ in {', '.join(modules) or '(none)'}; "
             "name the module that declares them"
         )
-    store = SQLAlchemyStore(open_engine(db_url), loaded.entities)
+    store = SQLAlchemyStore(open_engine(db_url), loaded.entities, **namespace())
     classes = {machine.name: entity_class for machine, entity_class in loaded.entities.items()}
     return Context.of(store, classes=classes)
 
@@ -85,8 +87,9 @@ def create_tables(db_url: str, modules: Sequence[str]) -> list[str]:
     missing (a SQLite file is created too); returns the names of the tables."""
     engine = open_engine(db_url, create=True)
     loaded = load_modules(list(modules))
-    SQLAlchemyStore(engine, loaded.entities).create_tables()
-    created = ["statekit_transitions"]
+    store = SQLAlchemyStore(engine, loaded.entities, **namespace())
+    store.create_tables()
+    created = [store.tables.transitions.name]
     for entity_class in loaded.entities.values():
         table = entity_class.__table__  # type: ignore[attr-defined]
         table.create(engine, checkfirst=True)
@@ -101,7 +104,9 @@ def ddl(dialect: str, modules: Sequence[str]) -> Iterator[str]:
         dialect, f"{dialect}+pymysql://"
     )
     engine = create_mock_engine(url, lambda *a, **k: None)
-    tables = list(statekit_tables().all)
+    options = namespace()
+    prefix = options.get("table_prefix", DEFAULT_PREFIX)
+    tables = list(statekit_tables(prefix=prefix, schema=options.get("schema")).all)
     tables += [c.__table__ for c in load_modules(list(modules)).entities.values()]  # type: ignore[attr-defined]
     for table in tables:
         yield f"{str(CreateTable(table).compile(dialect=engine.dialect)).strip()};"

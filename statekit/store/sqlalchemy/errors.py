@@ -17,11 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from statekit.errors import ConcurrentTransitionError, StoreError
 from statekit.records import Plan
-from statekit.store.sqlalchemy.tables import (
-    HISTORY_IDEMPOTENCY_CONSTRAINT,
-    HISTORY_SEQ_CONSTRAINT,
-    HISTORY_TABLE,
-)
+from statekit.store.sqlalchemy.tables import conflict_constraints, history_tables
 
 __all__ = ["conflict", "failures", "is_conflict", "translate", "wrap"]
 
@@ -32,7 +28,6 @@ _CONFLICT_MYSQL_CODES = frozenset({1213, 1020})
 # SQLITE_BUSY_SNAPSHOT: a deferred transaction's read is older than the last commit,
 # so it may not write (SQLite's own optimistic check, in WAL mode).
 _SQLITE_BUSY_SNAPSHOT = 517
-_CONFLICT_CONSTRAINTS = (HISTORY_SEQ_CONSTRAINT, HISTORY_IDEMPOTENCY_CONSTRAINT)
 
 
 def is_conflict(error: BaseException) -> bool:
@@ -52,18 +47,24 @@ def is_conflict(error: BaseException) -> bool:
         return True
     if isinstance(error, sa_exc.IntegrityError):
         text = str(orig)
-        if any(name in text for name in _CONFLICT_CONSTRAINTS):
+        # Every prefix's constraint names (see `statekit_tables`).
+        if any(name in text for name in conflict_constraints()):
             return True
         # MySQL and MariaDB call every primary key PRIMARY, whatever it was named.
         if "PRIMARY'" in text and _inserts_history(error.statement):
             return True
         # SQLite names the columns, not the constraint.
-        return "statekit_transitions.entity_type" in text
+        return any(f"{name}.entity_type" in text for name in history_tables())
     return False
 
 
 def _inserts_history(statement: str | None) -> bool:
-    return (statement or "").lstrip().upper().startswith(f"INSERT INTO {HISTORY_TABLE.upper()}")
+    """Whether `statement` inserts into a history table (of any prefix or schema)."""
+    words = (statement or "").split(None, 3)
+    if len(words) < 3 or [w.upper() for w in words[:2]] != ["INSERT", "INTO"]:
+        return False
+    target = words[2].split("(")[0].replace("`", "").replace('"', "").rpartition(".")[2]
+    return target in history_tables()
 
 
 def conflict(plan: Plan, actual_version: int | None) -> ConcurrentTransitionError:

@@ -59,7 +59,7 @@ from statekit.store.sqlalchemy.sessions import (
 )
 from statekit.store.sqlalchemy.sqlite import configure_sqlite, for_writing
 from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
-from statekit.store.sqlalchemy.tables import StatekitTables, statekit_tables
+from statekit.store.sqlalchemy.tables import DEFAULT_PREFIX, StatekitTables, statekit_tables
 from statekit.store.sqlalchemy.writeback import note_written
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
@@ -76,6 +76,11 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             class uses `StateMixin` or has the columns `StateFields` names).
         metadata: The application's MetaData to attach statekit's tables to, so
             its migrations own them; a private MetaData otherwise.
+        table_prefix: Starts the name of every statekit table, constraint and index
+            (`<prefix>transitions`, ...); stores with different prefixes on one
+            database keep separate histories (see `statekit_tables`).
+        schema: The schema (on MySQL and MariaDB: the database) of statekit's
+            tables; the engine's default schema when None.
         driver_path: Let `Runner.fire_by_key`, and `fire` on a detached entity, send
             their statements on the DBAPI connection with the stdlib `sqlite3` driver
             and psycopg 3 (see `driver.py`); False keeps SQLAlchemy's `Connection`.
@@ -88,11 +93,13 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         *,
         metadata: MetaData | None = None,
         driver_path: bool = True,
+        table_prefix: str = DEFAULT_PREFIX,
+        schema: str | None = None,
     ) -> None:
         configure_sqlite(engine)
         self.engine = engine
         self.writer = for_writing(engine)  # statekit's own write units
-        self.tables: StatekitTables = statekit_tables(metadata)
+        self.tables: StatekitTables = statekit_tables(metadata, prefix=table_prefix, schema=schema)
         self._driver = DriverPath(engine, self.tables.transitions, enabled=driver_path)
         self.sessionmaker = sessionmaker(bind=self.writer, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}

@@ -2,6 +2,10 @@
 
 Constraint and index names are explicit: error mapping and migrations key on them.
 
+Every name (tables, constraints, indexes) starts with the store's prefix,
+`statekit_` by default, and the tables may live in a schema: two applications
+sharing a database keep apart by giving their stores different prefixes or schemas.
+
 The live tables hold the current life of each key. When a key is given to a new
 entity (`SQLAlchemyStore.create`) or an instance is deleted keeping its history, the
 rows of the key's previous life move to the `statekit_retired_*` tables: kept for
@@ -13,6 +17,7 @@ MariaDB those columns use the `utf8mb4_bin` collation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,13 +41,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
+from statekit.errors import StoreError
 from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, LABEL_MAX, NAME_MAX
 from statekit.store.sqlalchemy.dialects import of_dialect
 
 __all__ = [
+    "DEFAULT_PREFIX",
     "EXACT_COLLATION",
     "HISTORY_IDEMPOTENCY_CONSTRAINT",
     "HISTORY_SEQ_CONSTRAINT",
+    "PREFIX_MAX",
     "StatekitTables",
     "UTCDateTime",
     "statekit_tables",
@@ -51,10 +59,13 @@ __all__ = [
 HISTORY_TABLE = "statekit_transitions"
 HISTORY_SEQ_CONSTRAINT = "pk_statekit_transitions"
 HISTORY_IDEMPOTENCY_CONSTRAINT = "uq_statekit_transitions_idempotency"
-COMPENSATIONS_TABLE = "statekit_compensations"
-ATTEMPTS_TABLE = "statekit_compensation_attempts"
-COMPENSATION_STEP_CONSTRAINT = "uq_statekit_compensations_step"
-RETIRED_PREFIX = "statekit_retired_"
+DEFAULT_PREFIX = "statekit_"
+PREFIX_MAX = 27
+"""The longest table prefix: the longest name statekit derives from it
+(`ix_<prefix>retired_compensation_attempts_key`) then fits PostgreSQL's 63 bytes."""
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HISTORY_NAMES: set[str] = {HISTORY_TABLE}
+_CONFLICT_NAMES: set[str] = {HISTORY_SEQ_CONSTRAINT, HISTORY_IDEMPOTENCY_CONSTRAINT}
 EXACT_COLLATION = "utf8mb4_bin"
 """The collation of statekit's name and key columns on MySQL and MariaDB."""
 
@@ -121,26 +132,60 @@ class StatekitTables:
 
     def retired(self, live: Table) -> Table:
         """The table that keeps `live`'s rows of earlier lives."""
-        return self.metadata.tables[RETIRED_PREFIX + live.name.removeprefix("statekit_")]
+        twins = {
+            self.transitions: self.retired_transitions,
+            self.compensations: self.retired_compensations,
+            self.attempts: self.retired_attempts,
+        }
+        return twins[live]
 
 
-def statekit_tables(metadata: MetaData | None = None) -> StatekitTables:
+def statekit_tables(
+    metadata: MetaData | None = None, *, prefix: str = DEFAULT_PREFIX, schema: str | None = None
+) -> StatekitTables:
     """Define (or return the already defined) statekit tables on `metadata`.
 
     Pass the application's MetaData so its migrations (Alembic autogenerate) own
-    the tables; without one, a private MetaData is used.
+    the tables; without one, a private MetaData is used. `prefix` starts every
+    table, constraint and index name (`<prefix>transitions`, ...); `schema` puts
+    the tables in that schema (on MySQL and MariaDB: that database).
+
+    Raises:
+        StoreError: `prefix` is not a letter or underscore followed by letters,
+            digits and underscores, or is longer than `PREFIX_MAX`.
     """
+    if not _PREFIX.fullmatch(prefix) or len(prefix) > PREFIX_MAX:
+        raise StoreError(
+            f"table prefix {prefix!r} is not allowed: use letters, digits and underscores "
+            f"(not a digit first), at most {PREFIX_MAX} characters, e.g. 'app_statekit_'"
+        )
     metadata = metadata if metadata is not None else MetaData()
-    if HISTORY_TABLE not in metadata.tables:
-        _define(metadata)
-    live = [metadata.tables[name] for name in (HISTORY_TABLE, COMPENSATIONS_TABLE, ATTEMPTS_TABLE)]
-    retired = [metadata.tables[RETIRED_PREFIX + t.name.removeprefix("statekit_")] for t in live]
-    return StatekitTables(metadata, *live, *retired)
+    names = [prefix + base for base in ("transitions", "compensations", "compensation_attempts")]
+    names += [f"{prefix}retired_{base.removeprefix(prefix)}" for base in names]
+    keys = [name if schema is None else f"{schema}.{name}" for name in names]
+    if keys[0] not in metadata.tables:
+        _define(metadata, prefix, schema)
+    return StatekitTables(metadata, *(metadata.tables[key] for key in keys))
 
 
-def _define(metadata: MetaData) -> None:
+def conflict_constraints() -> frozenset[str]:
+    """The names of the history constraints a lost race violates, for every prefix
+    defined in this process (error mapping keys on them)."""
+    return frozenset(_CONFLICT_NAMES)
+
+
+def history_tables() -> frozenset[str]:
+    """The names of the history tables defined in this process, for every prefix."""
+    return frozenset(_HISTORY_NAMES)
+
+
+def _define(metadata: MetaData, prefix: str, schema: str | None) -> None:
+    history = f"{prefix}transitions"
+    seq, idempotency = f"pk_{history}", f"uq_{history}_idempotency"
+    _HISTORY_NAMES.add(history)
+    _CONFLICT_NAMES.update((seq, idempotency))
     transitions = Table(
-        HISTORY_TABLE,
+        history,
         metadata,
         Column("entity_type", exact_string(NAME_MAX), nullable=False),
         Column("entity_key", exact_string(KEY_MAX), nullable=False),
@@ -155,16 +200,15 @@ def _define(metadata: MetaData) -> None:
         Column("payload", JSON()),
         Column("definition_version", Integer),
         Column("note", Text()),
-        PrimaryKeyConstraint("entity_type", "entity_key", "seq", name=HISTORY_SEQ_CONSTRAINT),
-        UniqueConstraint(
-            "entity_type", "entity_key", "idempotency_key", name=HISTORY_IDEMPOTENCY_CONSTRAINT
-        ),
-        Index("ix_statekit_transitions_at", "entity_type", "at"),
+        PrimaryKeyConstraint("entity_type", "entity_key", "seq", name=seq),
+        UniqueConstraint("entity_type", "entity_key", "idempotency_key", name=idempotency),
+        Index(f"ix_{history}_at", "entity_type", "at"),
+        schema=schema,
         comment="One row per applied statekit transition; seq is the entity's new version.",
     )
     identity = BigInteger().with_variant(Integer(), "sqlite")
     compensations = Table(
-        COMPENSATIONS_TABLE,
+        f"{prefix}compensations",
         metadata,
         Column("id", identity, primary_key=True, autoincrement=True),
         Column("entity_type", exact_string(NAME_MAX), nullable=False),
@@ -182,14 +226,15 @@ def _define(metadata: MetaData) -> None:
         Column("created_at", UTCDateTime(), nullable=False),
         Column("updated_at", UTCDateTime(), nullable=False),
         UniqueConstraint(
-            "entity_type", "entity_key", "step_seq", "action", name=COMPENSATION_STEP_CONSTRAINT
+            "entity_type", "entity_key", "step_seq", "action", name=f"uq_{prefix}compensations_step"
         ),
         # The step constraint's index also serves lookups by instance.
-        Index("ix_statekit_compensations_due", "status", "next_attempt_at"),
+        Index(f"ix_{prefix}compensations_due", "status", "next_attempt_at"),
+        schema=schema,
         comment="The compensation outbox: one row per step to undo.",
     )
     attempts = Table(
-        ATTEMPTS_TABLE,
+        f"{prefix}compensation_attempts",
         metadata,
         Column("compensation_id", identity, nullable=False),
         Column("attempt", Integer, nullable=False),
@@ -197,18 +242,19 @@ def _define(metadata: MetaData) -> None:
         Column("succeeded", Boolean(), nullable=False),
         Column("error", Text()),
         PrimaryKeyConstraint(
-            "compensation_id", "attempt", name="pk_statekit_compensation_attempts"
+            "compensation_id", "attempt", name=f"pk_{prefix}compensation_attempts"
         ),
+        schema=schema,
         comment="Every attempt at a compensation, with its error.",
     )
     for live in (transitions, compensations, attempts):
-        _retired_twin(live, identity)
+        _retired_twin(live, identity, prefix)
 
 
-def _retired_twin(live: Table, identity: Any) -> Table:
+def _retired_twin(live: Table, identity: Any, prefix: str) -> Table:
     """The audit table of `live`'s earlier lives: the same columns without their
     constraints, plus when they were retired and a surrogate key."""
-    name = RETIRED_PREFIX + live.name.removeprefix("statekit_")
+    name = f"{prefix}retired_{live.name.removeprefix(prefix)}"
     columns = [Column(c.name, c.type, nullable=c.nullable) for c in live.columns]
     lookup = ("entity_type", "entity_key") if "entity_key" in live.c else ("compensation_id",)
     return Table(
@@ -219,4 +265,5 @@ def _retired_twin(live: Table, identity: Any) -> Table:
         *columns,
         Index(f"ix_{name}_key", *lookup),
         comment=f"Rows of {live.name} from earlier lives of their keys, kept for audit.",
+        schema=live.schema,
     )
