@@ -15,7 +15,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
@@ -29,19 +29,22 @@ from statekit.records import Context
 
 __all__ = ["Event", "State", "Transition", "Workflow"]
 
-Check = Callable[[Any, Context], bool | str]
+E = TypeVar("E")
+"""The entity type the handlers of one transition share."""
+
+Check = Callable[[E, Context], bool | str]
 """A guard or a pre/post-condition: `check(entity, ctx)` returns True, False or why not."""
-Step = Callable[[Any, Context], object]
+Step = Callable[[E, Context], object]
 """An action or an effect: `step(entity, ctx)`; what it returns is ignored."""
-Undo = Callable[[Any, CompensationContext], object]
+Undo = Callable[[E, CompensationContext], object]
 """A compensation: `undo(entity, undo_context)`; what it returns is ignored."""
 
 Ref = str | Callable[..., Any]
 """A handler, or the name of one (a function of the class's module or `handlers=`, or
 a method of the entity)."""
 Refs = Ref | Sequence[Ref] | None
-Checks = str | Check | Sequence[str | Check] | None
-Steps = str | Step | Sequence[str | Step] | None
+Checks = str | Check[E] | Sequence[str | Check[E]] | None
+Steps = str | Step[E] | Sequence[str | Step[E]] | None
 
 
 class State:
@@ -87,13 +90,13 @@ class State:
         self,
         target: State,
         *,
-        guard: Checks = None,
-        unless: Checks = None,
-        pre: Checks = None,
-        post: Checks = None,
-        action: Steps = None,
-        effect: Steps = None,
-        compensate: str | Undo | None = None,
+        guard: Checks[E] = None,
+        unless: Checks[E] = None,
+        pre: Checks[E] = None,
+        post: Checks[E] = None,
+        action: Steps[E] = None,
+        effect: Steps[E] = None,
+        compensate: str | Undo[E] | None = None,
         compensate_attempts: int = 5,
         payload: type[BaseModel] | str | None = None,
         description: str = "",
