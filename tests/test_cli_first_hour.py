@@ -5,6 +5,9 @@ the database that cannot take over the terminal."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from datetime import timedelta
 from decimal import Decimal
@@ -181,3 +184,47 @@ def test_every_command_takes_modules_the_same_way() -> None:
         assert isinstance(param, click.Option), command.name
         assert set(param.opts) == {"--module", "-m"}, command.name
         assert param.envvar == "STATEKIT_MODULES", command.name
+
+
+MAPPED_MODELS = """
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from statekit import State, Workflow
+from statekit.store.sqlalchemy import StateMixin
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LampWorkflow(Workflow, name="lamp"):
+    off = State(initial=True)
+    on = State()
+    switch_on = off.to(on)
+    switch_off = on.to(off)
+
+
+class Lamp(StateMixin, Base):
+    __tablename__ = "lamps"
+    __statekit_machine__ = LampWorkflow.machine
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room: Mapped[str] = mapped_column(String(20))
+"""
+
+
+def test_the_installed_command_finds_a_projects_mapped_class(tmp_path: Path) -> None:
+    """The `statekit` script itself (not `python -m`, no PYTHONPATH), run from the
+    project folder, draws the machine of a mapped class, as the README shows."""
+    package = tmp_path / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(textwrap.dedent(MAPPED_MODELS))
+    script = Path(sys.executable).with_name("statekit")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(script), "diagram", "shop.models:Lamp", "--format", "mermaid"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "off --> on" in result.stdout or "switch_on" in result.stdout

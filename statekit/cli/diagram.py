@@ -4,7 +4,6 @@ stuck ones)."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,17 +33,8 @@ _SUFFIXES = {
 
 
 def _resolve(spec: str) -> Machine:
-    """`module:attr` naming a Workflow, a Machine or a class with __statekit_machine__."""
-    module_name, _, attribute = spec.partition(":")
-    if attribute:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            return resolve_machine(spec)  # says which module is missing, in one line
-        value = getattr(module, attribute, None)
-        machine = vars(value).get("__statekit_machine__") if isinstance(value, type) else None
-        if isinstance(machine, Machine):
-            return machine
+    """`module:attr` naming a Workflow, a Machine or a class with __statekit_machine__,
+    imported from the current directory first (see `loading.import_module`)."""
     return resolve_machine(spec)
 
 

@@ -66,7 +66,8 @@ def load_modules(names: list[str]) -> Loaded:
 
 
 def resolve_machine(spec: str) -> Machine:
-    """Resolve `module:attr` to a compiled machine (a Workflow class or a Machine)."""
+    """Resolve `module:attr` to a compiled machine: a Workflow class, a Machine, or a
+    mapped class with `__statekit_machine__`."""
     module_name, _, attribute = spec.partition(":")
     module = import_module(module_name)
     if not attribute:
@@ -82,4 +83,9 @@ def resolve_machine(spec: str) -> Machine:
         return value.machine
     if isinstance(value, Machine):
         return value
-    raise StatekitError(f"{spec!r} is not a Workflow class or a Machine")
+    stored = vars(value).get("__statekit_machine__") if isinstance(value, type) else None
+    if isinstance(stored, Machine):  # a mapped class that stores the machine's instances
+        return stored
+    raise StatekitError(
+        f"{spec!r} is not a Workflow class, a Machine or a class with __statekit_machine__"
+    )
