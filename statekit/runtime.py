@@ -351,29 +351,25 @@ class Runner:
         key: str,
         event: str,
         idempotency_key: str,
-        state: Callable[[], str | None] | None = None,
+        state: Callable[[], str | None],
         *,
         entity: object | None = None,
     ) -> TransitionRecord | None:
         """The transition recorded under `idempotency_key` as a replay, or None; with
-        `entity`, read in its transaction (`Store.recorded`).
+        `entity`, read in its transaction (`Store.recorded`), else outside it.
 
         Raises:
             IdempotencyConflictError: the key was used for another event.
         """
         name = self.machine.name
-        if entity is None:
-            found = self.store.history(name, key, idempotency_key=idempotency_key)
-            record = found[0] if found else None
-        else:
-            record = self.store.recorded(name, key, idempotency_key, entity=entity)
+        record = self.store.recorded(name, key, idempotency_key, entity=entity)
         if record is None:
             return None
         if record.event != event:
             raise IdempotencyConflictError(
                 entity_type=name,
                 key=key,
-                state=state() if state is not None else self.store.load(name, key).state,
+                state=state(),
                 event=event,
                 idempotency_key=idempotency_key,
                 recorded_event=record.event,

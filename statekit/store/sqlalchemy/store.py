@@ -20,6 +20,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     MetaData,
+    Select,
     Table,
     insert,
     select,
@@ -60,7 +61,7 @@ from statekit.store.sqlalchemy.sessions import (
 from statekit.store.sqlalchemy.sqlite import configure_sqlite, for_writing
 from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
 from statekit.store.sqlalchemy.tables import DEFAULT_PREFIX, StatekitTables, statekit_tables
-from statekit.store.sqlalchemy.writeback import note_written
+from statekit.store.sqlalchemy.writeback import note_written, stored_version
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
@@ -412,10 +413,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         with wrap("storing", self.engine, plan=plan, version_of=version_of):
             updated = conn.execute(binding.compare_and_set, values)
             if updated.rowcount != 1:
-                # A locking read: under REPEATABLE READ (MySQL, MariaDB) a plain one
-                # would return this transaction's snapshot, not the winner's version.
-                current = select(binding.columns["version"]).where(binding.key == values["k_"])
-                actual = conn.execute(current.with_for_update(read=True)).scalar()
+                actual = stored_version(conn, binding, values["k_"], shared=True)
                 raise binding.lost_race(plan, actual)
         try:
             with wrap("storing", self.engine, plan=plan, version_of=version_of):
@@ -427,6 +425,16 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
     ) -> Sequence[TransitionRecord]:
         """Return the instance's transitions, oldest first (see `Store.history`)."""
+        query = self._history_query(entity_type, key, idempotency_key)
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        return [_record(entity_type, key, row) for row in rows]
+
+    def _history_query(
+        self, entity_type: str, key: str, idempotency_key: str | None = None
+    ) -> Select[Any]:
+        """The live history rows of one instance (only the one recorded under
+        `idempotency_key`, when given), oldest first."""
         t = self.tables.transitions
         query = (
             select(*self._history_columns)
@@ -435,9 +443,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         )
         if idempotency_key is not None:
             query = query.where(t.c.idempotency_key == idempotency_key)
-        with self._reading() as conn:
-            rows = conn.execute(query).all()
-        return [_record(entity_type, key, row) for row in rows]
+        return query
 
     def recorded(
         self, entity_type: str, key: str, idempotency_key: str, *, entity: object | None = None
@@ -446,12 +452,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         in the Session or light unit `entity` is in, so a transition fired earlier in
         the same transaction is found and a database that gives each thread one
         connection (in-memory SQLite) is never asked for a second transaction."""
-        t = self.tables.transitions
-        query = select(*self._history_columns).where(
-            t.c.entity_type == entity_type,
-            t.c.entity_key == key,
-            t.c.idempotency_key == idempotency_key,
-        )
+        query = self._history_query(entity_type, key, idempotency_key)
         unit = self._row_units.get(id(entity)) if entity is not None else None
         session = open_session_of(entity) if unit is None else None
         if isinstance(unit, RowUnit):

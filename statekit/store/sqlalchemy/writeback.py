@@ -59,11 +59,14 @@ def check_unchanged_state(binding: EntityBinding, key: str, changed: Sequence[st
         )
 
 
-def stored_version(conn: Connection, binding: EntityBinding, key: Any) -> int | None:
+def stored_version(
+    conn: Connection, binding: EntityBinding, key: Any, *, shared: bool = False
+) -> int | None:
     """The row's version, read with a lock held to the end of the transaction (under
-    REPEATABLE READ a plain read would return this transaction's snapshot)."""
+    REPEATABLE READ a plain read would return this transaction's snapshot, not the
+    winner's): exclusive before a write, `shared` to report a lost race."""
     version: Column[Any] = binding.columns["version"]
-    query = select(version).where(binding.key == key).with_for_update()
+    query = select(version).where(binding.key == key).with_for_update(read=shared)
     found: int | None = conn.execute(query).scalar()
     return found
 
