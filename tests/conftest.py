@@ -60,8 +60,8 @@ def database_url(
 
 @pytest.fixture(scope="module")
 def shop(database_url: str) -> Any:
-    """The CLI tests' small shop (see `tests.test_cli._fill`) on each backend."""
-    from tests.test_cli import Shop, _fill
+    """The CLI tests' small shop (see `tests.cli.test_cli._fill`) on each backend."""
+    from tests.cli.test_cli import Shop, _fill
 
     _fill(database_url)
     return Shop(database_url)
@@ -70,8 +70,8 @@ def shop(database_url: str) -> Any:
 @pytest.fixture(scope="module")
 def sqlite_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The CLI tests' small shop on a SQLite file."""
+    from tests.cli.test_cli import Shop, _fill
     from tests.sql_support import fresh_database
-    from tests.test_cli import Shop, _fill
 
     with fresh_database("sqlite", tmp_path_factory.mktemp("shop")) as url:
         _fill(url)

@@ -11,7 +11,7 @@ object; the commands then need neither option::
     cli.main(["stats", "--since", "7d"], obj=context)
 
 A Flask extension would build it from the app (`Context.of(app.extensions[...])`),
-a Django management command from settings; `tests/test_cli_context.py` runs the
+a Django management command from settings; `tests/cli/test_cli_context.py` runs the
 commands over a `MemoryStore` this way.
 """
 

@@ -2,7 +2,7 @@
 
 Each function names one thing statekit relies on that SQLAlchemy's public API does
 not offer (or offers only at a cost the write paths cannot pay).
-`tests/test_orm_internals.py` pins the behaviour of each, so a SQLAlchemy upgrade that
+`tests/sql/test_orm_internals.py` pins the behaviour of each, so a SQLAlchemy upgrade that
 changes one fails there, loudly, rather than somewhere in a write path.
 
 Internals used: `InstanceState.committed_state`, `InstanceState._commit`, the

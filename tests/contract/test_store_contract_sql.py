@@ -19,8 +19,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statekit import Machine, ManualClock, Store
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin, statekit_tables
+from tests.contract.store_contract import NewEntity, RemoveEntity, StoreContract
 from tests.sql_support import engine_for
-from tests.store_contract import NewEntity, RemoveEntity, StoreContract
 
 
 class ContractBase(DeclarativeBase):

@@ -34,9 +34,9 @@ from statekit.clock import ManualClock
 from statekit.runtime import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from tests.sql_support import engine_for, fresh_database
-from tests.test_diagrams import check_snapshot
+from tests.unit.test_diagrams import check_snapshot
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIAGRAMS = ROOT / "diagrams"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 AT_END = (T0 + timedelta(hours=3)).isoformat()

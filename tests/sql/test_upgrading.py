@@ -21,15 +21,15 @@ from sqlalchemy import Engine, MetaData, delete, inspect, text
 from models.order import OrderWorkflow
 from statekit import InstanceNotFoundError, ManualClock, Runner, StoreError
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
-from tests.sql_support import engine_for, fresh_database
-from tests.test_store_contract_sql import (
+from tests.contract.test_store_contract_sql import (
     CLOCK_START,
     ContractBase,
     ContractOrder,
     new_contract_order,
 )
+from tests.sql_support import engine_for, fresh_database
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "upgrading.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "upgrading.md"
 HEADINGS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
 
 

@@ -21,8 +21,8 @@ from statekit.cli.output import printable
 from statekit.clock import ManualClock
 from statekit.runtime import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore
+from tests.cli.test_cli import T0, Shop, invoke, run
 from tests.sql_support import engine_for
-from tests.test_cli import T0, Shop, invoke, run
 
 # -- stats: the window's end bounds every figure ----------------------------------------
 

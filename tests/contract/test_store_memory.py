@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from statekit import MemoryStore, Runner, Snapshot, Store, StoreError
-from tests.store_contract import RemoveEntity, StoreContract
+from tests.contract.store_contract import RemoveEntity, StoreContract
 from tests.support import new_order
 
 

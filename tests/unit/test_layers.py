@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "statekit"
+PACKAGE = Path(__file__).resolve().parents[2] / "statekit"
 
 STORE = "statekit.store"
 ABOVE_THE_STORE = (

@@ -40,9 +40,9 @@ from statekit.diagrams import (
 )
 from statekit.diagrams.__main__ import find_machines, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIAGRAMS = ROOT / "diagrams"
-SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
 MACHINES = {
     "order": OrderWorkflow.machine,
     "ticket": TicketWorkflow.machine,

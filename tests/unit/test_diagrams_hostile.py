@@ -317,7 +317,7 @@ def test_heat_view_draws_what_its_legend_promises(dot_binary: str) -> None:
 def counted_lines(spec: MachineSpec, budget: int) -> int:
     """Run machine_graph(spec), counting the Python lines statekit executes; stop
     (failing) once `budget` is spent."""
-    package = str(Path(__file__).resolve().parents[1] / "statekit")
+    package = str(Path(__file__).resolve().parents[2] / "statekit")
     executed = 0
 
     def tracer(frame: FrameType, event: str, arg: Any) -> Any:
