@@ -97,7 +97,7 @@ class MemoryOutbox(MemoryUnits):
         each becomes `running` with one more attempt and a lease until `now + lease`,
         expired leases first, then by next attempt."""
         token = uuid.uuid4().hex
-        with self._work():
+        with self._lock:  # nothing here can fail halfway: no unit needed
             due = [t for t in self._tasks.values() if self._due(t, now) and not self._blocked(t)]
             due.sort(key=lambda t: (t.status != "running", t.next_attempt_at, t.id))
             claimed = []
@@ -170,7 +170,7 @@ class MemoryOutbox(MemoryUnits):
         Raises:
             ConcurrentTransitionError: the claim was lost; nothing changed.
         """
-        with self._work():
+        with self._lock:  # `_finish` checks the claim before it writes
             status: TaskStatus = "dead" if dead else "pending"
             self._finish(task, now, status=status, error=error, next_attempt_at=next_attempt_at)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from models.order import OrderWorkflow
-from statekit import ManualClock, MemoryStore, StoreError
+from statekit import InstanceNotFoundError, ManualClock, MemoryStore, Runner, Snapshot, StoreError
 from tests.contract.jobs import JobWorkflow
 from tests.contract.outbox_contract import OutboxContract
 from tests.contract.reads_contract import ReadsContract
@@ -61,3 +61,25 @@ def test_the_sweeper_needs_the_machine_registered() -> None:
 def test_the_database_clock_is_the_stores_clock() -> None:
     clock = ManualClock()
     assert MemoryStore(clock=clock).database_clock() is clock
+
+
+def test_sweeper_units_do_not_nest() -> None:
+    from tests.contract.jobs import Job
+
+    store = MemoryStore([JobWorkflow.machine])
+    Runner(JobWorkflow.machine, store).start(Job("j1"))
+    with store.session_unit("job", "j1"):
+        inner = store.session_unit("job", "j1")
+        with pytest.raises(StoreError, match="units do not nest"):
+            inner.__enter__()
+    with store.session_unit("job", "j1") as entity:  # the refused one left nothing open
+        assert entity.id == "j1"
+
+
+def test_an_instance_stored_without_an_object_cannot_be_loaded_into_a_unit() -> None:
+    store = MemoryStore([JobWorkflow.machine])
+    store.create(Snapshot(entity_type="job", key="bare", state="new", version=0))
+    with pytest.raises(StoreError, match="holds no object for job bare"):
+        store.session_unit("job", "bare").__enter__()
+    with pytest.raises(InstanceNotFoundError):
+        store.session_unit("job", "missing").__enter__()
