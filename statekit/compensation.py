@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from statekit.errors import ConcurrentTransitionError
 from statekit.records import TransitionRecord
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "CompensationTask",
     "TaskStatus",
     "call_with_timeout",
+    "lost_claim",
 ]
 
 logger = logging.getLogger("statekit.sweeper")
@@ -55,6 +57,19 @@ class CompensationTask:
     def idempotency_key(self) -> str:
         """Stable across attempts and sweepers: pass it on to the outside system."""
         return f"statekit:{self.entity_type}:{self.key}:{self.step_seq}:{self.action}"
+
+
+def lost_claim(task: CompensationTask) -> ConcurrentTransitionError:
+    """The error for a compensation whose claim the caller no longer holds (its lease
+    ran out and another sweeper took it, a person cancelled it, or the instance was
+    deleted or replaced); every store raises it and changes nothing."""
+    return ConcurrentTransitionError(
+        entity_type=task.entity_type,
+        key=task.key,
+        event=f"compensate {task.action}",
+        expected_version=task.attempts,
+        actual_version=None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

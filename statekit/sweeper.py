@@ -1,6 +1,6 @@
 """The sweeper: time out overdue instances and run their compensations to the end.
 
-    sweeper = Sweeper([orders, tickets])   # Runners sharing one SQLAlchemyStore
+    sweeper = Sweeper([orders, tickets])   # Runners sharing one store (a SweepStore)
     result = sweeper.run_once()            # or run_forever(interval=30, stop=event)
 
 A pass claims overdue instances in batches, fires each one's timeout event through
@@ -50,7 +50,7 @@ class Sweeper(DeadlineSide):
 
     Args:
         runners: One Runner per machine; they must share one store that implements
-            `SweepStore` (`SQLAlchemyStore` does).
+            `SweepStore` (`MemoryStore` and `SQLAlchemyStore` do).
         clock: Time source for deadlines, leases and due checks; defaults to the
             store's database clock (the server's time on PostgreSQL and MySQL/MariaDB,
             so a skewed machine clock neither steals leases nor runs work early).
@@ -97,7 +97,7 @@ class Sweeper(DeadlineSide):
         if not isinstance(store, SweepStore):
             raise StoreError(
                 f"{type(store).__name__} cannot run the sweeper: it does not implement "
-                f"statekit.store.protocol.SweepStore (SQLAlchemyStore does)"
+                f"statekit.store.protocol.SweepStore (MemoryStore and SQLAlchemyStore do)"
             )
         self.runners = {r.machine.name: r for r in runners}
         self.store: SweepStore = store

@@ -46,7 +46,14 @@ def dot_binary() -> str:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"], scope="module")
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+    scope="module",
+)
 def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:

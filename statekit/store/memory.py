@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -9,14 +10,14 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from statekit.compensation import CompensationTask, TaskStatus
+from statekit.clock import Clock, SystemClock
 from statekit.engine import Machine
 from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import MARKS_IN_PLACE, Plan, Snapshot, TransitionRecord
+from statekit.store.memory_outbox import MemoryOutbox
 from statekit.store.protocol import (
     AfterCommit,
-    Attempt,
     Disagreement,
     Stay,
     Store,
@@ -27,7 +28,7 @@ from statekit.store.protocol import (
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryOutbox, Store):
     """Keeps snapshots, history and idempotency keys in dictionaries, under a lock.
 
     It holds every other store to the same behaviour through the shared contract
@@ -35,23 +36,32 @@ class MemoryStore(Store):
     idempotency key, after-commit callbacks only for writes that happened, and a
     key that a new instance reuses starts a clean life (the old one is retired).
 
-    It implements `Reads` (`statekit.store.protocol`) over the same dictionaries, the
-    reference for the SQL store's reads. It has no compensation outbox yet, so
-    `compensations` and `attempts` return empty lists. `machines` (and `waiting`,
-    which needs to know the final states) know the machines passed in or registered.
+    It implements every tier of `statekit.store.protocol`: `Store`, `SweepStore`
+    (overdue batches, the compensation outbox and the drain's units, in
+    `memory_units.py` and `memory_outbox.py`) and `Reads`, the reference for the SQL
+    store. `machines`, `waiting` and the sweeper's units know the machines passed in
+    or registered; `clock` is what `database_clock` returns (default: the system
+    clock).
     """
 
-    def __init__(self, machines: Iterable[Machine] = ()) -> None:
+    def __init__(self, machines: Iterable[Machine] = (), *, clock: Clock | None = None) -> None:
         self._machines: dict[str, Machine] = {}
         for machine in machines:
             self.register(machine)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a sweeper unit holds it from claim to commit
+        self._journal = None
+        self.clock = clock or SystemClock()
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self._history: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._by_idempotency_key: dict[tuple[str, str, str], TransitionRecord] = {}
         self._retired: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._entities: dict[tuple[str, str], object] = {}
         self._unit = threading.local()  # the open transaction() block of each thread
+        self._tasks = {}
+        self._task_ids = {}
+        self._leases = {}
+        self._attempts = {}
+        self._next_task_id = 0
 
     def register(self, machine: Machine) -> MemoryStore:
         """Make `machine` known to the reads (`machines`, `waiting`); returns the store."""
@@ -123,6 +133,7 @@ class MemoryStore(Store):
     def _forget(self, ident: tuple[str, str]) -> list[TransitionRecord]:
         """Drop the live history of `ident` and its idempotency keys; return it."""
         records = self._history.pop(ident, [])
+        self._drop_tasks(ident)
         for record in records:
             if record.idempotency_key is not None:
                 self._by_idempotency_key.pop((*ident, record.idempotency_key), None)
@@ -161,6 +172,8 @@ class MemoryStore(Store):
                 self._by_idempotency_key[plan.entity_type, key, plan.idempotency_key] = record
             if entity is not None:  # the object that matches the stored state now
                 self._entities[ident] = entity
+            if after_commit is not None and self._held(functools.partial(after_commit, record)):
+                after_commit = None  # a sweeper unit is open: it runs on its commit
         unit: _Unit | None = getattr(self._unit, "current", None)
         if unit is not None and entity is not None and entity is unit.entity:
             unit.undo.append((ident, current, record))
@@ -254,20 +267,6 @@ class MemoryStore(Store):
         """The stuck instances, oldest mark first (see `Reads.stuck`)."""
         stuck = [s for s in self._snapshots_of(entity_type) if s.stuck_at is not None]
         return sorted(stuck, key=lambda s: (s.stuck_at, s.key))
-
-    def compensations(
-        self,
-        entity_type: str | None = None,
-        key: str | None = None,
-        *,
-        status: Sequence[TaskStatus] = (),
-    ) -> list[CompensationTask]:
-        """None: `MemoryStore` has no compensation outbox yet."""
-        return []
-
-    def attempts(self, task_id: int) -> list[Attempt]:
-        """None: `MemoryStore` has no compensation outbox yet."""
-        return []
 
     def count_by_state(self, entity_type: str, *, stuck_only: bool = False) -> dict[str, int]:
         """Instances per state now (see `Reads.count_by_state`)."""

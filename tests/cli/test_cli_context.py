@@ -1,7 +1,7 @@
 """The commands over a `Context` a host builds itself: here over a `MemoryStore`, the
 way a Flask extension or a Django management command will hand theirs over.
 
-The same orders (`tests.sql.test_reads.fill`) go into a `MemoryStore` and into a SQLite
+The same orders (`tests.contract.reads_contract.fill`) go into a `MemoryStore` and into a SQLite
 file; the commands print the same over the host's context as the standalone CLI
 prints from `--db` and `--module`.
 """
@@ -19,7 +19,7 @@ from statekit import MemoryStore
 from statekit.cli import cli
 from statekit.cli.context import Context
 from statekit.store.sqlalchemy import SQLAlchemyStore
-from tests.sql.test_reads import MACHINE, fill
+from tests.contract.reads_contract import MACHINE, fill
 from tests.sql_support import engine_for, fresh_database
 from tests.support import new_order
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,28 +18,11 @@ from statekit import (
     Sweeper,
     SweepResult,
 )
+from tests.contract.sweeper_contract import Gate
 from tests.sql_support import engine_for
 from tests.sweep_env import JobEnv as Env
 from tests.sweep_env import clear_job_tables, job_database, job_env
 from tests.sweep_support import HOOKS, JobRow
-
-
-@dataclass
-class Gate:
-    """A hook that holds one handler call until the test lets it go."""
-
-    key: str
-    action: str
-    entered: threading.Event = field(default_factory=threading.Event)
-    go: threading.Event = field(default_factory=threading.Event)
-    calls: int = 0
-
-    def __call__(self, job: JobRow, undo: CompensationContext) -> None:
-        if (job.id, undo.action) != (self.key, self.action):
-            return
-        self.calls += 1
-        self.entered.set()
-        assert self.go.wait(60), "the test never let the handler go"
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,8 @@ CORE = (
     "statekit.store.base",
     "statekit.store.protocol",
     "statekit.store.memory",
+    "statekit.store.memory_units",
+    "statekit.store.memory_outbox",
 )
 CORE_THIRD_PARTY = {"pydantic"}
 STORE_HOSTS = ("statekit.cli.sqlalchemy", "statekit.contrib")

@@ -11,24 +11,38 @@ from sqlalchemy import create_engine
 
 from models.orm import ENTITIES
 from statekit import MemoryStore, Runner, StoreError, Sweeper
-from statekit.store.protocol import Store, SweepStore
+from statekit.store.protocol import Reads, Store, SweepStore
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from tests.support import new_order, one_step
+
+
+class RunnerTierStore:
+    """A store that stops after the Runner's tier (a backend landing in stages):
+    it answers the `Store` members and nothing else."""
+
+    def __init__(self) -> None:
+        self._memory = MemoryStore()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in vars(Store) and not name.startswith("_"):
+            return getattr(self._memory, name)
+        raise AttributeError(name)
 
 
 def test_the_stores_declare_the_tiers_they_implement() -> None:
     memory = MemoryStore()
     sql = SQLAlchemyStore(create_engine("sqlite://"), ENTITIES)
-    assert isinstance(memory, Store)
-    assert not isinstance(memory, SweepStore)
-    assert isinstance(sql, Store)
-    assert isinstance(sql, SweepStore)
+    for store in (memory, sql):
+        assert isinstance(store, Store)
+        assert isinstance(store, SweepStore)
+        assert isinstance(store, Reads)
+    assert not isinstance(RunnerTierStore(), SweepStore)
 
 
 def test_a_sweeper_over_a_store_without_the_sweep_tier_is_refused() -> None:
     machine, _ = one_step()
-    with pytest.raises(StoreError, match="MemoryStore cannot run the sweeper"):
-        Sweeper([Runner(machine, MemoryStore())])
+    with pytest.raises(StoreError, match="RunnerTierStore cannot run the sweeper"):
+        Sweeper([Runner(machine, RunnerTierStore())])
 
 
 class CountingStore(MemoryStore):

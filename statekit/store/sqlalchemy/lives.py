@@ -32,8 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy import delete as sa_delete
 
-from statekit.compensation import CompensationTask
-from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
+from statekit.compensation import CompensationTask, lost_claim
+from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import TransitionRecord
 from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS, record_of
@@ -119,17 +119,6 @@ def retired_history(
         .order_by(t.c.retired_id)
     )
     return [record_of(entity_type, key, row) for row in conn.execute(query)]
-
-
-def lost_claim(task: CompensationTask) -> ConcurrentTransitionError:
-    """The error for a compensation whose claim this sweeper no longer holds."""
-    return ConcurrentTransitionError(
-        entity_type=task.entity_type,
-        key=task.key,
-        event=f"compensate {task.action}",
-        expected_version=task.attempts,
-        actual_version=None,
-    )
 
 
 class LifeOperations:

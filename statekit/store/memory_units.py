@@ -1,0 +1,436 @@
+"""`MemoryStore`'s transactions for the sweeper: claims of overdue instances, the
+drain's handler units and the levers' units, all or nothing.
+
+The memory store models a database with one writer at a time (as SQLite is): a
+unit holds the store's re-entrant lock from its first read to its commit, so the
+writes made inside it (through `apply`, a batch or the outbox) are invisible to
+other threads until it commits and vanish if it fails. A unit remembers what the
+store held when it began and the attributes of every entity object it handed out;
+rolling back puts both back. After-commit callbacks wait for the commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from statekit.clock import Clock
+from statekit.compensation import CompensationTask
+from statekit.engine import Machine
+from statekit.entity import STATE_KEYS, StateFields, restore_attributes, save_attributes
+from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
+from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.protocol import Attempt
+
+__all__ = ["MemoryBatch", "MemoryHandlerUnit", "MemoryUnits"]
+
+Ident = tuple[str, str]
+"""(entity type, key): one instance."""
+
+_NOTE_LIMIT = 4000
+"""Longest stuck reason a set-aside instance keeps (as the SQL store's column)."""
+
+
+@dataclass
+class _Saved:
+    """Everything a `MemoryStore` holds, copied one level down (the values are
+    never changed in place, only replaced)."""
+
+    tables: dict[str, dict[Any, Any]]
+    lists: dict[str, dict[Any, list[Any]]]
+    next_task_id: int
+
+
+@dataclass
+class Journal:
+    """One open unit: what the store held when it began, the entity objects it
+    handed out (with their attributes then) and the callbacks held for its commit."""
+
+    saved: _Saved
+    entities: list[tuple[object, Ident, dict[str, object]]] = field(default_factory=list)
+    held: list[Callable[[], None]] = field(default_factory=list)
+
+    def ident_of(self, entity: object) -> Ident | None:
+        """The instance `entity` was loaded as in this unit, if it was."""
+        for loaded, ident, _ in self.entities:
+            if loaded is entity:
+                return ident
+        return None
+
+
+_TABLES = ("_snapshots", "_by_idempotency_key", "_entities", "_tasks", "_task_ids", "_leases")
+_LISTS = ("_history", "_retired", "_attempts")
+
+
+class MemoryUnits:
+    """Mixed into `MemoryStore`: units of work, overdue batches and handler units."""
+
+    _lock: threading.RLock
+    _journal: Journal | None
+    _machines: dict[str, Machine]
+    _snapshots: dict[Ident, Snapshot]
+    _history: dict[Ident, list[TransitionRecord]]
+    _by_idempotency_key: dict[tuple[str, str, str], TransitionRecord]
+    _entities: dict[Ident, object]
+    _tasks: dict[int, CompensationTask]
+    _task_ids: dict[tuple[str, str, int, str], int]
+    _leases: dict[int, datetime]
+    _attempts: dict[int, list[Attempt]]
+    _next_task_id: int
+    clock: Clock
+
+    # -- units -----------------------------------------------------------------------
+
+    def _save(self) -> _Saved:
+        return _Saved(
+            {name: dict(getattr(self, name)) for name in _TABLES},
+            {name: {k: list(v) for k, v in getattr(self, name).items()} for name in _LISTS},
+            self._next_task_id,
+        )
+
+    def _restore(self, saved: _Saved) -> None:
+        for name, values in saved.tables.items():
+            table = getattr(self, name)
+            table.clear()
+            table.update(values)
+        for name, lists in saved.lists.items():
+            table = getattr(self, name)
+            table.clear()
+            table.update({k: list(v) for k, v in lists.items()})
+        self._next_task_id = saved.next_task_id
+
+    def _open_unit(self) -> Journal:
+        """Take the write lock and open a unit (one per store at a time)."""
+        self._lock.acquire()
+        if self._journal is not None:
+            self._lock.release()
+            raise StoreError(
+                "a MemoryStore unit of work is already open in this thread; "
+                "units do not nest (finish the batch, handler or lever first)"
+            )
+        journal = self._journal = Journal(self._save())
+        return journal
+
+    def _commit_unit(self, journal: Journal) -> None:
+        """Make the unit's writes final, release the lock, run the held callbacks."""
+        self._journal = None
+        self._lock.release()
+        for callback in journal.held:
+            callback()
+
+    def _roll_back_unit(self, journal: Journal) -> None:
+        """Undo the unit's writes and what was done to its entities; release the lock."""
+        try:
+            self._restore(journal.saved)
+            self._put_back(journal.entities)
+        finally:
+            self._journal = None
+            self._lock.release()
+
+    def _put_back(self, entities: Sequence[tuple[object, Ident, dict[str, object]]]) -> None:
+        """Restore entity objects as they were, then their state as stored now."""
+        for entity, ident, attributes in reversed(entities):
+            restore_attributes(entity, attributes)
+            self._sync(entity, ident)
+
+    @contextmanager
+    def _work(self) -> Iterator[Journal]:
+        """A unit of work: commit on a clean exit, roll back on an exception."""
+        journal = self._open_unit()
+        try:
+            yield journal
+        except BaseException:
+            self._roll_back_unit(journal)
+            raise
+        self._commit_unit(journal)
+
+    def _held(self, callback: Callable[[], None]) -> bool:
+        """Hold `callback` for the open unit's commit (called under the lock by
+        `apply`); False when no unit is open."""
+        if self._journal is None:
+            return False
+        self._journal.held.append(callback)
+        return True
+
+    def _fields(self, entity_type: str) -> StateFields:
+        machine = self._machines.get(entity_type)
+        if machine is None:
+            raise StoreError(
+                f"no machine {entity_type!r} registered with this MemoryStore "
+                f"(registered: {', '.join(sorted(self._machines)) or 'none'}); the sweeper "
+                "needs it: MemoryStore([machine]) or store.register(machine)"
+            )
+        return machine.fields
+
+    def _sync(self, entity: object, ident: Ident) -> None:
+        """Set the entity's state attributes to what the store holds (as a database
+        row read back would)."""
+        snapshot = self._snapshots.get(ident)
+        if snapshot is None:
+            return
+        names = self._fields(ident[0]).state_attributes()
+        for name, key in zip(names, STATE_KEYS, strict=True):
+            value = getattr(snapshot, key)
+            if getattr(entity, name, None) != value:
+                setattr(entity, name, value)
+
+    def _load(self, journal: Journal, entity_type: str, key: str) -> object:
+        """The entity object of an instance, read into the open unit."""
+        ident = (entity_type, key)
+        entity = self._entities.get(ident)
+        if entity is None or ident not in self._snapshots:
+            if ident not in self._snapshots:
+                raise InstanceNotFoundError(entity_type=entity_type, key=key)
+            raise StoreError(
+                f"MemoryStore holds no object for {entity_type} {key}: it was created "
+                "without one, so the sweeper cannot fire on it"
+            )
+        if journal.ident_of(entity) is None:
+            self._sync(entity, ident)
+            fields = self._fields(entity_type)
+            journal.entities.append((entity, ident, save_attributes(entity, fields)))
+        return entity
+
+    def _in_unit(self, entity: object, what: str) -> Ident:
+        """The instance `entity` was loaded as in the open unit (the lock is held)."""
+        ident = None if self._journal is None else self._journal.ident_of(entity)
+        if ident is None:
+            raise StoreError(
+                f"{what} in the entity's transaction: this {type(entity).__name__} was "
+                "not loaded by an open MemoryStore unit (session_unit, handler_unit or "
+                "an overdue batch)"
+            )
+        return ident
+
+    # -- what the sweeper and the levers use ----------------------------------------
+
+    @contextmanager
+    def overdue_batch(self, entity_type: str, now: datetime, limit: int) -> Iterator[MemoryBatch]:
+        """Claim up to `limit` instances whose deadline is at or before `now`,
+        earliest first, in one unit that commits on a clean exit (see
+        `SweepStore.overdue_batch`)."""
+        self._fields(entity_type)
+        with self._work() as journal:
+            due = [
+                s
+                for (kind, _), s in self._snapshots.items()
+                if kind == entity_type and s.deadline_at is not None and s.deadline_at <= now
+            ]
+            due.sort(key=lambda s: (s.deadline_at, s.key))
+            yield MemoryBatch(self, journal, entity_type, due[:limit])
+
+    @contextmanager
+    def session_unit(self, entity_type: str, key: str) -> Iterator[Any]:
+        """The entity in a unit of its own; the levers (`Sweeper.compensate`, `retry`,
+        `resolve`) work through it."""
+        with self._work() as journal:
+            yield self._load(journal, entity_type, key)
+
+    @contextmanager
+    def handler_unit(self, entity_type: str, key: str) -> Iterator[MemoryHandlerUnit]:
+        """The entity of one compensation, for its handler (see `MemoryHandlerUnit`)."""
+        self._fields(entity_type)
+        unit = MemoryHandlerUnit(self, entity_type, key)
+        try:
+            unit.relock()
+            yield unit
+        except BaseException:
+            if not unit.abandoned:
+                unit.close()
+            raise
+        if not unit.abandoned:
+            unit.commit()
+
+    def steps(self, entity: object) -> list[TransitionRecord]:
+        """The entity's history, oldest first, read in its unit."""
+        with self._lock:
+            return list(self._history.get(self._in_unit(entity, "steps are read"), ()))
+
+    def _schedule(self, task: CompensationTask, now: datetime) -> int:
+        """Add one outbox task unless it exists (provided by `MemoryOutbox`)."""
+        raise NotImplementedError
+
+    def database_clock(self) -> Clock:
+        """The store's clock (the `clock` it was given): what sweepers read by default."""
+        return self.clock
+
+
+class MemoryBatch:
+    """Overdue instances claimed by one `MemoryStore` unit (see `OverdueBatch`)."""
+
+    def __init__(
+        self, store: MemoryUnits, journal: Journal, entity_type: str, snapshots: list[Snapshot]
+    ) -> None:
+        self._store = store
+        self._journal = journal
+        self._entity_type = entity_type
+        self.snapshots = snapshots
+
+    def entity(self, key: str) -> Any:
+        """The stored entity object of a claimed instance, read into the batch."""
+        return self._store._load(self._journal, self._entity_type, key)
+
+    def forget(self, entity: object) -> None:
+        """Put an entity whose fire failed back as the batch found it."""
+        for loaded, ident, attributes in self._journal.entities:
+            if loaded is entity:
+                self._store._put_back([(loaded, ident, attributes)])
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A block whose writes (and entity changes) roll back alone when it raises."""
+        store, journal = self._store, self._journal
+        saved = store._save()
+        loaded = [
+            (entity, ident, save_attributes(entity, store._fields(ident[0])))
+            for entity, ident, _ in journal.entities
+        ]
+        first_new, held = len(journal.entities), len(journal.held)
+        try:
+            yield
+        except BaseException:
+            store._restore(saved)
+            store._put_back([*loaded, *journal.entities[first_new:]])
+            del journal.held[held:]
+            raise
+
+    def set_aside(self, snapshot: Snapshot, note: str, since: datetime, until: datetime) -> bool:
+        """Mark a claimed instance to be tried again at `until` without moving it;
+        False when it is no longer at the claimed version."""
+        store, ident = self._store, (snapshot.entity_type, snapshot.key)
+        current = store._snapshots.get(ident)
+        if current is None or current.version != snapshot.version:
+            return False
+        store._snapshots[ident] = replace(
+            current, stuck_at=since, stuck_reason=note[:_NOTE_LIMIT], deadline_at=until
+        )
+        self._refresh(ident)
+        return True
+
+    def mark(
+        self,
+        plans: Sequence[Plan],
+        compensated_steps: Mapping[tuple[str, int], Sequence[tuple[str, str, str]]],
+        now: datetime,
+    ) -> tuple[list[TransitionRecord], int]:
+        """Apply the system plans of claimed instances and schedule the compensations
+        of every step in their histories that declares one; returns the records and
+        how many compensations were scheduled.
+
+        Raises:
+            ConcurrentTransitionError: an instance is no longer at its plan's version.
+        """
+        store = self._store
+        records = []
+        for plan in plans:
+            ident = (plan.entity_type, plan.key or "")
+            current = store._snapshots.get(ident)
+            if current is None or current.version != plan.expected_version:
+                raise ConcurrentTransitionError(
+                    entity_type=plan.entity_type,
+                    key=ident[1],
+                    event=plan.event,
+                    expected_version=plan.expected_version,
+                    actual_version=None if current is None else current.version,
+                )
+            record = plan.record()
+            store._snapshots[ident] = plan.snapshot()
+            store._history.setdefault(ident, []).append(record)
+            records.append(record)
+            self._refresh(ident)
+        scheduled = 0
+        for (action, attempts), steps in compensated_steps.items():
+            for record in records:
+                ident = (record.entity_type, record.key)
+                for step in store._history.get(ident, ()):
+                    if (step.source, step.event, step.target) in steps:
+                        task = CompensationTask(
+                            record.entity_type, record.key, step.seq, action, step.event, attempts
+                        )
+                        scheduled += store._schedule(task, now)
+        return records, scheduled
+
+    def _refresh(self, ident: Ident) -> None:
+        """Bring a loaded entity object (and the stored one) in line with its row."""
+        entity = self._store._entities.get(ident)
+        if entity is not None:
+            self._store._sync(entity, ident)
+
+
+class MemoryHandlerUnit:
+    """One compensation's entity for the drain (see `HandlerUnit`): a unit is open
+    only while statekit checks (`relock`) and completes, never while the handler
+    runs. What the handler does to the entity object commits with the completion;
+    `discard` (or a failure) puts the object back as it was when released."""
+
+    def __init__(self, store: MemoryUnits, entity_type: str, key: str) -> None:
+        self._store = store
+        self._ident = (entity_type, key)
+        self._journal: Journal | None = None
+        self._released: dict[str, object] | None = None
+        self.entity: Any = None
+        self.abandoned = False
+
+    def release(self) -> None:
+        """Commit the read unit: from here until `relock` no lock is held."""
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            self._store._commit_unit(journal)
+        self._released = save_attributes(self.entity, self._store._fields(self._ident[0]))
+
+    def relock(self) -> Snapshot:
+        """Open the completion unit (if none is open) and return what the store holds."""
+        store = self._store
+        if self._journal is None:
+            self._journal = store._open_unit()
+            try:
+                if self.entity is None:
+                    self.entity = store._load(self._journal, *self._ident)
+                else:
+                    attributes = self._released or save_attributes(
+                        self.entity, store._fields(self._ident[0])
+                    )
+                    self._journal.entities.append((self.entity, self._ident, attributes))
+            except BaseException:
+                self.close()
+                raise
+        snapshot = store._snapshots.get(self._ident)
+        if snapshot is None:
+            raise InstanceNotFoundError(entity_type=self._ident[0], key=self._ident[1])
+        store._sync(self.entity, self._ident)
+        return replace(snapshot)
+
+    def discard(self) -> None:
+        """Roll back everything the handler (and the completion unit) wrote."""
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            self._store._roll_back_unit(journal)
+        elif self._released is not None:
+            self._put_back()
+
+    def abandon(self) -> None:
+        """The handler outlived its timeout: its thread closes the unit when it returns."""
+        self.abandoned = True
+
+    def close(self) -> None:
+        """Roll back whatever is open and undo the handler's changes to the entity."""
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            self._store._roll_back_unit(journal)
+        elif self._released is not None and self.entity is not None:
+            self._put_back()
+
+    def commit(self) -> None:
+        """Commit the open unit (the drain's clean exit)."""
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            self._store._commit_unit(journal)
+
+    def _put_back(self) -> None:
+        assert self._released is not None
+        with self._store._lock:
+            self._store._put_back([(self.entity, self._ident, self._released)])
