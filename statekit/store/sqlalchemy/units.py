@@ -224,16 +224,14 @@ class _HeldUnit(WriteUnit):
         """Straight into the loaded values (see `rows.loaded_values_writer`)."""
         return self.binding.write_state
 
-    @contextmanager
-    def _held(self) -> Iterator[None]:
+    def _hold(self) -> dict[str, Any]:
+        """Put the unit in its entity's info (`unit_holding`); returns that dict, from
+        which the unit's block pops it when it ends."""
         info = instance_info(self.entity)
         if info is None:  # pragma: no cover - the unit loaded a mapped instance
             raise StoreError(f"{type(self.entity).__name__} is not mapped")
         info[UNIT] = self
-        try:
-            yield
-        finally:
-            info.pop(UNIT, None)
+        return info
 
     def _run_committed(self) -> None:
         for callback in self.committed:  # only reached once the commit succeeded
@@ -272,11 +270,14 @@ class RowUnit(_HeldUnit):
                 if row is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
                 unit = cls(writes, binding, conn, loader.instance(row))
-                with unit._held():
+                info = unit._hold()
+                try:
                     yield unit
                     if unit.half_written is not None:
                         raise StoreError(f"commit refused: {unit.half_written}")
                     loader.write_changes(conn, unit.entity, binding, key)
+                finally:
+                    del info[UNIT]
         unit._run_committed()
 
     def write(
@@ -326,8 +327,11 @@ class DriverUnit(_HeldUnit):
         with wrap(f"transaction on {binding.machine.name} {key}", writes.engine):
             with driver_connection(writes.engine, firing, key) as conn:
                 unit = cls(writes, binding, conn, conn.entity)
-                with unit._held():
+                info = unit._hold()
+                try:
                     yield unit
+                finally:
+                    del info[UNIT]
         unit._run_committed()
 
     @staticmethod
