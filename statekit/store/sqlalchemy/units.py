@@ -74,6 +74,7 @@ class Writes:
     def __init__(self, engine: Engine, writer: Engine, transitions: Table) -> None:
         self.engine = engine
         self.writer = writer  # statekit's own write transactions (see sqlite.py)
+        self.transitions = transitions
         self._insert_history = insert(transitions)
 
     def version_of(self, binding: EntityBinding, key: str) -> int | None:
