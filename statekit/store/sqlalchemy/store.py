@@ -9,8 +9,8 @@ statekit's own otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -412,8 +412,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             rows = conn.execute(query).all()
         return [binding.snapshot(row) for row in rows]
 
-    @contextmanager
-    def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
+    def transaction(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Load the entity for one unit of work; commit on a clean exit, roll back on an
         exception. Transitions fired on it inside join that transaction.
 
@@ -427,16 +426,11 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             StoreError: the commit failed (ConcurrentTransitionError when it lost a race).
         """
         binding = self._binding(entity_type)
-        opened: AbstractContextManager[WriteUnit]
         if binding.rows is None:
-            opened = SessionUnit.open(self._writes, self.sessionmaker, binding, key)
-        else:
-            opened = RowUnit.open(self._writes, binding, key)
-        with opened as unit:
-            yield unit.entity
+            return SessionUnit.open(self._writes, self.sessionmaker, binding, key)
+        return RowUnit.open(self._writes, binding, key)
 
-    @contextmanager
-    def firing(self, entity_type: str, key: str) -> Iterator[Any]:
+    def firing(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Like `transaction`, for a block that fires exactly one event on the entity
         and does nothing else with it (`Runner.fire_by_key`). On SQLite and
         PostgreSQL through their default drivers the unit runs on the DBAPI
@@ -450,16 +444,11 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         """
         firing = self._driver.firing(self._binding(entity_type))
         if firing is None:
-            with self.transaction(entity_type, key) as entity:
-                yield entity
-            return
-        with DriverUnit.open(self._writes, firing, key) as unit:
-            yield unit.entity
+            return self.transaction(entity_type, key)
+        return DriverUnit.open(self._writes, firing, key)
 
-    @contextmanager
-    def session_unit(self, entity_type: str, key: str) -> Iterator[Any]:
+    def session_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Like `transaction`, always with an ORM Session (on the sweeper's
         connections); the sweeper and a person's levers work through it."""
         binding = self._binding(entity_type)
-        with SessionUnit.open(self._writes, self._sweep_sessions, binding, key) as unit:
-            yield unit.entity
+        return SessionUnit.open(self._writes, self._sweep_sessions, binding, key)

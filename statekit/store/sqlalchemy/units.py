@@ -21,7 +21,6 @@ data, from the load until the unit closes, and only for the thread that opened i
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -112,8 +111,10 @@ class Writes:
             raise HalfWritten(error, plan) from error.__cause__
 
 
-class WriteUnit(ABC):
-    """A unit of work of `SQLAlchemyStore` (the `Unit` of `statekit.store.protocol`)."""
+class WriteUnit:
+    """A unit of work of `SQLAlchemyStore` (the `Unit` of `statekit.store.protocol`).
+    A plain base class rather than an ABC: `apply` checks it on every fire, and an
+    ABC's `isinstance` costs more."""
 
     entity: object
 
@@ -121,7 +122,6 @@ class WriteUnit(ABC):
         """How the `Runner` sets the entity's state attributes: through the ORM."""
         return None
 
-    @abstractmethod
     def write(
         self,
         entity: object | None,
@@ -132,6 +132,7 @@ class WriteUnit(ABC):
     ) -> None:
         """Write `plan`'s transition of `entity` in this unit's transaction, with its
         half-written policy; `after_commit(record)` runs once that transaction commits."""
+        raise NotImplementedError  # pragma: no cover - every unit class writes
 
     def read(self, query: Select[Any]) -> Row[Any] | None:
         """The first row of `query` in this unit's transaction."""
@@ -157,9 +158,10 @@ class SessionUnit(WriteUnit):
     @contextmanager
     def open(
         cls, writes: Writes, sessions: sessionmaker[Session], binding: EntityBinding, key: str
-    ) -> Iterator[SessionUnit]:
-        """Load one entity in a new Session and transaction; commit on a clean exit,
-        roll back on an exception, and turn backend errors into `StoreError`."""
+    ) -> Iterator[Any]:
+        """Load one entity in a new Session and transaction and yield it (it finds
+        this unit through its Session); commit on a clean exit, roll back on an
+        exception, and turn backend errors into `StoreError`."""
         entity_type = binding.machine.name
         with wrap(f"transaction on {entity_type} {key}", sessions.kw["bind"]):
             with sessions() as session:
@@ -171,7 +173,7 @@ class SessionUnit(WriteUnit):
                 unit.committed = []
                 session.info[UNIT] = unit
                 guard_session_unit(session, binding, entity, key)
-                yield unit
+                yield entity
                 session.commit()
         for callback in unit.committed:  # only reached after a successful commit
             callback()
@@ -253,9 +255,10 @@ class RowUnit(_HeldUnit):
 
     @classmethod
     @contextmanager
-    def open(cls, writes: Writes, binding: EntityBinding, key: str) -> Iterator[RowUnit]:
-        """Load the row of `key`; on a clean exit write back the columns the block
-        changed and commit, then run the after-commit list.
+    def open(cls, writes: Writes, binding: EntityBinding, key: str) -> Iterator[Any]:
+        """Load the row of `key` and yield its entity (which finds this unit, see
+        `unit_holding`); on a clean exit write back the columns the block changed and
+        commit, then run the after-commit list.
 
         Raises:
             InstanceNotFoundError: no row has this key.
@@ -273,7 +276,7 @@ class RowUnit(_HeldUnit):
                 unit = cls(writes, binding, conn, loader.instance(row))
                 info = unit._hold()
                 try:
-                    yield unit
+                    yield unit.entity
                     if unit.half_written is not None:
                         raise StoreError(f"commit refused: {unit.half_written}")
                     loader.write_changes(conn, unit.entity, binding, key)
@@ -316,9 +319,10 @@ class DriverUnit(_HeldUnit):
 
     @classmethod
     @contextmanager
-    def open(cls, writes: Writes, firing: DriverFiring, key: str) -> Iterator[DriverUnit]:
-        """Load the row of `key` on the DBAPI connection; commit on a clean exit (see
-        `driver.py`), then run the after-commit list.
+    def open(cls, writes: Writes, firing: DriverFiring, key: str) -> Iterator[Any]:
+        """Load the row of `key` on the DBAPI connection and yield its entity (see
+        `RowUnit.open`); commit on a clean exit (see `driver.py`), then run the
+        after-commit list.
 
         Raises:
             InstanceNotFoundError: no row has this key.
@@ -330,7 +334,7 @@ class DriverUnit(_HeldUnit):
                 unit = cls(writes, binding, conn, conn.entity)
                 info = unit._hold()
                 try:
-                    yield unit
+                    yield unit.entity
                 finally:
                     del info[UNIT]
         unit._run_committed()
