@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from statekit.clock import Clock
 from statekit.engine import Machine
-from statekit.entity import StateWriter, restore_attributes, save_attributes
+from statekit.entity import restore_attributes, save_attributes
 from statekit.errors import (
     ConcurrentTransitionError,
     IdempotencyConflictError,
@@ -30,7 +30,7 @@ from statekit.errors import (
 )
 from statekit.limits import KEY_MAX, LABEL_MAX
 from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.protocol import AfterCommit, Store
+from statekit.store.protocol import AfterCommit, Store, Unit
 
 __all__ = ["Listener", "Runner", "retry_on_conflict"]
 
@@ -117,7 +117,7 @@ class Runner:
         self.store = store
         self.clock = clock or machine.clock
         self.listeners = tuple(listeners)
-        self._state_writer: Callable[[object], StateWriter | None] = store.state_writer
+        self._unit_of: Callable[[str, str, object], Unit | None] = store.unit_of
         self._foreign_error: ForeignError = store.foreign_error
 
     def start(self, entity: object) -> Snapshot:
@@ -215,8 +215,16 @@ class Runner:
         outside = self._refuse_nested(key, event)
         token = _APPLYING.set((*outside, (machine.name, key, event, machine.state_of(entity))))
         try:
+            unit = self._unit_of(machine.name, key, entity)  # once: passed to the store
             if idempotency_key is not None:
-                recorded = self._recorded(entity, event, idempotency_key)
+                recorded = self._recorded_by_key(
+                    key,
+                    event,
+                    idempotency_key,
+                    lambda: machine.state_of(entity),
+                    entity=entity,
+                    unit=unit,
+                )
                 if recorded is not None:
                     return recorded
             plan = machine.decide(
@@ -228,13 +236,13 @@ class Runner:
                 correlation_id=correlation_id,
                 idempotency_key=idempotency_key,
             )
-            write = self._state_writer(entity)
+            write = None if unit is None else unit.state_writer()
             restore = machine.stage(entity, plan, write=write)
             after_commit: AfterCommit | None = None
             if plan.branch.effects or self.listeners:
                 after_commit = partial(self._committed, entity, plan, outside)
             try:
-                return self.store.apply(plan, entity=entity, after_commit=after_commit)
+                return self.store.apply(plan, entity=entity, unit=unit, after_commit=after_commit)
             except ConcurrentTransitionError:
                 restore()
                 if idempotency_key is not None:
@@ -338,14 +346,6 @@ class Runner:
         """The entity's stored transitions, oldest first."""
         return self.store.history(self.machine.name, self.machine.key_of(entity) or "")
 
-    def _recorded(
-        self, entity: object, event: str, idempotency_key: str
-    ) -> TransitionRecord | None:
-        key = self.machine.key_of(entity) or ""
-        return self._recorded_by_key(
-            key, event, idempotency_key, lambda: self.machine.state_of(entity), entity=entity
-        )
-
     def _recorded_by_key(
         self,
         key: str,
@@ -354,15 +354,16 @@ class Runner:
         state: Callable[[], str | None],
         *,
         entity: object | None = None,
+        unit: Unit | None = None,
     ) -> TransitionRecord | None:
         """The transition recorded under `idempotency_key` as a replay, or None; with
-        `entity`, read in its transaction (`Store.recorded`), else outside it.
+        `entity`, read in its transaction (`unit`, see `Store.recorded`), else outside.
 
         Raises:
             IdempotencyConflictError: the key was used for another event.
         """
         name = self.machine.name
-        record = self.store.recorded(name, key, idempotency_key, entity=entity)
+        record = self.store.recorded(name, key, idempotency_key, entity=entity, unit=unit)
         if record is None:
             return None
         if record.event != event:

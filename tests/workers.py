@@ -13,26 +13,33 @@ import sys
 import time
 from typing import Any
 
-from sqlalchemy import Connection, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from models.orm import ENTITIES, TicketRow
 from models.ticket import TicketWorkflow
-from statekit import ConcurrentTransitionError, Runner, TransitionNotAllowedError, TransitionRecord
+from statekit import (
+    ConcurrentTransitionError,
+    Machine,
+    Runner,
+    TransitionNotAllowedError,
+    TransitionRecord,
+)
 from statekit.records import Plan
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.store import EntityBinding
+from statekit.store.sqlalchemy.units import Writes
 from tests.sql_support import engine_for
 
 CYCLE = {"in_progress": "ask_customer", "waiting_on_customer": "reply"}
 
 
-class UnguardedStore(SQLAlchemyStore):
-    """The control: writes without the version predicate and numbers history rows
-    itself, as a library without optimistic locking would."""
+class UnguardedWrites(Writes):
+    """The control's writes: without the version predicate, and history rows numbered
+    by the writer itself, as a library without optimistic locking would."""
 
-    def _write(
+    def write(
         self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
     ) -> None:
         cols = binding.columns
@@ -42,7 +49,7 @@ class UnguardedStore(SQLAlchemyStore):
             .where(binding.key == key)
             .values({cols["state"]: plan.target, cols["version"]: plan.expected_version + 1})
         )
-        history = self.tables.transitions
+        history = self.transitions
         next_seq = conn.execute(
             select(func.coalesce(func.max(history.c.seq), 0) + 1).where(
                 history.c.entity_type == plan.entity_type, history.c.entity_key == plan.key
@@ -51,9 +58,17 @@ class UnguardedStore(SQLAlchemyStore):
         conn.execute(insert(history), {**_history_row(record), "seq": next_seq})
 
 
+class UnguardedStore(SQLAlchemyStore):
+    """The control: a store whose units write with `UnguardedWrites`."""
+
+    def __init__(self, engine: Engine, entities: dict[Machine, type], **options: Any) -> None:
+        super().__init__(engine, entities, **options)
+        self._writes = UnguardedWrites(engine, self.writer, self.tables.transitions)
+
+
 def _runner(url: str, unguarded: bool = False) -> tuple[Runner, SQLAlchemyStore]:
     engine = engine_for(url)
-    if unguarded:  # its _write replaces the Connection path's: keep that path
+    if unguarded:  # its writes replace the Connection path's: keep that path
         store: SQLAlchemyStore = UnguardedStore(engine, ENTITIES, driver_path=False)
     else:
         store = SQLAlchemyStore(engine, ENTITIES)

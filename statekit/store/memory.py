@@ -12,7 +12,7 @@ from typing import Any
 
 from statekit.clock import Clock, SystemClock
 from statekit.engine import Machine
-from statekit.entity import StateFields, restore_attributes, save_attributes
+from statekit.entity import StateFields, StateWriter, restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import MARKS_IN_PLACE, Plan, Snapshot, TransitionRecord
 from statekit.store.memory_outbox import MemoryOutbox
@@ -22,10 +22,11 @@ from statekit.store.protocol import (
     Stay,
     Store,
     StoredState,
+    Unit,
     Waiting,
 )
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "MemoryUnit"]
 
 
 class MemoryStore(MemoryOutbox, Store):
@@ -56,7 +57,8 @@ class MemoryStore(MemoryOutbox, Store):
         self._by_idempotency_key: dict[tuple[str, str, str], TransitionRecord] = {}
         self._retired: dict[tuple[str, str], list[TransitionRecord]] = defaultdict(list)
         self._entities: dict[tuple[str, str], object] = {}
-        self._unit = threading.local()  # the open transaction() block of each thread
+        self._units: dict[tuple[str, str], list[MemoryUnit]] = {}  # open, by key
+        self._key_locks: dict[tuple[str, str], threading.RLock] = {}
         self._tasks = {}
         self._task_ids = {}
         self._leases = {}
@@ -144,11 +146,19 @@ class MemoryStore(MemoryOutbox, Store):
         plan: Plan,
         *,
         entity: object | None = None,
+        unit: Unit | None = None,
         after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
-        """Compare-and-set the version and append the history row (see `Store.apply`)."""
+        """Compare-and-set the version and append the history row (see `Store.apply`);
+        in a `transaction` block's unit, undone if the block raises."""
         key = plan.key or ""
         ident = (plan.entity_type, key)
+        if unit is None and entity is not None:  # a caller that did not ask `unit_of`
+            unit = MemoryStore.unit_of(self, plan.entity_type, key, entity)
+        if unit is not None and not isinstance(unit, MemoryUnit):
+            raise StoreError(
+                f"{plan.entity_type} {key}: {type(unit).__name__} is not a unit of this MemoryStore"
+            )
         with self._lock:
             current = self._snapshots.get(ident)
             if current is None:
@@ -174,8 +184,7 @@ class MemoryStore(MemoryOutbox, Store):
                 self._entities[ident] = entity
             if after_commit is not None and self._held(functools.partial(after_commit, record)):
                 after_commit = None  # a sweeper unit is open: it runs on its commit
-        unit: _Unit | None = getattr(self._unit, "current", None)
-        if unit is not None and entity is not None and entity is unit.entity:
+        if unit is not None:
             unit.undo.append((ident, current, record))
             if after_commit is not None:
                 unit.held.append(lambda: after_commit(record))
@@ -207,36 +216,56 @@ class MemoryStore(MemoryOutbox, Store):
         due.sort(key=lambda s: (s.deadline_at, s.key))
         return due[:limit]
 
+    def unit_of(self, entity_type: str, key: str, entity: object) -> MemoryUnit | None:
+        """The `transaction` block this thread has open on `entity` (see `Store.unit_of`)."""
+        with self._lock:
+            units = self._units.get((entity_type, key))
+            if not units:
+                return None
+            thread = threading.get_ident()
+            for unit in reversed(units):
+                if unit.entity is entity and unit.thread == thread:
+                    return unit
+        return None
+
     @contextmanager
     def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
         """Yield the entity object last written for this key (see `Store.transaction`).
 
-        Transitions fired on that object inside the block are undone if the block
-        raises (snapshot, history row, idempotency key and the object itself), and
-        their after-commit callbacks run only on a clean exit. Writes by other
-        objects are independent writers and commit at once, as in a database.
+        Transitions fired on that object inside the block, in this thread, are undone
+        if the block raises (snapshot, history row, idempotency key and the object
+        itself), and their after-commit callbacks run only on a clean exit. Writes by
+        other objects, or from other threads, are independent writers and commit at
+        once, as in a database. Like a database's row lock, a block holds its key:
+        another thread's block on the same key waits for it to end.
         """
         ident = (entity_type, key)
         with self._lock:
-            entity = self._entities.get(ident)
-            if entity is None:
-                raise InstanceNotFoundError(entity_type=entity_type, key=key)
-        attributes = save_attributes(entity, StateFields())
-        outer = getattr(self._unit, "current", None)
-        unit = _Unit(entity)
-        self._unit.current = unit
-        try:
-            yield entity
-        except BaseException:
-            self._undo(unit)
-            restore_attributes(entity, attributes)
-            raise
-        finally:
-            self._unit.current = outer
+            lock = self._key_locks.setdefault(ident, threading.RLock())
+        with lock:
+            with self._lock:
+                entity = self._entities.get(ident)
+                if entity is None:
+                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
+                unit = MemoryUnit(entity)
+                self._units.setdefault(ident, []).append(unit)
+            attributes = save_attributes(entity, StateFields())
+            try:
+                yield entity
+            except BaseException:
+                self._undo(unit)
+                restore_attributes(entity, attributes)
+                raise
+            finally:
+                with self._lock:
+                    units = self._units[ident]
+                    units.remove(unit)
+                    if not units:
+                        del self._units[ident]
         for callback in unit.held:
             callback()
 
-    def _undo(self, unit: _Unit) -> None:
+    def _undo(self, unit: MemoryUnit) -> None:
         with self._lock:
             for ident, previous, record in reversed(unit.undo):
                 current = self._snapshots.get(ident)
@@ -339,12 +368,18 @@ class MemoryStore(MemoryOutbox, Store):
         return sorted(found, key=lambda d: d.key)
 
 
-class _Unit:
-    """The writes made through one `MemoryStore.transaction` block."""
+class MemoryUnit:
+    """One `MemoryStore.transaction` block: its entity, the thread running it, the
+    writes to undo if it raises, and the after-commit callbacks held until it ends."""
 
-    __slots__ = ("entity", "held", "undo")
+    __slots__ = ("entity", "held", "thread", "undo")
 
     def __init__(self, entity: object) -> None:
         self.entity = entity
+        self.thread = threading.get_ident()
         self.held: list[Callable[[], None]] = []
         self.undo: list[tuple[tuple[str, str], Snapshot, TransitionRecord]] = []
+
+    def state_writer(self) -> StateWriter | None:
+        """None: the state attributes are plain attributes."""
+        return None

@@ -42,6 +42,7 @@ __all__ = [
     "Store",
     "StoredState",
     "SweepStore",
+    "Unit",
     "Waiting",
 ]
 
@@ -55,6 +56,26 @@ CompensatedSteps = Mapping[tuple[str, int], Sequence[tuple[str, str, str]]]
 """`Machine.compensated_steps`: per (state, version), the steps that declare an undo."""
 
 
+class Unit(Protocol):
+    """One open unit of work around one entity (`Store.transaction`, `Store.firing`,
+    or the caller's own transaction the entity belongs to), as the store that made
+    it knows it: where `apply` writes, whose commit runs the after-commit work, and
+    what happens when a write fails halfway. The `Runner` asks `Store.unit_of` once
+    per fire and passes the unit back to `recorded` and `apply`; only the store that
+    made a unit looks inside it."""
+
+    @property
+    def entity(self) -> object:
+        """The entity the unit loaded (or that belongs to it)."""
+        ...
+
+    def state_writer(self) -> StateWriter | None:
+        """How the `Runner` sets the state attributes of the unit's entity (the
+        cheapest way the store's objects allow; `apply` writes the same values).
+        None: plain attribute assignment."""
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """Where snapshots and history live; what the `Runner` needs.
@@ -64,8 +85,8 @@ class Store(Protocol):
     instance's life: `create` under a key an earlier, deleted instance had starts
     clean (no history, no idempotency keys of the old one).
 
-    `firing`, `state_writer` and `foreign_error` have defaults here; a store that
-    subclasses `Store` overrides them only to do better.
+    `firing`, `unit_of`, `recorded` and `foreign_error` have defaults here; a store
+    that subclasses `Store` overrides them only to do better.
     """
 
     def load(self, entity_type: str, key: str) -> Snapshot:
@@ -96,10 +117,16 @@ class Store(Protocol):
         plan: Plan,
         *,
         entity: object | None = None,
+        unit: Unit | None = None,
         after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         """Write the plan: new state and version plus one history row, atomically,
         only if the stored version still equals `plan.expected_version`.
+
+        In `unit` (what `unit_of` returned for `entity`; without it the store looks
+        the entity's unit up itself) the write commits with the unit and
+        `after_commit(record)` runs after that commit; with no unit the store
+        commits the write before `after_commit` runs.
 
         Raises:
             ConcurrentTransitionError: the stored version moved on, or the
@@ -121,11 +148,17 @@ class Store(Protocol):
         ...
 
     def recorded(
-        self, entity_type: str, key: str, idempotency_key: str, *, entity: object | None = None
+        self,
+        entity_type: str,
+        key: str,
+        idempotency_key: str,
+        *,
+        entity: object | None = None,
+        unit: Unit | None = None,
     ) -> TransitionRecord | None:
         """The transition recorded under `idempotency_key`, or None, read where the
-        writes of `entity`'s own transaction are visible (the `Runner` asks before it
-        decides). By default, `history(..., idempotency_key=...)`."""
+        writes of `entity`'s own transaction (`unit`) are visible (the `Runner` asks
+        before it decides). By default, `history(..., idempotency_key=...)`."""
         found = self.history(entity_type, key, idempotency_key=idempotency_key)
         return found[0] if found else None
 
@@ -144,10 +177,10 @@ class Store(Protocol):
         may make the one `apply` its own atomic commit. By default, `transaction`."""
         return self.transaction(entity_type, key)
 
-    def state_writer(self, entity: object) -> StateWriter | None:
-        """How the `Runner` sets the state attributes of `entity`, which the store may
-        have loaded itself in a unit (the cheapest way its objects allow; `apply`
-        writes the same values). By default None: plain attribute assignment."""
+    def unit_of(self, entity_type: str, key: str, entity: object) -> Unit | None:
+        """The open unit of work `entity` (an instance of `entity_type` under `key`)
+        is in, for the calling thread, or None: then `apply` commits on its own. The
+        `Runner` asks once per fire. By default None (no units)."""
         return None
 
     def foreign_error(

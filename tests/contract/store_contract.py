@@ -30,6 +30,8 @@ The tests that call `store.apply` directly stage the plan on the entity first
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -79,6 +81,27 @@ def start_all(runner: Runner, new_entity: NewEntity, *keys: str) -> list[Any]:
     for entity in entities:
         runner.start(entity)
     return entities
+
+
+class Worker(threading.Thread):
+    """Runs `work` on a thread of its own; `finish` waits and re-raises its error."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.failed: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:
+            self.failed = exc
+
+    def finish(self) -> None:
+        self.join(60)
+        assert not self.is_alive(), "the thread did not finish"
+        if self.failed is not None:
+            raise self.failed
 
 
 class StoreContract:
@@ -350,6 +373,72 @@ class StoreContract:
         with store.transaction("order", "o1") as entity:  # and the instance still works
             runner.fire(entity, "reserve", idempotency_key="k-1")
         assert seen == ["reserve"]
+        assert store.load("order", "o1").version == 1
+
+    def test_two_threads_with_a_unit_each_on_one_key_keep_their_units_apart(
+        self, store: Store, machine: Machine, clock: ManualClock, started: Any
+    ) -> None:
+        """The first unit fires and rolls back; the second, opened on the same key from
+        another thread meanwhile, waits (a database's lock) or loses no write, and
+        commits its own transition with its own after-commit work."""
+        seen: list[tuple[str, int]] = []
+
+        class Seen(Listener):
+            def on_transition(self, record: TransitionRecord, entity: object) -> None:
+                seen.append((record.event, threading.get_ident()))
+
+        runner = Runner(machine, store, clock=clock, listeners=[Seen()])
+        first_fired = threading.Event()
+        second: list[int] = []
+
+        def second_unit() -> None:
+            second.append(threading.get_ident())
+            first_fired.wait(5)
+            with store.transaction("order", "o1") as entity:
+                runner.fire(entity, "reserve")
+
+        worker = Worker(second_unit)
+
+        def first_unit() -> None:
+            with store.transaction("order", "o1") as entity:
+                worker.start()
+                runner.fire(entity, "reserve")
+                first_fired.set()
+                time.sleep(0.3)  # the second unit is opening, or waiting to
+                raise RuntimeError("first unit fails")
+
+        with pytest.raises(RuntimeError, match="first unit fails"):
+            first_unit()
+        worker.finish()
+        assert [(r.seq, r.event) for r in store.history("order", "o1")] == [(1, "reserve")]
+        assert store.load("order", "o1").version == 1
+        assert seen == [("reserve", second[0])]
+
+    def test_a_units_entity_fired_from_another_thread_does_not_join_the_unit(
+        self, store: Store, runner: Runner, started: Any
+    ) -> None:
+        """A unit belongs to the thread running its block: another thread's fire on
+        its entity is an independent writer, which the unit's rollback leaves alone."""
+        fired = threading.Event()
+        workers: list[Worker] = []
+
+        def unit_that_fails() -> None:
+            with store.transaction("order", "o1") as entity:
+
+                def elsewhere() -> None:
+                    fired.set()
+                    runner.fire(entity, "reserve")
+
+                workers.append(Worker(elsewhere))
+                workers[0].start()
+                fired.wait(5)
+                time.sleep(0.3)  # the other thread writes, or waits for our lock
+                raise RuntimeError("the unit fails")
+
+        with pytest.raises(RuntimeError, match="the unit fails"):
+            unit_that_fails()
+        workers[0].finish()
+        assert [r.event for r in store.history("order", "o1")] == ["reserve"]
         assert store.load("order", "o1").version == 1
 
     def test_fire_by_key(self, store: Store, runner: Runner, started: Any) -> None:

@@ -47,3 +47,27 @@ def test_history_is_a_copy() -> None:
     assert isinstance(history, list)
     history.clear()
     assert len(store.history("order", "o1")) == 1
+
+
+def test_a_fire_on_the_outer_units_entity_inside_an_inner_unit_joins_the_outer_unit() -> None:
+    """Each entity finds its own unit: a write on the outer block's entity, made while
+    a block on another key is open inside it, rolls back with the outer block."""
+    from models.order import OrderWorkflow
+
+    store = MemoryStore()
+    runner = Runner(OrderWorkflow.machine, store)
+    runner.start(new_order("outer"))
+    runner.start(new_order("inner"))
+
+    def outer_unit_fails() -> None:
+        with store.transaction("order", "outer") as outer:
+            with store.transaction("order", "inner") as inner:
+                runner.fire(outer, "reserve")
+                runner.fire(inner, "reserve")
+            raise RuntimeError("outer unit fails")
+
+    with pytest.raises(RuntimeError, match="outer unit fails"):
+        outer_unit_fails()
+    assert store.load("order", "outer").version == 0
+    assert list(store.history("order", "outer")) == []
+    assert store.load("order", "inner").version == 1  # the inner block committed

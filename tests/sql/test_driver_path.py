@@ -51,8 +51,8 @@ from statekit import (
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
 from statekit.store.sqlalchemy.driver import (
     DriverFiring,
+    driver_connection,
     driver_path_allowed,
-    driver_unit,
     supports_driver_path,
 )
 from statekit.store.sqlalchemy.history import history_row
@@ -579,7 +579,7 @@ def test_hidden_parameters_stay_out_of_errors(env: Env) -> None:
     )
     key = env.new()
     try:
-        with driver_unit(engine, firing, str(key)) as unit:
+        with driver_connection(engine, firing, str(key)) as unit:
             lookup = "SELECT id FROM no_such_table WHERE id = " + (
                 "?" if engine.dialect.name == "sqlite" else "%s"
             )

@@ -136,6 +136,25 @@ def test_a_new_detached_instance_acts_as_loaded_without_init(engine: Engine) -> 
     assert _stored_name(engine) == "updated"
 
 
+def test_instance_info_is_one_dict_per_instance_loaded_or_detached(engine: Engine) -> None:
+    """Where a row or driver unit sits while open (`units.unit_holding`): the public
+    `InstanceState.info`, made on first use, also for a `new_detached` instance."""
+    mapper = sa_inspect(Item)
+    first = orm.new_detached(mapper, [("id", 1), ("name", "one"), ("count", 1)], ["id"])
+    second = orm.new_detached(mapper, [("id", 1), ("name", "one"), ("count", 1)], ["id"])
+    info = orm.instance_info(first)
+    assert info == {}
+    info["unit"] = "held"
+    assert orm.instance_info(first) is info
+    assert sa_inspect(first).info is info  # the same dict the public inspect() gives
+    assert orm.instance_info(second) == {}  # per instance, not per identity
+    assert not orm.pending_changes(first)  # writing it is no change of the instance
+    with Session(engine) as session:
+        loaded = session.get(Item, 1)
+        assert orm.instance_info(loaded) == {}
+    assert orm.instance_info(object()) is None  # not mapped
+
+
 def test_set_listened_sees_listeners_validators_and_unknown_names() -> None:
     assert not orm.set_listened(Item, ["name", "count"])
     assert orm.set_listened(Checked, ["name"])  # @validates is a "set" listener

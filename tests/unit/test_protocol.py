@@ -56,9 +56,9 @@ class CountingStore(MemoryStore):
         self.used.append("firing")
         return super().firing(entity_type, key)
 
-    def state_writer(self, entity: object) -> Any:
-        self.used.append("state_writer")
-        return None
+    def unit_of(self, entity_type: str, key: str, entity: object) -> Any:
+        self.used.append("unit_of")
+        return super().unit_of(entity_type, key, entity)
 
 
 def test_the_runner_calls_the_declared_members() -> None:
@@ -70,5 +70,5 @@ def test_the_runner_calls_the_declared_members() -> None:
     runner.start(order)
     runner.fire(order, "reserve")
     runner.fire_by_key("o1", "cancel")
-    assert store.used == ["state_writer", "firing", "state_writer"]
+    assert store.used == ["unit_of", "firing", "unit_of"]
     assert store.load("order", "o1").state == "cancelled"

@@ -31,6 +31,7 @@ from statekit import (
     retry_on_conflict,
 )
 from statekit.store.base import AfterCommit
+from statekit.store.protocol import Unit
 from tests.support import Thing, attributes, new_order, one_step, state_attributes
 
 PAYMENT = {"amount": "10", "reference": "r-1"}
@@ -238,12 +239,17 @@ class RacingStore(MemoryStore):
         self.rival: Callable[[], object] | None = None
 
     def apply(
-        self, plan: Plan, *, entity: object | None = None, after_commit: AfterCommit | None = None
+        self,
+        plan: Plan,
+        *,
+        entity: object | None = None,
+        unit: Unit | None = None,
+        after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         rival, self.rival = self.rival, None
         if rival is not None:
             in_thread(rival)
-        return super().apply(plan, entity=entity, after_commit=after_commit)
+        return super().apply(plan, entity=entity, unit=unit, after_commit=after_commit)
 
 
 def in_thread(work: Callable[[], object]) -> None:
@@ -323,21 +329,37 @@ class FailingStore(MemoryStore):
     """A store whose writes fail."""
 
     def apply(
-        self, plan: Plan, *, entity: object | None = None, after_commit: AfterCommit | None = None
+        self,
+        plan: Plan,
+        *,
+        entity: object | None = None,
+        unit: Unit | None = None,
+        after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         raise StoreError("disk full")
 
 
+class WritingUnit:
+    """A unit whose entity's state attributes are set by its store's writer."""
+
+    def __init__(self, entity: object, write: Callable[..., None]) -> None:
+        self.entity = entity
+        self.write = write
+
+    def state_writer(self) -> Callable[..., None]:
+        return self.write
+
+
 class WritingStore(MemoryStore):
-    """A store that sets state attributes itself (see `Store`), recording each call;
-    `fail` makes its writes fail after that."""
+    """A store that sets state attributes itself (see `Unit.state_writer`), recording
+    each call; `fail` makes its writes fail after that."""
 
     def __init__(self, fail: bool = False) -> None:
         super().__init__()
         self.fail = fail
         self.writes: list[tuple[Any, ...]] = []
 
-    def state_writer(self, entity: object) -> Callable[..., None]:
+    def unit_of(self, entity_type: str, key: str, entity: object) -> WritingUnit:
         names = OrderWorkflow.machine.fields.state_attributes()
 
         def write(target: object, *values: Any) -> None:
@@ -345,14 +367,19 @@ class WritingStore(MemoryStore):
             for name, value in zip(names, values, strict=True):
                 setattr(target, name, value)
 
-        return write
+        return WritingUnit(entity, write)
 
     def apply(
-        self, plan: Plan, *, entity: object | None = None, after_commit: AfterCommit | None = None
+        self,
+        plan: Plan,
+        *,
+        entity: object | None = None,
+        unit: Unit | None = None,
+        after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         if self.fail:
             raise StoreError("disk full")
-        return super().apply(plan, entity=entity, after_commit=after_commit)
+        return super().apply(plan, entity=entity, after_commit=after_commit)  # not in a unit
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["applied", "failed"])

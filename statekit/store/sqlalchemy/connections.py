@@ -2,7 +2,7 @@
 opened or read is one `StoreError` (the driver's error in `__cause__`) on every read path.
 
 Write units wrap their own transactions in `errors.wrap` too (`store.transaction`,
-`unit_of_work`, the sweeper's claims), translating a lost race to
+`units.py`, the sweeper's claims), translating a lost race to
 `ConcurrentTransitionError`; the driver path wraps `engine.raw_connection()` in
 `driver._checked_out`.
 """

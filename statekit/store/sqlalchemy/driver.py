@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select
@@ -34,7 +34,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql.expression import ClauseElement
 
-from statekit.entity import StateWriter
 from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.sqlalchemy.binding import COMPARE_AND_SET_PARAMS, EntityBinding
@@ -45,13 +44,13 @@ from statekit.store.sqlalchemy.orm import compiled_parameters, engine_listener, 
 from statekit.store.sqlalchemy.sqlite import OWN_BEGIN_LISTENER
 
 __all__ = [
+    "DriverConnection",
     "DriverFiring",
     "DriverPath",
-    "DriverUnit",
     "Unsupported",
     "apply_detached",
+    "driver_connection",
     "driver_path_allowed",
-    "driver_unit",
     "supports_driver_path",
 ]
 
@@ -282,22 +281,16 @@ class DriverFiring:
 
 
 @dataclass
-class DriverUnit:
-    """A `firing` block in progress on one DBAPI connection: its entity and the one
-    transition written for it."""
+class DriverConnection:
+    """One pooled DBAPI connection in use by a `DriverUnit` (see `units.py`), and
+    whether the one transition it may write was written."""
 
     firing: DriverFiring
     pooled: Any  # the pool's proxy of the DBAPI connection
     cursor: Any
-    entity: Any = None
-    committed: list[Callable[[], None]] = field(default_factory=list)
+    entity: Any = None  # the entity `load` loaded, if any
     failed: bool = False  # a write failed: the transaction may only roll back
     applied: bool = False  # the unit's one transition was written (or tried)
-
-    @property
-    def write_state(self) -> StateWriter | None:
-        """How the `Runner` sets the entity's state attributes (see `RowUnit`)."""
-        return self.firing.binding.write_state
 
     def execute(self, statement: DriverStatement, values: Mapping[str, Any]) -> Any:
         """Run `statement` and return the cursor. Driver errors come out as
@@ -368,9 +361,9 @@ class DriverUnit:
 
 
 @contextmanager
-def driver_unit(engine: Engine, firing: DriverFiring, key: str) -> Iterator[DriverUnit]:
-    """Load the row of `key` on a pooled DBAPI connection and yield the unit holding
-    its entity (see `_checked_out` for the transaction).
+def driver_connection(engine: Engine, firing: DriverFiring, key: str) -> Iterator[DriverConnection]:
+    """Load the row of `key` on a pooled DBAPI connection and yield the connection
+    holding its entity (see `_checked_out` for the transaction).
 
     Raises:
         InstanceNotFoundError: no row has this key.
@@ -408,7 +401,7 @@ def apply_detached(
 
 
 @contextmanager
-def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverUnit]:
+def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverConnection]:
     """A unit on a pooled DBAPI connection. On SQLite the block runs in a write
     transaction, committed on a clean exit unless a write failed, rolled back
     otherwise; on PostgreSQL each statement commits by itself."""
@@ -433,7 +426,7 @@ def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverUnit]:
             autocommit = bool(dbapi.autocommit) if firing.one_statement else None
             if autocommit is False:
                 dbapi.autocommit = True
-            unit = DriverUnit(firing, pooled, dbapi.cursor())
+            unit = DriverConnection(firing, pooled, dbapi.cursor())
         except dialect.loaded_dbapi.Error as exc:
             pooled.invalidate(exc)
             raise sa_exc.DBAPIError.instance(
@@ -453,7 +446,9 @@ def _checked_out(engine: Engine, firing: DriverFiring) -> Iterator[DriverUnit]:
         pooled.close()
 
 
-def _settle(unit: DriverUnit, dbapi: Any, *, roll_back: bool, autocommit: bool | None) -> None:
+def _settle(
+    unit: DriverConnection, dbapi: Any, *, roll_back: bool, autocommit: bool | None
+) -> None:
     """Leave the connection as the pool expects it: out of any transaction and, for
     psycopg, in the autocommit mode it came in. Nothing is raised from here (the
     block's own error, if any, is the one to report): a connection that cannot be

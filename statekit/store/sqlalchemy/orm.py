@@ -34,6 +34,7 @@ __all__ = [
     "compiled_parameters",
     "engine_listened",
     "has_pending_changes",
+    "instance_info",
     "loaded_values",
     "net_changes",
     "new_detached",
@@ -150,3 +151,15 @@ def compiled_parameters(
     parameter SQLAlchemy rendered (to find ones it added itself)."""
     order = tuple(compiled.positiontup) if compiled.positional else tuple(names)
     return order, compiled.binds, set(compiled.bind_names.values())
+
+
+def instance_info(entity: object) -> dict[str, Any] | None:
+    """The instance's `InstanceState.info` (SQLAlchemy's per-instance dict for user
+    data, made on first use), or None when `entity` is not an instance of a mapped
+    class. Read through the state attribute rather than `inspect()`: a fire asks once."""
+    try:
+        state = instance_state(entity)
+    except AttributeError:
+        return None
+    info: dict[str, Any] = state.info
+    return info

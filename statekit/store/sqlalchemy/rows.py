@@ -1,4 +1,4 @@
-"""The light unit of work behind `SQLAlchemyStore.transaction` for simple classes.
+"""How the light unit of work (`units.RowUnit`) loads and writes back simple classes.
 
 For a mapped class whose attributes are all plain columns of its own table (no
 relationships, no SQL expressions), a unit loads the row with one SELECT on one
@@ -11,8 +11,8 @@ Session unit; classes with relationships keep the Session.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Connection, Select, Table, bindparam, select, update
@@ -29,20 +29,9 @@ from statekit.store.sqlalchemy.writeback import (
 if TYPE_CHECKING:
     from statekit.store.sqlalchemy.binding import EntityBinding
 
-__all__ = ["RowLoader", "RowUnit", "loaded_values_writer", "row_loader"]
+__all__ = ["RowLoader", "loaded_values_writer", "row_loader"]
 
 _KEY: Any = bindparam("key_")
-
-
-@dataclass
-class RowUnit:
-    """One light unit in progress: its connection, how the `Runner` sets the state
-    attributes of its entity, and its after-commit callbacks."""
-
-    conn: Connection
-    write_state: StateWriter | None  # None: through the ORM's attributes
-    committed: list[Callable[[], None]] = field(default_factory=list)
-    half_written: str | None = None  # why the unit must not commit (see halfway.py)
 
 
 def loaded_values_writer(names: Sequence[str]) -> StateWriter:

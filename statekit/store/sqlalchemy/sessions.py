@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.exc import UnmappedInstanceError
 
 from statekit.store.sqlalchemy.orm import commit_attributes, pending_changes
-from statekit.store.sqlalchemy.sweep import UNIT_CALLBACKS
 
 if TYPE_CHECKING:
     from statekit.store.sqlalchemy.binding import EntityBinding
@@ -68,10 +67,6 @@ def mark_persisted(entity: object, binding: EntityBinding, *, everything: bool =
 
 def defer(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once `session` commits (dropped if it rolls back)."""
-    unit: list[Callable[[], None]] | None = session.info.get(UNIT_CALLBACKS)
-    if unit is not None:  # statekit's own unit of work runs these after its commit
-        unit.append(callback)
-        return
     pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
     if pending is None:
         pending = session.info[_PENDING] = []

@@ -9,10 +9,9 @@ statekit's own otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -22,7 +21,6 @@ from sqlalchemy import (
     MetaData,
     Select,
     Table,
-    insert,
     select,
 )
 from sqlalchemy import exc as sa_exc
@@ -30,38 +28,39 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
 
 from statekit.engine import Machine, check_version
-from statekit.entity import STATE_KEYS, StateWriter
+from statekit.entity import STATE_KEYS
 from statekit.errors import (
     ConcurrentTransitionError,
     DefinitionMismatchError,
     InstanceNotFoundError,
-    StatekitError,
     StoreError,
 )
 from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.protocol import AfterCommit, SweepStore
+from statekit.store.protocol import AfterCommit, SweepStore, Unit
 from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.store.sqlalchemy.connections import failures, reading
-from statekit.store.sqlalchemy.driver import DriverPath, DriverUnit, apply_detached, driver_unit
+from statekit.store.sqlalchemy.driver import DriverPath
 from statekit.store.sqlalchemy.errors import wrap
-from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
-from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.lives import LifeOperations, retire
-from statekit.store.sqlalchemy.orm import has_pending_changes
 from statekit.store.sqlalchemy.reads import ReadOperations
-from statekit.store.sqlalchemy.rows import RowUnit, row_loader
+from statekit.store.sqlalchemy.rows import row_loader
 from statekit.store.sqlalchemy.sessions import (
-    defer,
     is_mapped,
-    mark_persisted,
-    open_session_of,
 )
 from statekit.store.sqlalchemy.sqlite import configure_sqlite, for_writing
-from statekit.store.sqlalchemy.sweep import SweepOperations, unit_of_work
+from statekit.store.sqlalchemy.sweep import SweepOperations
 from statekit.store.sqlalchemy.tables import DEFAULT_PREFIX, StatekitTables, statekit_tables
-from statekit.store.sqlalchemy.writeback import note_written, stored_version
+from statekit.store.sqlalchemy.units import (
+    DriverUnit,
+    OwnUnit,
+    RowUnit,
+    SessionUnit,
+    Writes,
+    WriteUnit,
+    unit_holding,
+)
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
@@ -104,10 +103,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self._driver = DriverPath(engine, self.tables.transitions, enabled=driver_path)
         self.sessionmaker = sessionmaker(bind=self.writer, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
-        self._row_units: dict[int, RowUnit | DriverUnit] = {}
-        history = self.tables.transitions
-        self._insert_history = insert(history)
-        self._history_columns = record_columns(history)
+        self._writes = Writes(engine, self.writer, self.tables.transitions)
+        self._history_columns = record_columns(self.tables.transitions)
         for machine, entity_class in (entities or {}).items():
             self.register(machine, entity_class)
 
@@ -307,14 +304,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
 
     def _version_of(self, binding: EntityBinding, key: str) -> int | None:
         """The committed version of `key`, read outside any failed transaction."""
-        try:
-            with self._reading() as conn:
-                version: int | None = conn.execute(
-                    select(binding.columns["version"]).where(binding.key == binding.coerce_key(key))
-                ).scalar()
-        except StatekitError:
-            return None
-        return version
+        return self._writes.version_of(binding, key)
 
     def foreign_error(
         self, error: BaseException, entity_type: str, entity: object, event: str
@@ -329,97 +319,40 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             f"firing {event!r} on {entity_type} {key} failed: {type(error).__name__}: {error}"
         )
 
-    def state_writer(self, entity: object) -> StateWriter | None:
-        """How the `Runner` sets the state attributes of `entity` (see `Store`): in a
-        light unit, straight into the loaded values; otherwise through the ORM."""
-        unit = self._row_units.get(id(entity))
-        return None if unit is None else unit.write_state
+    def unit_of(self, entity_type: str, key: str, entity: object) -> WriteUnit | None:
+        """The unit of work `entity` is in (see `Store.unit_of`): the light or driver
+        unit that loaded it (in the thread that opened it), or its Session's."""
+        return unit_holding(self._writes, entity)
 
     def apply(
         self,
         plan: Plan,
         *,
         entity: object | None = None,
+        unit: Unit | None = None,
         after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         """Compare-and-set the entity row and insert the history row (see `Store.apply`).
 
-        In the entity's Session when it has one: nothing is committed here and
-        `after_commit` runs when that Session commits (never on rollback).
+        In the entity's unit when it has one (`unit_of`): for the caller's Session
+        nothing is committed here and `after_commit` runs when that Session commits
+        (never on rollback); statekit's own units commit at the end of their block.
         Otherwise statekit commits its own transaction (on the DBAPI connection
         where `driver.py` may) before `after_commit`.
         """
         binding = self._binding(plan.entity_type)
+        if unit is None and entity is not None:
+            unit = unit_holding(self._writes, entity)
+        if unit is None:
+            unit = OwnUnit(self._writes, entity, self._driver.firing(binding))
+        elif not isinstance(unit, WriteUnit):
+            raise StoreError(
+                f"{plan.entity_type} {plan.key}: {type(unit).__name__} is not a unit of "
+                "this SQLAlchemyStore"
+            )
         record = plan.record()
-        unit = self._row_units.get(id(entity)) if entity is not None else None
-        if isinstance(unit, DriverUnit):
-            unit.apply(plan, record, lambda: self._version_of(binding, plan.key or ""))
-            if after_commit is not None:
-                unit.committed.append(lambda: after_commit(record))
-            mark_persisted(entity, binding, everything=True)
-            return record
-        if unit is not None:
-            try:
-                self._write(unit.conn, binding, plan, record)
-            except HalfWritten as half:
-                unit.half_written = half.reason  # the block may catch it: its end won't commit
-                raise half.error from half.__cause__
-            if after_commit is not None:
-                unit.committed.append(lambda: after_commit(record))
-            if has_pending_changes(entity):  # set through the ORM, not the Runner
-                mark_persisted(entity, binding)
-            return record
-        session = open_session_of(entity)
-        if session is not None:
-            with session.no_autoflush:
-                with wrap("connecting", self.engine, plan=plan):  # the Session's connection
-                    conn = session.connection()
-                try:
-                    self._write(conn, binding, plan, record)
-                except HalfWritten as half:
-                    refuse_commit(session, half.reason)
-                    raise half.error from half.__cause__
-                note_written(session, entity, plan.expected_version + 1)
-            if after_commit is not None:
-                defer(session, lambda: after_commit(record))
-        elif (firing := self._driver.firing(binding)) is not None:
-            version_of = partial(self._version_of, binding, plan.key or "")
-            with wrap("storing", self.engine, plan=plan, version_of=version_of):  # BEGIN, COMMIT
-                apply_detached(self.engine, firing, plan, record, version_of)
-            if after_commit is not None:
-                after_commit(record)
-        else:
-            version_of = partial(self._version_of, binding, plan.key or "")
-            try:
-                with (
-                    wrap("storing", self.engine, plan=plan, version_of=version_of),
-                    self.writer.connect() as conn,
-                    conn.begin(),
-                ):
-                    self._write(conn, binding, plan, record)
-            except HalfWritten as half:  # the transaction rolled back: nothing was written
-                raise half.error from half.__cause__
-            if after_commit is not None:
-                after_commit(record)
-        if entity is not None and is_mapped(entity):
-            mark_persisted(entity, binding)
+        unit.write(entity, binding, plan, record, after_commit)
         return record
-
-    def _write(
-        self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
-    ) -> None:
-        values = binding.compare_and_set_values(plan)
-        version_of = partial(self._version_of, binding, plan.key or "")
-        with wrap("storing", self.engine, plan=plan, version_of=version_of):
-            updated = conn.execute(binding.compare_and_set, values)
-            if updated.rowcount != 1:
-                actual = stored_version(conn, binding, values["k_"], shared=True)
-                raise binding.lost_race(plan, actual)
-        try:
-            with wrap("storing", self.engine, plan=plan, version_of=version_of):
-                conn.execute(self._insert_history, _history_row(record))
-        except StoreError as error:  # the row moved, its history did not: half-written
-            raise HalfWritten(error, plan) from error.__cause__
 
     def history(
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
@@ -446,23 +379,23 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         return query
 
     def recorded(
-        self, entity_type: str, key: str, idempotency_key: str, *, entity: object | None = None
+        self,
+        entity_type: str,
+        key: str,
+        idempotency_key: str,
+        *,
+        entity: object | None = None,
+        unit: Unit | None = None,
     ) -> TransitionRecord | None:
         """The transition recorded under `idempotency_key` (see `Store.recorded`): read
         in the Session or light unit `entity` is in, so a transition fired earlier in
         the same transaction is found and a database that gives each thread one
         connection (in-memory SQLite) is never asked for a second transaction."""
-        query = self._history_query(entity_type, key, idempotency_key)
-        unit = self._row_units.get(id(entity)) if entity is not None else None
-        session = open_session_of(entity) if unit is None else None
-        if isinstance(unit, RowUnit):
-            with wrap("reading the idempotency key", self.engine):
-                row = unit.conn.execute(query).first()
-        elif session is not None:
-            with session.no_autoflush, wrap("reading the idempotency key", self.engine):
-                row = session.connection().execute(query).first()
-        else:
+        if unit is None and entity is not None:
+            unit = unit_holding(self._writes, entity)
+        if not isinstance(unit, WriteUnit) or not unit.reads_inside:
             return super().recorded(entity_type, key, idempotency_key)
+        row = unit.read(self._history_query(entity_type, key, idempotency_key))
         return None if row is None else _record(entity_type, key, row)
 
     def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
@@ -479,15 +412,14 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             rows = conn.execute(query).all()
         return [binding.snapshot(row) for row in rows]
 
-    @contextmanager
-    def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
+    def transaction(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Load the entity for one unit of work; commit on a clean exit, roll back on an
         exception. Transitions fired on it inside join that transaction.
 
         For a class whose attributes are all plain columns of its table, the entity
-        is a detached instance loaded on one connection, and the columns changed on it
-        are written back in the same transaction; other classes get a Session (see
-        `session_unit`), so relationships work as usual.
+        is a detached instance loaded on one connection (`RowUnit`), and the columns
+        changed on it are written back in the same transaction; other classes get a
+        Session (`SessionUnit`), so relationships work as usual.
 
         Raises:
             InstanceNotFoundError: no row has this key.
@@ -495,34 +427,15 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         """
         binding = self._binding(entity_type)
         if binding.rows is None:
-            with unit_of_work(self.sessionmaker, binding, key) as entity:
-                yield entity
-            return
-        loader, coerced = binding.rows, binding.coerce_key(key)
-        with wrap(f"transaction on {entity_type} {key}", self.engine):
-            with self.writer.connect() as conn, conn.begin():
-                row = conn.execute(loader.load, {"key_": coerced}).first()
-                if row is None:
-                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
-                entity = loader.instance(row)
-                unit = self._row_units[id(entity)] = RowUnit(conn, binding.write_state)
-                try:
-                    yield entity
-                    if unit.half_written is not None:
-                        raise StoreError(f"commit refused: {unit.half_written}")
-                    loader.write_changes(conn, entity, binding, key)
-                finally:
-                    del self._row_units[id(entity)]
-        for callback in unit.committed:  # only reached once the commit succeeded
-            callback()
+            return SessionUnit.open(self._writes, self.sessionmaker, binding, key)
+        return RowUnit.open(self._writes, binding, key)
 
-    @contextmanager
-    def firing(self, entity_type: str, key: str) -> Iterator[Any]:
+    def firing(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Like `transaction`, for a block that fires exactly one event on the entity
         and does nothing else with it (`Runner.fire_by_key`). On SQLite and
         PostgreSQL through their default drivers the unit runs on the DBAPI
-        connection, and on PostgreSQL the one write commits by itself (see
-        `driver.py`), so a second `apply` in the block raises `StoreError`;
+        connection (`DriverUnit`), and on PostgreSQL the one write commits by itself
+        (see `driver.py`), so a second `apply` in the block raises `StoreError`;
         otherwise it is `transaction`.
 
         Raises:
@@ -531,22 +444,11 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         """
         firing = self._driver.firing(self._binding(entity_type))
         if firing is None:
-            with self.transaction(entity_type, key) as entity:
-                yield entity
-            return
-        with wrap(f"transaction on {entity_type} {key}", self.engine):
-            with driver_unit(self.engine, firing, key) as unit:
-                self._row_units[id(unit.entity)] = unit
-                try:
-                    yield unit.entity
-                finally:
-                    del self._row_units[id(unit.entity)]
-        for callback in unit.committed:  # only reached once the commit succeeded
-            callback()
+            return self.transaction(entity_type, key)
+        return DriverUnit.open(self._writes, firing, key)
 
-    @contextmanager
-    def session_unit(self, entity_type: str, key: str) -> Iterator[Any]:
+    def session_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Like `transaction`, always with an ORM Session (on the sweeper's
         connections); the sweeper and a person's levers work through it."""
-        with unit_of_work(self._sweep_sessions, self._binding(entity_type), key) as entity:
-            yield entity
+        binding = self._binding(entity_type)
+        return SessionUnit.open(self._writes, self._sweep_sessions, binding, key)

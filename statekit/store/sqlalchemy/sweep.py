@@ -10,7 +10,7 @@ claim transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
@@ -29,7 +29,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from statekit.errors import InstanceNotFoundError
 from statekit.records import Snapshot, TransitionRecord
 from statekit.store.protocol import COMPENSATIONS_DUE
 from statekit.store.sqlalchemy.connections import reading
@@ -44,16 +43,11 @@ from statekit.store.sqlalchemy.outbox import (
     supports_skip_locked,
 )
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
-from statekit.store.sqlalchemy.writeback import guard_session_unit
-
-UNIT_CALLBACKS = "statekit_unit_callbacks"
-"""`Session.info` key of the after-commit callbacks of statekit's own units of work."""
 
 __all__ = [
     "DueBatch",
     "SweepOperations",
     "supports_skip_locked",
-    "unit_of_work",
 ]
 
 
@@ -165,23 +159,3 @@ class SweepOperations(OutboxOperations):
         with reading(self.engine, f"listing stuck {entity_type} instances") as conn:
             rows = conn.execute(query).all()
         return [binding.snapshot(row) for row in rows]
-
-
-@contextmanager
-def unit_of_work(sessions: orm.sessionmaker[Session], binding: Any, key: str) -> Iterator[Any]:
-    """Load one entity in a new Session and transaction; commit on a clean exit, roll
-    back on an exception, and turn backend errors into `StoreError`."""
-    entity_type = binding.machine.name
-    committed: list[Callable[[], None]] = []
-    with wrap(f"transaction on {entity_type} {key}", sessions.kw["bind"]):
-        with sessions() as session:
-            session.info[UNIT_CALLBACKS] = committed
-            session.begin()
-            entity = session.get(binding.entity_class, binding.coerce_key(key))
-            if entity is None:
-                raise InstanceNotFoundError(entity_type=entity_type, key=key)
-            guard_session_unit(session, binding, entity, key)
-            yield entity
-            session.commit()
-    for callback in committed:  # only reached after a successful commit
-        callback()

@@ -1,0 +1,423 @@
+"""The units of work of `SQLAlchemyStore`: one class per way a transition is written.
+
+- `SessionUnit`: a Session's transaction, the caller's (a fire on an entity in a
+  Session) or one statekit opened (`transaction` for a class with relationships, the
+  sweeper's `session_unit`). After-commit work waits for that Session's commit; a
+  half-written transition makes the Session refuse to commit (see `halfway.py`).
+- `RowUnit`: the light unit of `transaction` for a class of plain columns: one
+  connection, the entity loaded detached (see `rows.py`), changed columns written
+  back before its own commit. Half-written: its end refuses to commit.
+- `DriverUnit`: `Runner.fire_by_key` (`SQLAlchemyStore.firing`) on the DBAPI
+  connection (`driver.py`), one transition. Half-written: it rolls back.
+- `OwnUnit`: a fire on a detached entity: statekit's own transaction on `writer` (or
+  the driver path's), committed before `apply` returns. Half-written cannot happen:
+  the transaction rolls back.
+
+A unit that holds a loaded entity is found from the entity (`unit_holding`): it is
+kept in the entity's `InstanceState.info`, SQLAlchemy's per-instance dict for user
+data, from the load until the unit closes, and only for the thread that opened it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, Select, Table, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from statekit.entity import StateWriter
+from statekit.errors import InstanceNotFoundError, StatekitError, StoreError
+from statekit.records import Plan, TransitionRecord
+from statekit.store.protocol import AfterCommit
+from statekit.store.sqlalchemy.binding import EntityBinding
+from statekit.store.sqlalchemy.connections import reading
+from statekit.store.sqlalchemy.driver import (
+    DriverConnection,
+    DriverFiring,
+    apply_detached,
+    driver_connection,
+)
+from statekit.store.sqlalchemy.errors import wrap
+from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
+from statekit.store.sqlalchemy.history import history_row
+from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info
+from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, open_session_of
+from statekit.store.sqlalchemy.writeback import guard_session_unit, note_written, stored_version
+
+__all__ = [
+    "UNIT",
+    "DriverUnit",
+    "OwnUnit",
+    "RowUnit",
+    "SessionUnit",
+    "WriteUnit",
+    "Writes",
+    "unit_holding",
+]
+
+UNIT = "statekit_unit"
+"""The key of an open unit in its entity's `InstanceState.info` (row and driver units)
+or in its Session's `info` (statekit's own Session units)."""
+
+Callback = Callable[[], None]
+
+
+class Writes:
+    """The statements of one transition on a given connection, shared by the units of
+    one store: the compare-and-set UPDATE and the history INSERT."""
+
+    def __init__(self, engine: Engine, writer: Engine, transitions: Table) -> None:
+        self.engine = engine
+        self.writer = writer  # statekit's own write transactions (see sqlite.py)
+        self.transitions = transitions
+        self._insert_history = insert(transitions)
+
+    def version_of(self, binding: EntityBinding, key: str) -> int | None:
+        """The committed version of `key`, read outside any failed transaction (for
+        a conflict's message); None when even that read fails."""
+        try:
+            with reading(self.engine, "reading from the store") as conn:
+                version: int | None = conn.execute(
+                    select(binding.columns["version"]).where(binding.key == binding.coerce_key(key))
+                ).scalar()
+        except StatekitError:
+            return None
+        return version
+
+    def write(
+        self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
+    ) -> None:
+        """Compare-and-set the row and insert the history row on `conn`.
+
+        Raises:
+            ConcurrentTransitionError: the row is not at `plan.expected_version`.
+            HalfWritten: the row moved and its history row failed.
+        """
+        values = binding.compare_and_set_values(plan)
+        version_of = partial(self.version_of, binding, plan.key or "")
+        with wrap("storing", self.engine, plan=plan, version_of=version_of):
+            updated = conn.execute(binding.compare_and_set, values)
+            if updated.rowcount != 1:
+                actual = stored_version(conn, binding, values["k_"], shared=True)
+                raise binding.lost_race(plan, actual)
+        try:
+            with wrap("storing", self.engine, plan=plan, version_of=version_of):
+                conn.execute(self._insert_history, history_row(record))
+        except StoreError as error:  # the row moved, its history did not: half-written
+            raise HalfWritten(error, plan) from error.__cause__
+
+
+class WriteUnit:
+    """A unit of work of `SQLAlchemyStore` (the `Unit` of `statekit.store.protocol`).
+    A plain base class rather than an ABC: `apply` checks it on every fire, and an
+    ABC's `isinstance` costs more."""
+
+    entity: object
+
+    def state_writer(self) -> StateWriter | None:
+        """How the `Runner` sets the entity's state attributes: through the ORM."""
+        return None
+
+    def write(
+        self,
+        entity: object | None,
+        binding: EntityBinding,
+        plan: Plan,
+        record: TransitionRecord,
+        after_commit: AfterCommit | None,
+    ) -> None:
+        """Write `plan`'s transition of `entity` in this unit's transaction, with its
+        half-written policy; `after_commit(record)` runs once that transaction commits."""
+        raise NotImplementedError  # pragma: no cover - every unit class writes
+
+    def read(self, query: Select[Any]) -> Row[Any] | None:
+        """The first row of `query` in this unit's transaction."""
+        raise NotImplementedError  # pragma: no cover - units with reads_inside override
+
+    reads_inside = False
+    """Whether `read` sees the unit's own writes (else the store reads outside)."""
+
+
+class SessionUnit(WriteUnit):
+    """A Session's transaction: the caller's, or one statekit opened (`open`), which
+    commits on its block's clean exit and then runs its after-commit list."""
+
+    reads_inside = True
+
+    def __init__(self, writes: Writes, session: Session, entity: object) -> None:
+        self.writes = writes
+        self.session = session
+        self.entity = entity
+        self.committed: list[Callback] | None = None  # None: the caller's Session
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls, writes: Writes, sessions: sessionmaker[Session], binding: EntityBinding, key: str
+    ) -> Iterator[Any]:
+        """Load one entity in a new Session and transaction and yield it (it finds
+        this unit through its Session); commit on a clean exit, roll back on an
+        exception, and turn backend errors into `StoreError`."""
+        entity_type = binding.machine.name
+        with wrap(f"transaction on {entity_type} {key}", sessions.kw["bind"]):
+            with sessions() as session:
+                session.begin()
+                entity = session.get(binding.entity_class, binding.coerce_key(key))
+                if entity is None:
+                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
+                unit = cls(writes, session, entity)
+                unit.committed = []
+                session.info[UNIT] = unit
+                guard_session_unit(session, binding, entity, key)
+                yield entity
+                session.commit()
+        for callback in unit.committed:  # only reached after a successful commit
+            callback()
+
+    def write(
+        self,
+        entity: object | None,
+        binding: EntityBinding,
+        plan: Plan,
+        record: TransitionRecord,
+        after_commit: AfterCommit | None,
+    ) -> None:
+        session = self.session
+        with session.no_autoflush:
+            with wrap("connecting", self.writes.engine, plan=plan):  # the Session's connection
+                conn = session.connection()
+            try:
+                self.writes.write(conn, binding, plan, record)
+            except HalfWritten as half:
+                refuse_commit(session, half.reason)
+                raise half.error from half.__cause__
+            note_written(session, entity, plan.expected_version + 1)
+        if after_commit is not None:
+            self.after_commit(partial(after_commit, record))
+        if entity is not None:
+            mark_persisted(entity, binding)
+
+    def after_commit(self, callback: Callback) -> None:
+        """Run `callback` once the Session commits (never if it rolls back)."""
+        if self.committed is not None:
+            self.committed.append(callback)
+        else:
+            defer(self.session, callback)
+
+    def read(self, query: Select[Any]) -> Row[Any] | None:
+        with self.session.no_autoflush, wrap("reading the idempotency key", self.writes.engine):
+            return self.session.connection().execute(query).first()
+
+
+class _HeldUnit(WriteUnit):
+    """A unit that loaded its entity itself and is found from it (`unit_holding`)."""
+
+    def __init__(self, writes: Writes, binding: EntityBinding, entity: object) -> None:
+        self.writes = writes
+        self.binding = binding
+        self.entity = entity
+        self.thread = threading.get_ident()
+        self.committed: list[Callback] = []
+
+    def state_writer(self) -> StateWriter | None:
+        """Straight into the loaded values (see `rows.loaded_values_writer`)."""
+        return self.binding.write_state
+
+    def _hold(self) -> dict[str, Any]:
+        """Put the unit in its entity's info (`unit_holding`); returns that dict, from
+        which the unit's block pops it when it ends."""
+        info = instance_info(self.entity)
+        if info is None:  # pragma: no cover - the unit loaded a mapped instance
+            raise StoreError(f"{type(self.entity).__name__} is not mapped")
+        info[UNIT] = self
+        return info
+
+    def _run_committed(self) -> None:
+        for callback in self.committed:  # only reached once the commit succeeded
+            callback()
+
+
+class RowUnit(_HeldUnit):
+    """The light unit of `transaction`: one connection and a detached entity."""
+
+    reads_inside = True
+
+    def __init__(
+        self, writes: Writes, binding: EntityBinding, conn: Connection, entity: object
+    ) -> None:
+        super().__init__(writes, binding, entity)
+        self.conn = conn
+        self.half_written: str | None = None  # why the unit must not commit
+
+    @classmethod
+    @contextmanager
+    def open(cls, writes: Writes, binding: EntityBinding, key: str) -> Iterator[Any]:
+        """Load the row of `key` and yield its entity (which finds this unit, see
+        `unit_holding`); on a clean exit write back the columns the block changed and
+        commit, then run the after-commit list.
+
+        Raises:
+            InstanceNotFoundError: no row has this key.
+            StoreError: the commit failed or was refused (a half-written transition).
+        """
+        loader = binding.rows
+        if loader is None:  # pragma: no cover - the store checks first
+            raise StoreError(f"{binding.machine.name} has no light unit")
+        entity_type = binding.machine.name
+        with wrap(f"transaction on {entity_type} {key}", writes.engine):
+            with writes.writer.connect() as conn, conn.begin():
+                row = conn.execute(loader.load, {"key_": binding.coerce_key(key)}).first()
+                if row is None:
+                    raise InstanceNotFoundError(entity_type=entity_type, key=key)
+                unit = cls(writes, binding, conn, loader.instance(row))
+                info = unit._hold()
+                try:
+                    yield unit.entity
+                    if unit.half_written is not None:
+                        raise StoreError(f"commit refused: {unit.half_written}")
+                    loader.write_changes(conn, unit.entity, binding, key)
+                finally:
+                    del info[UNIT]
+        unit._run_committed()
+
+    def write(
+        self,
+        entity: object | None,
+        binding: EntityBinding,
+        plan: Plan,
+        record: TransitionRecord,
+        after_commit: AfterCommit | None,
+    ) -> None:
+        try:
+            self.writes.write(self.conn, binding, plan, record)
+        except HalfWritten as half:
+            self.half_written = half.reason  # the block may catch it: its end won't commit
+            raise half.error from half.__cause__
+        if after_commit is not None:
+            self.committed.append(partial(after_commit, record))
+        if entity is not None and has_pending_changes(entity):  # set through the ORM
+            mark_persisted(entity, binding)
+
+    def read(self, query: Select[Any]) -> Row[Any] | None:
+        with wrap("reading the idempotency key", self.writes.engine):
+            return self.conn.execute(query).first()
+
+
+class DriverUnit(_HeldUnit):
+    """`firing`: one transition on a pooled DBAPI connection (`driver.py`); a failed
+    write leaves it only a rollback, and on PostgreSQL the write commits by itself."""
+
+    def __init__(
+        self, writes: Writes, binding: EntityBinding, conn: DriverConnection, entity: object
+    ) -> None:
+        super().__init__(writes, binding, entity)
+        self.conn = conn
+
+    @classmethod
+    @contextmanager
+    def open(cls, writes: Writes, firing: DriverFiring, key: str) -> Iterator[Any]:
+        """Load the row of `key` on the DBAPI connection and yield its entity (see
+        `RowUnit.open`); commit on a clean exit (see `driver.py`), then run the
+        after-commit list.
+
+        Raises:
+            InstanceNotFoundError: no row has this key.
+            StoreError: the database failed (ConcurrentTransitionError for a lost race).
+        """
+        binding = firing.binding
+        with wrap(f"transaction on {binding.machine.name} {key}", writes.engine):
+            with driver_connection(writes.engine, firing, key) as conn:
+                unit = cls(writes, binding, conn, conn.entity)
+                info = unit._hold()
+                try:
+                    yield unit.entity
+                finally:
+                    del info[UNIT]
+        unit._run_committed()
+
+    @staticmethod
+    def alone(
+        writes: Writes,
+        firing: DriverFiring,
+        plan: Plan,
+        record: TransitionRecord,
+    ) -> None:
+        """Write a detached entity's transition in a DBAPI transaction of its own."""
+        version_of = partial(writes.version_of, firing.binding, plan.key or "")
+        with wrap("storing", writes.engine, plan=plan, version_of=version_of):  # BEGIN, COMMIT
+            apply_detached(writes.engine, firing, plan, record, version_of)
+
+    def write(
+        self,
+        entity: object | None,
+        binding: EntityBinding,
+        plan: Plan,
+        record: TransitionRecord,
+        after_commit: AfterCommit | None,
+    ) -> None:
+        self.conn.apply(plan, record, partial(self.writes.version_of, binding, plan.key or ""))
+        if after_commit is not None:
+            self.committed.append(partial(after_commit, record))
+        if entity is not None:
+            mark_persisted(entity, binding, everything=True)
+
+
+class OwnUnit(WriteUnit):
+    """A detached entity's transition in statekit's own transaction, on the DBAPI
+    connection where the driver path may run (`firing`), else on `writer`; committed
+    before `write` returns, then `after_commit` runs."""
+
+    def __init__(self, writes: Writes, entity: object | None, firing: DriverFiring | None) -> None:
+        self.writes = writes
+        self.entity = entity
+        self.firing = firing
+
+    def write(
+        self,
+        entity: object | None,
+        binding: EntityBinding,
+        plan: Plan,
+        record: TransitionRecord,
+        after_commit: AfterCommit | None,
+    ) -> None:
+        writes = self.writes
+        if self.firing is not None:
+            DriverUnit.alone(writes, self.firing, plan, record)
+        else:
+            version_of = partial(writes.version_of, binding, plan.key or "")
+            try:
+                with (
+                    wrap("storing", writes.engine, plan=plan, version_of=version_of),
+                    writes.writer.connect() as conn,
+                    conn.begin(),
+                ):
+                    writes.write(conn, binding, plan, record)
+            except HalfWritten as half:  # the transaction rolled back: nothing was written
+                raise half.error from half.__cause__
+        if after_commit is not None:
+            after_commit(record)
+        if entity is not None and is_mapped(entity):
+            mark_persisted(entity, binding)
+
+
+def unit_holding(writes: Writes, entity: object) -> WriteUnit | None:
+    """The unit of work `entity` is in, for this thread: the row or driver unit that
+    loaded it, else a unit over the Session it belongs to (statekit's own, or the
+    caller's), else None (a detached entity: `apply` writes it in an `OwnUnit`)."""
+    info = instance_info(entity)
+    if info is None:
+        return None
+    held: _HeldUnit | None = info.get(UNIT)
+    if held is not None:
+        # Another thread's fire on a unit's entity is an independent writer: the
+        # unit's connection belongs to the thread running its block.
+        return held if held.thread == threading.get_ident() else None
+    session = open_session_of(entity)
+    if session is None:
+        return None
+    own: SessionUnit | None = session.info.get(UNIT)
+    return own if own is not None else SessionUnit(writes, session, entity)
