@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             quiet.setLevel(level)
         where = db.engine.url.render_as_string(hide_password=True)
+        db.session.remove()
+        db.engine.dispose()  # the set-up's connections; serving opens its own
     print(f"database: {where} ({added} demo orders added)")
     if not args.no_serve:
         print(f"open http://{args.host}:{args.port}/ (needs attention: /attention)")

@@ -25,6 +25,8 @@ from examples.flask_orders.orders import (
     record_as_dict,
 )
 from statekit.contrib.flask import FROM_HEADER
+from statekit.errors import InstanceNotFoundError, StatekitError
+from statekit.records import TransitionRecord
 
 __all__ = ["api"]
 
@@ -33,18 +35,24 @@ api = Blueprint("api", __name__, url_prefix="/api")
 MACHINE = Order.__statekit_machine__.name
 
 
+def _problem(status: int, title: str, detail: str, **facts: Any) -> Response:
+    """A problem response for what the extension's handlers do not cover."""
+    problem = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return Response(
+        json.dumps({**problem, **facts}), status=status, mimetype="application/problem+json"
+    )
+
+
 def _invalid(error: ValidationError, title: str) -> Response:
     """A 422 problem listing each bad field (for input statekit does not see)."""
-    problem = {
-        "type": "about:blank",
-        "title": title,
-        "status": 422,
-        "detail": f"{error.error_count()} invalid field(s)",
-        "errors": [
-            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in error.errors()
-        ],
-    }
-    return Response(json.dumps(problem), status=422, mimetype="application/problem+json")
+    errors = [
+        f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in error.errors()
+    ]
+    return _problem(422, title, f"{error.error_count()} invalid field(s)", errors=errors)
+
+
+def _lever(record: TransitionRecord) -> dict[str, Any]:
+    return {"transition": record_as_dict(record)}
 
 
 def _body() -> dict[str, Any]:
@@ -105,18 +113,28 @@ def needs_attention() -> Any:
 @api.post("/orders/<int:order_id>/retry")
 def retry(order_id: int) -> Any:
     """Give the order's dead-lettered compensations more attempts."""
-    record = statekit.retry(MACHINE, order_id)
-    return {"transition": record_as_dict(record)}
+    try:
+        return _lever(statekit.retry(MACHINE, order_id))
+    except InstanceNotFoundError:
+        raise
+    except StatekitError as exc:  # nothing dead-lettered: a conflict, not a fault
+        return _problem(409, "Nothing to retry", str(exc))
 
 
 @api.post("/orders/<int:order_id>/resolve")
 def resolve(order_id: int) -> Any:
     """Move a stuck order into ``{"state": ..., "note": ...}`` by hand."""
     body = _body()
-    record = statekit.resolve(
-        MACHINE, order_id, str(body.get("state", "")), note=str(body.get("note", ""))
-    )
-    return {"transition": record_as_dict(record)}
+    try:
+        return _lever(
+            statekit.resolve(
+                MACHINE, order_id, str(body.get("state", "")), note=str(body.get("note", ""))
+            )
+        )
+    except InstanceNotFoundError:
+        raise
+    except StatekitError as exc:  # an unknown state, no note
+        return _problem(409, "Cannot resolve", str(exc))
 
 
 @api.post("/sweep")
