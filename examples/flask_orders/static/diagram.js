@@ -46,6 +46,11 @@
     startOnLoad: false,
     securityLevel: "strict",
     theme: "neutral",
+    themeVariables: {
+      noteBkgColor: "#fffbeb",
+      noteBorderColor: "#d6b656",
+      noteTextColor: "#4b5563",
+    },
     fontFamily: "system-ui, sans-serif",
     state: { useMaxWidth: true },
   });
