@@ -5,6 +5,7 @@ request's session and commit, raise, or catch a refusal."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -13,7 +14,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from models.order import OrderWorkflow
+from models.order import OrderWorkflow, payments
+from statekit import Backoff, ManualClock, Runner, Sweeper
 from statekit.contrib.flask import FROM_HEADER, StateKit
 from statekit.engine import Machine
 from statekit.errors import TransitionError
@@ -57,6 +59,20 @@ class Note(db.Model):  # type: ignore[name-defined,misc]
 
 BEFORE_FIRE: list[Callable[[Order], None]] = []
 """Hooks a test sets to run in the fire view between loading the order and firing."""
+
+
+def sweep_until_dead_lettered(runner: Runner, clock: ManualClock) -> None:
+    """Three days on, sweep six times a minute apart while the payment provider is
+    down: each paid order is stuck with its refund dead-lettered."""
+    payments.outages = 100
+    sweeper = Sweeper([runner], clock=clock, backoff=Backoff(base=timedelta(seconds=1), jitter=0))
+    clock.advance(days=3)
+    try:
+        for _ in range(6):
+            sweeper.run_once()
+            clock.advance(minutes=1)
+    finally:
+        payments.outages = 0
 
 
 def record_json(record: TransitionRecord) -> dict[str, Any]:
@@ -110,9 +126,11 @@ def add_views(app: Flask) -> None:
     @app.post("/orders/<int:key>/events/<event>")
     def fire(key: int, event: str) -> tuple[dict[str, Any], int]:
         """Fire, note it, and commit; ?then=raise raises after firing instead;
-        ?refused=commit catches a refusal and commits the note anyway."""
+        ?refused=commit catches a refusal and commits the note anyway; ?note=0 writes
+        no note."""
         order = statekit.get_or_404("order", key)
-        db.session.add(Note(order_id=order.id, text=f"{event} requested"))
+        if request.args.get("note") != "0":
+            db.session.add(Note(order_id=order.id, text=f"{event} requested"))
         for hook in BEFORE_FIRE:
             hook(order)
         try:

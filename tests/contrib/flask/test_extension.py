@@ -3,7 +3,6 @@ process, settings from STATEKIT_* keys, the actor, and a person's levers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,9 +11,9 @@ from flask import Flask, Request
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from models.order import OrderWorkflow, payments
+from models.order import OrderWorkflow
 from models.orm import Base, OrderRow
-from statekit import Backoff, ManualClock, Runner, Sweeper
+from statekit import ManualClock, Runner
 from statekit.contrib.flask import (
     AlreadyInitializedError,
     ConfigError,
@@ -27,7 +26,7 @@ from statekit.contrib.flask import (
 from statekit.errors import StatekitError
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from tests.contrib.flask.conftest import AppFactory
-from tests.contrib.flask.shop import Order, db, statekit
+from tests.contrib.flask.shop import Order, db, statekit, sweep_until_dead_lettered
 from tests.contrib.flask.test_requests import place, stored
 from tests.sql_support import engine_for, fresh_database
 
@@ -219,15 +218,7 @@ def dead_lettered(engine: Engine) -> None:
         runner.start(order)
     runner.fire_by_key(1, "reserve")
     runner.fire_by_key(1, "pay", amount=Decimal(10), reference="P-1")
-    payments.outages = 10
-    sweeper = Sweeper([runner], clock=clock, backoff=Backoff(base=timedelta(seconds=1), jitter=0))
-    clock.advance(days=3)
-    try:
-        for _ in range(6):
-            sweeper.run_once()
-            clock.advance(minutes=1)
-    finally:
-        payments.outages = 0
+    sweep_until_dead_lettered(runner, clock)
 
 
 def test_a_person_retries_and_resolves_through_the_app(

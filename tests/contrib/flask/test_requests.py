@@ -159,3 +159,24 @@ def test_a_started_order_is_in_the_request_session_until_the_app_commits(app: Fl
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Order)) == 0
         assert statekit.store.history("order", "7") == []
+
+
+def test_the_loser_of_a_race_with_the_same_key_answers_with_the_winners_record(
+    app: Flask, client: FlaskClient
+) -> None:
+    from tests.contrib.flask.shop import BEFORE_FIRE
+
+    place(client)
+
+    def same_request_elsewhere(order: Order) -> None:  # commits first, under the same key
+        statekit.runner(order).fire_by_key(order.id, "reserve", idempotency_key="k-9")
+
+    BEFORE_FIRE.append(same_request_elsewhere)
+    # No note: on SQLite a transaction that read before the winner committed cannot
+    # write any more (docs/flask.md); on the servers it could.
+    response = client.post("/orders/1/events/reserve?note=0", headers={"Idempotency-Key": "k-9"})
+    assert response.status_code == 200
+    assert response.json is not None
+    assert response.json["replayed"] is True
+    assert response.json["seq"] == 1
+    assert stored(app)["events"] == ["reserve"]
