@@ -18,6 +18,13 @@ handlers and ``flask statekit``.
 
 from __future__ import annotations
 
+try:
+    import flask  # noqa: F401  (the install hint below, before any module needs it)
+except ImportError as _missing:
+    raise ImportError(
+        f"statekit.contrib.flask needs Flask: pip install 'statekit[flask]' ({_missing})"
+    ) from _missing
+
 from statekit.contrib.flask.events import EventInfo, PayloadField
 from statekit.contrib.flask.extension import (
     FROM_HEADER,

@@ -14,9 +14,10 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import registry
 
 from statekit.cli.context import Context
+from statekit.cli.sqlalchemy import StoreSchema
 from statekit.contrib.flask.settings import ConfigError, Settings
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import StatekitError, StoreError
 from statekit.runtime import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
 from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper
@@ -84,12 +85,14 @@ class StateKitState:
         self.db = db
         self.extra_entities = dict(entities or {})
         self.metadata: MetaData | None = None if db is None else db.metadata
-        if self.metadata is not None:
-            # Defined now, so the app's db.create_all() and migrations see them.
+        try:  # defined now on db.metadata, so db.create_all() and migrations see them
             statekit_tables(self.metadata, prefix=settings.table_prefix, schema=settings.schema)
+        except StoreError as exc:
+            raise ConfigError(f"STATEKIT_TABLE_PREFIX cannot be used: {exc}") from exc
         self._lock = threading.Lock()
         self._store: SQLAlchemyStore | None = None
         self._runners: dict[str, Runner] = {}
+        self._by_class: dict[type, Runner] = {}
         self._own_engine: Engine | None = None
 
     # -- built on first use ----------------------------------------------------------
@@ -174,9 +177,12 @@ class StateKitState:
         entity_class = (
             entity_or_class if isinstance(entity_or_class, type) else type(entity_or_class)
         )
+        found = self._by_class.get(entity_class)
+        if found is not None:
+            return found
         for name, stored in self.classes.items():
             if issubclass(entity_class, stored):
-                return self.runner(name)
+                return self._by_class.setdefault(entity_class, self.runner(name))
         known = ", ".join(f"{c.__name__} ({n})" for n, c in sorted(self.classes.items()))
         raise StatekitError(
             f"{entity_class.__name__} stores no machine of this app (known: {known or 'none'})"
@@ -184,7 +190,9 @@ class StateKitState:
 
     def context(self) -> Context:
         """The `statekit` commands' `Context` over this app's store and machines."""
-        return Context.of(self.store, classes=self.classes, runner=self.runner)
+        classes = self.classes
+        schema = StoreSchema(self.store, list(classes.values()))
+        return Context.of(self.store, classes=classes, runner=self.runner, schema=schema)
 
     def sweeper(self) -> Sweeper:
         """A `Sweeper` over the app's machines with the `STATEKIT_SWEEP_*` settings."""
