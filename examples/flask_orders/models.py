@@ -8,14 +8,14 @@ extension (and the `statekit` CLI) finds the machine from the mapped class.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Numeric, String
+from sqlalchemy import DateTime, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.order import OrderWorkflow
+from models.orm import OrderFields
 from statekit.contrib.flask import StateKit
 from statekit.engine import Machine
 from statekit.store.sqlalchemy import StateMixin
@@ -31,31 +31,18 @@ db = SQLAlchemy(model_class=Base)
 statekit = StateKit()
 
 
-class Order(StateMixin, db.Model):  # type: ignore[name-defined,misc]
-    """A customer's order; the fields are those the order machine's guards,
-    conditions, actions and compensations read and write."""
+class Order(OrderFields, StateMixin, db.Model):  # type: ignore[name-defined,misc]
+    """A customer's order: the columns the order machine's handlers use
+    (`models.orm.OrderFields`), who placed it and when."""
 
     __tablename__ = "shop_orders"
     __statekit_machine__: ClassVar[Machine] = OrderWorkflow.machine
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer: Mapped[str] = mapped_column(String(100))
-    total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
-    sku: Mapped[str] = mapped_column(String(32))
-    quantity: Mapped[int]
-    in_stock: Mapped[int]
-    card_authorized: Mapped[bool]
-    credit_approved: Mapped[bool]
-    paid_amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     def __init__(self, **fields: Any) -> None:
-        fields.setdefault("sku", "SKU-1")
-        fields.setdefault("quantity", 1)
-        fields.setdefault("in_stock", 10)
-        fields.setdefault("card_authorized", True)
-        fields.setdefault("credit_approved", False)
-        fields.setdefault("paid_amount", Decimal(0))
         fields.setdefault("created_at", datetime.now(UTC))
         super().__init__(**fields)
 

@@ -3,7 +3,7 @@ order page or the needs-attention page shows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -72,17 +72,7 @@ def diagram_of(order: Order, history: list[TransitionRecord]) -> str:
 
 def record_as_dict(record: TransitionRecord) -> dict[str, Any]:
     """A history row as the JSON API shows it."""
-    return {
-        "seq": record.seq,
-        "event": record.event,
-        "source": record.source,
-        "target": record.target,
-        "at": record.at.isoformat(),
-        "actor": record.actor,
-        "idempotency_key": record.idempotency_key,
-        "payload": record.payload,
-        "replayed": record.replayed,
-    }
+    return {**asdict(record), "at": record.at.isoformat()}
 
 
 @dataclass(frozen=True)
