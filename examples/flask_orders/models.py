@@ -58,7 +58,7 @@ class Order(OrderFields, StateMixin, db.Model):  # type: ignore[name-defined,mis
             "card_authorized": self.card_authorized,
             "credit_approved": self.credit_approved,
             "paid_amount": str(self.paid_amount),
-            "created_at": self.created_at.isoformat(),
+            "created_at": _iso(self.created_at),
             "state": self.state,
             "version": self.state_version,
             "entered_at": _iso(self.state_entered_at),
@@ -69,4 +69,7 @@ class Order(OrderFields, StateMixin, db.Model):  # type: ignore[name-defined,mis
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    """ISO 8601 in UTC (SQLite gives back the app's own times without their zone)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()

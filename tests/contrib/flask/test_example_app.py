@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +68,9 @@ def _text(response: Any) -> str:
 def test_an_order_is_placed_listed_by_state_and_shown(client: FlaskClient) -> None:
     order = _place(client, customer="Ada Lovelace", total="49.90")
     assert (order["state"], order["version"], order["total"]) == ("pending", 0, "49.90")
+    listed = client.get("/api/orders").get_json()["orders"][0]
+    for field in ("created_at", "entered_at", "deadline_at"):
+        assert datetime.fromisoformat(listed[field]).utcoffset() == timedelta(0)
     other = _place(client, customer="Ben")
     _fire(client, other["id"], "reserve")
 
@@ -337,7 +341,5 @@ def test_main_creates_the_tables_and_the_demo_once(
     assert states == sorted([*expected, "shipped", "delivered", "cancelled"])
 
 
-def _days_ago(days: int) -> Any:
-    from datetime import UTC, datetime, timedelta
-
+def _days_ago(days: int) -> datetime:
     return datetime.now(UTC) - timedelta(days=days)
