@@ -66,6 +66,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         "--disable-background-networking",
         "--disable-component-update",
         "--no-first-run",
+        "--disable-dev-shm-usage",  # containers often have a small /dev/shm
         f"--user-data-dir={profile}",
         "--window-size=1280,1000",
     ):
