@@ -102,6 +102,7 @@ class HostedGroup(_Group):
         host: Builds the `Context` from the click context of the group.
         defaults: Option defaults by command name, from the host's settings.
         exclude: Commands of `cli` the host leaves out.
+        help: The group's help text (`cli`'s by default).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class HostedGroup(_Group):
         *,
         defaults: Callable[[], dict[str, dict[str, Any]]] | None = None,
         exclude: Sequence[str] = (),
+        help: str | None = None,
     ) -> None:
         commands = {n: c for n, c in cli.commands.items() if n not in exclude}
         super().__init__(
@@ -118,7 +120,7 @@ class HostedGroup(_Group):
             commands=commands,
             params=list(cli.params),
             callback=cli.callback,
-            help=cli.help,
+            help=help or cli.help,
             context_settings=cli.context_settings,
         )
         self.host = host

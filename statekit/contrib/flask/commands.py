@@ -43,4 +43,11 @@ def _defaults() -> dict[str, dict[str, Any]]:
 def statekit_group() -> click.Group:
     """The ``statekit`` group an app's `flask` command gets (`demo` left out: it
     runs on a database of its own)."""
-    return HostedGroup("statekit", _app_context, defaults=_defaults, exclude=("demo",))
+    return HostedGroup("statekit", _app_context, defaults=_defaults, exclude=("demo",), help=HELP)
+
+
+HELP = """statekit's commands on this app's database and machines.
+
+The machines are those of the app's db.Model classes with __statekit_machine__
+(and StateKit's entities=); no --db or --module is needed. Sweep settings come
+from the app's STATEKIT_SWEEP_* config."""

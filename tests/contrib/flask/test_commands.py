@@ -206,6 +206,7 @@ def test_sweep_takes_its_defaults_from_the_app_config(filled_url: str) -> None:
             assert group.defaults()["sweep"]["batch_size"] == 3
             assert group.defaults()["sweep"]["interval"] == 9.5
         assert "demo" not in group.commands
+        assert "no --db or --module is needed" in hosted(app, "--help").output
         result = hosted(app, "sweep", "--help")
         assert "STATEKIT_SWEEP_INTERVAL" in result.output
     finally:
