@@ -27,13 +27,19 @@ from examples.flask_orders.orders import (
     place_order,
     state_counts,
 )
-from statekit.errors import StatekitError
+from statekit.errors import InstanceNotFoundError, StatekitError
 
 __all__ = ["pages"]
 
 pages = Blueprint("pages", __name__)
 
 MACHINE = Order.__statekit_machine__
+
+
+@pages.errorhandler(InstanceNotFoundError)
+def not_found(error: InstanceNotFoundError) -> tuple[str, int]:
+    """An unknown order is a page, not the API's problem response."""
+    return render_template("not_found.html", key=error.key), 404
 
 
 @pages.app_template_filter("moment")

@@ -149,7 +149,8 @@ def test_refusals_answer_problems_with_their_facts(client: FlaskClient) -> None:
     assert any(e.startswith("reference") for e in bad_payload.get_json()["errors"])
 
     missing = client.get("/api/orders/9999")
-    assert missing.status_code == 404
+    assert (missing.status_code, missing.mimetype) == (404, PROBLEM)
+    assert (missing.get_json()["entity"], missing.get_json()["key"]) == ("order", "9999")
 
     invalid = client.post("/api/orders", json={"customer": "", "total": "0"})
     assert invalid.status_code == 422
@@ -215,6 +216,12 @@ def test_the_order_page_has_a_form_per_allowed_event(client: FlaskClient) -> Non
     assert "/static/vendor/mermaid/mermaid.tiny.js" in html
     assert "http://" not in html.replace("http://www.w3.org", "")
     assert "https://" not in html
+
+
+def test_an_unknown_order_is_a_page(client: FlaskClient) -> None:
+    for missing in (client.get("/orders/9999"), client.post("/orders/9999/events/pay")):
+        assert (missing.status_code, missing.mimetype) == (404, "text/html")
+        assert "No order 9999" in _text(missing)
 
 
 def test_a_form_fires_its_event_once(client: FlaskClient) -> None:
