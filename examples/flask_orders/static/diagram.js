@@ -23,11 +23,30 @@
       .then(function (result) {
         canvas.innerHTML = decodeEntities(result.svg);
         figure.dataset.rendered = "true";
+        addZoom(figure);
       })
       .catch(function (error) {
         canvas.textContent = "The diagram could not be drawn: " + error;
         figure.dataset.rendered = "error";
       });
+  }
+
+  // Fit to the page's width (the default), or the drawing's own size with a scroll bar.
+  function addZoom(figure) {
+    var button = document.querySelector('button.zoom[aria-controls="' + figure.id + '"]');
+    var svg = figure.querySelector(".diagram-canvas svg");
+    if (!button || !svg || !svg.viewBox.baseVal) {
+      return;
+    }
+    var fitted = svg.style.maxWidth;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var natural = figure.classList.toggle("natural");
+      svg.style.maxWidth = natural ? "none" : fitted;
+      svg.style.width = natural ? svg.viewBox.baseVal.width + "px" : "";
+      button.textContent = natural ? "Fit to width" : "Actual size";
+      button.setAttribute("aria-pressed", natural ? "true" : "false");
+    });
   }
 
   var figures = document.querySelectorAll("figure.diagram");

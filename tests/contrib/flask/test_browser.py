@@ -195,10 +195,18 @@ def test_a_person_fires_events_from_the_order_page(
     assert history[1].startswith("2 pay stock reserved → paid")
     assert "reference: PAY-0042" in history[1]
     assert "clerk" in history[1]
-    steps = browser.find_element("css selector", "#diagram svg").text
-    assert "1. reserve" in steps
-    assert "2. pay" in steps
+    svg = browser.find_element("css selector", "#diagram svg")
+    assert "1. reserve" in svg.text
+    assert "2. pay" in svg.text
     _shot(browser, tmp_path / "2-order-paid.png")
+    fitted = svg.size["width"]
+    zoom = browser.find_element("css selector", "button.zoom")
+    zoom.click()
+    assert zoom.text == "Fit to width"
+    assert svg.size["width"] > fitted  # its own size, wider than the card
+    _shot(browser, tmp_path / "2b-order-paid-actual-size.png")
+    zoom.click()
+    assert svg.size["width"] == fitted
     _check_log(browser, base)
     with app.app_context():
         stored = db.session.get(Order, order_id)
