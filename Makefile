@@ -15,10 +15,10 @@ BIN := $(VENV)/bin
 EXTRAS := all,dev,bench
 STAMP := $(VENV)/.statekit-installed
 # bench/ may not exist yet on a fresh clone; lint only what is there.
-LINT_PATHS := $(wildcard statekit models tests bench)
+LINT_PATHS := $(wildcard statekit models tests bench examples)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test lint typecheck pytest bench diagrams clean distclean
+.PHONY: help install demo flask-example test lint typecheck pytest bench diagrams clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,14 +36,17 @@ install: $(STAMP) ## Create .venv if missing and install statekit with all extra
 demo: $(STAMP) ## Run the demo (an order's life on SQLite)
 	$(BIN)/statekit demo
 
+flask-example: $(STAMP) ## Serve the Flask order service on SQLite (examples/flask_orders)
+	$(BIN)/python -m examples.flask_orders
+
 test: lint typecheck pytest ## Everything CI checks: ruff, ruff format, mypy --strict, pytest
 
 lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
-typecheck: $(STAMP) ## mypy (strict, from pyproject.toml) on the package and models
-	$(BIN)/mypy statekit models
+typecheck: $(STAMP) ## mypy (strict, from pyproject.toml) on the package, models and examples
+	$(BIN)/mypy statekit models examples
 
 # pytest exits 5 when it collected nothing; that must never look like a pass.
 pytest: $(STAMP) ## The test suite; pass options with PYTEST_ARGS='-k sweeper -x'

@@ -23,13 +23,12 @@ class Base(DeclarativeBase):
     """Declarative base of the example tables."""
 
 
-class OrderRow(StateMixin, Base):
-    """An order row (see `models.order.Order`)."""
+class OrderFields:
+    """The columns of an order that the order machine's guards, conditions, actions
+    and compensations read and write (see `models.order.Order`), with their defaults;
+    a mixin for a mapped class of any declarative base (`OrderRow` here, the Flask
+    example's `Order`)."""
 
-    __tablename__ = "orders"
-    __statekit_machine__: ClassVar[Machine] = OrderWorkflow.machine
-
-    id: Mapped[int] = mapped_column(primary_key=True)
     total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     sku: Mapped[str] = mapped_column(String(32), default="SKU-1")
     quantity: Mapped[int] = mapped_column(default=1)
@@ -46,6 +45,15 @@ class OrderRow(StateMixin, Base):
         kwargs.setdefault("credit_approved", False)
         kwargs.setdefault("paid_amount", Decimal(0))
         super().__init__(**kwargs)
+
+
+class OrderRow(OrderFields, StateMixin, Base):
+    """An order row (see `models.order.Order`)."""
+
+    __tablename__ = "orders"
+    __statekit_machine__: ClassVar[Machine] = OrderWorkflow.machine
+
+    id: Mapped[int] = mapped_column(primary_key=True)
 
 
 class TicketRow(StateMixin, Base):

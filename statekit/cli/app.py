@@ -15,7 +15,15 @@ import click
 from statekit.cli.context import Context
 from statekit.errors import StatekitError
 
-__all__ = ["EXTRAS", "cli", "current_context", "hosted", "install_hint", "pass_context"]
+__all__ = [
+    "EXTRAS",
+    "HostedGroup",
+    "cli",
+    "current_context",
+    "hosted",
+    "install_hint",
+    "pass_context",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,8 +32,12 @@ R = TypeVar("R")
 class _Group(click.Group):
     """Turns any error into one line on stderr and exit 1 (`-v`: with traceback)."""
 
+    def prepare(self, ctx: click.Context) -> None:
+        """Set `ctx` up before a command runs (a host puts its `Context` there)."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            self.prepare(ctx)
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # click reports these itself (a closed pipe: quietly, exit 1)
@@ -76,6 +88,49 @@ def cli(verbose: bool) -> None:
     Machines and the mapped classes that store them are found in the Python
     modules you name (classes with `__statekit_machine__`).
     """
+
+
+class HostedGroup(_Group):
+    """`cli`'s own commands (the same objects, no copies) under a host such as
+    ``flask statekit``: before a command runs, `host` builds the host's `Context`
+    and puts it on click's context object, and `defaults` gives the commands'
+    option defaults (click's `default_map`, by command name; the command line and
+    the environment still win).
+
+    Args:
+        name: The group's name in the host's command line.
+        host: Builds the `Context` from the click context of the group.
+        defaults: Option defaults by command name, from the host's settings.
+        exclude: Commands of `cli` the host leaves out.
+        help: The group's help text (`cli`'s by default).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        host: Callable[[click.Context], Context],
+        *,
+        defaults: Callable[[], dict[str, dict[str, Any]]] | None = None,
+        exclude: Sequence[str] = (),
+        help: str | None = None,
+    ) -> None:
+        commands = {n: c for n, c in cli.commands.items() if n not in exclude}
+        super().__init__(
+            name,
+            commands=commands,
+            params=list(cli.params),
+            callback=cli.callback,
+            help=help or cli.help,
+            context_settings=cli.context_settings,
+        )
+        self.host = host
+        self.defaults = defaults
+
+    def prepare(self, ctx: click.Context) -> None:
+        """Put the host's `Context` and option defaults on `ctx`."""
+        ctx.obj = self.host(ctx)
+        if self.defaults is not None:
+            ctx.default_map = {**self.defaults(), **(ctx.default_map or {})}
 
 
 def hosted() -> Context | None:

@@ -17,7 +17,7 @@ commands over a `MemoryStore` this way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -29,7 +29,7 @@ from statekit.store.base import Store
 from statekit.store.protocol import Reads
 from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper
 
-__all__ = ["CommandStore", "Context", "HostStore"]
+__all__ = ["CommandStore", "Context", "HostSchema", "HostStore"]
 
 
 class CommandStore(Store, Protocol):
@@ -44,6 +44,18 @@ class HostStore(CommandStore, Reads, Protocol):
     """One store that serves every command (`MemoryStore`, `SQLAlchemyStore`)."""
 
 
+class HostSchema(Protocol):
+    """The tables of a host's database, for `statekit db create` and `db sql`."""
+
+    def create(self) -> list[str]:
+        """Create statekit's tables and the mapped classes' where missing; their names."""
+        ...
+
+    def ddl(self, dialect: str) -> Iterator[str]:
+        """The CREATE statements of the same tables in `dialect`."""
+        ...
+
+
 @dataclass(frozen=True)
 class Context:
     """What the commands work on.
@@ -56,6 +68,8 @@ class Context:
             named in `check`'s messages (the machine's name where missing).
         runner: How to build the Runner of a machine for `sweep`, `retry` and
             `resolve` (listeners, a clock); `Runner(machine, store)` by default.
+        schema: The host database's tables, for `db create` and `db sql` without
+            `--db` and `--module`; None: those commands need them.
     """
 
     machines: Mapping[str, Machine]
@@ -63,6 +77,7 @@ class Context:
     reads: Reads
     classes: Mapping[str, type] = field(default_factory=dict)
     runner: Callable[[Machine], Runner] | None = None
+    schema: HostSchema | None = None
 
     @classmethod
     def of(
@@ -71,9 +86,10 @@ class Context:
         *,
         classes: Mapping[str, type] | None = None,
         runner: Callable[[Machine], Runner] | None = None,
+        schema: HostSchema | None = None,
     ) -> Context:
         """The context of one store that writes and reads, over its machines."""
-        return cls(store.machines(), store, store, dict(classes or {}), runner)
+        return cls(store.machines(), store, store, dict(classes or {}), runner, schema)
 
     def machine(self, name: str) -> Machine:
         """The machine called `name`.

@@ -34,7 +34,11 @@ _SUFFIXES = {
 
 def _resolve(spec: str) -> Machine:
     """`module:attr` naming a Workflow, a Machine or a class with __statekit_machine__,
-    imported from the current directory first (see `loading.import_module`)."""
+    imported from the current directory first (see `loading.import_module`); under a
+    host, also the name of one of the host's machines."""
+    host = hosted()
+    if host is not None and ":" not in spec and spec in host.machines:
+        return host.machines[spec]
     return resolve_machine(spec)
 
 
@@ -102,6 +106,7 @@ def diagram(
 ) -> None:
     """Draw the machine MODULE:ATTR (a Workflow class, a Machine, or a mapped class
     with __statekit_machine__), or with --instance/--heat what its instances did.
+    Under a host (``flask statekit diagram order``) a machine's name will do.
 
     \b
     Examples:

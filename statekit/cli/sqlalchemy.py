@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
-from sqlalchemy import Engine, create_engine, create_mock_engine, make_url
+from sqlalchemy import Engine, Table, create_engine, create_mock_engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -23,7 +23,13 @@ from statekit.errors import StatekitError
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
 from statekit.store.sqlalchemy.tables import DEFAULT_PREFIX
 
-__all__ = ["create_tables", "ddl", "open_engine", "standalone_context"]
+__all__ = [
+    "StoreSchema",
+    "create_tables",
+    "ddl",
+    "open_engine",
+    "standalone_context",
+]
 
 _DRIVERS = {
     "MySQLdb": "mysql+pymysql://user@host/db (pip install 'statekit[mysql]')",
@@ -82,32 +88,59 @@ def standalone_context(db_url: str, modules: Sequence[str]) -> Context:
     return Context.of(store, classes=classes)
 
 
+class StoreSchema:
+    """The tables of an `SQLAlchemyStore` and of the mapped classes it stores (a
+    `HostSchema`): created where missing, or printed as DDL.
+
+    Args:
+        store: The store (its engine, table prefix and schema).
+        classes: The mapped classes whose tables go with statekit's.
+    """
+
+    def __init__(self, store: SQLAlchemyStore, classes: Sequence[type]) -> None:
+        self.store = store
+        self.classes = list(classes)
+
+    def create(self) -> list[str]:
+        """Create statekit's tables and the classes' where missing; their names."""
+        self.store.create_tables()
+        created = [self.store.tables.transitions.name]
+        for entity_class in self.classes:
+            table = entity_class.__table__  # type: ignore[attr-defined]
+            table.create(self.store.engine, checkfirst=True)
+            created.append(table.name)
+        return created
+
+    def ddl(self, dialect: str) -> Iterator[str]:
+        """The CREATE statements of the same tables in `dialect`."""
+        tables = [*self.store.tables.all, *(c.__table__ for c in self.classes)]  # type: ignore[attr-defined]
+        return _ddl(dialect, tables)
+
+
 def create_tables(db_url: str, modules: Sequence[str]) -> list[str]:
     """Create statekit's tables, and those of the mapped classes in `modules`, where
     missing (a SQLite file is created too); returns the names of the tables."""
     engine = open_engine(db_url, create=True)
     loaded = load_modules(list(modules))
     store = SQLAlchemyStore(engine, loaded.entities, **namespace())
-    store.create_tables()
-    created = [store.tables.transitions.name]
-    for entity_class in loaded.entities.values():
-        table = entity_class.__table__  # type: ignore[attr-defined]
-        table.create(engine, checkfirst=True)
-        created.append(table.name)
-    return created
+    return StoreSchema(store, list(loaded.entities.values())).create()
 
 
 def ddl(dialect: str, modules: Sequence[str]) -> Iterator[str]:
     """The CREATE statements (tables, then their indexes) of statekit's tables and of
     the mapped classes in `modules`, in `dialect` (one of `statekit.cli.db.DIALECTS`)."""
-    url = {"postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}.get(
-        dialect, f"{dialect}+pymysql://"
-    )
-    engine = create_mock_engine(url, lambda *a, **k: None)
     options = namespace()
     prefix = options.get("table_prefix", DEFAULT_PREFIX)
     tables = list(statekit_tables(prefix=prefix, schema=options.get("schema")).all)
     tables += [c.__table__ for c in load_modules(list(modules)).entities.values()]  # type: ignore[attr-defined]
+    return _ddl(dialect, tables)
+
+
+def _ddl(dialect: str, tables: Sequence[Table]) -> Iterator[str]:
+    url = {"postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}.get(
+        dialect, f"{dialect}+pymysql://"
+    )
+    engine = create_mock_engine(url, lambda *a, **k: None)
     for table in tables:
         yield f"{str(CreateTable(table).compile(dialect=engine.dialect)).strip()};"
         for index in sorted(table.indexes, key=lambda i: str(i.name)):

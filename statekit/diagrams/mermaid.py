@@ -128,9 +128,10 @@ def to_mermaid(graph: Graph) -> str:
     """Render `graph` as Mermaid ``stateDiagram-v2`` text.
 
     ``[*] --> initial`` and ``final --> [*]`` mark the initial and final states;
-    descriptions and counts are state descriptions, timeouts are notes, and each
-    edge's label holds its event, guards, timeout and compensation. Instance and
-    heat views mark states with classes (current, visited, faded, stuck).
+    a state is titled with its name, with its description and counts below it;
+    timeouts are notes, and each edge's label holds its event, guards, timeout and
+    compensation. Instance and heat views mark states with classes (current,
+    visited, faded, stuck).
     """
     ids = _ids(graph)
     out = [
@@ -144,11 +145,12 @@ def to_mermaid(graph: Graph) -> str:
         out.append(f"    accDescr: {text(graph.description)}")
     for node in graph.nodes:
         sid = ids[node.name]
-        if sid != node.name:
+        lines = [line for line in (node.description, *node.annotations) if line]
+        # Mermaid titles a state with its first description line, so a state that has
+        # any is declared by name first: the name is the title, the lines its body.
+        if sid != node.name or lines:
             out.append(f'    state "{text(node.name)}" as {sid}')
-        for line in (node.description, *node.annotations):
-            if line:
-                out.append(f"    {sid} : {text(line)}")
+        out += [f"    {sid} : {text(line)}" for line in lines]
     for name in graph.initial:
         out.append(f"    [*] --> {ids[name]}")
     loops: dict[str, list[str]] = {}

@@ -136,9 +136,10 @@ def test_the_help_still_marks_the_standalone_options_required() -> None:
     assert "[env var: STATEKIT_DB; required]" in " ".join(result.stdout.split())
 
 
-def test_db_create_works_on_a_database_and_asks_for_it_even_under_a_host(
+def test_db_create_asks_for_a_database_under_a_host_without_a_schema(
     memory_context: Context,
 ) -> None:
+    assert memory_context.schema is None  # a MemoryStore has no tables to create
     result = CliRunner().invoke(cli, ["db", "create"], obj=memory_context)
     assert result.exit_code == 2
-    assert "Missing option '--db'" in result.stderr
+    assert "db create needs the database: give --db URL (or STATEKIT_DB)" in result.stderr

@@ -716,3 +716,15 @@ def test_statekits_own_transitions_are_drawn_as_such_not_as_undeclared() -> None
     assert "not in the definition" not in dot
     assert "by statekit" in mermaid
     assert "not in the definition" not in mermaid
+
+
+def test_mermaid_keeps_the_state_name_above_its_description() -> None:
+    # Mermaid draws a state's first description line as its title, in place of the
+    # name: a state with a description or notes is declared by name first.
+    snapshot = Snapshot("order", "42", "cancelled", 2)
+    mermaid = to_mermaid(instance_graph(OrderWorkflow.machine, snapshot, []))
+    lines = mermaid.splitlines()
+    for name in ("pending", "stock_reserved", "cancelled"):
+        declared = lines.index(f'    state "{name}" as {name}')
+        assert lines[declared + 1].startswith(f"    {name} : ")
+    assert '    state "shipped" as shipped' not in lines  # no description, no notes

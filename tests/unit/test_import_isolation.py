@@ -220,3 +220,26 @@ def test_an_install_exposes_the_statekit_package_only(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_statekit_and_the_cli_import_with_flask_absent_and_the_extension_names_its_extra() -> None:
+    done = run_without(
+        ("flask", "flask_sqlalchemy"),
+        """
+        import statekit, statekit.contrib, statekit.cli, statekit.store.sqlalchemy
+
+        try:
+            import statekit.contrib.flask
+        except ImportError as exc:
+            message = str(exc)
+        loaded = sorted(n for n in sys.modules if n.partition(".")[0] in BLOCKED)
+        print(json.dumps({"message": message, "loaded": loaded}))
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["loaded"] == []
+    assert result["message"] == (
+        "statekit.contrib.flask needs Flask: pip install 'statekit[flask]' "
+        "(import of flask is blocked in this test)"
+    )

@@ -8,6 +8,9 @@ Rules:
   imported inside the function that needs it);
 - only the CLI's standalone host (`statekit.cli.sqlalchemy`) and `statekit.contrib`
   import the concrete SQL store from outside it;
+- a web framework is imported only by its integration (`flask` and `flask_sqlalchemy`
+  by `statekit.contrib.flask`, `django` by `statekit.contrib.django`), and nothing
+  outside `statekit.contrib` imports an integration;
 - no module imports another module's underscore names;
 - only `statekit.store.sqlalchemy.orm` touches SQLAlchemy's internals: imports from its
   internal modules (`sqlalchemy.orm.attributes`, `.state`, `.base`, ...) or of its
@@ -74,6 +77,12 @@ CORE = (
 )
 CORE_THIRD_PARTY = {"pydantic"}
 STORE_HOSTS = ("statekit.cli.sqlalchemy", "statekit.contrib")
+CONTRIB = "statekit.contrib"
+FRAMEWORK_HOMES = {
+    "flask": "statekit.contrib.flask",
+    "flask_sqlalchemy": "statekit.contrib.flask",
+    "django": "statekit.contrib.django",
+}
 ORM_HOME = "statekit.store.sqlalchemy.orm"
 SQLALCHEMY_INTERNAL_MODULES = (
     "sqlalchemy.orm.attributes",
@@ -222,6 +231,11 @@ def violations() -> set[tuple[str, str, str]]:
             and not any(within(i.importer, host) for host in STORE_HOSTS)
         ):
             found.add(("concrete store outside its host", i.importer, CONCRETE_STORE))
+        home = FRAMEWORK_HOMES.get(i.module)
+        if home is not None and not within(i.importer, home):
+            found.add(("framework outside its integration", i.importer, i.module))
+        if within(i.module, CONTRIB) and not within(i.importer, CONTRIB):
+            found.add(("imports an integration", i.importer, i.module))
         if (
             i.importer in CORE
             and i.top_level  # an optional extra may be imported where it is needed
@@ -309,6 +323,7 @@ def test_the_reader_sees_module_level_lazy_and_type_checking_imports() -> None:
     assert edges("statekit.cli.demo")["statekit.store.sqlalchemy"] is False  # in a function
     assert edges("statekit.cli.sqlalchemy")["statekit.store.sqlalchemy"] is True
     assert edges("statekit.cli")["statekit.cli.sweep"] is True  # `from package import module`
+    assert edges("statekit.contrib.flask.state")["statekit.store.sqlalchemy"] is True  # allowed
     deadlines = edges("statekit.deadlines")
     assert deadlines["statekit.runtime"] is True
     assert "statekit.sweeper" not in deadlines  # only under `if TYPE_CHECKING:`
@@ -325,6 +340,21 @@ def test_a_cycle_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ("underscore name", "statekit.clock", "statekit.errors._private") in found
     [cycle] = [v for v in found if v[0] == "import cycle"]
     assert {"statekit.engine", "statekit.runtime"} <= set(cycle[2].split(", "))
+
+
+def test_a_framework_outside_its_integration_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    leaked = [
+        *IMPORTS,
+        Import("statekit.cli.history", "flask", ("current_app",), False, "flask"),
+        Import("statekit.runtime", "statekit.contrib.flask", ("StateKit",), False),
+        Import("statekit.contrib.flask.state", "django", (), False, "django.db"),
+    ]
+    monkeypatch.setattr(sys.modules[__name__], "IMPORTS", leaked)
+    assert violations() - ALLOWED == {
+        ("framework outside its integration", "statekit.cli.history", "flask"),
+        ("imports an integration", "statekit.runtime", "statekit.contrib.flask"),
+        ("framework outside its integration", "statekit.contrib.flask.state", "django"),
+    }
 
 
 def test_sqlalchemy_internals_outside_orm_py_are_found(monkeypatch: pytest.MonkeyPatch) -> None:

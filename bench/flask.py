@@ -1,0 +1,259 @@
+"""Flask benchmark: a view that fires one transition in the request's session, against a
+hand-written view that sends the same statements through Flask-SQLAlchemy.
+
+Per request, driven by `app.test_client()` (the whole Flask request cycle, no network):
+
+- statekit: `statekit.get_or_404(Order, key)` (the ORM SELECT through `db.session`),
+  `statekit.fire(order, "pay")` (the guard, the compare-and-set UPDATE and the history
+  INSERT on the session's connection), `db.session.commit()`, a small JSON answer;
+- hand-written: `db.session.get(Order, key)`, the guard in Python,
+  `UPDATE orders ... WHERE id = :id AND state_version = :v` (the row count checked) and
+  an INSERT into `statekit_transitions` on `db.session.connection()` (the session's
+  transaction, as statekit uses it: `db.session.execute` would add the ORM's execution
+  layer to the baseline), `db.session.commit()`, the same JSON answer.
+
+Each app has its own database (SQLite file with statekit's WAL/FULL configuration on
+both, or a PostgreSQL database) and the same DDL. Batches alternate between the two,
+the starting one rotating. `python -m bench flask` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable
+from datetime import UTC, datetime
+from time import perf_counter_ns
+from typing import Any, ClassVar
+
+from flask import Flask, abort
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import Boolean, insert, update
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bench import Config, Measurement, Report, Row, Target, environment
+from bench._databases import Databases, Location, postgres_available
+from bench.persist.workload import DEFINITION_VERSION, PersistOrderWorkflow
+from statekit.contrib.flask import StateKit
+from statekit.engine import Machine
+from statekit.store.sqlalchemy import StateMixin, statekit_tables
+from statekit.store.sqlalchemy.sqlite import configure_sqlite
+
+DESCRIPTION = "a Flask view firing one transition in the request's session vs a hand-written Flask-SQLAlchemy view, on SQLite and PostgreSQL"  # noqa: E501
+
+STATEKIT = "statekit view"
+HAND = "hand-written view"
+OPERATIONS = {
+    STATEKIT: "POST: get_or_404; statekit.fire; commit",
+    HAND: "POST: session.get; guard; UPDATE .. AND v=:v; INSERT; commit",
+}
+TARGET = 0.95
+BATCH, QUICK_BATCH = 200, 50
+ROUNDS_PER_SAMPLE = 2  # batches per contestant per sample of the Config
+WARMUP = 30
+DATABASES = {"sqlite": "SQLite file (WAL, synchronous=FULL)", "postgresql": "PostgreSQL"}
+PACKAGES = ("statekit", "Flask", "Flask-SQLAlchemy", "SQLAlchemy", "psycopg")
+
+
+class BenchBase(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=BenchBase)
+statekit = StateKit()
+
+
+class Order(StateMixin, db.Model):  # type: ignore[name-defined,misc]
+    """The benchmark's order: `StateMixin` columns and the guard's column."""
+
+    __tablename__ = "orders"
+    __statekit_machine__: ClassVar[Machine] = PersistOrderWorkflow.machine
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    card_authorized: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+def statekit_app(location: Location) -> Flask:
+    """The app whose view fires through statekit."""
+    app = _app(location)
+    statekit.init_app(app, db=db)
+
+    @app.post("/orders/<int:key>/pay")
+    def pay(key: int) -> tuple[dict[str, Any], int]:
+        order = statekit.get_or_404(Order, key)
+        record = statekit.fire(order, "pay", actor="bench")
+        db.session.commit()
+        return {"id": key, "state": record.target, "seq": record.seq}, 201
+
+    return app
+
+
+def hand_app(location: Location) -> Flask:
+    """The app whose view writes the same rows by hand."""
+    app = _app(location)
+    history = statekit_tables(db.metadata).transitions  # what init_app defines
+    orders: Any = Order.__table__
+
+    @app.post("/orders/<int:key>/pay")
+    def pay(key: int) -> tuple[dict[str, Any], int]:
+        order = db.session.get(Order, key)
+        if order is None:
+            abort(404)
+        if order.state != "pending" or not order.card_authorized:
+            abort(409)
+        version, now = order.state_version, datetime.now(UTC)
+        conn = db.session.connection()  # the session's transaction, without ORM execution
+        moved = conn.execute(
+            update(orders)
+            .where(orders.c.id == key, orders.c.state_version == version)
+            .values(state="paid", state_version=version + 1, state_entered_at=now)
+        )
+        if moved.rowcount != 1:
+            abort(409)
+        conn.execute(
+            insert(history).values(
+                entity_type=PersistOrderWorkflow.machine.name,
+                entity_key=str(key),
+                seq=version + 1,
+                event="pay",
+                source="pending",
+                target="paid",
+                actor="bench",
+                at=now,
+                definition_version=DEFINITION_VERSION,
+            )
+        )
+        db.session.commit()
+        return {"id": key, "state": "paid", "seq": version + 1}, 201
+
+    return app
+
+
+def _app(location: Location) -> Flask:
+    app = Flask(f"bench-{location.url.rpartition('/')[2]}")
+    app.config["SQLALCHEMY_DATABASE_URI"] = location.url
+    db.init_app(app)
+    return app
+
+
+def _fill(app: Flask, count: int) -> None:
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            configure_sqlite(db.engine)  # what SQLAlchemyStore does to the statekit app's
+        db.create_all()
+        db.session.execute(
+            insert(Order.__table__),
+            [
+                {"id": k, "card_authorized": True, "state": "pending", "state_version": 0}
+                for k in range(1, count + 1)
+            ],
+        )
+        db.session.commit()
+
+
+def _drive(post: Callable[..., Any], keys: range) -> int:
+    """POST pay for each key; the elapsed nanoseconds."""
+    start = perf_counter_ns()
+    for key in keys:
+        response = post(f"/orders/{key}/pay")
+        if response.status_code != 201:
+            raise RuntimeError(f"order {key}: {response.status_code} {response.get_data()!r}")
+    return perf_counter_ns() - start
+
+
+def run_database(dialect: str, rounds: int, batch: int) -> dict[str, list[float]]:
+    """Samples (ns per request, one per batch) of each view on `dialect`."""
+    samples: dict[str, list[float]] = {STATEKIT: [], HAND: []}
+    total = WARMUP + rounds * batch
+    with Databases(dialect, f"statekit_bench_flask_{os.getpid()}") as scratch:
+        apps = {
+            STATEKIT: statekit_app(scratch.make("statekit")),
+            HAND: hand_app(scratch.make("hand")),
+        }
+        try:
+            for app in apps.values():
+                _fill(app, total)
+            clients = {name: app.test_client() for name, app in apps.items()}
+            for client in clients.values():
+                _drive(client.post, range(1, WARMUP + 1))
+            names = list(clients)
+            for turn in range(rounds):
+                lo = WARMUP + 1 + turn * batch
+                keys = range(lo, lo + batch)
+                for i in range(len(names)):
+                    name = names[(turn + i) % len(names)]
+                    samples[name].append(_drive(clients[name].post, keys) / batch)
+            _verify(apps, total)
+        finally:
+            for app in apps.values():
+                with app.app_context():
+                    for engine in db.engines.values():
+                        engine.dispose()
+                    state = app.extensions.get("statekit")
+                    if state is not None:
+                        state.dispose()
+    return samples
+
+
+def _verify(apps: dict[str, Flask], total: int) -> None:
+    """Both databases hold `total` paid orders and `total` history rows."""
+    for name, app in apps.items():
+        with app.app_context():
+            paid = db.session.query(Order).filter_by(state="paid", state_version=1).count()
+            rows = db.session.query(db.metadata.tables["statekit_transitions"]).count()
+            if (paid, rows) != (total, total):
+                raise RuntimeError(f"{name}: {paid} paid orders and {rows} history rows of {total}")
+
+
+def run(config: Config) -> Report:
+    """Both views on SQLite and PostgreSQL, interleaved; the target is statekit's
+    throughput at least 0.95x the hand-written view's."""
+    quick = config.sample_ms <= Config.quick().sample_ms
+    batch = QUICK_BATCH if quick else BATCH
+    rounds = config.samples * ROUNDS_PER_SAMPLE
+    report = Report(
+        name="flask",
+        groups={
+            dialect: (
+                f"{title}: {rounds} batches of {batch} requests per view, one transition each",
+                "median / hand-written view median; >1 is slower",
+            )
+            for dialect, title in DATABASES.items()
+        },
+    )
+    skipped = postgres_available()
+    dialects = ["sqlite"] if skipped else ["sqlite", "postgresql"]
+    loads = [os.getloadavg()[0]]
+    lines = [f"  {'database':<10}  {'view':<18}  {'requests/s':>10}  {'vs hand-written':>15}"]
+    for dialect in dialects:
+        samples = run_database(dialect, rounds, batch)
+        loads.append(os.getloadavg()[0])
+        hand = statistics.median(samples[HAND])
+        for name in (STATEKIT, HAND):
+            median = statistics.median(samples[name])
+            timing = Measurement(median, tuple(samples[name]), batch)
+            report.rows.append(Row(dialect, name, OPERATIONS[name], timing, ratio=median / hand))
+            lines.append(
+                f"  {dialect:<10}  {name:<18}  {1e9 / median:>10,.0f}  {hand / median:>14.2f}x"
+            )
+        ratio = hand / statistics.median(samples[STATEKIT])
+        report.targets.append(
+            Target(
+                f"{dialect}: statekit view vs hand-written view",
+                f"statekit / hand-written requests per second >= {TARGET:.2f}x",
+                f"{ratio:.3f}x",
+                ratio >= TARGET,
+            )
+        )
+    report.environment = env = environment(PACKAGES)
+    report.notes = [
+        "Requests per second from the median batch:",
+        *lines,
+        *(["PostgreSQL skipped: " + skipped] if skipped else []),
+        f"1-min load average before and after each database: "
+        f"{', '.join(f'{x:.2f}' for x in loads)} ({os.cpu_count()} CPUs)",
+        f"Both databases verified after the run: every order paid once, one history row each "
+        f"({WARMUP} untimed warm-up requests per view first).",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in env.items()),
+    ]
+    return report

@@ -1,0 +1,1 @@
+"""Runnable examples built on statekit (not part of the installed package)."""
