@@ -15,6 +15,7 @@ from transitions import Machine as TransitionsMachine
 from transitions.core import EventData
 from transitions.core import Transition as TransitionsTransition
 
+from statekit.branches import validate_payload
 from statekit.clock import Clock, SystemClock
 from statekit.definition import MachineSpec
 from statekit.engine import Handler, Machine, verdict_reason
@@ -67,12 +68,14 @@ class _Bridge:
             event = event_data.event.name
             payload: BaseModel | None = None
             if self.machine is not None:
-                payload = self.machine._validate_payload(  # the engine's own rule
+                payload = validate_payload(  # the engine's own rule
                     self.machine.payload_models.get(event),
                     _payload_argument(event_data),
-                    transition.source,
-                    event,
-                    self.key(event_data.model),
+                    entity_type=self.machine.name,
+                    key=self.key(event_data.model),
+                    state=transition.source,
+                    event=event,
+                    allowed_events=self.machine.events_from(transition.source),
                 )
             context = Context(
                 event=event,
@@ -308,7 +311,8 @@ def to_transitions(
     def resolve(name: str) -> Handler:
         # one handler per name; a compiled machine resolves names as the engine does
         if name not in resolved:
-            resolved[name] = _late_bound(name) if machine is None else machine._resolve(name)
+            found = _late_bound(name) if machine is None else machine.resolver.resolve(name)
+            resolved[name] = found
         return resolved[name]
 
     initial = next((s.name for s in spec.states if s.initial), spec.states[0].name)
