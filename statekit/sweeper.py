@@ -12,8 +12,10 @@ entity's transaction then records its completion with the handler's writes; a
 failure is retried with exponential backoff and jitter until its attempts are used
 up, then dead-lettered for a person. Time is the database's clock unless a clock is
 passed in.
-The deadline side (batches, and setting aside an instance that fails) is in
-`statekit.deadlines`.
+A `Sweeper` holds its two halves with their collaborators given explicitly: the
+deadline side (`statekit.deadlines.Deadlines`: batches, and setting aside an instance
+that fails) and the compensation side (`statekit.drain.Drain`); it keeps the passes,
+the levers and the listeners.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from typing import Any
 
 from statekit.clock import Clock
 from statekit.compensation import Backoff, CompensationTask
-from statekit.deadlines import DeadlineSide, SweepResult
-from statekit.drain import drain
+from statekit.deadlines import Deadlines, SweepResult
+from statekit.drain import Drain
 from statekit.engine import Machine
 from statekit.errors import (
     StatekitError,
@@ -45,7 +47,7 @@ DEFAULT_HANDLER_TIMEOUT = timedelta(minutes=1)
 logger = logging.getLogger("statekit.sweeper")
 
 
-class Sweeper(DeadlineSide):
+class Sweeper:
     """Runs deadlines and compensations for the machines of `runners`.
 
     Args:
@@ -107,6 +109,20 @@ class Sweeper(DeadlineSide):
         self.handler_timeout = handler_timeout
         self.backoff = backoff or Backoff()
         self.listeners = tuple(listeners)
+        self.deadlines = Deadlines(
+            self.store, self.clock, batch_size, self.backoff, notify=self._notify
+        )
+        """The deadline side: times out or marks stuck each machine's overdue instances."""
+        self.drain = Drain(
+            self.store,
+            self.runners,
+            self.clock,
+            lease,
+            handler_timeout,
+            self.backoff,
+            notify=self._notify,
+        )
+        """The compensation side: runs due compensations one at a time."""
 
     # -- passes ----------------------------------------------------------------------
 
@@ -114,8 +130,8 @@ class Sweeper(DeadlineSide):
         """One pass: time out everything overdue, then drain due compensations.
 
         `stop` is checked between instances on the deadline side and between
-        batches of compensations. An instance that fails is set aside (see
-        `_sweep_one`) and never fails the pass. A machine whose deadline side fails
+        compensations. An instance that fails is set aside (see `Deadlines`) and
+        never fails the pass. A machine whose deadline side fails
         otherwise (the database) does not keep the other machines or the drain
         from running; its error is raised at the end of the pass.
 
@@ -128,12 +144,12 @@ class Sweeper(DeadlineSide):
         for name, runner in self.runners.items():
             if name in due and not stop():
                 try:
-                    self._sweep_deadlines(runner, result, stop)
-                except Exception as exc:  # the store, not an instance: see _sweep_one
+                    self.deadlines.sweep(runner, result, stop)
+                except Exception as exc:  # the store, not an instance: see Deadlines
                     logger.error("sweeping %s deadlines failed: %s", name, exc)
                     failed.append(exc)
         if COMPENSATIONS_DUE in due or result.marked_stuck:
-            self._drain(result, stop)
+            self.drain.run(result, stop)
         if failed:
             raise failed[0]
         return result
@@ -207,9 +223,6 @@ class Sweeper(DeadlineSide):
             restore()
             raise
         return record
-
-    def _drain(self, result: SweepResult, stop: Callable[[], bool]) -> None:
-        drain(self, result, stop)
 
     def _notify(self, hook: str, *args: Any) -> None:
         for listener in self.listeners:

@@ -120,7 +120,7 @@ def sweep_rounds(db: Database, rounds: int, loads: list[float]) -> Results:
             claims = iter(range(drain_limit // BATCH + 1))
             drained = SweepResult()
             seconds, _ = timed(
-                lambda: sweeper._drain(drained, lambda: next(claims) >= drain_limit // BATCH)
+                lambda: sweeper.drain.run(drained, lambda: next(claims) >= drain_limit // BATCH)
             )
             results.add(DRAIN, seconds, drained.compensations_run)
             verify("statekit drain", statekit=True, drained=drained.compensations_run)

@@ -62,11 +62,11 @@ def count_statements(db: Database) -> tuple[str, str]:
     instances = BATCH
     with counting(db.engine) as sweep_counts:
         result = SweepResult()  # counts a batch once it commits: stop after the first
-        sweeper._sweep_deadlines(runner, result, lambda: result.claimed >= instances)
+        sweeper.deadlines.sweep(runner, result, lambda: result.claimed >= instances)
     assert result.marked_stuck == instances, result
     drained = SweepResult()
     with counting(db.engine) as drain_counts:
-        sweeper._drain(drained, lambda: False)
+        sweeper.drain.run(drained, lambda: False)
     assert drained.compensations_run == instances, drained
     reset(db)
     return per_instance(sweep_counts, instances), per_instance(drain_counts, instances)

@@ -142,9 +142,9 @@ def test_compensations_of_a_machine_the_sweeper_does_not_run_are_left(
     clock.advance(minutes=11)
     Sweeper([runner], clock=clock).compensate("job", "o", reason="test", actor="me")
     other = Sweeper([runner], clock=clock)
-    other.runners = {}  # a sweeper deployed without the job machine
+    other.runners.clear()  # a sweeper deployed without the job machine
     with caplog.at_level(logging.ERROR, logger="statekit.sweeper"):
-        other._drain(SweepResult(), lambda: False)
+        other.drain.run(SweepResult(), lambda: False)
     assert any("no runner for job" in r.getMessage() for r in caplog.records)
 
 
