@@ -34,6 +34,7 @@ from statekit.entity import StateFields, StateWriter, check_version
 from statekit.errors import (
     DefinitionError,
     DefinitionMismatchError,
+    InvalidArgumentError,
     NotStartedError,
     PreconditionFailedError,
     StatekitError,
@@ -206,7 +207,7 @@ class Machine:
 
         Raises:
             NotStartedError, DefinitionMismatchError: as for `decide`.
-            ValueError: `target` is not a declared state.
+            InvalidArgumentError: `target` is not a declared state.
         """
         if isinstance(entity, Snapshot):
             snapshot = entity
@@ -215,7 +216,15 @@ class Machine:
         else:
             snapshot = self.snapshot(entity)
         if target not in self._table:
-            raise ValueError(f"machine {self.name!r} has no state {target!r}")
+            raise InvalidArgumentError(
+                "target",
+                target,
+                f"states: {', '.join(self.states)}",
+                message=(
+                    f"machine {self.name!r} has no state {target!r} "
+                    f"(states: {', '.join(self.states)})"
+                ),
+            )
         timeout = self.timeouts.get(target)
         deadline = None if stuck_reason is not None or timeout is None else now + timeout.after
         payload = None if note is None else note_payload(note)

@@ -32,6 +32,7 @@ from statekit.deadlines import Deadlines, SweepResult
 from statekit.drain import Drain
 from statekit.engine import Machine
 from statekit.errors import (
+    InvalidArgumentError,
     StatekitError,
     StoreError,
 )
@@ -81,19 +82,42 @@ class Sweeper:
         listeners: Sequence[Listener] = (),
     ) -> None:
         if not runners:
-            raise ValueError("a Sweeper needs at least one Runner")
-        stores = {id(r.store) for r in runners}
+            raise InvalidArgumentError(
+                "runners", runners, "a Sweeper needs at least one Runner, one per machine"
+            )
+        stores = {id(r.store): r.store for r in runners}
         if len(stores) != 1:
-            raise ValueError("the runners of one Sweeper must share one store")
+            held = ", ".join(
+                f"{r.machine.name} on {type(r.store).__name__} at {id(r.store):#x}" for r in runners
+            )
+            raise InvalidArgumentError(
+                "runners",
+                runners,
+                "the runners of one Sweeper must share one store",
+                message=(
+                    f"the runners of one Sweeper must share one store; these use "
+                    f"{len(stores)} ({held})"
+                ),
+            )
         if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise InvalidArgumentError(
+                "batch_size",
+                batch_size,
+                "at least 1",
+                message=f"batch_size {batch_size!r} refused: it must be at least 1",
+            )
         if handler_timeout is DEFAULT_HANDLER_TIMEOUT:
             handler_timeout = min(handler_timeout, lease / 2)
         if handler_timeout is not None and not timedelta(0) < handler_timeout < lease:
-            raise ValueError(
-                f"handler_timeout ({handler_timeout}) must be positive and shorter than the "
-                f"lease ({lease}): a handler still running when its lease ends could be "
-                "run again by another sweeper"
+            raise InvalidArgumentError(
+                "handler_timeout",
+                handler_timeout,
+                f"positive and shorter than the lease ({lease}), or None for no limit",
+                message=(
+                    f"handler_timeout ({handler_timeout}) must be positive and shorter than "
+                    f"the lease ({lease}), or None for no limit: a handler still running "
+                    "when its lease ends could be run again by another sweeper"
+                ),
             )
         store = runners[0].store
         if not isinstance(store, SweepStore):

@@ -15,6 +15,8 @@ from statekit import (
     GuardRejectedError,
     IdempotencyConflictError,
     InstanceNotFoundError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     InvalidPayloadError,
     NestedTransitionError,
     NotStartedError,
@@ -44,6 +46,8 @@ TREE: dict[type[Exception], type[Exception]] = {
     ConcurrentTransitionError: StoreError,
     InstanceNotFoundError: StoreError,
     DefinitionMismatchError: StoreError,
+    InvalidArgumentError: StatekitError,
+    InvalidArgumentTypeError: InvalidArgumentError,
     CompensationError: StatekitError,
     CompensationTimeoutError: CompensationError,
 }

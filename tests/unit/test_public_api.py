@@ -23,6 +23,8 @@ PUBLIC = [
     "Handler",
     "IdempotencyConflictError",
     "InstanceNotFoundError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "InvalidPayloadError",
     "Listener",
     "Machine",

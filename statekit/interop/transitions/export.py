@@ -22,6 +22,7 @@ from statekit.engine import Handler, Machine, verdict_reason
 from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import (
     DefinitionMismatchError,
+    InvalidArgumentTypeError,
     PostconditionFailedError,
     PreconditionFailedError,
 )
@@ -116,9 +117,14 @@ def _payload_argument(event_data: EventData) -> dict[str, Any] | BaseModel:
         return dict(event_data.kwargs)
     if len(args) == 1 and isinstance(args[0], BaseModel) and not event_data.kwargs:
         return args[0]
-    raise TypeError(
-        f"event {event_data.event.name!r} takes its payload as keyword arguments "
-        "(or one payload model instance), not positional arguments"
+    raise InvalidArgumentTypeError(
+        "args",
+        args,
+        "keyword arguments, or one payload model instance",
+        message=(
+            f"event {event_data.event.name!r} takes its payload as keyword arguments "
+            f"(or one payload model instance), not positional arguments ({len(args)} given)"
+        ),
     )
 
 
