@@ -43,7 +43,7 @@ from bench.sweep.schema import (
     make_engine,
     quiet,
 )
-from bench.sweep.statements import count_statements, counting, explain, per_instance
+from bench.sweep.statements import count_statements, counting, explain, totals
 from statekit.store.sqlalchemy import UTCDateTime
 from statekit.sweeper import SweepResult
 
@@ -304,7 +304,7 @@ def run_database(
         f"lost races {results.lost_races}",
         f"{label}: statekit deadline phase: {sweep_stmts}",
         f"{label}: statekit drain: {drain_stmts}",
-        f"{label}: empty Sweeper.run_once(): {per_instance(poll_counts, 1).split(' per ')[0]}"
+        f"{label}: empty Sweeper.run_once(): {totals(poll_counts)}"
         f" ({', '.join(f'{k} {v}' for k, v in sorted(poll_counts.items()))})",
         *explain(db),
     ]
