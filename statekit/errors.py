@@ -28,6 +28,7 @@ __all__ = [
     "PreconditionFailedError",
     "StatekitError",
     "StoreError",
+    "SweeperError",
     "TransitionError",
     "TransitionNotAllowedError",
     "UnknownEventError",
@@ -400,6 +401,20 @@ class InvalidArgumentError(StatekitError, ValueError):
 
 class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
     """An `InvalidArgumentError` for an argument of the wrong type; also a `TypeError`."""
+
+
+class SweeperError(StatekitError):
+    """A sweeper lever (`compensate`, `retry`) refused an instance in its current
+    state: `lever`, `entity_type`, `key` and `state` say which, the message why."""
+
+    def __init__(
+        self, message: str, *, lever: str, entity_type: str, key: str, state: str | None
+    ) -> None:
+        self.lever = lever
+        self.entity_type = entity_type
+        self.key = key
+        self.state = state
+        super().__init__(message)
 
 
 class CompensationError(StatekitError):

@@ -33,8 +33,8 @@ from statekit.drain import Drain
 from statekit.engine import Machine
 from statekit.errors import (
     InvalidArgumentError,
-    StatekitError,
     StoreError,
+    SweeperError,
 )
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner
@@ -263,17 +263,26 @@ class Sweeper:
         """Mark an instance stuck now and schedule its compensations (abort a saga).
 
         Raises:
-            StatekitError: the instance is already stuck, or in a final state.
+            SweeperError: the instance is already stuck, or in a final state.
+            InvalidArgumentError: this sweeper has no machine `entity_type`.
         """
         runner = self._runner(entity_type)
         with self.store.session_unit(entity_type, key) as entity:
             snapshot = runner.machine.snapshot(entity)
+            where = {"entity_type": entity_type, "key": key, "state": snapshot.state}
             if snapshot.stuck_at is not None:
-                raise StatekitError(f"{entity_type} {key} is already stuck")
+                raise SweeperError(
+                    f"{entity_type} {key} is already stuck in {snapshot.state!r} "
+                    f"({snapshot.stuck_reason}); its compensations are scheduled",
+                    lever="compensate",
+                    **where,
+                )
             if snapshot.state in runner.machine.final_states:
-                raise StatekitError(
+                raise SweeperError(
                     f"{entity_type} {key} is in final state {snapshot.state!r}: a finished "
-                    "instance is not compensated"
+                    "instance is not compensated",
+                    lever="compensate",
+                    **where,
                 )
             return self._mark_stuck(runner, entity, reason, self.clock.now(), actor)
 
@@ -284,7 +293,8 @@ class Sweeper:
         recorded in its history with the actor.
 
         Raises:
-            StatekitError: it has no dead-lettered compensations.
+            SweeperError: it has no dead-lettered compensations.
+            InvalidArgumentError: this sweeper has no machine `entity_type`.
         """
         runner = self._runner(entity_type)
         machine = runner.machine
@@ -292,7 +302,13 @@ class Sweeper:
         with self.store.session_unit(entity_type, key) as entity:
             reopened = self.store.reopen_dead_compensations(entity, now, extra_attempts)
             if reopened == 0:
-                raise StatekitError(f"{entity_type} {key} has no dead-lettered compensations")
+                raise SweeperError(
+                    f"{entity_type} {key} has no dead-lettered compensations to retry",
+                    lever="retry",
+                    entity_type=entity_type,
+                    key=key,
+                    state=machine.state_of(entity),
+                )
             snapshot = machine.snapshot(entity)
             plan = machine.system_plan(
                 entity,
@@ -313,15 +329,28 @@ class Sweeper:
         and its open compensations are cancelled. Recorded in history with the actor.
 
         Raises:
-            StatekitError: `state` is not declared, or the note is empty.
+            InvalidArgumentError: `state` is not declared, the note is empty, or this
+                sweeper has no machine `entity_type`.
         """
         runner = self._runner(entity_type)
         machine = runner.machine
         if state not in machine.states:
             known = ", ".join(machine.states)
-            raise StatekitError(f"machine {entity_type!r} has no state {state!r} (states: {known})")
+            raise InvalidArgumentError(
+                "state",
+                state,
+                f"states: {known}",
+                message=f"machine {entity_type!r} has no state {state!r} (states: {known})",
+            )
         if not note.strip():
-            raise StatekitError("resolving an instance by hand needs a note saying why")
+            raise InvalidArgumentError(
+                "note",
+                note,
+                "a note saying why",
+                message=(
+                    f"resolving {entity_type} {key} by hand needs a note saying why (got {note!r})"
+                ),
+            )
         now = self.clock.now()
         with self.store.session_unit(entity_type, key) as entity:
             plan = machine.system_plan(entity, "@resolve", state, now=now, actor=actor, note=note)
@@ -344,9 +373,12 @@ class Sweeper:
         try:
             return self.runners[entity_type]
         except KeyError:
-            raise StoreError(
-                f"this sweeper has no machine {entity_type!r} "
-                f"(it has: {', '.join(sorted(self.runners))})"
+            known = ", ".join(sorted(self.runners))
+            raise InvalidArgumentError(
+                "entity_type",
+                entity_type,
+                f"this sweeper's machines: {known}",
+                message=f"this sweeper has no machine {entity_type!r} (it has: {known})",
             ) from None
 
 

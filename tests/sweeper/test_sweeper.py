@@ -15,10 +15,12 @@ from statekit import (
     Backoff,
     CompensationTask,
     ConcurrentTransitionError,
+    InvalidArgumentError,
     Listener,
     Runner,
     StatekitError,
     Sweeper,
+    SweeperError,
     TransitionRecord,
 )
 from statekit.store.sqlalchemy import SQLAlchemyStore
@@ -189,8 +191,14 @@ def test_dead_letter_then_a_person_retries(env: Env) -> None:
     result = env.sweeper.run_once()
     assert (result.compensations_run, result.compensated) == (2, 1)
     assert env.row("dl").state == "undone"
-    with pytest.raises(StatekitError, match="no dead-lettered compensations"):
+    with pytest.raises(SweeperError, match="no dead-lettered compensations") as refused:
         env.sweeper.retry("job", "dl", actor="ops-ann")
+    assert (refused.value.entity_type, refused.value.key, refused.value.lever) == (
+        "job",
+        "dl",
+        "retry",
+    )
+    assert refused.value.state == "undone"
 
 
 def test_a_person_resolves_a_stuck_instance(env: Env) -> None:
@@ -212,18 +220,26 @@ def test_a_person_resolves_a_stuck_instance(env: Env) -> None:
     assert task.status == "cancelled"
     env.clock.advance(hours=1)
     assert env.sweeper.run_once().compensations_failed == 0  # nothing left to try
-    with pytest.raises(StatekitError, match="no state 'nowhere'"):
+    with pytest.raises(InvalidArgumentError, match=r"no state 'nowhere' \(states: .*done"):
         env.sweeper.resolve("job", "r", "nowhere", note="x", actor="ops-bo")
-    with pytest.raises(StatekitError, match="needs a note"):
+    with pytest.raises(InvalidArgumentError, match="needs a note") as refused:
         env.sweeper.resolve("job", "r", "done", note=" ", actor="ops-bo")
+    assert refused.value.argument == "note"
+    with pytest.raises(InvalidArgumentError, match=r"no machine 'parcel' \(it has: job\)"):
+        env.sweeper.resolve("parcel", "r", "done", note="x", actor="ops-bo")
 
 
 def test_compensate_aborts_a_saga_on_demand(env: Env) -> None:
     env.job("saga", "advance", "continue_")
     record = env.sweeper.compensate("job", "saga", reason="customer cancelled", actor="app")
     assert (record.event, record.actor) == ("@stuck", "app")
-    with pytest.raises(StatekitError, match="already stuck"):
+    with pytest.raises(SweeperError, match="already stuck") as refused:
         env.sweeper.compensate("job", "saga", reason="again", actor="app")
+    assert (refused.value.key, refused.value.state, refused.value.lever) == (
+        "saga",
+        "second",
+        "compensate",
+    )
     env.sweeper.run_once()
     assert env.row("saga").state == "undone"
 

@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 from statekit import (
     Backoff,
     DefinitionError,
+    InvalidArgumentError,
     Listener,
     MachineSpec,
     ManualClock,
     MemoryStore,
     Runner,
     Snapshot,
-    StoreError,
     Sweeper,
     SweepResult,
     TransitionRecord,
@@ -59,8 +59,9 @@ def test_sweeper_construction_is_checked(store: SQLAlchemyStore) -> None:
         Sweeper([runner, Runner(JobWorkflow.machine, MemoryStore())])
     with pytest.raises(ValueError, match="batch_size"):
         Sweeper([runner], batch_size=0)
-    with pytest.raises(StoreError, match="no machine 'order'"):
+    with pytest.raises(InvalidArgumentError, match=r"no machine 'order' \(it has: job\)") as no:
         Sweeper([runner]).resolve("order", "1", "done", note="x", actor="me")
+    assert (no.value.argument, no.value.value) == ("entity_type", "order")
 
 
 def test_backoff_grows_and_is_capped() -> None:

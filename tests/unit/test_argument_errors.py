@@ -130,3 +130,9 @@ def test_an_exported_trigger_given_a_positional_payload() -> None:
     with pytest.raises(StatekitError, match=r"'pay'.*keyword arguments") as info:
         order.pay("12")
     assert isinstance(info.value, TypeError)
+
+
+def test_a_graph_node_that_is_not_there_names_the_nodes() -> None:
+    graph = machine_graph(OrderWorkflow.machine)
+    with pytest.raises(StatekitError, match=r"'order' has no node 'limbo'.*pending"):
+        graph.node("limbo")

@@ -47,6 +47,7 @@ PUBLIC = [
     "StoreError",
     "SweepResult",
     "Sweeper",
+    "SweeperError",
     "SystemClock",
     "TimeoutSpec",
     "Transition",
