@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
+from statekit.errors import InvalidArgumentError
+
 __all__ = ["Clock", "ManualClock", "SystemClock"]
 
 
@@ -35,7 +37,9 @@ class ManualClock:
     def __init__(self, start: datetime | None = None) -> None:
         start = start or datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
         if start.tzinfo is None:
-            raise ValueError("ManualClock needs a timezone-aware start time")
+            raise InvalidArgumentError(
+                "start", start, "ManualClock needs a timezone-aware start time"
+            )
         self._now = start.astimezone(UTC)
 
     def now(self) -> datetime:
@@ -46,14 +50,29 @@ class ManualClock:
         """Move forward by `delta` (or `timedelta(**kwargs)`) and return the new time."""
         step = delta if delta is not None else timedelta(**kwargs)
         if step < timedelta(0):
-            raise ValueError("a clock does not go backwards")
+            raise InvalidArgumentError(
+                "delta",
+                step,
+                "a clock does not go backwards",
+                message=f"a clock does not go backwards; advance by {step} refused",
+            )
         self._now += step
         return self._now
 
     def set(self, moment: datetime) -> None:
         """Jump to `moment` (timezone-aware, not earlier than now)."""
         if moment.tzinfo is None:
-            raise ValueError("ManualClock.set needs a timezone-aware datetime")
+            raise InvalidArgumentError(
+                "moment", moment, "ManualClock.set needs a timezone-aware datetime"
+            )
         if moment < self._now:
-            raise ValueError("a clock does not go backwards")
+            raise InvalidArgumentError(
+                "moment",
+                moment,
+                "a clock does not go backwards",
+                message=(
+                    f"a clock does not go backwards; set to {moment.isoformat()} refused "
+                    f"(it reads {self._now.isoformat()})"
+                ),
+            )
         self._now = moment.astimezone(UTC)

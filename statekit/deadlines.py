@@ -6,7 +6,7 @@ stuck are marked set-based at the end. If anything in the batch fails, it is
 rolled back and swept again one instance per savepoint, so an instance that
 cannot be handled (an unknown state, a raising guard, a name too long for a
 column) is set aside with its error and a backoff, and never stops the others.
-`Sweeper` mixes this in; it lives here so the sweeper module stays readable.
+A `Sweeper` holds one `Deadlines` (and one `statekit.drain.Drain`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from statekit.clock import Clock
 from statekit.compensation import SWEEPER_ACTOR, Backoff
@@ -28,9 +28,12 @@ from statekit.runtime import Runner
 if TYPE_CHECKING:
     from statekit.store.protocol import OverdueBatch, SweepStore
 
-__all__ = ["DeadlineSide", "SweepResult"]
+__all__ = ["Deadlines", "Notify", "SweepResult"]
 
 logger = logging.getLogger("statekit.sweeper")
+
+Notify = Callable[..., None]
+"""`notify(hook, *args)`: calls `hook` (`"on_stuck"`, ...) on the sweeper's listeners."""
 
 
 @dataclass
@@ -70,20 +73,33 @@ class _BatchDone:
     stopped: bool = False
 
 
-class DeadlineSide:
-    """Mixed into `Sweeper`: times out or marks stuck each machine's overdue instances."""
+class Deadlines:
+    """The deadline side of a `Sweeper`: times out or marks stuck each machine's
+    overdue instances.
 
-    store: SweepStore
-    clock: Clock
-    batch_size: int
-    backoff: Backoff
+    Args:
+        store: Claims overdue instances in batches and marks them.
+        clock: The time deadlines are compared with.
+        batch_size: Instances claimed per transaction.
+        backoff: Its base and cap bound how long a failing instance is set aside.
+        notify: Tells the listeners about stuck and set-aside instances.
+    """
 
-    def _notify(self, hook: str, *args: Any) -> None:  # provided by Sweeper
-        raise NotImplementedError
-
-    def _sweep_deadlines(
-        self, runner: Runner, result: SweepResult, stop: Callable[[], bool]
+    def __init__(
+        self,
+        store: SweepStore,
+        clock: Clock,
+        batch_size: int,
+        backoff: Backoff,
+        notify: Notify,
     ) -> None:
+        self.store = store
+        self.clock = clock
+        self.batch_size = batch_size
+        self.backoff = backoff
+        self.notify = notify
+
+    def sweep(self, runner: Runner, result: SweepResult, stop: Callable[[], bool]) -> None:
         """Sweep one machine's overdue instances, batch after batch.
 
         A batch runs in one transaction with no per-instance cost. If anything in
@@ -106,7 +122,7 @@ class DeadlineSide:
             seen.update(done.keys)
             result.add(done.result)
             for record in done.notices:
-                self._notify("on_stuck", record)
+                self.notify("on_stuck", record)
             for snapshot, error, until in done.set_aside:
                 logger.warning(
                     "%s %s set aside until %s: %s",
@@ -116,7 +132,7 @@ class DeadlineSide:
                     _described(error),
                     extra={"entity_type": snapshot.entity_type, "entity_key": snapshot.key},
                 )
-                self._notify("on_set_aside", snapshot, error)
+                self.notify("on_set_aside", snapshot, error)
             if done.stopped or done.size < self.batch_size or not done.keys:
                 return
 

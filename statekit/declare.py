@@ -23,7 +23,7 @@ from statekit.compensation import CompensationContext
 from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TimeoutSpec, TransitionSpec
 from statekit.engine import Machine
 from statekit.entity import StateFields
-from statekit.errors import DefinitionError, DefinitionFormatError
+from statekit.errors import DefinitionError, DefinitionFormatError, InvalidArgumentTypeError
 from statekit.limits import HANDLER_NAME_MAX
 from statekit.records import Context
 
@@ -69,7 +69,15 @@ class State:
         description: str = "",
     ) -> None:
         if on_timeout is not None and timeout is None:
-            raise TypeError("State(on_timeout=...) needs a timeout as well")
+            raise InvalidArgumentTypeError(
+                "on_timeout",
+                on_timeout,
+                "State(on_timeout=...) needs a timeout as well",
+                message=(
+                    f"State(on_timeout={on_timeout!r}) needs a timeout as well: "
+                    "State(timeout=timedelta(...), on_timeout=...)"
+                ),
+            )
         self.name = ""
         self.initial = initial
         self.final = final
@@ -281,7 +289,13 @@ def _branch_spec(event: str, branch: Transition, registry: _Registry) -> Transit
     opts = branch.options
     unknown = sorted(set(opts) - _OPTIONS)
     if unknown:
-        raise TypeError(f"event {event!r}: unknown option(s) {', '.join(unknown)}")
+        known = ", ".join(sorted(_OPTIONS))
+        raise InvalidArgumentTypeError(
+            "options",
+            unknown,
+            f"known: {known}",
+            message=f"event {event!r}: unknown option(s) {', '.join(unknown)} (known: {known})",
+        )
     payload = opts.get("payload")
     compensate = opts.get("compensate")
     return TransitionSpec(

@@ -7,205 +7,238 @@ of stuck settles them: the drain cancels the instance's open compensations inste
 running them (before a handler runs, or after it if the transition landed while it
 ran; then the handler's own writes are rolled back), and `@compensated` is applied
 only to an instance that is still stuck and not in a final state.
+A `Sweeper` holds one `Drain` (and one `statekit.deadlines.Deadlines`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from statekit.clock import Clock
 from statekit.compensation import (
     SWEEPER_ACTOR,
+    Backoff,
     CompensationContext,
     CompensationTask,
     call_with_timeout,
 )
+from statekit.deadlines import Notify, SweepResult
 from statekit.errors import (
     CompensationError,
     CompensationTimeoutError,
     ConcurrentTransitionError,
 )
 from statekit.records import Snapshot
+from statekit.store.protocol import HandlerUnit
 
 if TYPE_CHECKING:
     from statekit.runtime import Runner
-    from statekit.sweeper import Sweeper, SweepResult
+    from statekit.store.protocol import SweepStore
 
-from statekit.store.protocol import HandlerUnit
-
-__all__ = ["compensate_one", "drain"]
+__all__ = ["Drain"]
 
 logger = logging.getLogger("statekit.sweeper")
 
 
-def drain(sweeper: Sweeper, result: SweepResult, stop: Callable[[], bool]) -> None:
-    """Run due compensations one at a time until none is due or `stop()` is true.
+class Drain:
+    """The compensation side of a `Sweeper`: runs due compensations one at a time.
 
-    Each task is claimed (with its own lease) just before it runs, so a stop or a
-    crash leaves no claimed-but-unstarted task waiting out a lease.
+    Args:
+        store: Claims compensations, and records their completion or failure.
+        runners: The sweeper's runners by machine name; a task of another machine
+            is skipped.
+        clock: Time for claims, leases and retries.
+        lease: How long a claimed compensation is reserved.
+        handler_timeout: How long to wait for a handler (None: no limit).
+        backoff: Delay between attempts of a failing compensation.
+        notify: Tells the listeners about failed and dead-lettered compensations.
     """
-    while not stop():
-        now = sweeper.clock.now()
-        tasks = sweeper.store.claim_compensations(now, 1, sweeper.lease)
-        if not tasks:
+
+    def __init__(
+        self,
+        store: SweepStore,
+        runners: Mapping[str, Runner],
+        clock: Clock,
+        lease: timedelta,
+        handler_timeout: timedelta | None,
+        backoff: Backoff,
+        notify: Notify,
+    ) -> None:
+        self.store = store
+        self.runners = runners
+        self.clock = clock
+        self.lease = lease
+        self.handler_timeout = handler_timeout
+        self.backoff = backoff
+        self.notify = notify
+
+    def run(self, result: SweepResult, stop: Callable[[], bool]) -> None:
+        """Run due compensations one at a time until none is due or `stop()` is true.
+
+        Each task is claimed (with its own lease) just before it runs, so a stop or a
+        crash leaves no claimed-but-unstarted task waiting out a lease.
+        """
+        while not stop():
+            now = self.clock.now()
+            tasks = self.store.claim_compensations(now, 1, self.lease)
+            if not tasks:
+                return
+            for task in tasks:
+                self.compensate_one(task, result)
+
+    def compensate_one(self, task: CompensationTask, result: SweepResult) -> None:
+        """Claimed `task`: run it, settle it or record its failure, counting into `result`."""
+        runner = self.runners.get(task.entity_type)
+        if runner is None:
+            logger.error("no runner for %s; compensation %s skipped", task.entity_type, task.action)
             return
-        for task in tasks:
-            compensate_one(sweeper, task, result)
+        try:
+            with self.store.handler_unit(task.entity_type, task.key) as unit:
+                ran, settled, compensated = self._run(runner, task, unit)
+        except ConcurrentTransitionError:
+            result.lost_races += 1
+            return
+        except Exception as exc:  # the handler's failure is data: record and retry
+            self._record_failure(task, exc, result)
+            return
+        result.compensations_run += ran
+        result.compensations_settled += settled
+        result.compensated += compensated
 
-
-def compensate_one(sweeper: Sweeper, task: CompensationTask, result: SweepResult) -> None:
-    runner = sweeper.runners.get(task.entity_type)
-    if runner is None:
-        logger.error("no runner for %s; compensation %s skipped", task.entity_type, task.action)
-        return
-    try:
-        with sweeper.store.handler_unit(task.entity_type, task.key) as unit:
-            ran, settled, compensated = _run(sweeper, runner, task, unit)
-    except ConcurrentTransitionError:
-        result.lost_races += 1
-        return
-    except Exception as exc:  # the handler's failure is data: record and retry
-        _record_failure(sweeper, task, exc, result)
-        return
-    result.compensations_run += ran
-    result.compensations_settled += settled
-    result.compensated += compensated
-
-
-def _run(
-    sweeper: Sweeper, runner: Runner, task: CompensationTask, unit: HandlerUnit
-) -> tuple[int, int, int]:
-    """Check, run the handler outside any transaction, complete: (ran, settled, compensated)."""
-    machine, store = runner.machine, sweeper.store
-    # The claim and the step, read together: both belong to the life of the key that
-    # was loaded (a claim on a deleted or replaced instance is lost, never run).
-    step = store.claimed_step(task, unit.entity)
-    marked = machine.snapshot(unit.entity)  # a plain read: a read-only commit is cheap
-    if marked.stuck_at is None:
-        marked = unit.relock()  # settle only what the locked row still says
+    def _run(
+        self, runner: Runner, task: CompensationTask, unit: HandlerUnit
+    ) -> tuple[int, int, int]:
+        """Check, run the handler outside any transaction, complete: (ran, settled, compensated)."""
+        machine, store = runner.machine, self.store
+        # The claim and the step, read together: both belong to the life of the key that
+        # was loaded (a claim on a deleted or replaced instance is lost, never run).
+        step = store.claimed_step(task, unit.entity)
+        marked = machine.snapshot(unit.entity)  # a plain read: a read-only commit is cheap
         if marked.stuck_at is None:
-            return 0, _settle(sweeper, task, unit, marked), 0
-    handler = machine.compensations.get(task.action)
-    if not callable(handler) or step is None:
-        missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
-        raise CompensationError(
-            f"cannot compensate step {task.step_seq} of {task.entity_type} {task.key}: {missing}"
+            marked = unit.relock()  # settle only what the locked row still says
+            if marked.stuck_at is None:
+                return 0, self._settle(task, unit, marked), 0
+        handler = machine.compensations.get(task.action)
+        if not callable(handler) or step is None:
+            missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
+            raise CompensationError(
+                f"cannot compensate step {task.step_seq} of {task.entity_type} {task.key}: "
+                f"{missing}"
+            )
+        context = CompensationContext(step, task.idempotency_key, task.attempts, task.action)
+        entity = unit.entity
+        unit.release()
+        timeout = self.handler_timeout
+        seconds = None if timeout is None else timeout.total_seconds()
+        returned = call_with_timeout(
+            lambda: handler(entity, context),
+            seconds,
+            name=f"statekit-compensation-{task.action}",
+            on_abandoned=unit.close,
         )
-    context = CompensationContext(step, task.idempotency_key, task.attempts, task.action)
-    entity = unit.entity
-    unit.release()
-    timeout = sweeper.handler_timeout
-    seconds = None if timeout is None else timeout.total_seconds()
-    returned = call_with_timeout(
-        lambda: handler(entity, context),
-        seconds,
-        name=f"statekit-compensation-{task.action}",
-        on_abandoned=unit.close,
-    )
-    if not returned:
-        unit.abandon()
-        raise CompensationTimeoutError(
-            entity_type=task.entity_type,
-            key=task.key,
-            step=task.step_seq,
-            action=task.action,
-            timeout=seconds or 0.0,
-        )
-    now = sweeper.clock.now()
-    current = unit.relock()
-    if current.version != marked.version or current.stuck_at is None:
-        unit.discard()  # the instance moved on while the handler ran
+        if not returned:
+            unit.abandon()
+            raise CompensationTimeoutError(
+                entity_type=task.entity_type,
+                key=task.key,
+                step=task.step_seq,
+                action=task.action,
+                timeout=seconds or 0.0,
+            )
+        now = self.clock.now()
         current = unit.relock()
-        if current.stuck_at is None:
-            return 0, _settle(sweeper, task, unit, current), 0
-        raise CompensationError(
-            f"{task.entity_type} {task.key} changed while compensation {task.action!r} ran "
-            f"(version {marked.version} -> {current.version}); its writes were discarded"
+        if current.version != marked.version or current.stuck_at is None:
+            unit.discard()  # the instance moved on while the handler ran
+            current = unit.relock()
+            if current.stuck_at is None:
+                return 0, self._settle(task, unit, current), 0
+            raise CompensationError(
+                f"{task.entity_type} {task.key} changed while compensation {task.action!r} ran "
+                f"(version {marked.version} -> {current.version}); its writes were discarded"
+            )
+        remaining = store.complete_compensation(task, entity, now)
+        compensated = remaining == 0 and self._finish_instance(runner, entity, current, now)
+        return 1, 0, int(compensated)
+
+    def _settle(self, task: CompensationTask, unit: HandlerUnit, current: Snapshot) -> int:
+        """Cancel the open compensations of an instance that is no longer stuck."""
+        reason = (
+            f"settled: {task.entity_type} {task.key} left stuck (now in {current.state!r}, "
+            f"version {current.version}) before compensation {task.action!r} of step "
+            f"{task.step_seq} completed"
         )
-    remaining = store.complete_compensation(task, entity, now)
-    compensated = remaining == 0 and _finish_instance(runner, entity, current, now)
-    return 1, 0, int(compensated)
+        settled = self.store.cancel_compensations(unit.entity, self.clock.now(), reason=reason)
+        logger.info(
+            "%s; %d open compensation(s) cancelled",
+            reason,
+            settled,
+            extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
+        )
+        return settled
 
+    @staticmethod
+    def _finish_instance(runner: Runner, entity: object, current: Snapshot, now: datetime) -> bool:
+        """Move a compensated instance into `compensated_state`: only from the state it is
+        stuck in, and never out of a final state."""
+        machine = runner.machine
+        target = machine.compensated_state
+        if target is None or current.state == target or current.stuck_at is None:
+            return False
+        if current.state in machine.final_states:
+            logger.warning(
+                "%s %s is compensated but stays in final state %r",
+                current.entity_type,
+                current.key,
+                current.state,
+            )
+            return False
+        plan = machine.system_plan(
+            entity,
+            "@compensated",
+            target,
+            now=now,
+            actor=SWEEPER_ACTOR,
+            note="every compensation completed",
+        )
+        machine.stage(entity, plan)
+        runner.store.apply(plan, entity=entity)
+        return True
 
-def _settle(sweeper: Sweeper, task: CompensationTask, unit: HandlerUnit, current: Snapshot) -> int:
-    """Cancel the open compensations of an instance that is no longer stuck."""
-    reason = (
-        f"settled: {task.entity_type} {task.key} left stuck (now in {current.state!r}, "
-        f"version {current.version}) before compensation {task.action!r} of step "
-        f"{task.step_seq} completed"
-    )
-    settled = sweeper.store.cancel_compensations(unit.entity, sweeper.clock.now(), reason=reason)
-    logger.info(
-        "%s; %d open compensation(s) cancelled",
-        reason,
-        settled,
-        extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
-    )
-    return settled
-
-
-def _finish_instance(runner: Runner, entity: object, current: Snapshot, now: datetime) -> bool:
-    """Move a compensated instance into `compensated_state`: only from the state it is
-    stuck in, and never out of a final state."""
-    machine = runner.machine
-    target = machine.compensated_state
-    if target is None or current.state == target or current.stuck_at is None:
-        return False
-    if current.state in machine.final_states:
+    def _record_failure(
+        self, task: CompensationTask, error: Exception, result: SweepResult
+    ) -> None:
+        dead = task.attempts >= task.max_attempts
+        message = f"{type(error).__name__}: {error}"
+        now = self.clock.now()
+        try:
+            self.store.fail_compensation(
+                task,
+                now,
+                error=message[:2000],
+                next_attempt_at=now + self.backoff.delay(task.attempts),
+                dead=dead,
+            )
+        except ConcurrentTransitionError:
+            result.lost_races += 1
+            return
+        result.compensations_failed += 1
+        hook = "on_compensation_failed"
+        if dead:
+            result.dead_lettered += 1
+            hook = "on_dead_lettered"
         logger.warning(
-            "%s %s is compensated but stays in final state %r",
-            current.entity_type,
-            current.key,
-            current.state,
+            "compensation %s of %s %s step %d failed (attempt %d of %d)%s: %s",
+            task.action,
+            task.entity_type,
+            task.key,
+            task.step_seq,
+            task.attempts,
+            task.max_attempts,
+            "; dead-lettered" if dead else "",
+            message,
+            extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
         )
-        return False
-    plan = machine.system_plan(
-        entity,
-        "@compensated",
-        target,
-        now=now,
-        actor=SWEEPER_ACTOR,
-        note="every compensation completed",
-    )
-    machine.stage(entity, plan)
-    runner.store.apply(plan, entity=entity)
-    return True
-
-
-def _record_failure(
-    sweeper: Sweeper, task: CompensationTask, error: Exception, result: SweepResult
-) -> None:
-    dead = task.attempts >= task.max_attempts
-    message = f"{type(error).__name__}: {error}"
-    now = sweeper.clock.now()
-    try:
-        sweeper.store.fail_compensation(
-            task,
-            now,
-            error=message[:2000],
-            next_attempt_at=now + sweeper.backoff.delay(task.attempts),
-            dead=dead,
-        )
-    except ConcurrentTransitionError:
-        result.lost_races += 1
-        return
-    result.compensations_failed += 1
-    hook = "on_compensation_failed"
-    if dead:
-        result.dead_lettered += 1
-        hook = "on_dead_lettered"
-    logger.warning(
-        "compensation %s of %s %s step %d failed (attempt %d of %d)%s: %s",
-        task.action,
-        task.entity_type,
-        task.key,
-        task.step_seq,
-        task.attempts,
-        task.max_attempts,
-        "; dead-lettered" if dead else "",
-        message,
-        extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
-    )
-    sweeper._notify(hook, task, error)
+        self.notify(hook, task, error)

@@ -1,43 +1,49 @@
 """The compiled machine: validated once, shared by every entity, deciding transitions.
 
-`Machine(spec, handlers)` checks the spec, resolves every named callable and builds
-dispatch tables. It holds no per-entity data: an entity is any object with the
-state attributes named by `StateFields`, and readying one costs nothing.
+`Machine(spec, handlers)` checks the spec, resolves every named callable
+(`statekit.handlers`) and compiles the transitions into branch tables
+(`statekit.branches`). It holds no per-entity data: an entity is any object with the
+state attributes named by `StateFields`, and readying one costs nothing. This module
+reads entities and decides; applying a plan to an entity is `statekit.staging`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from functools import lru_cache
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
-from statekit.clock import Clock, SystemClock
-from statekit.definition import MachineSpec, TransitionSpec
-from statekit.entity import (
-    StateFields,
-    StateWriter,
-    attribute_writer,
-    restore_attributes,
-    save_attributes,
+from statekit.branches import (
+    SYSTEM_BRANCH,
+    Branch,
+    Handler,
+    Note,
+    choose_branch,
+    compile_branches,
+    note_payload,
+    unless_failure,
+    validate_payload,
+    verdict_reason,
 )
+from statekit.clock import Clock, SystemClock
+from statekit.definition import MachineSpec
+from statekit.entity import StateFields, StateWriter, check_version
 from statekit.errors import (
     DefinitionError,
     DefinitionMismatchError,
-    GuardRejectedError,
-    InvalidPayloadError,
+    InvalidArgumentError,
     NotStartedError,
-    PostconditionFailedError,
     PreconditionFailedError,
     StatekitError,
     TransitionNotAllowedError,
     UnknownEventError,
 )
-from statekit.records import Context, Plan, Snapshot
+from statekit.handlers import Resolver
+from statekit.records import Plan, Snapshot
+from statekit.staging import Stager, run_effects
 from statekit.validation import graph_problems, reference_problems, signature_problems
 
 __all__ = [
@@ -47,119 +53,6 @@ __all__ = [
     "check_version",
     "verdict_reason",
 ]
-
-logger = logging.getLogger("statekit")
-
-Handler = Callable[[Any, Context], Any]
-"""A guard, condition, action or effect: called as `handler(entity, context)`."""
-
-_MISSING = object()
-
-
-class _Branch:
-    """One compiled branch of an event from one state."""
-
-    __slots__ = (
-        "actions",
-        "compensation",
-        "effects",
-        "event",
-        "guards",
-        "payload_model",
-        "postconditions",
-        "preconditions",
-        "spec",
-        "target",
-        "timeout",
-        "unless",
-    )
-
-    def __init__(
-        self,
-        spec: TransitionSpec,
-        resolve: Callable[[str], Handler],
-        payload_model: type[BaseModel] | None,
-        timeout: timedelta | None,
-    ) -> None:
-        self.spec = spec
-        self.event = spec.event
-        self.target = spec.target
-        self.guards = tuple((n, resolve(n)) for n in spec.guards)
-        self.unless = tuple((n, resolve(n)) for n in spec.unless)
-        self.preconditions = tuple((n, resolve(n)) for n in spec.preconditions)
-        self.postconditions = tuple((n, resolve(n)) for n in spec.postconditions)
-        self.actions = tuple(resolve(n) for n in spec.actions)
-        self.effects = tuple((n, resolve(n)) for n in spec.effects)
-        self.compensation = spec.compensation
-        self.payload_model = payload_model
-        self.timeout = timeout
-
-
-class Note(BaseModel):
-    """Payload of statekit's own transitions (stuck, resolve, retry, compensated)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    note: str
-
-
-@lru_cache(maxsize=1024)
-def _note(text: str) -> Note:
-    """The (immutable, shared) note payload for `text`: a sweep marks many instances
-    stuck for the same reason, and a batch groups them by payload."""
-    return Note.model_construct(note=text)  # a str: valid
-
-
-class _SystemBranch:
-    """The branch of a system transition: no guards, actions, checks or effects."""
-
-    __slots__ = ()
-    actions: tuple[Handler, ...] = ()
-    postconditions: tuple[tuple[str, Handler], ...] = ()
-    effects: tuple[tuple[str, Handler], ...] = ()
-    compensation: str | None = None
-
-
-_SYSTEM_BRANCH = _SystemBranch()
-
-
-def verdict_reason(kind: str, name: str, verdict: object) -> str | None:
-    """Return None when a check (`kind` named `name`: a guard, a pre- or
-    post-condition) passed, else the reason it gave.
-
-    Raises:
-        TypeError: the verdict is neither True, False nor a reason string.
-    """
-    if verdict is True:
-        return None
-    if verdict is False:
-        return "returned False"
-    if isinstance(verdict, str):
-        return verdict or "returned an empty reason"
-    raise TypeError(
-        f"{kind} {name!r} returned {verdict!r}; it must return True, False or a reason string"
-    )
-
-
-def check_version(entity_type: str, key: str | None, version: object) -> None:
-    """Refuse a stored state version no transition can follow: anything but a whole
-    number from 0 up (None counts as 0, an entity not yet stored).
-
-    Raises:
-        DefinitionMismatchError: naming the entity and the version.
-    """
-    if version is None or (type(version) is int and version >= 0):
-        return
-    raise DefinitionMismatchError(
-        entity_type=entity_type,
-        key=key,
-        field="state version",
-        value=version,
-        expected=(
-            "a state version counts the instance's transitions, a whole number from 0 up; "
-            "repair the row (its history has one row per version) before firing again"
-        ),
-    )
 
 
 class Machine:
@@ -194,14 +87,15 @@ class Machine:
         self.version = spec.version
         self.fields = fields or StateFields()
         self.clock: Clock = clock or SystemClock()
-        self._lookup = _lookup_in(handlers)
-        self._entity_type = entity_type
+        self.resolver = Resolver(handlers, entity_type)
+        """Finds the spec's named callables and payload models."""
+        resolver = self.resolver
 
         problems = graph_problems(spec)
-        missing = reference_problems(spec, self._exists)
+        missing = reference_problems(spec, resolver.exists)
         problems.extend(missing)
         if not missing:
-            problems.extend(signature_problems(spec, self._handler_to_check))
+            problems.extend(signature_problems(spec, resolver.handler_to_check))
         if problems:
             raise DefinitionError(spec.name, problems)
 
@@ -214,88 +108,27 @@ class Machine:
         self.timeouts = {s.name: s.timeout for s in spec.states if s.timeout is not None}
         self.compensated_state = spec.compensated_state
         self.compensations: dict[str, object] = {
-            t.compensation: self._resolve_object(t.compensation)
+            t.compensation: resolver.resolve_object(t.compensation)
             for t in spec.transitions
             if t.compensation is not None
         }
-        self.payload_models: dict[str, type[BaseModel] | None] = {}
-        table: dict[str, dict[str, list[_Branch]]] = {name: {} for name in self.states}
-        for t in spec.transitions:
-            model = self._payload_model(t.payload)
-            self.payload_models[t.event] = model
-            timeout = self.timeouts.get(t.target)
-            branch = _Branch(t, self._resolve, model, timeout.after if timeout else None)
-            for source in dict.fromkeys(t.sources):
-                table[source].setdefault(t.event, []).append(branch)
-        self._table: dict[str, dict[str, tuple[_Branch, ...]]] = {
-            state: {event: tuple(bs) for event, bs in events.items()}
-            for state, events in table.items()
-        }
-        self._allowed = {state: tuple(events) for state, events in self._table.items()}
-        # (source, event, target) -> (handler, attempts); the first branch that
-        # declares one wins, as it does when the step is looked up one at a time.
-        self._compensation_by_step: dict[tuple[str, str, str], tuple[str, int]] = {}
-        for source, events in self._table.items():
-            for event, branches in events.items():
-                for branch in branches:
-                    if branch.compensation is not None:
-                        declared = (branch.compensation, branch.spec.compensation_attempts)
-                        step = (source, event, branch.target)
-                        self._compensation_by_step.setdefault(step, declared)
-        steps: dict[tuple[str, int], list[tuple[str, str, str]]] = {}
-        for step, declared in self._compensation_by_step.items():
-            steps.setdefault(declared, []).append(step)
-        self.compensated_steps = {declared: tuple(found) for declared, found in steps.items()}
+        after = {state: timeout.after for state, timeout in self.timeouts.items()}
+        compiled = compile_branches(spec, resolver.resolve, resolver.payload_model, after)
+        self.payload_models: dict[str, type[BaseModel] | None] = compiled.payload_models
+        self._table = compiled.branches
+        self._allowed = compiled.allowed
+        self._compensation_by_step = compiled.compensation_by_step
+        self.compensated_steps = compiled.compensated_steps
         """Every declared compensation, (handler, attempts) -> the steps (source,
         event, target) it undoes, so a store can schedule an instance's
         compensations from its history rows without reading them back."""
         f = self.fields
         self._read_decision = attrgetter(f.state, f.version, f.definition_version, f.key)
-        self._state_names = f.state_attributes()
-        self._read_state = attrgetter(*self._state_names)
-        self._write_state = attribute_writer(self._state_names)
+        self._stager = Stager(self.name, f, self._allowed)
+        self._write_state = self._stager.write_state
 
     def __repr__(self) -> str:
         return f"<Machine {self.name} v{self.version}: {len(self.states)} states>"
-
-    # -- name resolution -------------------------------------------------------------
-
-    def _resolve_object(self, name: str) -> object:
-        found = self._lookup(name)
-        if found is not _MISSING:
-            return found
-        if self._entity_type is not None and callable(getattr(self._entity_type, name, None)):
-            return _entity_method(name)
-        raise LookupError(name)
-
-    def _resolve(self, name: str) -> Handler:
-        handler = self._resolve_object(name)
-        return handler  # type: ignore[return-value]  # checked callable by _exists
-
-    def _handler_to_check(self, name: str) -> Callable[..., object] | None:
-        """The function behind `name` as the signature check should see it."""
-        found = self._lookup(name)
-        if found is not _MISSING:
-            return found if callable(found) else None
-        method = getattr(self._entity_type, name, None)
-        return method if callable(method) else None
-
-    def _exists(self, kind: str, name: str) -> bool:
-        if kind == "payload":
-            found = self._lookup(name)
-            return isinstance(found, type) and issubclass(found, BaseModel)
-        try:
-            return callable(self._resolve_object(name))
-        except LookupError:
-            return False
-
-    def _payload_model(self, name: str | None) -> type[BaseModel] | None:
-        if name is None:
-            return None
-        model = self._lookup(name)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):  # pragma: no cover
-            raise LookupError(name)  # reference_problems rejected this already
-        return model
 
     # -- reading entities ------------------------------------------------------------
 
@@ -374,7 +207,7 @@ class Machine:
 
         Raises:
             NotStartedError, DefinitionMismatchError: as for `decide`.
-            ValueError: `target` is not a declared state.
+            InvalidArgumentError: `target` is not a declared state.
         """
         if isinstance(entity, Snapshot):
             snapshot = entity
@@ -383,10 +216,18 @@ class Machine:
         else:
             snapshot = self.snapshot(entity)
         if target not in self._table:
-            raise ValueError(f"machine {self.name!r} has no state {target!r}")
+            raise InvalidArgumentError(
+                "target",
+                target,
+                f"states: {', '.join(self.states)}",
+                message=(
+                    f"machine {self.name!r} has no state {target!r} "
+                    f"(states: {', '.join(self.states)})"
+                ),
+            )
         timeout = self.timeouts.get(target)
         deadline = None if stuck_reason is not None or timeout is None else now + timeout.after
-        payload = None if note is None else _note(note)
+        payload = None if note is None else note_payload(note)
         key = snapshot.key or None
         # A stuck mark in place is no move: the instance keeps its entry time.
         entered_at = None
@@ -404,7 +245,7 @@ class Machine:
             snapshot.version,
             deadline,
             self.version,
-            _SYSTEM_BRANCH,
+            SYSTEM_BRANCH,
             None,
             None,
             stuck_reason,
@@ -497,9 +338,17 @@ class Machine:
         if model is None and not payload:
             data = None
         else:
-            data = self._validate_payload(model, payload, state, event, key)
+            data = validate_payload(
+                model,
+                payload,
+                entity_type=self.name,
+                key=key,
+                state=state,
+                event=event,
+                allowed_events=self._allowed[state],
+            )
         # The plan is also the context handed to guards and conditions. It starts on
-        # the first branch; `_choose` moves it along when that branch's guards say no.
+        # the first branch; `choose_branch` moves it along when that branch's guards say no.
         first = branches[0]
         plan = Plan(
             event,
@@ -522,13 +371,15 @@ class Machine:
             verdict = guard(entity, plan)
             if verdict is not True:
                 failure = (first.target, name, verdict_reason("guard", name, verdict) or "")
-                chosen = self._choose(entity, plan, branches, failure)
+                chosen = choose_branch(entity, plan, branches, failure, self._allowed)
                 break
         else:
             if first.unless:
-                failed = self._unless_failure(first, entity, plan)
+                failed = unless_failure(first, entity, plan)
                 if failed is not None:
-                    chosen = self._choose(entity, plan, branches, (first.target, *failed))
+                    chosen = choose_branch(
+                        entity, plan, branches, (first.target, *failed), self._allowed
+                    )
         for name, check in chosen.preconditions:
             reason = verdict_reason("pre-condition", name, check(entity, plan))
             if reason is not None:
@@ -546,50 +397,6 @@ class Machine:
             plan.deadline_at = now + timeout
         return plan
 
-    def _choose(
-        self,
-        entity: object,
-        plan: Plan,
-        branches: tuple[_Branch, ...],
-        first_failure: tuple[str, str, str],
-    ) -> _Branch:
-        """Try the branches after the first, whose guards refused with `first_failure`
-        (target, guard, reason); point `plan` at the first that passes.
-
-        Raises:
-            GuardRejectedError: no branch passed; it lists every guard that said no.
-        """
-        rejections = [first_failure]
-        for branch in branches[1:]:
-            plan.target = branch.target
-            failed = None
-            for name, guard in branch.guards:
-                verdict = guard(entity, plan)
-                if verdict is not True:
-                    failed = (name, verdict_reason("guard", name, verdict) or "")
-                    break
-            if failed is None and branch.unless:
-                failed = self._unless_failure(branch, entity, plan)
-            if failed is None:
-                plan.branch = branch
-                return branch
-            rejections.append((branch.target, *failed))
-        raise GuardRejectedError(
-            entity_type=self.name,
-            key=plan.key,
-            state=plan.source,
-            event=plan.event,
-            allowed_events=self._allowed[plan.source],
-            rejections=rejections,
-        )
-
-    @staticmethod
-    def _unless_failure(branch: _Branch, entity: object, ctx: Context) -> tuple[str, str] | None:
-        for name, guard in branch.unless:
-            if verdict_reason("guard", name, guard(entity, ctx)) is None:
-                return name, "held, and it is an 'unless' guard"
-        return None
-
     def _refuse(self, entity: object, state: str, event: str) -> None:
         key = self.key_of(entity)
         allowed = self._allowed[state]
@@ -604,41 +411,6 @@ class Machine:
             event=event,
             allowed_events=allowed,
             known_events=self.events,
-        )
-
-    def _validate_payload(
-        self,
-        model: type[BaseModel] | None,
-        payload: Mapping[str, Any] | BaseModel | None,
-        state: str,
-        event: str,
-        key: str | None,
-    ) -> BaseModel | None:
-        if model is None:
-            if not payload:
-                return None
-            errors = [
-                f"{name}: unexpected (event {event!r} declares no payload)"
-                for name in (payload.model_dump() if isinstance(payload, BaseModel) else payload)
-            ]
-        elif isinstance(payload, model):
-            return payload
-        else:
-            raw = payload.model_dump() if isinstance(payload, BaseModel) else (payload or {})
-            try:
-                return model.model_validate(raw)
-            except ValidationError as exc:
-                errors = [
-                    f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}"
-                    for err in exc.errors()
-                ]
-        raise InvalidPayloadError(
-            entity_type=self.name,
-            key=key,
-            state=state,
-            event=event,
-            allowed_events=self._allowed[state],
-            errors=errors,
         )
 
     # -- applying to the entity in memory --------------------------------------------
@@ -664,63 +436,11 @@ class Machine:
         Raises:
             PostconditionFailedError: after restoring the entity.
         """
-        branch: _Branch = plan.branch
-        if not branch.actions and not branch.postconditions:
-            # Only the state attributes change: save and restore just those.
-            try:
-                before = self._read_state(entity)
-            except AttributeError:
-                saved = save_attributes(entity, self.fields)
-            else:
-                put = write or self._write_state
-                self._write_plan(put, entity, plan)
-                return lambda: put(entity, *before)
-        else:
-            saved = save_attributes(entity, self.fields)
-
-        def restore() -> None:
-            restore_attributes(entity, saved)
-
-        ctx = plan.context
-        try:
-            for action in branch.actions:
-                action(entity, ctx)
-            self.write_snapshot(entity, plan)
-            for name, check in branch.postconditions:
-                reason = verdict_reason("post-condition", name, check(entity, ctx))
-                if reason is not None:
-                    raise PostconditionFailedError(
-                        entity_type=self.name,
-                        key=plan.key,
-                        state=plan.source,
-                        event=plan.event,
-                        allowed_events=self._allowed[plan.source],
-                        condition=name,
-                        reason=reason,
-                    )
-        except BaseException:
-            restore()
-            raise
-        return restore
+        return self._stager.stage(entity, plan, write=write)
 
     def write_snapshot(self, entity: object, plan: Plan) -> None:
         """Set the entity's state attributes to what `plan` leaves behind."""
-        self._write_plan(self._write_state, entity, plan)
-
-    @staticmethod
-    def _write_plan(write: StateWriter, entity: object, plan: Plan) -> None:
-        at = plan.now
-        stuck = plan.stuck_reason
-        write(
-            entity,
-            plan.target,
-            plan.expected_version + 1,
-            plan.entered,
-            plan.deadline_at,
-            None if stuck is None else at,
-            stuck,
-            plan.definition_version,
-        )
+        self._stager.write_snapshot(entity, plan)
 
     def run_effects(
         self,
@@ -730,26 +450,7 @@ class Machine:
     ) -> None:
         """Run the plan's after-commit effects. A failing effect is logged at ERROR and
         passed to `on_failure`, not raised: the transition it follows is committed."""
-        branch: _Branch = plan.branch
-        for name, effect in branch.effects:
-            try:
-                effect(entity, plan.context)
-            except Exception as exc:
-                logger.exception(
-                    "effect %r of %s %s (%s) failed after commit",
-                    name,
-                    plan.entity_type,
-                    plan.key,
-                    plan.event,
-                    extra={
-                        "entity_type": plan.entity_type,
-                        "entity_key": plan.key,
-                        "event": plan.event,
-                        "effect": name,
-                    },
-                )
-                if on_failure is not None:
-                    on_failure(name, exc)
+        run_effects(entity, plan, on_failure)
 
     def fire(
         self,
@@ -766,41 +467,11 @@ class Machine:
         memory. Returns the applied plan.
         """
         plan = self.decide(entity, event, payload, now=self.clock.now(), actor=actor)
-        branch: _Branch = plan.branch
+        branch: Branch = plan.branch
         if branch.actions or branch.postconditions:
-            self.stage(entity, plan)
+            self._stager.stage(entity, plan)
         else:  # nothing can fail after the write, so there is nothing to restore
-            self.write_snapshot(entity, plan)
+            self._stager.write_snapshot(entity, plan)
         if branch.effects:
-            self.run_effects(entity, plan)
+            run_effects(entity, plan)
         return plan
-
-
-def _lookup_in(handlers: object) -> Callable[[str], object]:
-    """Build a name lookup over a mapping, an object's attributes, or a list/tuple of
-    such sources searched in order."""
-    if handlers is None:
-        return lambda name: _MISSING
-    if isinstance(handlers, Mapping):
-        mapping: Mapping[str, object] = handlers
-        return lambda name: mapping.get(name, _MISSING)
-    if isinstance(handlers, list | tuple):
-        lookups = [_lookup_in(source) for source in handlers]
-
-        def chained(name: str) -> object:
-            for lookup in lookups:
-                found = lookup(name)
-                if found is not _MISSING:
-                    return found
-            return _MISSING
-
-        return chained
-    return lambda name: getattr(handlers, name, _MISSING)
-
-
-def _entity_method(name: str) -> Handler:
-    def call(entity: Any, ctx: Context) -> Any:
-        return getattr(entity, name)(ctx)
-
-    call.__name__ = name
-    return call

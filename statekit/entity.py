@@ -16,6 +16,8 @@ from keyword import iskeyword
 from typing import Any
 from unicodedata import normalize
 
+from statekit.errors import DefinitionMismatchError
+
 __all__ = [
     "FRAMEWORK_ATTRIBUTES",
     "STATE_KEYS",
@@ -23,6 +25,7 @@ __all__ = [
     "StateWriter",
     "StatefulObject",
     "attribute_writer",
+    "check_version",
     "restore_attributes",
     "save_attributes",
 ]
@@ -183,3 +186,24 @@ def restore_attributes(entity: object, saved: dict[str, object]) -> None:
     finally:
         if contents:
             saved[_CONTENTS] = contents
+
+
+def check_version(entity_type: str, key: str | None, version: object) -> None:
+    """Refuse a stored state version no transition can follow: anything but a whole
+    number from 0 up (None counts as 0, an entity not yet stored).
+
+    Raises:
+        DefinitionMismatchError: naming the entity and the version.
+    """
+    if version is None or (type(version) is int and version >= 0):
+        return
+    raise DefinitionMismatchError(
+        entity_type=entity_type,
+        key=key,
+        field="state version",
+        value=version,
+        expected=(
+            "a state version counts the instance's transitions, a whole number from 0 up; "
+            "repair the row (its history has one row per version) before firing again"
+        ),
+    )

@@ -19,6 +19,8 @@ __all__ = [
     "GuardRejectedError",
     "IdempotencyConflictError",
     "InstanceNotFoundError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "InvalidPayloadError",
     "NestedTransitionError",
     "NotStartedError",
@@ -26,6 +28,7 @@ __all__ = [
     "PreconditionFailedError",
     "StatekitError",
     "StoreError",
+    "SweeperError",
     "TransitionError",
     "TransitionNotAllowedError",
     "UnknownEventError",
@@ -44,6 +47,12 @@ def bounded_repr(value: object, limit: int = 40) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """`repr(value)`, cut to about `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _names(names: Iterable[str]) -> str:
@@ -373,6 +382,38 @@ class DefinitionMismatchError(StoreError):
                 f"{_entity(entity_type, key)} has {field} {value!r}, which machine "
                 f"{entity_type!r} does not know (known: {', '.join(map(str, known)) or 'none'})"
             )
+        super().__init__(message)
+
+
+class InvalidArgumentError(StatekitError, ValueError):
+    """statekit was given an argument or setting it does not accept. `argument` names
+    it, `value` is what was given and `allowed` says what is accepted. Also a
+    `ValueError`, as these refusals were before they joined the tree."""
+
+    def __init__(
+        self, argument: str, value: object, allowed: str, *, message: str | None = None
+    ) -> None:
+        self.argument = argument
+        self.value = value
+        self.allowed = allowed
+        super().__init__(message or f"{argument}={_shown(value)} refused: {allowed}")
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An `InvalidArgumentError` for an argument of the wrong type; also a `TypeError`."""
+
+
+class SweeperError(StatekitError):
+    """A sweeper lever (`compensate`, `retry`) refused an instance in its current
+    state: `lever`, `entity_type`, `key` and `state` say which, the message why."""
+
+    def __init__(
+        self, message: str, *, lever: str, entity_type: str, key: str, state: str | None
+    ) -> None:
+        self.lever = lever
+        self.entity_type = entity_type
+        self.key = key
+        self.state = state
         super().__init__(message)
 
 

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from statekit.errors import InvalidArgumentTypeError
+
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = ["MARKS_IN_PLACE", "Context", "Plan", "Snapshot", "TransitionRecord"]
@@ -77,8 +79,14 @@ class Context:
     def payload_as(self, model: type[M]) -> M:
         """Return the payload typed as `model` (the model the event declares)."""
         if not isinstance(self.payload, model):
-            raise TypeError(
-                f"event {self.event!r} carries {type(self.payload).__name__}, not {model.__name__}"
+            raise InvalidArgumentTypeError(
+                "model",
+                model,
+                f"the model event {self.event!r} carries ({type(self.payload).__name__})",
+                message=(
+                    f"event {self.event!r} carries {type(self.payload).__name__}, "
+                    f"not {model.__name__}"
+                ),
             )
         return self.payload
 

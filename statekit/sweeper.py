@@ -12,8 +12,10 @@ entity's transaction then records its completion with the handler's writes; a
 failure is retried with exponential backoff and jitter until its attempts are used
 up, then dead-lettered for a person. Time is the database's clock unless a clock is
 passed in.
-The deadline side (batches, and setting aside an instance that fails) is in
-`statekit.deadlines`.
+A `Sweeper` holds its two halves with their collaborators given explicitly: the
+deadline side (`statekit.deadlines.Deadlines`: batches, and setting aside an instance
+that fails) and the compensation side (`statekit.drain.Drain`); it keeps the passes,
+the levers and the listeners.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from typing import Any
 
 from statekit.clock import Clock
 from statekit.compensation import Backoff, CompensationTask
-from statekit.deadlines import DeadlineSide, SweepResult
-from statekit.drain import drain
+from statekit.deadlines import Deadlines, SweepResult
+from statekit.drain import Drain
 from statekit.engine import Machine
 from statekit.errors import (
-    StatekitError,
+    InvalidArgumentError,
     StoreError,
+    SweeperError,
 )
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner
@@ -45,7 +48,7 @@ DEFAULT_HANDLER_TIMEOUT = timedelta(minutes=1)
 logger = logging.getLogger("statekit.sweeper")
 
 
-class Sweeper(DeadlineSide):
+class Sweeper:
     """Runs deadlines and compensations for the machines of `runners`.
 
     Args:
@@ -79,19 +82,42 @@ class Sweeper(DeadlineSide):
         listeners: Sequence[Listener] = (),
     ) -> None:
         if not runners:
-            raise ValueError("a Sweeper needs at least one Runner")
-        stores = {id(r.store) for r in runners}
+            raise InvalidArgumentError(
+                "runners", runners, "a Sweeper needs at least one Runner, one per machine"
+            )
+        stores = {id(r.store): r.store for r in runners}
         if len(stores) != 1:
-            raise ValueError("the runners of one Sweeper must share one store")
+            held = ", ".join(
+                f"{r.machine.name} on {type(r.store).__name__} at {id(r.store):#x}" for r in runners
+            )
+            raise InvalidArgumentError(
+                "runners",
+                runners,
+                "the runners of one Sweeper must share one store",
+                message=(
+                    f"the runners of one Sweeper must share one store; these use "
+                    f"{len(stores)} ({held})"
+                ),
+            )
         if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise InvalidArgumentError(
+                "batch_size",
+                batch_size,
+                "at least 1",
+                message=f"batch_size {batch_size!r} refused: it must be at least 1",
+            )
         if handler_timeout is DEFAULT_HANDLER_TIMEOUT:
             handler_timeout = min(handler_timeout, lease / 2)
         if handler_timeout is not None and not timedelta(0) < handler_timeout < lease:
-            raise ValueError(
-                f"handler_timeout ({handler_timeout}) must be positive and shorter than the "
-                f"lease ({lease}): a handler still running when its lease ends could be "
-                "run again by another sweeper"
+            raise InvalidArgumentError(
+                "handler_timeout",
+                handler_timeout,
+                f"positive and shorter than the lease ({lease}), or None for no limit",
+                message=(
+                    f"handler_timeout ({handler_timeout}) must be positive and shorter than "
+                    f"the lease ({lease}), or None for no limit: a handler still running "
+                    "when its lease ends could be run again by another sweeper"
+                ),
             )
         store = runners[0].store
         if not isinstance(store, SweepStore):
@@ -107,6 +133,20 @@ class Sweeper(DeadlineSide):
         self.handler_timeout = handler_timeout
         self.backoff = backoff or Backoff()
         self.listeners = tuple(listeners)
+        self.deadlines = Deadlines(
+            self.store, self.clock, batch_size, self.backoff, notify=self._notify
+        )
+        """The deadline side: times out or marks stuck each machine's overdue instances."""
+        self.drain = Drain(
+            self.store,
+            self.runners,
+            self.clock,
+            lease,
+            handler_timeout,
+            self.backoff,
+            notify=self._notify,
+        )
+        """The compensation side: runs due compensations one at a time."""
 
     # -- passes ----------------------------------------------------------------------
 
@@ -114,8 +154,8 @@ class Sweeper(DeadlineSide):
         """One pass: time out everything overdue, then drain due compensations.
 
         `stop` is checked between instances on the deadline side and between
-        batches of compensations. An instance that fails is set aside (see
-        `_sweep_one`) and never fails the pass. A machine whose deadline side fails
+        compensations. An instance that fails is set aside (see `Deadlines`) and
+        never fails the pass. A machine whose deadline side fails
         otherwise (the database) does not keep the other machines or the drain
         from running; its error is raised at the end of the pass.
 
@@ -128,12 +168,12 @@ class Sweeper(DeadlineSide):
         for name, runner in self.runners.items():
             if name in due and not stop():
                 try:
-                    self._sweep_deadlines(runner, result, stop)
-                except Exception as exc:  # the store, not an instance: see _sweep_one
+                    self.deadlines.sweep(runner, result, stop)
+                except Exception as exc:  # the store, not an instance: see Deadlines
                     logger.error("sweeping %s deadlines failed: %s", name, exc)
                     failed.append(exc)
         if COMPENSATIONS_DUE in due or result.marked_stuck:
-            self._drain(result, stop)
+            self.drain.run(result, stop)
         if failed:
             raise failed[0]
         return result
@@ -208,9 +248,6 @@ class Sweeper(DeadlineSide):
             raise
         return record
 
-    def _drain(self, result: SweepResult, stop: Callable[[], bool]) -> None:
-        drain(self, result, stop)
-
     def _notify(self, hook: str, *args: Any) -> None:
         for listener in self.listeners:
             try:
@@ -226,17 +263,26 @@ class Sweeper(DeadlineSide):
         """Mark an instance stuck now and schedule its compensations (abort a saga).
 
         Raises:
-            StatekitError: the instance is already stuck, or in a final state.
+            SweeperError: the instance is already stuck, or in a final state.
+            InvalidArgumentError: this sweeper has no machine `entity_type`.
         """
         runner = self._runner(entity_type)
         with self.store.session_unit(entity_type, key) as entity:
             snapshot = runner.machine.snapshot(entity)
+            where = {"entity_type": entity_type, "key": key, "state": snapshot.state}
             if snapshot.stuck_at is not None:
-                raise StatekitError(f"{entity_type} {key} is already stuck")
+                raise SweeperError(
+                    f"{entity_type} {key} is already stuck in {snapshot.state!r} "
+                    f"({snapshot.stuck_reason}); its compensations are scheduled",
+                    lever="compensate",
+                    **where,
+                )
             if snapshot.state in runner.machine.final_states:
-                raise StatekitError(
+                raise SweeperError(
                     f"{entity_type} {key} is in final state {snapshot.state!r}: a finished "
-                    "instance is not compensated"
+                    "instance is not compensated",
+                    lever="compensate",
+                    **where,
                 )
             return self._mark_stuck(runner, entity, reason, self.clock.now(), actor)
 
@@ -247,7 +293,8 @@ class Sweeper(DeadlineSide):
         recorded in its history with the actor.
 
         Raises:
-            StatekitError: it has no dead-lettered compensations.
+            SweeperError: it has no dead-lettered compensations.
+            InvalidArgumentError: this sweeper has no machine `entity_type`.
         """
         runner = self._runner(entity_type)
         machine = runner.machine
@@ -255,7 +302,13 @@ class Sweeper(DeadlineSide):
         with self.store.session_unit(entity_type, key) as entity:
             reopened = self.store.reopen_dead_compensations(entity, now, extra_attempts)
             if reopened == 0:
-                raise StatekitError(f"{entity_type} {key} has no dead-lettered compensations")
+                raise SweeperError(
+                    f"{entity_type} {key} has no dead-lettered compensations to retry",
+                    lever="retry",
+                    entity_type=entity_type,
+                    key=key,
+                    state=machine.state_of(entity),
+                )
             snapshot = machine.snapshot(entity)
             plan = machine.system_plan(
                 entity,
@@ -276,15 +329,28 @@ class Sweeper(DeadlineSide):
         and its open compensations are cancelled. Recorded in history with the actor.
 
         Raises:
-            StatekitError: `state` is not declared, or the note is empty.
+            InvalidArgumentError: `state` is not declared, the note is empty, or this
+                sweeper has no machine `entity_type`.
         """
         runner = self._runner(entity_type)
         machine = runner.machine
         if state not in machine.states:
             known = ", ".join(machine.states)
-            raise StatekitError(f"machine {entity_type!r} has no state {state!r} (states: {known})")
+            raise InvalidArgumentError(
+                "state",
+                state,
+                f"states: {known}",
+                message=f"machine {entity_type!r} has no state {state!r} (states: {known})",
+            )
         if not note.strip():
-            raise StatekitError("resolving an instance by hand needs a note saying why")
+            raise InvalidArgumentError(
+                "note",
+                note,
+                "a note saying why",
+                message=(
+                    f"resolving {entity_type} {key} by hand needs a note saying why (got {note!r})"
+                ),
+            )
         now = self.clock.now()
         with self.store.session_unit(entity_type, key) as entity:
             plan = machine.system_plan(entity, "@resolve", state, now=now, actor=actor, note=note)
@@ -307,9 +373,12 @@ class Sweeper(DeadlineSide):
         try:
             return self.runners[entity_type]
         except KeyError:
-            raise StoreError(
-                f"this sweeper has no machine {entity_type!r} "
-                f"(it has: {', '.join(sorted(self.runners))})"
+            known = ", ".join(sorted(self.runners))
+            raise InvalidArgumentError(
+                "entity_type",
+                entity_type,
+                f"this sweeper's machines: {known}",
+                message=f"this sweeper has no machine {entity_type!r} (it has: {known})",
             ) from None
 
 

@@ -282,7 +282,7 @@ def sweep_until_killed(
         print(json.dumps({"ready": True}), flush=True)
         sys.stdin.readline()
 
-    time_out, complete = sweeper._time_out, sweeper.store.complete_compensation
+    time_out, complete = sweeper.deadlines._time_out, sweeper.store.complete_compensation
 
     def counting_time_out(*args: Any) -> str | None:
         reason: str | None = time_out(*args)
@@ -298,7 +298,7 @@ def sweep_until_killed(
             hang()
         return remaining
 
-    sweeper._time_out = counting_time_out  # type: ignore[method-assign]
+    sweeper.deadlines._time_out = counting_time_out  # type: ignore[method-assign]
     sweeper.store.complete_compensation = counting_complete  # type: ignore[method-assign]
     return dict(sweeper.run_once().as_dict())
 

@@ -43,7 +43,7 @@ from bench.sweep.schema import (
     make_engine,
     quiet,
 )
-from bench.sweep.statements import count_statements, counting, explain, per_instance
+from bench.sweep.statements import count_statements, counting, explain, totals
 from statekit.store.sqlalchemy import UTCDateTime
 from statekit.sweeper import SweepResult
 
@@ -120,7 +120,7 @@ def sweep_rounds(db: Database, rounds: int, loads: list[float]) -> Results:
             claims = iter(range(drain_limit // BATCH + 1))
             drained = SweepResult()
             seconds, _ = timed(
-                lambda: sweeper._drain(drained, lambda: next(claims) >= drain_limit // BATCH)
+                lambda: sweeper.drain.run(drained, lambda: next(claims) >= drain_limit // BATCH)
             )
             results.add(DRAIN, seconds, drained.compensations_run)
             verify("statekit drain", statekit=True, drained=drained.compensations_run)
@@ -304,7 +304,7 @@ def run_database(
         f"lost races {results.lost_races}",
         f"{label}: statekit deadline phase: {sweep_stmts}",
         f"{label}: statekit drain: {drain_stmts}",
-        f"{label}: empty Sweeper.run_once(): {per_instance(poll_counts, 1).split(' per ')[0]}"
+        f"{label}: empty Sweeper.run_once(): {totals(poll_counts)}"
         f" ({', '.join(f'{k} {v}' for k, v in sorted(poll_counts.items()))})",
         *explain(db),
     ]

@@ -112,7 +112,7 @@ def raw_writes_sweep(db: Database) -> int:
 def statekit_deadlines(sweeper: Sweeper, runner: Runner) -> SweepResult:
     """The deadline phase of `Sweeper.run_once` (its first half; the drain follows)."""
     result = SweepResult()
-    sweeper._sweep_deadlines(runner, result, lambda: False)
+    sweeper.deadlines.sweep(runner, result, lambda: False)
     return result
 
 

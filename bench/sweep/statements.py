@@ -46,13 +46,34 @@ def counting(engine: Engine) -> Iterator[Counter[str]]:
 
 
 def per_instance(counts: Counter[str], instances: int) -> str:
-    statements = sum(v for k, v in counts.items() if not k.startswith("("))
-    transactions = counts["(commit)"] + counts["(rollback)"]
-    parts = ", ".join(f"{k} {v / instances:.2f}" for k, v in sorted(counts.items()))
+    """What `counts` (statements by verb and table, plus "(commit)"/"(rollback)") came
+    to over `instances` instances: the totals, then per instance. The deadline phase
+    sends a few set-based statements per batch, so its per-instance numbers are
+    fractions; they keep three significant digits instead of rounding to 0.00."""
+    statements, transactions = _sums(counts)
+    parts = ", ".join(f"{k} {v / instances:.3g}" for k, v in sorted(counts.items()))
     return (
-        f"{statements / instances:.2f} statements + {transactions / instances:.2f} "
+        f"{totals(counts)} for {instances:,} instance{_s(instances)}: "
+        f"{statements / instances:.3g} statements + {transactions / instances:.3g} "
         f"transactions per instance ({parts})"
     )
+
+
+def totals(counts: Counter[str]) -> str:
+    """ "n statements + m transactions" counted in `counts`."""
+    statements, transactions = _sums(counts)
+    return (
+        f"{statements:,} statement{_s(statements)} + {transactions:,} transaction{_s(transactions)}"
+    )
+
+
+def _sums(counts: Counter[str]) -> tuple[int, int]:
+    statements = sum(v for k, v in counts.items() if not k.startswith("("))
+    return statements, counts["(commit)"] + counts["(rollback)"]
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 def count_statements(db: Database) -> tuple[str, str]:
@@ -62,11 +83,11 @@ def count_statements(db: Database) -> tuple[str, str]:
     instances = BATCH
     with counting(db.engine) as sweep_counts:
         result = SweepResult()  # counts a batch once it commits: stop after the first
-        sweeper._sweep_deadlines(runner, result, lambda: result.claimed >= instances)
+        sweeper.deadlines.sweep(runner, result, lambda: result.claimed >= instances)
     assert result.marked_stuck == instances, result
     drained = SweepResult()
     with counting(db.engine) as drain_counts:
-        sweeper._drain(drained, lambda: False)
+        sweeper.drain.run(drained, lambda: False)
     assert drained.compensations_run == instances, drained
     reset(db)
     return per_instance(sweep_counts, instances), per_instance(drain_counts, instances)

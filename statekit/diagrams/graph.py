@@ -26,6 +26,7 @@ from typing import Literal
 from statekit.definition import MachineSpec, StateSpec, TransitionSpec
 from statekit.diagrams.timeouts import format_duration, timeout_text, undo_candidates
 from statekit.engine import Machine
+from statekit.errors import InvalidArgumentError
 from statekit.records import Snapshot, TransitionRecord
 
 __all__ = [
@@ -172,12 +173,18 @@ class Graph:
         """Return the node named `name`.
 
         Raises:
-            KeyError: no such node.
+            InvalidArgumentError: no such node; it lists the nodes.
         """
         for node in self.nodes:
             if node.name == name:
                 return node
-        raise KeyError(name)
+        names = ", ".join(node.name for node in self.nodes)
+        raise InvalidArgumentError(
+            "name",
+            name,
+            f"nodes: {names}",
+            message=f"graph {self.name!r} has no node {name!r} (nodes: {names})",
+        )
 
     def edges_of(self, event: str) -> tuple[Edge, ...]:
         """Return every edge of `event`, in order."""

@@ -23,7 +23,7 @@ from statekit.diagrams.dot import to_dot
 from statekit.diagrams.graph import Graph, machine_graph
 from statekit.diagrams.mermaid import to_mermaid
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import InvalidArgumentError, StatekitError
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -74,12 +74,17 @@ def render(graph: Graph | str, format: ImageFormat = "svg") -> bytes:
         The image file's bytes.
 
     Raises:
-        ValueError: an unsupported format.
+        InvalidArgumentError: an unsupported format (also a ValueError).
         GraphvizNotInstalledError: the `graphviz` package or the `dot` binary is missing.
         GraphvizError: `dot` failed (its error output is in the message).
     """
     if format not in IMAGE_FORMATS:
-        raise ValueError(f"unsupported image format {format!r}; use svg, png or pdf")
+        raise InvalidArgumentError(
+            "format",
+            format,
+            f"use {', '.join(IMAGE_FORMATS)}",
+            message=f"unsupported image format {format!r}; use {', '.join(IMAGE_FORMATS)}",
+        )
     source = graph if isinstance(graph, str) else to_dot(graph)
     try:
         import graphviz

@@ -37,6 +37,7 @@ from statekit import (
     Snapshot,
     StatekitError,
     Sweeper,
+    SweeperError,
     SweepResult,
     TransitionRecord,
 )
@@ -291,8 +292,15 @@ class SweeperContract:
         result = env.sweeper.run_once()
         assert (result.compensations_run, result.compensated) == (2, 1)
         assert env.store.load("job", "dl").state == "undone"
-        with pytest.raises(StatekitError, match="no dead-lettered compensations"):
+        with pytest.raises(SweeperError, match="no dead-lettered compensations") as refused:
             env.sweeper.retry("job", "dl", actor="ops-ann")
+        refusal = refused.value
+        assert (refusal.entity_type, refusal.key, refusal.lever, refusal.state) == (
+            "job",
+            "dl",
+            "retry",
+            "undone",
+        )
 
     def test_a_person_resolves_a_stuck_instance(self, env: Env) -> None:
         env.job("r", "advance")

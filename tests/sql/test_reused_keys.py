@@ -36,7 +36,6 @@ from models.orm import ENTITIES, Base, OrderRow
 from statekit import CompensationContext, ManualClock, Runner, StatekitError, StoreError
 from statekit.cli import cli
 from statekit.compensation import CompensationTask
-from statekit.drain import compensate_one as drain_one
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
 from statekit.sweeper import Sweeper, SweepResult
 from tests.sql_support import example_engine
@@ -309,7 +308,7 @@ def test_a_claimed_compensation_of_a_replaced_instance_never_runs_on_the_new_one
         jobs.fire_by_key("j1", "advance")  # the new instance has a step 1 of its own
 
         result = SweepResult()
-        drain_one(sweeper, claimed, result)
+        sweeper.drain.compensate_one(claimed, result)
         assert called == []
         assert (result.lost_races, result.compensations_run) == (1, 0)
         with engine.connect() as conn:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from statekit import (
     Backoff,
     ConcurrentTransitionError,
+    InvalidArgumentError,
     Runner,
     StatekitError,
     Sweeper,
@@ -119,10 +120,13 @@ def test_a_person_resolves_a_stuck_instance(env: Env) -> None:
     assert task.status == "cancelled"
     env.clock.advance(hours=1)
     assert env.sweeper.run_once().compensations_failed == 0  # nothing left to try
-    with pytest.raises(StatekitError, match="no state 'nowhere'"):
+    with pytest.raises(InvalidArgumentError, match=r"no state 'nowhere' \(states: .*done"):
         env.sweeper.resolve("job", "r", "nowhere", note="x", actor="ops-bo")
-    with pytest.raises(StatekitError, match="needs a note"):
+    with pytest.raises(InvalidArgumentError, match="needs a note") as refused:
         env.sweeper.resolve("job", "r", "done", note=" ", actor="ops-bo")
+    assert refused.value.argument == "note"
+    with pytest.raises(InvalidArgumentError, match=r"no machine 'parcel' \(it has: job\)"):
+        env.sweeper.resolve("parcel", "r", "done", note="x", actor="ops-bo")
 
 
 def test_a_sweep_racing_an_application_transition(env: Env) -> None:

@@ -14,8 +14,8 @@ from statekit import (
     Backoff,
     CompensationContext,
     ManualClock,
-    StatekitError,
     Sweeper,
+    SweeperError,
     SweepResult,
 )
 from tests.contract.sweeper_contract import Gate
@@ -195,8 +195,9 @@ def test_stop_is_checked_between_compensations(env: Env) -> None:
 
 def test_compensate_refuses_an_instance_in_a_final_state(env: Env) -> None:
     env.job("finished", "advance", "continue_", "finish")
-    with pytest.raises(StatekitError, match="final state 'done'"):
+    with pytest.raises(SweeperError, match="final state 'done'") as refused:
         env.sweeper.compensate("job", "finished", reason="too late", actor="app")
+    assert (refused.value.key, refused.value.state) == ("finished", "done")
     assert env.events("finished") == ["advance", "continue_", "finish"]
 
 

@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 from statekit import (
     Backoff,
     DefinitionError,
+    InvalidArgumentError,
     Listener,
     MachineSpec,
     ManualClock,
     MemoryStore,
     Runner,
     Snapshot,
-    StoreError,
     Sweeper,
     SweepResult,
     TransitionRecord,
@@ -59,8 +59,9 @@ def test_sweeper_construction_is_checked(store: SQLAlchemyStore) -> None:
         Sweeper([runner, Runner(JobWorkflow.machine, MemoryStore())])
     with pytest.raises(ValueError, match="batch_size"):
         Sweeper([runner], batch_size=0)
-    with pytest.raises(StoreError, match="no machine 'order'"):
+    with pytest.raises(InvalidArgumentError, match=r"no machine 'order' \(it has: job\)") as no:
         Sweeper([runner]).resolve("order", "1", "done", note="x", actor="me")
+    assert (no.value.argument, no.value.value) == ("entity_type", "order")
 
 
 def test_backoff_grows_and_is_capped() -> None:
@@ -142,9 +143,9 @@ def test_compensations_of_a_machine_the_sweeper_does_not_run_are_left(
     clock.advance(minutes=11)
     Sweeper([runner], clock=clock).compensate("job", "o", reason="test", actor="me")
     other = Sweeper([runner], clock=clock)
-    other.runners = {}  # a sweeper deployed without the job machine
+    other.runners.clear()  # a sweeper deployed without the job machine
     with caplog.at_level(logging.ERROR, logger="statekit.sweeper"):
-        other._drain(SweepResult(), lambda: False)
+        other.drain.run(SweepResult(), lambda: False)
     assert any("no runner for job" in r.getMessage() for r in caplog.records)
 
 

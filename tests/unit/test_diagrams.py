@@ -21,7 +21,7 @@ import models.order
 from models.order import OrderWorkflow
 from models.ticket import TicketWorkflow
 from models.travel import TripWorkflow
-from statekit import Machine, MachineSpec, Snapshot, TransitionRecord
+from statekit import InvalidArgumentError, Machine, MachineSpec, Snapshot, TransitionRecord
 from statekit.definition import StateSpec, TimeoutSpec, TransitionSpec
 from statekit.diagrams import (
     Graph,
@@ -410,7 +410,7 @@ def test_instance_graph_from_a_state_the_definition_lacks() -> None:
     assert not legacy.declared
     assert legacy.visited
     assert graph.edges[-1].key == ("legacy", "migrate", "assigned")
-    with pytest.raises(KeyError):
+    with pytest.raises(InvalidArgumentError, match="no node 'nowhere'"):
         graph.node("nowhere")
 
 

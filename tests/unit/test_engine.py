@@ -36,6 +36,7 @@ from statekit import (
     Workflow,
 )
 from statekit import engine as engine_module
+from statekit.branches import validate_payload
 from tests.support import Thing, attributes, new_order, one_step, state_attributes
 
 PAYMENT = {"amount": "10", "reference": "r-1"}
@@ -786,8 +787,18 @@ def test_events_from_a_state(machine: Machine) -> None:
 
 def test_payload_validation_without_a_model_or_data(machine: Machine) -> None:
     """The rule the interop bridge reuses: no model and no data is no payload."""
-    assert machine._validate_payload(None, {}, "pending", "cancel", "o1") is None
-    assert machine._validate_payload(None, None, "pending", "cancel", "o1") is None
+    allowed = machine.events_from("pending")
+    for payload in ({}, None):
+        found = validate_payload(
+            None,
+            payload,
+            entity_type=machine.name,
+            key="o1",
+            state="pending",
+            event="cancel",
+            allowed_events=allowed,
+        )
+        assert found is None
 
 
 def test_a_failed_post_condition_restores_dicts_and_sets_in_place() -> None:

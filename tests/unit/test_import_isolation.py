@@ -135,9 +135,10 @@ def test_every_core_module_imports_with_every_optional_dependency_blocked() -> N
     done = run_without(
         BLOCKED,
         """
-        import statekit.clock, statekit.compensation, statekit.deadlines, statekit.declare
-        import statekit.definition, statekit.engine, statekit.entity, statekit.errors
-        import statekit.records, statekit.runtime, statekit.store.base, statekit.store.memory
+        import statekit.branches, statekit.clock, statekit.compensation, statekit.deadlines
+        import statekit.declare, statekit.definition, statekit.engine, statekit.entity
+        import statekit.errors, statekit.handlers, statekit.records, statekit.runtime
+        import statekit.staging, statekit.store.base, statekit.store.memory
         import statekit.sweeper, statekit.validation
         from statekit.diagrams import machine_graph, to_dot, to_mermaid
         from statekit import State, Workflow

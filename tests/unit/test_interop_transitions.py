@@ -531,7 +531,7 @@ def test_round_trip_of_a_compiled_machine(workflow: type[Workflow]) -> None:
     imported = from_transitions(to_transitions(original), original.name)
     assert imported.spec == without_lost_fields(original.spec)
     for name, handler in imported.handlers.items():
-        assert handler is original._resolve_object(name)  # the original callables
+        assert handler is original.resolver.resolve_object(name)  # the original callables
     assert imported.compile().events == original.events
 
 

@@ -15,12 +15,14 @@ from transitions import Machine as TransitionsMachine
 from transitions.core import EventData
 from transitions.core import Transition as TransitionsTransition
 
+from statekit.branches import validate_payload
 from statekit.clock import Clock, SystemClock
 from statekit.definition import MachineSpec
 from statekit.engine import Handler, Machine, verdict_reason
 from statekit.entity import StateFields, restore_attributes, save_attributes
 from statekit.errors import (
     DefinitionMismatchError,
+    InvalidArgumentTypeError,
     PostconditionFailedError,
     PreconditionFailedError,
 )
@@ -67,12 +69,14 @@ class _Bridge:
             event = event_data.event.name
             payload: BaseModel | None = None
             if self.machine is not None:
-                payload = self.machine._validate_payload(  # the engine's own rule
+                payload = validate_payload(  # the engine's own rule
                     self.machine.payload_models.get(event),
                     _payload_argument(event_data),
-                    transition.source,
-                    event,
-                    self.key(event_data.model),
+                    entity_type=self.machine.name,
+                    key=self.key(event_data.model),
+                    state=transition.source,
+                    event=event,
+                    allowed_events=self.machine.events_from(transition.source),
                 )
             context = Context(
                 event=event,
@@ -113,9 +117,14 @@ def _payload_argument(event_data: EventData) -> dict[str, Any] | BaseModel:
         return dict(event_data.kwargs)
     if len(args) == 1 and isinstance(args[0], BaseModel) and not event_data.kwargs:
         return args[0]
-    raise TypeError(
-        f"event {event_data.event.name!r} takes its payload as keyword arguments "
-        "(or one payload model instance), not positional arguments"
+    raise InvalidArgumentTypeError(
+        "args",
+        args,
+        "keyword arguments, or one payload model instance",
+        message=(
+            f"event {event_data.event.name!r} takes its payload as keyword arguments "
+            f"(or one payload model instance), not positional arguments ({len(args)} given)"
+        ),
     )
 
 
@@ -308,7 +317,8 @@ def to_transitions(
     def resolve(name: str) -> Handler:
         # one handler per name; a compiled machine resolves names as the engine does
         if name not in resolved:
-            resolved[name] = _late_bound(name) if machine is None else machine._resolve(name)
+            found = _late_bound(name) if machine is None else machine.resolver.resolve(name)
+            resolved[name] = found
         return resolved[name]
 
     initial = next((s.name for s in spec.states if s.initial), spec.states[0].name)

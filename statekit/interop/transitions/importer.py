@@ -17,7 +17,7 @@ from transitions.core import Transition as TransitionsTransition
 
 from statekit.definition import HANDLER_NAME, MachineSpec, StateSpec, TransitionSpec, is_name
 from statekit.engine import Handler, Machine
-from statekit.errors import DefinitionError
+from statekit.errors import DefinitionError, InvalidArgumentTypeError
 from statekit.interop.transitions.export import (
     Adapter,
     PostconditionAdapter,
@@ -277,7 +277,8 @@ def from_transitions(
         `ImportedMachine(spec, handlers)`; `.compile()` gives a `statekit.Machine`.
 
     Raises:
-        TypeError: `tm` is a hierarchical (nested) machine.
+        InvalidArgumentTypeError: `tm` is a hierarchical (nested) machine (also a
+            TypeError).
         DefinitionError: a state or trigger name is not an identifier, a name in
             `final` is not a state, or (without `drop_unsupported`) the machine
             uses callbacks statekit cannot express; every offender is listed.
@@ -285,7 +286,15 @@ def from_transitions(
     from transitions.extensions.nesting import HierarchicalMachine
 
     if isinstance(tm, HierarchicalMachine):
-        raise TypeError("nested (hierarchical) transitions machines cannot be imported")
+        raise InvalidArgumentTypeError(
+            "tm",
+            tm,
+            "a flat transitions Machine",
+            message=(
+                f"{type(tm).__name__} is a nested (hierarchical) transitions machine and "
+                "cannot be imported; statekit imports flat machines"
+            ),
+        )
     importer = _Importer(tm, payload, drop_unsupported)
     problems = importer.problems
     state_names = list(tm.states)

@@ -43,6 +43,13 @@ _CLOCK_QUERIES = {
     "mysql": "SELECT UTC_TIMESTAMP(6)",
     "mariadb": "SELECT UTC_TIMESTAMP(6)",
 }
+
+
+def clocked() -> str:
+    """The databases a `DatabaseClock` can read, as text."""
+    return ", ".join(_CLOCK_QUERIES)
+
+
 _DDL_URLS = {"postgresql": "postgresql+psycopg://", "sqlite": "sqlite://"}
 PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
 """The dialects whose indexes take a WHERE clause (`<name>_where`)."""

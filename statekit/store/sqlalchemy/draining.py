@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from statekit.errors import InstanceNotFoundError
+from statekit.errors import InstanceNotFoundError, InvalidArgumentError
 from statekit.records import Snapshot
-from statekit.store.sqlalchemy.dialects import capabilities
+from statekit.store.sqlalchemy.dialects import capabilities, clocked
 from statekit.store.sqlalchemy.errors import wrap
 
 __all__ = ["DatabaseClock", "HandlerUnit"]
@@ -29,7 +29,16 @@ class DatabaseClock:
     def __init__(self, engine: Engine, *, resync: timedelta = timedelta(seconds=30)) -> None:
         query = capabilities(engine).clock_query
         if query is None:
-            raise ValueError(f"no database clock for {engine.dialect.name}")
+            raise InvalidArgumentError(
+                "engine",
+                engine,
+                f"a database clock reads the server's time on {clocked()}",
+                message=(
+                    f"no database clock for {engine.dialect.name}: a DatabaseClock reads the "
+                    f"server's time on {clocked()}; on {engine.dialect.name} use the "
+                    "system clock (statekit.SystemClock)"
+                ),
+            )
         self._query = text(query)
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._resync = resync.total_seconds()

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
+from statekit.errors import InvalidArgumentError
 from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.orm import engine_listened
 
@@ -35,6 +36,7 @@ __all__ = [
 
 _CONFIGURED = "_statekit_sqlite_configured"
 _BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 BEGIN_OPTION = "statekit_begin"
 """The execution option naming how a transaction begins on a configured SQLite engine:
 "DEFERRED", "IMMEDIATE" or "EXCLUSIVE" (default: the engine's `begin`)."""
@@ -66,10 +68,19 @@ def for_writing(engine: Engine) -> Engine:
 
 
 def _check(*, synchronous: str, begin: str) -> None:
-    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        raise ValueError(f"unknown SQLite synchronous setting {synchronous!r}")
+    if synchronous.upper() not in _SYNCHRONOUS:
+        allowed = f"use {', '.join(_SYNCHRONOUS)}"
+        raise InvalidArgumentError(
+            "synchronous",
+            synchronous,
+            allowed,
+            message=f"unknown SQLite synchronous setting {synchronous!r} ({allowed})",
+        )
     if begin.upper() not in _BEGIN_MODES:
-        raise ValueError(f"unknown SQLite BEGIN mode {begin!r} (use {', '.join(_BEGIN_MODES)})")
+        allowed = f"use {', '.join(_BEGIN_MODES)}"
+        raise InvalidArgumentError(
+            "begin", begin, allowed, message=f"unknown SQLite BEGIN mode {begin!r} ({allowed})"
+        )
 
 
 def configure_sqlite(

@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
-from statekit.errors import StoreError
+from statekit.errors import InvalidArgumentError, StoreError
 from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, LABEL_MAX, NAME_MAX
 from statekit.store.sqlalchemy.dialects import of_dialect
 
@@ -97,7 +97,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError(f"statekit stores aware datetimes only, got naive {value!r}")
+            raise InvalidArgumentError(
+                "datetime",
+                value,
+                "a timezone-aware datetime",
+                message=(
+                    f"statekit stores timezone-aware datetimes only, got naive "
+                    f"{value.isoformat()} (give it a tzinfo, e.g. datetime.now(UTC))"
+                ),
+            )
         return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
