@@ -165,9 +165,11 @@ def _drive(post: Callable[..., Any], keys: range) -> int:
     return perf_counter_ns() - start
 
 
-def run_database(
-    dialect: str, rounds: int, batch: int
-) -> tuple[dict[str, list[float]], list[float]]:
+Samples = dict[str, list[float]]
+"""Per view, ns per request of each batch."""
+
+
+def run_database(dialect: str, rounds: int, batch: int) -> tuple[Samples, list[float]]:
     """Samples (ns per request, one per batch) of each view on `dialect`, and the
     ratio hand-written / statekit of each turn's two adjacent batches."""
     samples: Samples = {STATEKIT: [], HAND: []}
