@@ -154,9 +154,7 @@ class StateKit:
         Raises:
             StatekitError: no such machine in this app.
         """
-        if isinstance(of, str | Machine):
-            return self.state.runner(of)
-        return self.state.runner_for(of)
+        return _runner(self.state, of)
 
     def sweeper(self) -> Sweeper:
         """A `Sweeper` over the current app's machines (`STATEKIT_SWEEP_*` settings)."""
@@ -212,7 +210,8 @@ class StateKit:
             ConcurrentTransitionError: another transition won the race.
             DetachedEntityError: `entity` belongs to no Session.
         """
-        runner = self.runner(entity)
+        state = self.state
+        runner = _runner(state, entity)
         if object_session(entity) is None:
             key = runner.machine.key_of(entity)
             raise DetachedEntityError(
@@ -235,10 +234,12 @@ class StateKit:
         if idempotency_key is FROM_HEADER:
             idempotency_key = idempotency_key_from_header()
         assert not isinstance(idempotency_key, _FromHeader)
+        if actor is None and has_request_context():
+            actor = state.settings.actor(request)
         return runner.fire(
             entity,
             event,
-            actor=actor if actor is not None else self.actor(),
+            actor=actor,
             correlation_id=correlation_id,
             idempotency_key=idempotency_key,
             **data,
@@ -258,15 +259,15 @@ class StateKit:
             InstanceNotFoundHTTPError: no such instance (a 404, as a problem when
                 the error handlers are on).
         """
-        runner = self.runner(of)
-        name = runner.machine.name
-        binding = self.store.binding(name)
+        state = self.state
+        name = _runner(state, of).machine.name
+        binding = state.store.binding(name)
         text = str(key)
         try:
             coerced = binding.coerce_key(text)
         except InstanceNotFoundError:
             coerced = None
-        db = self.state.db
+        db = state.db
         found = None
         if coerced is not None:
             if db is None:
@@ -318,6 +319,12 @@ class StateKit:
 
     def _lever_actor(self, actor: str | None) -> str:
         return actor or self.actor() or "anonymous"
+
+
+def _runner(state: StateKitState, of: object) -> Runner:
+    if isinstance(of, str | Machine):
+        return state.runner(of)
+    return state.runner_for(of)
 
 
 def idempotency_key_from_header() -> str | None:
