@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from flask import Flask, current_app, has_request_context, request
 from sqlalchemy.orm import object_session
@@ -219,19 +219,27 @@ class StateKit:
                 f"Session; load it through db.session (statekit.get_or_404) so the "
                 f"transition commits with the request's work"
             )
+        if payload is not None and not isinstance(payload, Mapping):
+            kind = type(payload).__name__
+            _refuse_payload(
+                runner, entity, event, [f"(payload): must be an object of fields, not {kind}"]
+            )
         data = dict(payload or {})
         reserved = sorted(_RESERVED.intersection(data))
         if reserved:
-            machine = runner.machine
-            raise InvalidPayloadError(
-                entity_type=machine.name,
-                key=machine.key_of(entity),
-                state=machine.state_of(entity),
-                event=event,
-                allowed_events=machine.allowed_events(entity),
-                errors=[f"{name}: reserved, not a payload field" for name in reserved],
+            _refuse_payload(
+                runner,
+                entity,
+                event,
+                [f"{name}: reserved, not a payload field" for name in reserved],
             )
         if idempotency_key is FROM_HEADER:
+            if not has_request_context():
+                raise StatekitError(
+                    f"cannot fire {event!r} on {runner.machine.name} "
+                    f"{runner.machine.key_of(entity)}: FROM_HEADER reads the request's "
+                    f"Idempotency-Key header, and there is no request here; pass the key"
+                )
             idempotency_key = idempotency_key_from_header()
         assert not isinstance(idempotency_key, _FromHeader)
         if actor is None and has_request_context():
@@ -319,6 +327,18 @@ class StateKit:
 
     def _lever_actor(self, actor: str | None) -> str:
         return actor or self.actor() or "anonymous"
+
+
+def _refuse_payload(runner: Runner, entity: object, event: str, errors: list[str]) -> NoReturn:
+    machine = runner.machine
+    raise InvalidPayloadError(
+        entity_type=machine.name,
+        key=machine.key_of(entity),
+        state=machine.state_of(entity),
+        event=event,
+        allowed_events=machine.allowed_events(entity),
+        errors=errors,
+    )
 
 
 def _runner(state: StateKitState, of: object) -> Runner:

@@ -175,3 +175,10 @@ def test_the_type_base_is_configurable(make_app: AppFactory, shop_url: str) -> N
     )
     body = problem(app.test_client().post("/orders/42/events/reserve"), 404)
     assert body["type"] == "https://shop.example/problems/not-found"
+
+
+def test_a_payload_that_is_not_an_object_is_422(client: FlaskClient) -> None:
+    place(client)
+    body = problem(client.post("/orders/1/events/reserve", json=[1, 2]), 422)
+    assert body["type"] == f"{TYPE}invalid-payload"
+    assert body["errors"] == ["(payload): must be an object of fields, not list"]
