@@ -25,7 +25,6 @@ from examples.flask_orders.orders import (
     record_as_dict,
 )
 from statekit.contrib.flask import FROM_HEADER
-from statekit.errors import InstanceNotFoundError, StatekitError
 from statekit.records import TransitionRecord
 
 __all__ = ["api"]
@@ -113,28 +112,15 @@ def needs_attention() -> Any:
 @api.post("/orders/<int:order_id>/retry")
 def retry(order_id: int) -> Any:
     """Give the order's dead-lettered compensations more attempts."""
-    try:
-        return _lever(statekit.retry(MACHINE, order_id))
-    except InstanceNotFoundError:
-        raise
-    except StatekitError as exc:  # nothing dead-lettered: a conflict, not a fault
-        return _problem(409, "Nothing to retry", str(exc))
+    return _lever(statekit.retry(MACHINE, order_id))  # nothing dead-lettered: 409
 
 
 @api.post("/orders/<int:order_id>/resolve")
 def resolve(order_id: int) -> Any:
     """Move a stuck order into ``{"state": ..., "note": ...}`` by hand."""
     body = _body()
-    try:
-        return _lever(
-            statekit.resolve(
-                MACHINE, order_id, str(body.get("state", "")), note=str(body.get("note", ""))
-            )
-        )
-    except InstanceNotFoundError:
-        raise
-    except StatekitError as exc:  # an unknown state, no note
-        return _problem(409, "Cannot resolve", str(exc))
+    state, note = str(body.get("state", "")), str(body.get("note", ""))
+    return _lever(statekit.resolve(MACHINE, order_id, state, note=note))  # refused: 422
 
 
 @api.post("/sweep")

@@ -119,6 +119,26 @@ def test_committed_attributes_are_not_written_again(engine: Engine) -> None:
         assert conn.execute(text("SELECT count FROM orm_items")).scalar_one() == 2
 
 
+def test_committing_every_pending_attribute_leaves_the_session_nothing_to_flush(
+    engine: Engine,
+) -> None:
+    flushes: list[int] = []
+    with Session(engine) as session:
+        event.listen(session, "before_flush", lambda *_: flushes.append(1))
+        item = session.get(Item, 1)
+        assert item is not None
+        item.name = "written elsewhere"
+        orm.commit_attributes(item, ["name"])
+        session.commit()  # clean: no flush at all, not an empty one
+        assert flushes == []
+        item.count = 5  # a later change is tracked as usual
+        orm.commit_attributes(item, [])
+        session.commit()
+    assert flushes == [1]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name, count FROM orm_items")).one() == ("one", 5)
+
+
 def test_a_new_detached_instance_acts_as_loaded_without_init(engine: Engine) -> None:
     mapper = sa_inspect(Item)
     built = Item.built

@@ -128,6 +128,21 @@ def test_fire_in_callers_session_commits_with_the_callers_work(env: Env) -> None
         assert (reloaded.sku, reloaded.in_stock) == ("SKU-CHANGED", 9)
 
 
+def test_a_fire_that_writes_only_the_state_leaves_the_session_nothing_to_flush(
+    env: Env,
+) -> None:
+    env.new_order(1)
+    flushes: list[int] = []
+    with Session(env.engine) as session, session.begin():
+        event.listen(session, "before_flush", lambda *_: flushes.append(1))
+        order = session.get(OrderRow, 1)
+        assert order is not None
+        env.orders.fire(order, "cancel")  # no action: statekit wrote everything
+        assert order not in session.dirty
+    assert flushes == []  # the commit ran no (empty) flush
+    assert env.row(1) == ("cancelled", 1)
+
+
 def test_rollback_of_the_callers_transaction_leaves_no_trace(env: Env) -> None:
     env.new_order(1)
     with Session(env.engine) as session:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from flask import Flask, current_app, has_request_context, request
 from sqlalchemy.orm import object_session
@@ -154,9 +154,7 @@ class StateKit:
         Raises:
             StatekitError: no such machine in this app.
         """
-        if isinstance(of, str | Machine):
-            return self.state.runner(of)
-        return self.state.runner_for(of)
+        return _runner(self.state, of)
 
     def sweeper(self) -> Sweeper:
         """A `Sweeper` over the current app's machines (`STATEKIT_SWEEP_*` settings)."""
@@ -212,7 +210,8 @@ class StateKit:
             ConcurrentTransitionError: another transition won the race.
             DetachedEntityError: `entity` belongs to no Session.
         """
-        runner = self.runner(entity)
+        state = self.state
+        runner = _runner(state, entity)
         if object_session(entity) is None:
             key = runner.machine.key_of(entity)
             raise DetachedEntityError(
@@ -220,25 +219,35 @@ class StateKit:
                 f"Session; load it through db.session (statekit.get_or_404) so the "
                 f"transition commits with the request's work"
             )
+        if payload is not None and not isinstance(payload, Mapping):
+            kind = type(payload).__name__
+            _refuse_payload(
+                runner, entity, event, [f"(payload): must be an object of fields, not {kind}"]
+            )
         data = dict(payload or {})
         reserved = sorted(_RESERVED.intersection(data))
         if reserved:
-            machine = runner.machine
-            raise InvalidPayloadError(
-                entity_type=machine.name,
-                key=machine.key_of(entity),
-                state=machine.state_of(entity),
-                event=event,
-                allowed_events=machine.allowed_events(entity),
-                errors=[f"{name}: reserved, not a payload field" for name in reserved],
+            _refuse_payload(
+                runner,
+                entity,
+                event,
+                [f"{name}: reserved, not a payload field" for name in reserved],
             )
         if idempotency_key is FROM_HEADER:
+            if not has_request_context():
+                raise StatekitError(
+                    f"cannot fire {event!r} on {runner.machine.name} "
+                    f"{runner.machine.key_of(entity)}: FROM_HEADER reads the request's "
+                    f"Idempotency-Key header, and there is no request here; pass the key"
+                )
             idempotency_key = idempotency_key_from_header()
         assert not isinstance(idempotency_key, _FromHeader)
+        if actor is None and has_request_context():
+            actor = state.settings.actor(request)
         return runner.fire(
             entity,
             event,
-            actor=actor if actor is not None else self.actor(),
+            actor=actor,
             correlation_id=correlation_id,
             idempotency_key=idempotency_key,
             **data,
@@ -258,15 +267,15 @@ class StateKit:
             InstanceNotFoundHTTPError: no such instance (a 404, as a problem when
                 the error handlers are on).
         """
-        runner = self.runner(of)
-        name = runner.machine.name
-        binding = self.store.binding(name)
+        state = self.state
+        name = _runner(state, of).machine.name
+        binding = state.store.binding(name)
         text = str(key)
         try:
             coerced = binding.coerce_key(text)
         except InstanceNotFoundError:
             coerced = None
-        db = self.state.db
+        db = state.db
         found = None
         if coerced is not None:
             if db is None:
@@ -318,6 +327,24 @@ class StateKit:
 
     def _lever_actor(self, actor: str | None) -> str:
         return actor or self.actor() or "anonymous"
+
+
+def _refuse_payload(runner: Runner, entity: object, event: str, errors: list[str]) -> NoReturn:
+    machine = runner.machine
+    raise InvalidPayloadError(
+        entity_type=machine.name,
+        key=machine.key_of(entity),
+        state=machine.state_of(entity),
+        event=event,
+        allowed_events=machine.allowed_events(entity),
+        errors=errors,
+    )
+
+
+def _runner(state: StateKitState, of: object) -> Runner:
+    if isinstance(of, str | Machine):
+        return state.runner(of)
+    return state.runner_for(of)
 
 
 def idempotency_key_from_header() -> str | None:

@@ -22,12 +22,14 @@ from statekit.errors import (
     GuardRejectedError,
     IdempotencyConflictError,
     InstanceNotFoundError,
+    InvalidArgumentError,
     InvalidPayloadError,
     NestedTransitionError,
     NotStartedError,
     PostconditionFailedError,
     PreconditionFailedError,
     StatekitError,
+    SweeperError,
     TransitionError,
     TransitionNotAllowedError,
     UnknownEventError,
@@ -52,6 +54,8 @@ PROBLEM_TYPES: tuple[tuple[type[StatekitError], int, str, str], ...] = (
     (InvalidPayloadError, 422, "invalid-payload", "Invalid event payload"),
     (InstanceNotFoundError, 404, "not-found", "Instance not found"),
     (TransitionError, 409, "transition-refused", "Transition refused"),
+    (SweeperError, 409, "lever-refused", "Lever refused in this state"),
+    (InvalidArgumentError, 422, "invalid-argument", "Invalid argument"),
     (DefinitionMismatchError, 500, "definition-mismatch", "Stored state unknown to the machine"),
     (StatekitError, 500, "statekit-error", "Workflow error"),
 )
@@ -123,6 +127,10 @@ def facts_of(error: StatekitError) -> dict[str, Any]:
     if isinstance(error, ConcurrentTransitionError):
         facts["expected_version"] = error.expected_version
         facts["actual_version"] = error.actual_version
+    if isinstance(error, SweeperError):
+        facts["lever"], facts["state"] = error.lever, error.state
+    if isinstance(error, InvalidArgumentError):
+        facts["argument"], facts["allowed"] = error.argument, error.allowed
     if isinstance(error, DefinitionMismatchError):
         facts["field"] = error.field
     return facts

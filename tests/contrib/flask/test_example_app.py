@@ -173,9 +173,16 @@ def test_the_api_retries_and_resolves_stuck_orders(app: Flask, client: FlaskClie
 
     nothing_dead = client.post(f"/api/orders/{retrying_id}/retry")
     assert (nothing_dead.status_code, nothing_dead.mimetype) == (409, PROBLEM)
-    assert "has no dead-lettered compensations" in nothing_dead.get_json()["detail"]
+    refusal = nothing_dead.get_json()
+    assert "has no dead-lettered compensations" in refusal["detail"]
+    assert (refusal["lever"], refusal["key"], refusal["state"]) == (
+        "retry",
+        str(retrying_id),
+        "paid",
+    )
     no_note = client.post(f"/api/orders/{retrying_id}/resolve", json={"state": "cancelled"})
-    assert no_note.status_code == 409
+    assert (no_note.status_code, no_note.mimetype) == (422, PROBLEM)
+    assert no_note.get_json()["argument"] == "note"
     assert client.post("/api/orders/9999/retry").status_code == 404
     retried = client.post(f"/api/orders/{dead_id}/retry")
     assert retried.status_code == 200

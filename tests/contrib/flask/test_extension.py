@@ -247,3 +247,16 @@ def test_a_person_retries_and_resolves_through_the_app(
     assert stored(app)["state"] == "refunded"
     with app.app_context():
         assert db.session.scalar(select(Order.paid_amount)) == Decimal(0)
+
+
+def test_from_header_outside_a_request_is_a_statekit_error(
+    make_app: AppFactory, sqlite_url: str
+) -> None:
+    from statekit.contrib.flask import FROM_HEADER
+
+    app = make_app(sqlite_url)
+    place(app.test_client())
+    with app.app_context():
+        order = db.session.get(Order, 1)
+        with pytest.raises(StatekitError, match="reads the request's Idempotency-Key header"):
+            statekit.fire(order, "reserve", idempotency_key=FROM_HEADER)

@@ -10,7 +10,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from statekit.contrib.flask import problem_of
-from statekit.errors import DefinitionMismatchError, NestedTransitionError
+from statekit.errors import (
+    DefinitionMismatchError,
+    InvalidArgumentError,
+    NestedTransitionError,
+    SweeperError,
+)
 from tests.contrib.flask.conftest import AppFactory
 from tests.contrib.flask.shop import BEFORE_FIRE, Order, statekit
 from tests.contrib.flask.test_requests import PAYMENT, place, stored
@@ -175,3 +180,33 @@ def test_the_type_base_is_configurable(make_app: AppFactory, shop_url: str) -> N
     )
     body = problem(app.test_client().post("/orders/42/events/reserve"), 404)
     assert body["type"] == "https://shop.example/problems/not-found"
+
+
+def test_a_payload_that_is_not_an_object_is_422(client: FlaskClient) -> None:
+    place(client)
+    body = problem(client.post("/orders/1/events/reserve", json=[1, 2]), 422)
+    assert body["type"] == f"{TYPE}invalid-payload"
+    assert body["errors"] == ["(payload): must be an object of fields, not list"]
+
+
+def test_a_refused_lever_is_409_and_a_refused_argument_422() -> None:
+    lever = SweeperError(
+        "order 7 has no dead-lettered compensations",
+        lever="retry",
+        entity_type="order",
+        key="7",
+        state="paid",
+    )
+    assert problem_of(lever, type_base=TYPE) == {
+        "type": f"{TYPE}lever-refused",
+        "title": "Lever refused in this state",
+        "status": 409,
+        "detail": "order 7 has no dead-lettered compensations",
+        "entity": "order",
+        "key": "7",
+        "lever": "retry",
+        "state": "paid",
+    }
+    argument = problem_of(InvalidArgumentError("note", " ", "a note that says why"), type_base=TYPE)
+    assert (argument["status"], argument["type"]) == (422, f"{TYPE}invalid-argument")
+    assert (argument["argument"], argument["allowed"]) == ("note", "a note that says why")
