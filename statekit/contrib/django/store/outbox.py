@@ -117,7 +117,7 @@ class OutboxOperations:
             )
         for name, binding in self._bindings.items():
             if isinstance(entity, binding.model):
-                return name, str(entity.pk)  # type: ignore[attr-defined]
+                return name, str(entity.pk)
         raise StoreError(f"{type(entity).__name__} is not registered with this DjangoStore")
 
     def add_compensations(

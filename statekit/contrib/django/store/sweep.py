@@ -50,7 +50,9 @@ class SweepOperations:
 
         def binding(self, entity_type: str) -> ModelBinding: ...  # StoreCore's
 
-        def history(self, entity_type: str, key: str) -> list[TransitionRecord]: ...
+        def history(
+            self, entity_type: str, key: str, *, idempotency_key: str | None = None
+        ) -> list[TransitionRecord]: ...
 
         def _in_unit(self, entity: object, what: str) -> tuple[str, str]: ...
 
