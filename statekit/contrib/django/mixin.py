@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from django.db import models
 
-from statekit.contrib.django.fields import UTCDateTimeField
+from statekit.contrib.django.fields import PlainTextField, UTCDateTimeField
 from statekit.engine import Machine
 from statekit.errors import StatekitError
 from statekit.limits import NAME_MAX
@@ -67,7 +67,7 @@ class StateModel(models.Model):
     state_entered_at = UTCDateTimeField(null=True, blank=True)
     state_deadline_at = UTCDateTimeField(null=True, blank=True, db_index=True)
     stuck_at = UTCDateTimeField(null=True, blank=True)
-    stuck_reason: models.TextField[str | None, str | None] = models.TextField(null=True, blank=True)
+    stuck_reason = PlainTextField(null=True, blank=True)
     state_definition_version: models.IntegerField[int | None, int | None] = models.IntegerField(
         null=True, blank=True
     )
