@@ -97,9 +97,6 @@ class Transition(TransitionColumns):
 
     class Meta:
         db_table = "statekit_transitions"
-        db_table_comment = (
-            "One row per applied statekit transition; seq is the entity's new version."
-        )
         constraints = [
             models.UniqueConstraint(
                 fields=["entity_type", "entity_key", "idempotency_key"],
@@ -138,7 +135,6 @@ class Compensation(OutboxId, CompensationColumns):
 
     class Meta:
         db_table = "statekit_compensations"
-        db_table_comment = "The compensation outbox: one row per step to undo."
         constraints = [
             models.UniqueConstraint(
                 fields=["entity_type", "entity_key", "step_seq", "action"],
@@ -170,7 +166,6 @@ class CompensationAttempt(AttemptColumns):
 
     class Meta:
         db_table = "statekit_compensation_attempts"
-        db_table_comment = "Every attempt at a compensation, with its error."
 
 
 class RetiredTransition(Retired, TransitionColumns):
@@ -178,9 +173,6 @@ class RetiredTransition(Retired, TransitionColumns):
 
     class Meta:
         db_table = "statekit_retired_transitions"
-        db_table_comment = (
-            "Rows of statekit_transitions from earlier lives of their keys, kept for audit."
-        )
         indexes = [
             NamedIndex(
                 fields=["entity_type", "entity_key"], name="ix_statekit_retired_transitions_key"
@@ -193,9 +185,6 @@ class RetiredCompensation(Retired, RetiredOutboxId, CompensationColumns):
 
     class Meta:
         db_table = "statekit_retired_compensations"
-        db_table_comment = (
-            "Rows of statekit_compensations from earlier lives of their keys, kept for audit."
-        )
         indexes = [
             NamedIndex(
                 fields=["entity_type", "entity_key"], name="ix_statekit_retired_compensations_key"
@@ -208,10 +197,6 @@ class RetiredCompensationAttempt(Retired, AttemptColumns):
 
     class Meta:
         db_table = "statekit_retired_compensation_attempts"
-        db_table_comment = (
-            "Rows of statekit_compensation_attempts from earlier lives of their keys, "
-            "kept for audit."
-        )
         indexes = [
             NamedIndex(
                 fields=["compensation_id"], name="ix_statekit_retired_compensation_attempts_key"

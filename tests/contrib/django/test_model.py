@@ -9,7 +9,7 @@ import pytest
 from django.db import transaction
 
 from models.order import OrderWorkflow
-from statekit import Runner, StatekitError, TransitionRecord
+from statekit import ConcurrentTransitionError, Runner, StatekitError, TransitionRecord
 from statekit.contrib.django.mixin import ProtectedStateError
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store import DjangoStore
@@ -138,3 +138,38 @@ def test_a_pre_transition_receiver_that_raises_stops_the_transition(
     assert order.state == "pending"
     assert Order.objects.using(alias).get(pk="o1").state_version == 0
     assert list(runner.store.history("order", "o1")) == []
+
+
+# -- what actions change ------------------------------------------------------------
+
+
+def test_the_fields_actions_change_are_written_with_the_transition(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    """`reserve` takes stock and `pay` records the payment: a fire outside any unit
+    writes those fields in its compare-and-set UPDATE, as a Session's flush would."""
+    runner.fire(order, "reserve")
+    runner.fire(order, "pay", amount="10", reference="r-1")
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.in_stock, stored.paid_amount) == ("paid", 9, 10)
+
+
+def test_fields_an_action_changed_roll_back_with_a_lost_race(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    stale = Order.objects.using(alias).get(pk="o1")
+    runner.fire(order, "cancel")
+    with pytest.raises(ConcurrentTransitionError):
+        runner.fire(stale, "reserve")
+    assert stale.in_stock == 10  # the Runner restored the object
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.in_stock) == ("cancelled", 10)
+
+
+def test_a_field_changed_by_the_caller_before_a_fire_is_written_with_it(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    order.sku = "SKU-9"
+    runner.fire(order, "reserve")
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.sku) == ("stock_reserved", "SKU-9")

@@ -54,7 +54,7 @@ def sqlalchemy_engine(alias: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def described(engine: Engine, table: str) -> dict[str, Any]:
     """What a database says about one table: columns in order (type, collation,
-    nullability), primary key, unique constraints and indexes, by name."""
+    nullability), primary key, comment, unique constraints and indexes, by name."""
     found = inspect(engine)
     pk = found.get_pk_constraint(table)
     # SQLite keeps a constraint's name only in the table's CREATE text, which Django
@@ -71,6 +71,9 @@ def described(engine: Engine, table: str) -> dict[str, Any]:
             for c in found.get_columns(table)
         ],
         "primary key": (pk_name, tuple(pk["constrained_columns"])),
+        "comment": (
+            found.get_table_comment(table)["text"] if engine.dialect.supports_comments else None
+        ),
         "unique": sorted(
             (u["name"], tuple(u["column_names"])) for u in found.get_unique_constraints(table)
         ),
@@ -116,3 +119,13 @@ def test_the_state_columns_are_those_of_the_sqlalchemy_mixin(
         assert ("state_deadline_at",) in indexed
     finally:
         engine.dispose()
+
+
+def test_the_app_passes_djangos_system_checks_without_a_warning(alias: str) -> None:
+    """No models.W046 on SQLite: the table comments are written by the migration
+    where the database keeps them, not declared with `db_table_comment`."""
+    from django.apps import apps
+    from django.core import checks
+
+    found = checks.run_checks(app_configs=[apps.get_app_config("statekit")], databases=[alias])
+    assert found == []

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, models, transaction
 
 from statekit.clock import Clock, SystemClock
-from statekit.contrib.django.mixin import mark_synced
+from statekit.contrib.django.mixin import changed_fields, mark_synced
 from statekit.contrib.django.models import RetiredTransition, Transition
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store.binding import ModelBinding
@@ -19,7 +19,6 @@ from statekit.contrib.django.store.lives import purge, retire
 from statekit.contrib.django.store.units import (
     DjangoUnit,
     database_errors,
-    field_values,
     open_unit,
     unit_of_entity,
     write_back,
@@ -99,8 +98,8 @@ class StoreCore(Store):
             return self._bindings[entity_type]
         except KeyError:
             raise StoreError(
-                f"no Django model registered for machine {entity_type!r} "
-                f"(registered: {', '.join(sorted(self._bindings)) or 'none'})"
+                f"unknown machine {entity_type!r}; found: "
+                f"{', '.join(sorted(self._bindings)) or 'none'}"
             ) from None
 
     # -- create, load, delete ---------------------------------------------------------
@@ -208,7 +207,9 @@ class StoreCore(Store):
         after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         """Compare-and-set the row's version and insert the history row in one atomic
-        block (a savepoint in the caller's block, if any); see `Store.apply`."""
+        block (a savepoint in the caller's block, if any); see `Store.apply`. The
+        UPDATE also writes the entity's other fields that changed since it was read
+        (what the transition's actions did)."""
         key = plan.key or ""
         if unit is not None and not isinstance(unit, DjangoUnit):
             raise StoreError(
@@ -224,7 +225,8 @@ class StoreCore(Store):
                 with transaction.atomic(using=self.db):
                     if pre_transition.receivers:
                         pre_transition.send(sender, instance=entity, record=record)
-                    updated = rows.update(**binding.new_values(plan))
+                    # Fields the actions (or the caller) changed go in the same UPDATE.
+                    updated = rows.update(**{**changed_fields(entity), **binding.new_values(plan)})
                     if updated:
                         Transition.objects.using(self.db).create(
                             entity_type=plan.entity_type,
@@ -312,14 +314,14 @@ class StoreCore(Store):
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
                 entity = found[0]
                 saved = save_attributes(entity, binding.machine.fields)
-                fields = field_values(entity, binding.names)
+                mark_synced(entity)
                 with open_unit(entity, self.db):
                     try:
                         yield entity
                     except BaseException:
                         restore_attributes(entity, saved)
                         raise
-                    write_back(entity, fields, self.db)
+                    write_back(entity, self.db)
 
     def unit_of(self, entity_type: str, key: str, entity: object) -> DjangoUnit | None:
         """The `transaction` block this thread has open on `entity`, or None: then
