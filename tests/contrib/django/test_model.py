@@ -9,7 +9,13 @@ import pytest
 from django.db import transaction
 
 from models.order import OrderWorkflow
-from statekit import ConcurrentTransitionError, Runner, StatekitError, TransitionRecord
+from statekit import (
+    ConcurrentTransitionError,
+    Runner,
+    StatekitError,
+    StoreError,
+    TransitionRecord,
+)
 from statekit.contrib.django.mixin import ProtectedStateError
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store import DjangoStore
@@ -173,3 +179,28 @@ def test_a_field_changed_by_the_caller_before_a_fire_is_written_with_it(
     runner.fire(order, "reserve")
     stored = Order.objects.using(alias).get(pk="o1")
     assert (stored.state, stored.sku) == ("stock_reserved", "SKU-9")
+
+
+# -- the store's bindings -----------------------------------------------------------
+
+
+def test_the_default_store_serves_every_installed_model_that_names_a_machine(alias: str) -> None:
+    store = DjangoStore(using=alias)
+    assert sorted(store.machines()) == ["job", "order"]
+    with pytest.raises(StoreError) as caught:
+        store.load("invoice", "1")
+    assert str(caught.value) == "unknown machine 'invoice'; found: job, order"
+
+
+def test_an_instance_without_a_model_row_is_refused(alias: str) -> None:
+    from tests.support import new_order
+
+    store = DjangoStore({OrderWorkflow.machine: Order}, using=alias)
+    plain = new_order("p1")
+    with pytest.raises(StoreError) as caught:
+        Runner(OrderWorkflow.machine, store).start(plain)
+    assert str(caught.value) == (
+        "DjangoStore stores order p1 as a model row: pass the model instance "
+        "(got models.order.Order)"
+    )
+    assert plain.state is None

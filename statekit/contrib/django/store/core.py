@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, models, transaction
@@ -127,7 +127,7 @@ class StoreCore(Store):
             if not isinstance(entity, models.Model):
                 raise StoreError(
                     f"DjangoStore stores {snapshot.entity_type} {snapshot.key or '(new)'} as a "
-                    f"model row: pass the model instance (got {type(entity).__name__})"
+                    f"model row: pass the model instance (got {_described(entity)})"
                 )
         with database_errors(
             "creating " + ", ".join(f"{s.entity_type} {s.key}" for s in snapshots)
@@ -142,13 +142,11 @@ class StoreCore(Store):
                 raise StoreError(f"creating {snapshots[0].entity_type} failed: {exc}") from exc
 
     def _insert(self, snapshot: Snapshot, entity: models.Model) -> None:
-        binding = self.binding(snapshot.entity_type)
+        self.binding(snapshot.entity_type)  # an unknown machine is refused first
         if snapshot.key:
             self._refuse_taken(snapshot, entity)
         entity.save(force_insert=True, using=self.db)
-        key = str(entity.pk)
-        retire(self.db, snapshot.entity_type, key, self.clock.now())
-        del binding  # looked up for its error on an unknown machine
+        retire(self.db, snapshot.entity_type, str(entity.pk), self.clock.now())
 
     def _refuse_taken(self, snapshot: Snapshot, entity: models.Model) -> None:
         binding = self.binding(snapshot.entity_type)
@@ -329,6 +327,11 @@ class StoreCore(Store):
         return unit_of_entity(entity)
 
 
+def _described(entity: object) -> str:
+    kind = type(entity)
+    return "None" if entity is None else f"{kind.__module__}.{kind.__qualname__}"
+
+
 def installed_models() -> list[type[models.Model]]:
     """Every installed model that names a machine (`__statekit_machine__`)."""
     from django.apps import apps
@@ -338,8 +341,3 @@ def installed_models() -> list[type[models.Model]]:
         for model in apps.get_models()
         if getattr(model, "__statekit_machine__", None) is not None
     ]
-
-
-def aware_now() -> datetime:
-    """The system clock's time, aware in UTC."""
-    return datetime.now(UTC)
