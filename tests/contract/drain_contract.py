@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from statekit import Backoff, CompensationContext, InvalidArgumentError, Sweeper
+from statekit import Backoff, CompensationContext, InvalidArgumentError, StoreError, Sweeper
 from tests.contract.jobs import CALLS, FAILURES, HOOKS
 from tests.contract.sweeper_contract import Env, Gate, SweeperFixtures
 
@@ -135,6 +135,27 @@ class ConcurrentDrainContract(SweeperFixtures):
         statuses = Counter(t.status for t in env.store.compensations("job"))
         assert statuses == {"done": 2, "pending": 4}
         assert len(CALLS) == 2
+
+    def test_a_store_failure_stops_the_claims_and_is_raised_after_the_rest(self, env: Env) -> None:
+        keys = [f"f{n}" for n in range(8)]
+        for key in keys:
+            env.job(key, "advance")
+            env.sweeper.compensate("job", key, reason="test", actor="app")
+        FAILURES["f0", "undo_first"] = 1
+        HOOKS.append(Overlap(0.02))
+
+        def database_gone(*args: Any, **kwargs: Any) -> None:
+            raise StoreError("recording a failed compensation: the database went away")
+
+        env.store.fail_compensation = database_gone  # type: ignore[method-assign]
+        with pytest.raises(StoreError, match="the database went away"):
+            self.sweeper_of(env, 4).run_once()
+
+        statuses = {t.key: t.status for t in env.store.compensations("job")}
+        assert statuses["f0"] == "running"  # its failure could not be recorded
+        others = Counter(status for key, status in statuses.items() if key != "f0")
+        assert others["running"] == 0  # every other claimed task finished first
+        assert others["done"] == len([k for k, _, _ in CALLS if k != "f0"])
 
     def test_concurrency_must_be_at_least_one(self, env: Env) -> None:
         for wrong in (0, -3, 1.5, True):
