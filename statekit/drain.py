@@ -1,5 +1,8 @@
-"""The compensation drain: claim one due task at a time, run its handler with no lock
-held and a timeout, then complete it, settle it or record the failure.
+"""The compensation drain: claim due tasks, run each handler with no lock held and a
+timeout, then complete it, settle it or record the failure. With `concurrency` N, up to
+N handlers run at once in a bounded thread pool; each task is still its own unit (its
+own lease, check, completion transaction), and a claim never hands out two tasks of one
+instance, nor one whose instance has a task running.
 
 The rule for an instance that leaves stuck: its compensations run only while it is
 still stuck where the sweeper (or `Sweeper.compensate`) marked it. A transition out
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -44,7 +48,8 @@ logger = logging.getLogger("statekit.sweeper")
 
 
 class Drain:
-    """The compensation side of a `Sweeper`: runs due compensations one at a time.
+    """The compensation side of a `Sweeper`: runs due compensations, up to
+    `concurrency` at once.
 
     Args:
         store: Claims compensations, and records their completion or failure.
@@ -54,7 +59,10 @@ class Drain:
         lease: How long a claimed compensation is reserved.
         handler_timeout: How long to wait for a handler (None: no limit).
         backoff: Delay between attempts of a failing compensation.
-        notify: Tells the listeners about failed and dead-lettered compensations.
+        notify: Tells the listeners about failed and dead-lettered compensations
+            (from the pool's threads when `concurrency` is above 1).
+        concurrency: How many handlers may run at once (1: one at a time, in the
+            calling thread).
     """
 
     def __init__(
@@ -66,8 +74,10 @@ class Drain:
         handler_timeout: timedelta | None,
         backoff: Backoff,
         notify: Notify,
+        concurrency: int = 1,
     ) -> None:
         self.store = store
+        self.concurrency = concurrency
         self.runners = runners
         self.clock = clock
         self.lease = lease
@@ -76,18 +86,66 @@ class Drain:
         self.notify = notify
 
     def run(self, result: SweepResult, stop: Callable[[], bool]) -> None:
-        """Run due compensations one at a time until none is due or `stop()` is true.
+        """Run due compensations until none is due or `stop()` is true.
 
-        Each task is claimed (with its own lease) just before it runs, so a stop or a
-        crash leaves no claimed-but-unstarted task waiting out a lease.
+        Tasks are claimed (each with its own lease) only when a slot is free to run
+        them at once, so a stop or a crash leaves no claimed-but-unstarted task
+        waiting out a lease. After a stop no task is claimed; the handlers already
+        running finish (or time out) before this returns.
+
+        Raises:
+            StatekitError: the store failed (claiming, or recording a failure); the
+                running handlers are waited for first.
         """
-        while not stop():
-            now = self.clock.now()
-            tasks = self.store.claim_compensations(now, 1, self.lease)
-            if not tasks:
-                return
-            for task in tasks:
-                self.compensate_one(task, result)
+        if self.concurrency == 1:
+            while not stop():
+                tasks = self.store.claim_compensations(self.clock.now(), 1, self.lease)
+                if not tasks:
+                    return
+                for task in tasks:
+                    self.compensate_one(task, result)
+            return
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="statekit-drain") as pool:
+            self._run_pool(pool, result, stop)
+
+    def _run_pool(
+        self, pool: ThreadPoolExecutor, result: SweepResult, stop: Callable[[], bool]
+    ) -> None:
+        """Claim as many tasks as there are free slots, in one claim, and run them."""
+        running: set[Future[SweepResult]] = set()
+        errors: list[BaseException] = []
+
+        def collect(finished: set[Future[SweepResult]]) -> None:
+            for future in finished:
+                error = future.exception()
+                if error is None:
+                    result.add(future.result())
+                else:
+                    errors.append(error)
+
+        try:
+            while not stop() and not errors:
+                free = self.concurrency - len(running)
+                tasks = self.store.claim_compensations(self.clock.now(), free, self.lease)
+                for task in tasks:
+                    running.add(pool.submit(self._compensate_apart, task))
+                if not running:
+                    return  # nothing due and nothing running
+                if len(tasks) < free or len(running) == self.concurrency:
+                    # Wait for a slot; a finished task may also make an older step due.
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    collect(finished)
+        finally:
+            finished, _ = wait(running)
+            collect(finished)
+        if errors:
+            raise errors[0]
+
+    def _compensate_apart(self, task: CompensationTask) -> SweepResult:
+        """`compensate_one` in a pool thread, counting into a result of its own."""
+        own = SweepResult()
+        self.compensate_one(task, own)
+        return own
 
     def compensate_one(self, task: CompensationTask, result: SweepResult) -> None:
         """Claimed `task`: run it, settle it or record its failure, counting into `result`."""

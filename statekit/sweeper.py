@@ -6,8 +6,9 @@
 A pass claims overdue instances in batches, fires each one's timeout event through
 the normal decide/apply path (guards, history, locking) or marks it stuck and
 schedules the compensations of its completed steps, newest first, as durable rows.
-Then it drains the outbox (`statekit.drain`): one task at a time is claimed with its
-own lease, its handler runs with no lock held and within `handler_timeout`, and the
+Then it drains the outbox (`statekit.drain`): each task is claimed with its own
+lease, up to `concurrency` handlers run at once (never two of one instance), each with
+no lock held and within `handler_timeout`, and the
 entity's transaction then records its completion with the handler's writes; a
 failure is retried with exponential backoff and jitter until its attempts are used
 up, then dead-lettered for a person. Time is the database's clock unless a clock is
@@ -68,6 +69,9 @@ class Sweeper:
         backoff: Delay between attempts of a failing compensation; its base and cap
             also bound the wait before a set-aside instance is tried again.
         listeners: Hooks for stuck instances, failed and dead-lettered compensations.
+        concurrency: How many compensation handlers may run at once, in a bounded
+            thread pool (1: one at a time). Never two of one instance; each keeps its
+            own lease, timeout and completion transaction.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class Sweeper:
         handler_timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT,
         backoff: Backoff | None = None,
         listeners: Sequence[Listener] = (),
+        concurrency: int = 1,
     ) -> None:
         if not runners:
             raise InvalidArgumentError(
@@ -105,6 +110,16 @@ class Sweeper:
                 batch_size,
                 "at least 1",
                 message=f"batch_size {batch_size!r} refused: it must be at least 1",
+            )
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidArgumentError(
+                "concurrency",
+                concurrency,
+                "a whole number, at least 1",
+                message=(
+                    f"concurrency {concurrency!r} refused: it must be a whole number of "
+                    "handlers that may run at once, at least 1"
+                ),
             )
         if handler_timeout is DEFAULT_HANDLER_TIMEOUT:
             handler_timeout = min(handler_timeout, lease / 2)
@@ -133,6 +148,7 @@ class Sweeper:
         self.handler_timeout = handler_timeout
         self.backoff = backoff or Backoff()
         self.listeners = tuple(listeners)
+        self.concurrency = concurrency
         self.deadlines = Deadlines(
             self.store, self.clock, batch_size, self.backoff, notify=self._notify
         )
@@ -145,8 +161,9 @@ class Sweeper:
             handler_timeout,
             self.backoff,
             notify=self._notify,
+            concurrency=concurrency,
         )
-        """The compensation side: runs due compensations one at a time."""
+        """The compensation side: runs due compensations, up to `concurrency` at once."""
 
     # -- passes ----------------------------------------------------------------------
 

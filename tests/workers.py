@@ -252,18 +252,19 @@ def duplicate_rounds(
     }
 
 
-def _job_sweeper(url: str, batch_size: int) -> Any:
+def _job_sweeper(url: str, batch_size: int, concurrency: int = 1) -> Any:
     from statekit import Sweeper
     from tests.sweep_support import JobRow, JobWorkflow
 
     engine = engine_for(url)
     store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
-    return Sweeper([Runner(JobWorkflow.machine, store)], batch_size=batch_size)
+    runner = Runner(JobWorkflow.machine, store)
+    return Sweeper([runner], batch_size=batch_size, concurrency=concurrency)
 
 
-def sweep(url: str, batch_size: int) -> dict[str, Any]:
+def sweep(url: str, batch_size: int, concurrency: int = 1) -> dict[str, Any]:
     """Wait for the parent's go, then run one sweeper pass over the jobs."""
-    sweeper = _job_sweeper(url, batch_size)
+    sweeper = _job_sweeper(url, batch_size, concurrency)
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
     return dict(sweeper.run_once().as_dict())

@@ -36,6 +36,7 @@ def _sweeper(
     batch_size: int = 100,
     lease: float = 300.0,
     handler_timeout: float | None = None,
+    concurrency: int = 1,
 ) -> Sweeper:
     timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT
     if handler_timeout is not None:
@@ -46,7 +47,10 @@ def _sweeper(
             )
         timeout = timedelta(seconds=handler_timeout) if handler_timeout else None
     return current_context(db_url, modules).sweeper(
-        batch_size=batch_size, lease=timedelta(seconds=lease), handler_timeout=timeout
+        batch_size=batch_size,
+        lease=timedelta(seconds=lease),
+        handler_timeout=timeout,
+        concurrency=concurrency,
     )
 
 
@@ -82,7 +86,17 @@ def _summary(result: SweepResult) -> str:
     show_default=True,
     envvar="STATEKIT_BATCH_SIZE",
     show_envvar=True,
-    help="Overdue instances claimed per transaction (compensations go one at a time).",
+    help="Overdue instances claimed per transaction.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="STATEKIT_SWEEP_CONCURRENCY",
+    show_envvar=True,
+    help="Compensation handlers run at once in a thread pool (never two of one "
+    "instance); size the database pool for it.",
 )
 @click.option(
     "--lease",
@@ -124,12 +138,14 @@ def sweep(
     max_failures: int,
     lease: float,
     handler_timeout: float | None,
+    concurrency: int,
     as_json: bool,
 ) -> None:
     """Time out overdue instances and run due compensations.
 
     Runs one pass with --once, otherwise a pass every --interval seconds until
-    SIGTERM or SIGINT, which let the instance in progress finish and exit 0; a
+    SIGTERM or SIGINT, which let the instance or the handlers in progress finish
+    (or time out) and exit 0, claiming nothing new; a
     second signal exits at once with 130. A failed pass (the database went away)
     is logged and retried after a growing wait, up to --max-failures in a row.
     With --json every pass prints one JSON object on stdout; logs always go to
@@ -139,7 +155,7 @@ def sweep(
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    sweeper = _sweeper(db_url, modules, batch_size, lease, handler_timeout)
+    sweeper = _sweeper(db_url, modules, batch_size, lease, handler_timeout, concurrency)
 
     def report(result: SweepResult) -> None:
         if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -184,3 +185,62 @@ def test_sweep_refuses_a_handler_timeout_as_long_as_the_lease(dead_letter: str) 
         "sweep", "--once", "--lease", "5", "-m", "tests.sweep_support", db=dead_letter
     )
     assert code == 0, out  # the default timeout shrinks to half of a short lease
+
+
+@pytest.fixture
+def many_stuck(tmp_path: Path) -> str:
+    """A SQLite database with eight jobs stuck after `advance`, not yet compensated."""
+    path = tmp_path / "many.db"
+    engine = sqlite_engine(str(path))
+    JobBase.metadata.create_all(engine)
+    store = SQLAlchemyStore(engine, {JobWorkflow.machine: JobRow})
+    store.create_tables()
+    runner = Runner(JobWorkflow.machine, store)
+    sweeper = Sweeper([runner])
+    for n in range(8):
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            row = JobRow(id=f"m-{n}")
+            session.add(row)
+            runner.start(row)
+        runner.fire_by_key(f"m-{n}", "advance")
+        sweeper.compensate("job", f"m-{n}", reason="test", actor="ops")
+    engine.dispose()
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_sweep_runs_handlers_concurrently(many_stuck: str, how: str) -> None:
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def overlap(job: JobRow, undo: object) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    HOOKS.append(overlap)
+    args = ["sweep", "--once", "--json", "-m", "tests.sweep_support"]
+    env = {"STATEKIT_DB": many_stuck}
+    if how == "option":
+        args += ["--concurrency", "4"]
+    else:
+        env["STATEKIT_SWEEP_CONCURRENCY"] = "4"
+    try:
+        result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    finally:
+        HOOKS.clear()
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output.strip().splitlines()[-1])
+    assert (counts["compensations_run"], counts["compensated"]) == (8, 8)
+    assert 1 < most[0] <= 4  # measured: handlers overlapped, never more than four
+
+
+def test_sweep_refuses_a_concurrency_below_one(many_stuck: str) -> None:
+    code, out = invoke(
+        "sweep", "--once", "--concurrency", "0", "-m", "tests.sweep_support", db=many_stuck
+    )
+    assert code == 2
+    assert "--concurrency" in out
+    assert "0 is not in the range x>=1" in out

@@ -105,8 +105,8 @@ class Env:
     read_job: ReadJob
 
 
-class SweeperContract:
-    """The sweeper's observable behaviour; see the module docstring for fixtures."""
+class SweeperFixtures:
+    """The fixtures and helpers of the sweeper contracts (see the module docstring)."""
 
     @pytest.fixture(autouse=True)
     def _fresh_jobs(self) -> Iterator[None]:
@@ -171,6 +171,10 @@ class SweeperContract:
         return [
             (t.step_seq, t.action, t.status, t.attempts) for t in store.compensations("job", key)
         ]
+
+
+class SweeperContract(SweeperFixtures):
+    """The sweeper's observable behaviour; see the module docstring for fixtures."""
 
     # -- deadlines ---------------------------------------------------------------------
 

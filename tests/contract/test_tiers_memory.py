@@ -10,6 +10,7 @@ import pytest
 
 from models.order import OrderWorkflow
 from statekit import InstanceNotFoundError, ManualClock, MemoryStore, Runner, Snapshot, StoreError
+from tests.contract.drain_contract import ConcurrentDrainContract
 from tests.contract.jobs import JobWorkflow
 from tests.contract.outbox_contract import OutboxContract
 from tests.contract.reads_contract import ReadsContract
@@ -33,7 +34,9 @@ class TestMemoryReads(ReadsContract):
         return lambda n: new_order(str(n), total=str(10 * n))
 
 
-class TestMemorySweeper(SweeperContract):
+class MemoryJobs:
+    """The job fixtures of the sweeper contracts on `MemoryStore`."""
+
     @pytest.fixture
     def store(self, clock: ManualClock) -> MemoryStore:
         return MemoryStore([JobWorkflow.machine], clock=clock)
@@ -42,6 +45,14 @@ class TestMemorySweeper(SweeperContract):
     def read_job(self, store: MemoryStore) -> Callable[[str], Any]:
         """The stored job object: the one every unit loads."""
         return lambda key: store._entities["job", key]
+
+
+class TestMemorySweeper(MemoryJobs, SweeperContract):
+    pass
+
+
+class TestMemoryConcurrentDrain(MemoryJobs, ConcurrentDrainContract):
+    pass
 
 
 def test_waiting_needs_the_machine_registered() -> None:

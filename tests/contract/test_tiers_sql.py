@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from models.order import OrderWorkflow
 from models.orm import Base, OrderRow
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin, statekit_tables
+from tests.contract.drain_contract import ConcurrentDrainContract
 from tests.contract.jobs import JobWorkflow
 from tests.contract.outbox_contract import OutboxContract
 from tests.contract.reads_contract import ReadsContract
@@ -95,7 +96,9 @@ class TestSQLAlchemyReads(ReadsContract):
         return lambda n: OrderRow(id=n, total=Decimal(10 * n))
 
 
-class TestSQLAlchemySweeper(SQLJobs, SweeperContract):
+class SQLSweeperJobs(SQLJobs):
+    """The job fixtures of the sweeper contracts: the store, its rows, a fresh read."""
+
     @pytest.fixture
     def read_job(self, empty: Engine) -> Callable[[str], Any]:
         """The job row as committed now, read in a Session of its own."""
@@ -105,3 +108,11 @@ class TestSQLAlchemySweeper(SQLJobs, SweeperContract):
                 return session.get(ContractJob, key)
 
         return read
+
+
+class TestSQLAlchemySweeper(SQLSweeperJobs, SweeperContract):
+    pass
+
+
+class TestSQLAlchemyConcurrentDrain(SQLSweeperJobs, ConcurrentDrainContract):
+    pass

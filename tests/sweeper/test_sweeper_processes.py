@@ -21,6 +21,7 @@ from statekit.store.sqlalchemy import SQLAlchemyStore
 from tests.processes import ROOT, go, result, spawn, wait_ready
 from tests.sql_support import engine_for
 from tests.sweep_support import JobBase, JobRow, JobWorkflow, call_counts
+from tests.sweep_support import calls as calls_table
 
 pytestmark = pytest.mark.slow
 
@@ -243,3 +244,61 @@ def test_sigterm_stops_the_drain_after_the_running_compensation(
     waiting = store.compensations("job", status=["pending"])
     assert len(waiting) == len(keys) - called
     assert {t.attempts for t in waiting} == {0}
+
+
+def _two_step_jobs(store: SQLAlchemyStore, count: int) -> list[str]:
+    """`count` jobs that completed `advance` and `continue_` and are past the deadline
+    of `second`: two compensations each once marked stuck."""
+    keys = _overdue_jobs(store, count)
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        conn.execute(JobRow.__table__.update().values(state="second", state_version=2))
+        conn.execute(
+            insert(store.tables.transitions),
+            [
+                {
+                    "entity_type": "job",
+                    "entity_key": key,
+                    "seq": 2,
+                    "event": "continue_",
+                    "source": "first",
+                    "target": "second",
+                    "at": now - timedelta(minutes=15),
+                    "definition_version": 1,
+                }
+                for key in keys
+            ],
+        )
+    return keys
+
+
+def test_two_sweepers_at_concurrency_4_run_each_compensation_once_newest_first(
+    database_url: str, store: SQLAlchemyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 100 if make_url(database_url).get_backend_name() == "sqlite" else 400
+    keys = _two_step_jobs(store, count)
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("STATEKIT_TEST_CALL_LOG", str(log))  # every call, committed or not
+    monkeypatch.setenv("STATEKIT_TEST_HANDLER_SECONDS", "0.005")
+    workers = [spawn("sweep", url=database_url, batch_size=50, concurrency=4) for _ in range(2)]
+    for worker in workers:
+        wait_ready(worker)
+    for worker in workers:
+        go(worker)
+    results = [result(w) for w in workers]
+    assert sum(r["compensations_run"] for r in results) == 2 * count
+    assert sum(r["compensated"] for r in results) == count
+    calls = log.read_text(encoding="utf-8").splitlines()
+    assert sorted(calls) == sorted(f"{k} {a}" for k in keys for a in ("undo_first", "undo_second"))
+    with store.engine.connect() as conn:
+        assert call_counts(conn) == {(k, a): 1 for k in keys for a in ("undo_first", "undo_second")}
+        rows = conn.execute(
+            select(calls_table.c.job_key, calls_table.c.action).order_by(calls_table.c.id)
+        ).all()
+    order: dict[str, list[str]] = {}
+    for key, action in rows:  # committed in this order: newest step first per job
+        order.setdefault(key, []).append(action)
+    assert set(map(tuple, order.values())) == {("undo_second", "undo_first")}
+    done = store.compensations("job", status=["done"])
+    assert len(done) == 2 * count
+    assert {task.attempts for task in done} == {1}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Integer,
     Table,
     and_,
+    bindparam,
     exists,
     func,
     insert,
@@ -38,9 +41,14 @@ from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
 from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
-from statekit.store.sqlalchemy.tables import StatekitTables
+from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = ["OutboxOperations", "compensation_due", "supports_skip_locked"]
+
+_EXPIRY_PROBE = timedelta(seconds=1)
+"""How often (in the claimer's clock) a claim also looks for leases that ran out: a
+lease lasts minutes, so a second more before it is taken over costs nothing, while a
+drain claiming hundreds of tasks a second skips one query per claim."""
 
 _OPEN = ("pending", "running", "dead")
 _TASK_COLUMNS = (
@@ -57,6 +65,27 @@ _TASK_COLUMNS = (
     "claim_token",
     "id",
 )
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A claim's statements: the due queries (expired leases, then pending), the UPDATE
+    that takes the rows (returning them where the server can) and the read after it."""
+
+    queries: tuple[Any, ...]
+    update: Any
+    read: Any
+    returning: bool
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """The statements recording an attempt: the claim-checked UPDATE, the attempt row's
+    INSERT, and the count of the instance's open tasks after a completion."""
+
+    update: Any
+    attempt: Any
+    remaining: Any
 
 
 def supports_skip_locked(engine: Engine) -> bool:
@@ -130,9 +159,38 @@ class OutboxOperations:
     def claim_compensations(
         self, now: datetime, limit: int, lease: timedelta
     ) -> list[CompensationTask]:
-        """Claim due tasks (newest step first per instance) for this sweeper: each
-        becomes `running` with one more attempt and a lease, committed before any
-        handler runs. A task whose lease expired is claimed again."""
+        """Claim due tasks (newest step first per instance, at most one per instance)
+        for this sweeper: each becomes `running` with one more attempt and a lease,
+        committed before any handler runs. A task whose lease expired is claimed again
+        (first); this store looks for those at most once a second of `now`."""
+        claim = self._claim_statements
+        last = self.__dict__.get("_last_expiry_probe")
+        probe = last is None or not last <= now < last + _EXPIRY_PROBE
+        if probe:
+            self.__dict__["_last_expiry_probe"] = now
+        token = uuid.uuid4().hex
+        with wrap("claiming compensations", self.engine):
+            with self._sweep_engine.begin() as conn:
+                ids: list[Any] = []
+                for query in claim.queries[0 if probe else 1 :]:
+                    if len(ids) < limit:
+                        found = conn.execute(query, {"now": now, "limit": limit - len(ids)})
+                        ids += found.scalars().all()
+                if not ids:
+                    return []
+                # The selected rows are locked by this transaction (SKIP LOCKED) or the
+                # database's only write lock is held (SQLite): one UPDATE claims them all.
+                values = {"ids": ids, "token": token, "now": now, "lease_until": now + lease}
+                if claim.returning:
+                    rows = conn.execute(claim.update, values).all()
+                else:
+                    conn.execute(claim.update, values)
+                    rows = conn.execute(claim.read, values).all()
+        return sorted((_task(row) for row in rows), key=lambda t: (t.next_attempt_at, t.id))
+
+    @cached_property
+    def _claim_statements(self) -> _Claim:
+        """The claim's statements, built once with everything that changes bound."""
         c = self.tables.compensations
         newer = c.alias("newer")
         blocked = exists().where(
@@ -141,44 +199,43 @@ class OutboxOperations:
             newer.c.step_seq > c.c.step_seq,
             newer.c.status.in_(_OPEN),
         )
+        now = bindparam("now", type_=UTCDateTime())
         # One query per way of being due (expired leases first), each an ordered range
         # of the due index (status, next_attempt_at) that stops at `limit`: their OR, or
         # a sort key the index lacks, would read and sort every due row on each claim.
         # (Ties come in index order: by id on SQLite and InnoDB, by row on PostgreSQL.)
         queries = []
         for due in reversed(compensation_due(c, now)):
-            query = select(c.c.id).where(due, ~blocked).order_by(c.c.next_attempt_at)
+            query = (
+                select(c.c.id)
+                .where(due, ~blocked)
+                .order_by(c.c.next_attempt_at)
+                .limit(bindparam("limit", type_=Integer()))
+            )
             if self.skip_locked:
                 query = query.with_for_update(skip_locked=True)
             queries.append(query)
-        token = uuid.uuid4().hex
-        with wrap("claiming compensations", self.engine):
-            with self._sweep_engine.begin() as conn:
-                ids: list[Any] = []
-                for query in queries:
-                    if len(ids) < limit:
-                        ids += conn.execute(query.limit(limit - len(ids))).scalars().all()
-                if not ids:
-                    return []
-                # The selected rows are locked by this transaction (SKIP LOCKED) or the
-                # database's only write lock is held (SQLite): one UPDATE claims them all.
-                conn.execute(
-                    update(c)
-                    .where(c.c.id.in_(ids), c.c.status.in_(("pending", "running")))
-                    .values(
-                        status="running",
-                        attempts=c.c.attempts + 1,
-                        claim_token=token,
-                        lease_until=now + lease,
-                        updated_at=now,
-                    )
-                )
-                rows = conn.execute(
-                    select(*(c.c[n] for n in _TASK_COLUMNS))
-                    .where(c.c.id.in_(ids), c.c.claim_token == token)
-                    .order_by(c.c.next_attempt_at, c.c.id)
-                ).all()
-        return [_task(row) for row in rows]
+        mine = and_(
+            c.c.id.in_(bindparam("ids", expanding=True)), c.c.claim_token == bindparam("token")
+        )
+        update_ = (
+            update(c)
+            .where(
+                c.c.id.in_(bindparam("ids", expanding=True)), c.c.status.in_(("pending", "running"))
+            )
+            .values(
+                status="running",
+                attempts=c.c.attempts + 1,
+                claim_token=bindparam("token"),
+                lease_until=bindparam("lease_until", type_=UTCDateTime()),
+                updated_at=now,
+            )
+        )
+        columns = [c.c[n] for n in _TASK_COLUMNS]
+        returning = bool(self._sweep_engine.dialect.update_returning)
+        if returning:
+            update_ = update_.returning(*columns)
+        return _Claim(tuple(queries), update_, select(*columns).where(mine), returning)
 
     def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
         """Mark `task` done in the entity's transaction (with its attempt row) and
@@ -193,13 +250,8 @@ class OutboxOperations:
             raise StoreError("a compensation completes in the entity's transaction")
         conn = session.connection()
         self._finish(conn, task, now, status="done", error=None, next_attempt_at=None)
-        c = self.tables.compensations
         remaining = conn.execute(
-            select(func.count()).where(
-                c.c.entity_type == task.entity_type,
-                c.c.entity_key == task.key,
-                c.c.status.in_(_OPEN),
-            )
+            self._finish_statements.remaining, {"type_": task.entity_type, "key_": task.key}
         ).scalar()
         return int(remaining or 0)
 
@@ -234,32 +286,60 @@ class OutboxOperations:
         error: str | None,
         next_attempt_at: datetime | None,
     ) -> None:
-        c = self.tables.compensations
-        values: dict[str, Any] = {
-            "status": status,
-            "last_error": error,
-            "lease_until": None,
-            "claim_token": None,
-            "updated_at": now,
-        }
-        if next_attempt_at is not None:
-            values["next_attempt_at"] = next_attempt_at
+        finish = self._finish_statements
         result = conn.execute(
-            update(c)
-            .where(c.c.id == task.id, c.c.claim_token == task.claim_token, c.c.status == "running")
-            .values(values)
+            finish.update,
+            {
+                "id_": task.id,
+                "token": task.claim_token,
+                "status": status,
+                "error": error,
+                "now": now,
+                "next_attempt_at": next_attempt_at,
+            },
         )
         if result.rowcount != 1:
             raise lost_claim(task)
         conn.execute(
-            insert(self.tables.attempts).values(
-                compensation_id=task.id,
-                attempt=task.attempts,
-                at=now,
-                succeeded=status == "done",
-                error=error,
+            finish.attempt,
+            {
+                "compensation_id": task.id,
+                "attempt": task.attempts,
+                "at": now,
+                "succeeded": status == "done",
+                "error": error,
+            },
+        )
+
+    @cached_property
+    def _finish_statements(self) -> _Finish:
+        """The statements recording an attempt, built once with everything bound."""
+        c = self.tables.compensations
+        when = UTCDateTime()
+        update_ = (
+            update(c)
+            .where(
+                c.c.id == bindparam("id_"),
+                c.c.claim_token == bindparam("token"),
+                c.c.status == "running",
+            )
+            .values(
+                status=bindparam("status"),
+                last_error=bindparam("error"),
+                lease_until=None,
+                claim_token=None,
+                updated_at=bindparam("now", type_=when),
+                next_attempt_at=func.coalesce(
+                    bindparam("next_attempt_at", type_=when), c.c.next_attempt_at
+                ),
             )
         )
+        remaining = select(func.count()).where(
+            c.c.entity_type == bindparam("type_"),
+            c.c.entity_key == bindparam("key_"),
+            c.c.status.in_(_OPEN),
+        )
+        return _Finish(update_, insert(self.tables.attempts), remaining)
 
     def compensations(
         self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()

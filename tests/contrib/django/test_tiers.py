@@ -1,4 +1,4 @@
-"""`DjangoStore` against the reads, outbox and sweeper contracts on SQLite,
+"""`DjangoStore` against the reads, outbox, sweeper and concurrent-drain contracts on SQLite,
 PostgreSQL and MariaDB."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 
 from models.order import OrderWorkflow
 from statekit.contrib.django.store import DjangoStore
+from tests.contract.drain_contract import ConcurrentDrainContract
 from tests.contract.jobs import JobWorkflow
 from tests.contract.outbox_contract import OutboxContract
 from tests.contract.reads_contract import ReadsContract
@@ -47,8 +48,16 @@ class TestDjangoOutbox(DjangoJobs, OutboxContract):
     pass
 
 
-class TestDjangoSweeper(DjangoJobs, SweeperContract):
+class DjangoJobRows(DjangoJobs):
     @pytest.fixture
     def read_job(self, alias: str) -> Callable[[str], Any]:
         """The job row as committed now, read with a fresh query."""
         return lambda key: Job.objects.using(alias).get(pk=key)
+
+
+class TestDjangoSweeper(DjangoJobRows, SweeperContract):
+    pass
+
+
+class TestDjangoConcurrentDrain(DjangoJobRows, ConcurrentDrainContract):
+    pass
