@@ -80,6 +80,7 @@ class MemoryUnits:
     _task_ids: dict[tuple[str, str, int, str], int]
     _leases: dict[int, datetime]
     _attempts: dict[int, list[Attempt]]
+    _changed_at: dict[int, datetime]  # when each task's status last changed
     _next_task_id: int
     clock: Clock
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -22,7 +22,6 @@ from sqlalchemy import (
     bindparam,
     exists,
     literal,
-    literal_column,
     orm,
     select,
     union_all,
@@ -38,10 +37,10 @@ from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements
 from statekit.store.sqlalchemy.outbox import (
-    OutboxOperations,
     compensation_due,
     supports_skip_locked,
 )
+from statekit.store.sqlalchemy.retention import RetentionOperations
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = [
@@ -51,7 +50,7 @@ __all__ = [
 ]
 
 
-class SweepOperations(OutboxOperations):
+class SweepOperations(RetentionOperations):
     """Mixed into `SQLAlchemyStore`; the statements the `Sweeper` needs."""
 
     engine: Engine
@@ -110,18 +109,19 @@ class SweepOperations(OutboxOperations):
         """Which of `entity_types` have an overdue instance, plus `"@compensations"`
         when a compensation is due: one cheap, non-locking query, so an idle sweeper
         costs about one indexed lookup per pass."""
-        parameters: dict[str, Any] = {}
-        if capabilities(self.engine).inline_probe_time:
-            # Inline `now`: the generic plan of a prepared `deadline <= $1` may scan the
-            # whole table when nothing is due; with the value the due index answers.
-            stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
-            probe = self._due_probe(entity_types, literal_column(f"TIMESTAMP '{stamp}'"))
-        else:  # built once: an idle sweeper polls often, and building it costs more
-            cache: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_due_probes", {})
-            key = tuple(entity_types)
-            if key not in cache:
-                cache[key] = self._due_probe(key, bindparam("now", type_=UTCDateTime()))
-            probe, parameters = cache[key], {"now": now}
+        # Built once per set of machines, `now` bound: an idle sweeper polls often, and
+        # building or compiling the probe costs more than running it. On PostgreSQL the
+        # value is rendered into the cached statement at execution (`literal_execute`):
+        # a prepared `deadline <= $1` may get a generic plan that scans the whole table
+        # when nothing is due, where the value lets the due index answer.
+        cache: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_due_probes", {})
+        key = tuple(entity_types)
+        probe = cache.get(key)
+        if probe is None:
+            inline = capabilities(self.engine).inline_probe_time
+            moment = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
+            probe = cache[key] = self._due_probe(key, moment)
+        parameters = {"now": now}
         with wrap("checking for due work", self.engine):
             with self._probe_engine.connect() as conn:
                 return {row[0] for row in conn.execute(probe, parameters)}
