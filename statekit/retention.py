@@ -14,14 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from statekit.clock import Clock
 from statekit.errors import InvalidArgumentError, StoreError
 from statekit.store.protocol import OutboxRetention
-
-if TYPE_CHECKING:
-    from statekit.store.protocol import SweepStore
 
 __all__ = ["DEFAULT_PRUNE_BATCH", "PRUNE_EVERY", "Retention"]
 
@@ -38,7 +34,7 @@ class Retention:
     """Deletes settled compensations for a `Sweeper`.
 
     Args:
-        store: The sweeper's store; pruning needs `OutboxRetention`.
+        store: The sweeper's store (or any); pruning needs `OutboxRetention`.
         clock: The time `keep_done` counts back from.
         keep_done: How long done and cancelled compensations stay (None: for ever).
         batch_size: Rows deleted per transaction.
@@ -49,7 +45,7 @@ class Retention:
     """
 
     def __init__(
-        self, store: SweepStore, clock: Clock, keep_done: timedelta | None, batch_size: int
+        self, store: object, clock: Clock, keep_done: timedelta | None, batch_size: int
     ) -> None:
         if keep_done is not None and keep_done <= timedelta(0):
             raise InvalidArgumentError(

@@ -240,12 +240,15 @@ class Sweeper:
         *,
         max_failures: int = 10,
         max_delay: float = 300.0,
+        deadlines: bool = True,
+        drain: bool = True,
     ) -> None:
         """Run passes every `interval` seconds until `stop` is set.
 
         A pass that fails (the database went away) is logged and followed by a
         wait that doubles with each consecutive failure, from `interval` up to
-        `max_delay` seconds; a pass that succeeds resets it.
+        `max_delay` seconds; a pass that succeeds resets it. `deadlines` and `drain`
+        are `run_once`'s.
 
         Raises:
             Exception: the error of the `max_failures`-th failed pass in a row
@@ -254,7 +257,7 @@ class Sweeper:
         failures = 0
         while not stop.is_set():
             try:
-                result = self.run_once(stop.is_set)
+                result = self.run_once(stop.is_set, deadlines=deadlines, drain=drain)
             except Exception as exc:
                 failures += 1
                 if max_failures and failures >= max_failures:

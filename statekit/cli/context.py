@@ -119,8 +119,15 @@ class Context:
         batch_size: int = 100,
         lease: timedelta = timedelta(minutes=5),
         handler_timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT,
+        drain_batch_size: int | None = None,
+        keep_done: timedelta | None = None,
     ) -> Sweeper:
         """A `Sweeper` over `runners` (the store must offer the sweeper's tier)."""
         return Sweeper(
-            self.runners(), batch_size=batch_size, lease=lease, handler_timeout=handler_timeout
+            self.runners(),
+            batch_size=batch_size,
+            lease=lease,
+            handler_timeout=handler_timeout,
+            drain_batch_size=drain_batch_size,
+            keep_done=keep_done,
         )

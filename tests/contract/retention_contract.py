@@ -101,6 +101,9 @@ class RetentionContract(OutboxContract):
         left = [(t.key, t.status) for t in store.compensations("job")]
         assert left == [("k", "dead"), ("m", "dead")]
 
-    def test_keep_done_must_be_positive(self, runner: Runner) -> None:
+    def test_keep_done_and_the_batch_sizes_are_checked(self, runner: Runner) -> None:
         with pytest.raises(InvalidArgumentError, match="keep_done"):
             Sweeper([runner], keep_done=timedelta(0))
+        for size in ("drain_batch_size", "prune_batch_size"):
+            with pytest.raises(InvalidArgumentError, match=f"{size} 0 refused"):
+                Sweeper([runner], **{size: 0})
