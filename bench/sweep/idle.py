@@ -16,9 +16,10 @@ import statistics
 import time
 from datetime import timedelta
 
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import Engine, event, insert
 
 from bench._databases import Databases, postgres_available
+from bench.sweep.loading import load_done_outbox
 from bench.sweep.schema import EARLY, MACHINE, NAME, SweepBase, SweepJob, make_engine
 from statekit.store.sqlalchemy import SQLAlchemyStore
 
@@ -30,7 +31,6 @@ def load(engine: Engine, store: SQLAlchemyStore, done: int) -> None:
     one attempt row each, then statistics."""
     SweepBase.metadata.create_all(engine)
     store.create_tables()
-    c, a = store.tables.compensations, store.tables.attempts
     old = EARLY - timedelta(days=30)
     with engine.begin() as conn:
         conn.execute(
@@ -41,38 +41,7 @@ def load(engine: Engine, store: SQLAlchemyStore, done: int) -> None:
                 for i in range(1, 1001)
             ],
         )
-        for start in range(0, done, 10_000):
-            ids = range(start + 1, min(start + 10_000, done) + 1)
-            conn.execute(
-                insert(c),
-                [
-                    {
-                        "id": i,
-                        "entity_type": NAME,
-                        "entity_key": str(i),
-                        "step_seq": 1,
-                        "action": "release_slot",
-                        "event": "start",
-                        "status": "done",
-                        "attempts": 1,
-                        "max_attempts": 3,
-                        "next_attempt_at": old,
-                        "created_at": old,
-                        "updated_at": old,
-                    }
-                    for i in ids
-                ],
-            )
-            conn.execute(
-                insert(a),
-                [{"compensation_id": i, "attempt": 1, "at": old, "succeeded": True} for i in ids],
-            )
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
-        else:
-            conn.execute(text("ANALYZE"))
-            conn.commit()
+    load_done_outbox(engine, store.tables, done)
 
 
 def plans(engine: Engine, store: SQLAlchemyStore) -> list[str]:
