@@ -174,3 +174,16 @@ def test_the_idle_poll_is_compiled_once(loaded: SQLAlchemyStore) -> None:
     finally:
         event.remove(loaded.engine, "after_cursor_execute", record)
     assert [str(hit) for hit in hits] == ["CacheStats.CACHE_HIT"] * 3
+
+
+def test_an_empty_overdue_claim_reads_the_deadline_index(loaded: SQLAlchemyStore) -> None:
+    engine = loaded.engine
+
+    def claim() -> None:
+        with loaded.overdue_batch("job", NOW, 100) as batch:
+            assert batch.snapshots == []
+
+    claim()
+    (query,) = _sent(engine, claim)
+    plan = _plan(engine, *query)
+    assert "ix_jobs_statekit_due" in " ".join(" ".join(map(str, row)) for row in plan), plan

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    Integer,
     Select,
     bindparam,
     exists,
@@ -88,22 +89,35 @@ class SweepOperations(RetentionOperations):
         Stuck instances have no deadline, so the due index alone covers the claim.
         """
         binding = self.binding(entity_type)
-        cols = binding.columns
-        query: Select[Any] = (
-            binding.snapshot_select()
-            .where(cols["deadline_at"] <= now)
-            .order_by(cols["deadline_at"], binding.key)
-            .limit(limit)
-        )
-        if self.skip_locked:
-            query = query.with_for_update(skip_locked=True)
+        query = self._overdue_claim(binding)
+        parameters = {"now": now, "limit": limit}
         with wrap(f"sweeping {entity_type}", self.engine):
             with self._sweep_sessions() as session:
                 session.begin()
-                rows = session.connection().execute(query).all()
+                rows = session.connection().execute(query, parameters).all()
                 snapshots = [binding.snapshot(row) for row in rows]
                 yield DueBatch(self._mark_statements(binding), session, snapshots)
                 session.commit()
+
+    def _overdue_claim(self, binding: Any) -> Select[Any]:
+        """The claim of `binding`'s overdue instances, built once with the time and the
+        limit bound (the time rendered at execution on PostgreSQL, as in `due`)."""
+        built: dict[str, Select[Any]] = self.__dict__.setdefault("_overdue_claims", {})
+        name = binding.machine.name
+        if name not in built:
+            deadline = binding.columns["deadline_at"]
+            inline = capabilities(self.engine).inline_probe_time
+            now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
+            query = (
+                binding.snapshot_select()
+                .where(deadline <= now)
+                .order_by(deadline, binding.key)
+                .limit(bindparam("limit", type_=Integer(), literal_execute=True))
+            )
+            if self.skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            built[name] = query
+        return built[name]
 
     def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
         """Which of `entity_types` have an overdue instance, plus `"@compensations"`
