@@ -62,7 +62,15 @@ class Journal:
         return None
 
 
-_TABLES = ("_snapshots", "_by_idempotency_key", "_entities", "_tasks", "_task_ids", "_leases")
+_TABLES = (
+    "_snapshots",
+    "_by_idempotency_key",
+    "_entities",
+    "_tasks",
+    "_task_ids",
+    "_leases",
+    "_changed_at",
+)
 _LISTS = ("_history", "_retired", "_attempts")
 
 
