@@ -50,6 +50,7 @@ class SweepResult:
     lost_races: int = 0
     compensations_settled: int = 0
     set_aside: int = 0
+    pruned: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict (for `--json`)."""

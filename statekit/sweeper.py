@@ -38,13 +38,23 @@ from statekit.errors import (
     SweeperError,
 )
 from statekit.records import Snapshot, TransitionRecord
+from statekit.retention import DEFAULT_PRUNE_BATCH, PRUNE_EVERY, Retention
 from statekit.runtime import Listener, Runner
 from statekit.store.protocol import COMPENSATIONS_DUE, SweepStore
 
-__all__ = ["COMPENSATIONS_DUE", "DEFAULT_HANDLER_TIMEOUT", "SweepResult", "SweepStore", "Sweeper"]
+__all__ = [
+    "COMPENSATIONS_DUE",
+    "DEFAULT_HANDLER_TIMEOUT",
+    "DEFAULT_PRUNE_BATCH",
+    "PRUNE_EVERY",
+    "SweepResult",
+    "SweepStore",
+    "Sweeper",
+]
 
 DEFAULT_HANDLER_TIMEOUT = timedelta(minutes=1)
 """The default `handler_timeout` (half the lease instead, when that is shorter)."""
+
 
 logger = logging.getLogger("statekit.sweeper")
 
@@ -72,6 +82,12 @@ class Sweeper:
         concurrency: How many compensation handlers may run at once, in a bounded
             thread pool (1: one at a time). Never two of one instance; each keeps its
             own lease, timeout and completion transaction.
+        drain_batch_size: The most compensations one pass runs (None: until none is
+            due), so a pass that drains has a bounded length of its own.
+        keep_done: How long done and cancelled compensations stay in the outbox
+            (None, the default: for ever, as before). With a value, a pass that
+            drains also prunes older ones, at most once per `PRUNE_EVERY`.
+        prune_batch_size: Outbox rows deleted per transaction when pruning.
     """
 
     def __init__(
@@ -85,6 +101,9 @@ class Sweeper:
         backoff: Backoff | None = None,
         listeners: Sequence[Listener] = (),
         concurrency: int = 1,
+        drain_batch_size: int | None = None,
+        keep_done: timedelta | None = None,
+        prune_batch_size: int = DEFAULT_PRUNE_BATCH,
     ) -> None:
         if not runners:
             raise InvalidArgumentError(
@@ -104,13 +123,11 @@ class Sweeper:
                     f"{len(stores)} ({held})"
                 ),
             )
-        if batch_size < 1:
-            raise InvalidArgumentError(
-                "batch_size",
-                batch_size,
-                "at least 1",
-                message=f"batch_size {batch_size!r} refused: it must be at least 1",
-            )
+        sizes = {"batch_size": batch_size, "drain_batch_size": drain_batch_size}
+        for name, size in {**sizes, "prune_batch_size": prune_batch_size}.items():
+            if size is not None and size < 1:
+                message = f"{name} {size!r} refused: it must be at least 1"
+                raise InvalidArgumentError(name, size, "at least 1", message=message)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgumentError(
                 "concurrency",
@@ -149,6 +166,9 @@ class Sweeper:
         self.backoff = backoff or Backoff()
         self.listeners = tuple(listeners)
         self.concurrency = concurrency
+        self.drain_batch_size = drain_batch_size
+        self.retention = Retention(self.store, self.clock, keep_done, prune_batch_size)
+        """Retention of settled compensations (`keep_done`) and `prune`."""
         self.deadlines = Deadlines(
             self.store, self.clock, batch_size, self.backoff, notify=self._notify
         )
@@ -167,9 +187,18 @@ class Sweeper:
 
     # -- passes ----------------------------------------------------------------------
 
-    def run_once(self, stop: Callable[[], bool] = lambda: False) -> SweepResult:
+    def run_once(
+        self,
+        stop: Callable[[], bool] = lambda: False,
+        *,
+        deadlines: bool = True,
+        drain: bool = True,
+    ) -> SweepResult:
         """One pass: time out everything overdue, then drain due compensations.
 
+        `deadlines=False` or `drain=False` leaves that half out, for operators who
+        run them on separate schedules (`statekit sweep --only`). The drain runs at
+        most `drain_batch_size` compensations; with `keep_done`, it then prunes.
         `stop` is checked between instances on the deadline side and between
         compensations. An instance that fails is set aside (see `Deadlines`) and
         never fails the pass. A machine whose deadline side fails
@@ -180,7 +209,8 @@ class Sweeper:
             StatekitError: the store failed (the first such error of the pass).
         """
         result = SweepResult()
-        due = self.store.due(list(self.runners), self.clock.now())
+        names = list(self.runners) if deadlines else []
+        due = self.store.due(names, self.clock.now())
         failed: list[Exception] = []
         for name, runner in self.runners.items():
             if name in due and not stop():
@@ -189,11 +219,35 @@ class Sweeper:
                 except Exception as exc:  # the store, not an instance: see Deadlines
                     logger.error("sweeping %s deadlines failed: %s", name, exc)
                     failed.append(exc)
-        if COMPENSATIONS_DUE in due or result.marked_stuck:
-            self.drain.run(result, stop)
+        if drain and (COMPENSATIONS_DUE in due or result.marked_stuck):
+            self.drain.run(result, self._drain_stop(result, stop))
+        if drain and not stop():
+            result.pruned += self.retention.due_prune(stop)
         if failed:
             raise failed[0]
         return result
+
+    def _drain_stop(self, result: SweepResult, stop: Callable[[], bool]) -> Callable[[], bool]:
+        """`stop`, and true once this pass's drain has handled `drain_batch_size`."""
+        limit = self.drain_batch_size
+        if limit is None:
+            return stop
+
+        def handled() -> int:
+            return (
+                result.compensations_run
+                + result.compensations_failed
+                + result.compensations_settled
+                + result.lost_races
+            )
+
+        start = handled()
+        return lambda: stop() or handled() - start >= limit
+
+    def prune(self, before: datetime, *, stop: Callable[[], bool] = lambda: False) -> int:
+        """Delete done and cancelled compensations last changed before `before` (see
+        `statekit.retention.Retention.prune`); returns how many."""
+        return self.retention.prune(before, stop=stop)
 
     def run_forever(
         self,
@@ -203,12 +257,15 @@ class Sweeper:
         *,
         max_failures: int = 10,
         max_delay: float = 300.0,
+        deadlines: bool = True,
+        drain: bool = True,
     ) -> None:
         """Run passes every `interval` seconds until `stop` is set.
 
         A pass that fails (the database went away) is logged and followed by a
         wait that doubles with each consecutive failure, from `interval` up to
-        `max_delay` seconds; a pass that succeeds resets it.
+        `max_delay` seconds; a pass that succeeds resets it. `deadlines` and `drain`
+        are `run_once`'s.
 
         Raises:
             Exception: the error of the `max_failures`-th failed pass in a row
@@ -217,7 +274,7 @@ class Sweeper:
         failures = 0
         while not stop.is_set():
             try:
-                result = self.run_once(stop.is_set)
+                result = self.run_once(stop.is_set, deadlines=deadlines, drain=drain)
             except Exception as exc:
                 failures += 1
                 if max_failures and failures >= max_failures:

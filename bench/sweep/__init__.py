@@ -3,12 +3,16 @@
 On PostgreSQL and SQLite, side by side in one run:
 
 - raw SQL: batched `UPDATE ... WHERE id IN (SELECT ... deadline <= now LIMIT n
-  [FOR UPDATE SKIP LOCKED])` that only marks the rows stuck (the reference);
+  [FOR UPDATE SKIP LOCKED])` that only marks the rows stuck (for reference);
+- raw SQL, statekit's writes: a hand-written set-based sweep doing the same work per
+  stuck instance (mark, one history row, its compensation rows): the row statekit is
+  compared against;
 - statekit: the deadline phase of `Sweeper.run_once` (claim, `@stuck` history row,
   one compensation row per instance), then the drain of those compensations as its
   own row; on PostgreSQL also one vs two sweeper processes;
-- an empty poll on the full table: `Sweeper.run_once()` and statekit's overdue claim
-  against the raw `SELECT ... WHERE deadline <= now LIMIT n`.
+- an empty poll on the full table, with 100,000 done compensations in the outbox and
+  statistics gathered: `Sweeper.run_once()` and statekit's overdue claim against the
+  raw `SELECT ... WHERE deadline <= now LIMIT n`.
 
     python -m bench sweep                 # 1,000,000 rows / 10,000 overdue
     python -m bench sweep --quick         # 100,000 rows / 1,000 overdue
@@ -30,7 +34,14 @@ from sqlalchemy import bindparam, text
 from bench import Case, Config, Measurement, Report, Row, Target, environment, measure
 from bench._databases import postgres_available, postgres_url
 from bench.sweep.contestants import raw_sweep, raw_writes_sweep, statekit_deadlines, timed
-from bench.sweep.loading import check, create_and_load, reset, scratch_database, tidy
+from bench.sweep.loading import (
+    check,
+    create_and_load,
+    load_done_outbox,
+    reset,
+    scratch_database,
+    tidy,
+)
 from bench.sweep.processes import sweep_in_processes
 from bench.sweep.schema import (
     BATCH,
@@ -152,6 +163,10 @@ def sweep_rounds(db: Database, rounds: int, loads: list[float]) -> Results:
     return results
 
 
+DONE_OUTBOX = 100_000
+"""Done compensations in the outbox during the empty polls (history, not work)."""
+
+
 def poll_cases(db: Database) -> list[Case]:
     """Empty polls at EARLY, when nothing is due yet."""
     raw = text(
@@ -205,7 +220,8 @@ def run_database(
     progress(f"{label}: loaded in {loaded:.1f} s; counting statements")
     sweep_stmts, drain_stmts = count_statements(db)
     results = sweep_rounds(db, rounds, loads)
-    progress(f"{label}: empty polls")
+    progress(f"{label}: {DONE_OUTBOX:,} done compensations and ANALYZE, then empty polls")
+    load_done_outbox(db.engine, db.store.tables, DONE_OUTBOX)
     with counting(db.engine) as poll_counts:
         db.sweeper(EARLY)[0].run_once()
     cases = poll_cases(db)
@@ -217,7 +233,7 @@ def run_database(
     report.groups[group] = (
         f"Deadline sweep, {label}: {overdue:,} overdue among {db.size.total:,} "
         f"(batches of {BATCH}); median/op is per instance",
-        "median / raw SQL median; >1 is slower than the raw marking",
+        "median / the hand-written equal-work sweep's median; >1 is slower",
     )
     operations = {
         RAW: ("raw SQL", "UPDATE ... WHERE id IN (SELECT due LIMIT n) per batch: marking only"),
@@ -233,12 +249,13 @@ def run_database(
         measured = _measurement(seconds, results.instances[name])
         rows[name] = Row(group, library, operation, measured)
     for row in rows.values():
-        row.ratio = row.median_ns / rows[RAW].median_ns
+        row.ratio = row.median_ns / rows[WRITES].median_ns
     report.rows += rows.values()
 
     poll_group = f"poll:{label}"
     report.groups[poll_group] = (
-        f"Empty poll, {label}: nothing due on the {db.size.total:,}-row table",
+        f"Empty poll, {label}: nothing due on the {db.size.total:,}-row table, "
+        f"{DONE_OUTBOX:,} done compensations in the outbox, statistics gathered",
         "median / raw SQL median",
     )
     poll_rows = [
@@ -249,19 +266,19 @@ def run_database(
     report.rows += poll_rows
 
     raw_rate, statekit_rate = _rate(rows[RAW]), _rate(rows[STATEKIT])
+    writes_rate = _rate(rows[WRITES])
     report.targets.append(
         Target(
             f"{label}: statekit sweep throughput",
-            ">= 0.5x raw SQL rows/s",
-            f"{statekit_rate:,.0f} / {raw_rate:,.0f} rows/s = {statekit_rate / raw_rate:.2f}x",
-            statekit_rate >= 0.5 * raw_rate,
+            ">= 0.9x the hand-written equal-work sweep's rows/s",
+            f"{statekit_rate:,.0f} / {writes_rate:,.0f} rows/s = "
+            f"{statekit_rate / writes_rate:.2f}x",
+            statekit_rate >= 0.9 * writes_rate,
         )
     )
-    writes_rate = _rate(rows[WRITES])
     report.notes.append(
-        f"{label}: the writes alone (hand-written, no Python per row) reach "
-        f"{writes_rate / raw_rate:.2f}x the marking-only raw SQL; statekit reaches "
-        f"{statekit_rate / writes_rate:.2f}x of those hand-written writes"
+        f"{label}: the hand-written equal-work sweep reaches {writes_rate / raw_rate:.2f}x "
+        f"the marking-only raw SQL; statekit reaches {statekit_rate / raw_rate:.2f}x of it"
     )
     if ONE in rows:
         one, two = _rate(rows[ONE]), _rate(rows[TWO])

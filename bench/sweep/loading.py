@@ -6,16 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from time import perf_counter_ns
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import Engine, bindparam, func, insert, select, text
 
 from bench._databases import Databases
 from bench.sweep.schema import (
+    EARLY,
     HISTORY_COLUMNS,
     JOB_COLUMNS,
+    NAME,
     NOW,
     TIMEOUT,
     Database,
@@ -26,6 +28,7 @@ from bench.sweep.schema import (
     overdue_deadline,
 )
 from statekit.store.sqlalchemy import UTCDateTime
+from statekit.store.sqlalchemy.tables import StatekitTables
 
 DATABASE_PREFIX = "statekit_bench"
 """The PostgreSQL database is `statekit_bench_sweep`, the SQLite file `sweep.db`."""
@@ -182,3 +185,28 @@ def check(db: Database) -> Check:
             compensated_history=one(select(count).where(t.c.event == "@compensated")),
             due_left=one(select(count).where(deadline <= NOW)),
         )
+
+
+def load_done_outbox(engine: Engine, tables: StatekitTables, done: int) -> None:
+    """Add `done` done compensations settled a month before EARLY, with one attempt row
+    each (an outbox that has grown with history), then gather statistics (`ANALYZE`),
+    as applications do."""
+    c, a = tables.compensations, tables.attempts
+    old = EARLY - timedelta(days=30)
+    with engine.connect() as conn:
+        first = int(conn.execute(select(func.coalesce(func.max(c.c.id), 0))).scalar() or 0)
+    row = {"entity_type": NAME, "step_seq": 1, "action": "release_slot", "event": "start"}
+    row |= {"status": "done", "attempts": 1, "max_attempts": 3, "next_attempt_at": old}
+    row |= {"created_at": old, "updated_at": old}
+    with engine.begin() as conn:
+        for start in range(first, first + done, 10_000):
+            ids = range(start + 1, min(start + 10_000, first + done) + 1)
+            conn.execute(insert(c), [{"id": i, "entity_key": f"old-{i}", **row} for i in ids])
+            attempt = {"attempt": 1, "at": old, "succeeded": True}
+            conn.execute(insert(a), [{"compensation_id": i, **attempt} for i in ids])
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+        else:
+            conn.execute(text("ANALYZE"))
+            conn.commit()

@@ -120,6 +120,8 @@ class Context:
         lease: timedelta = timedelta(minutes=5),
         handler_timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT,
         concurrency: int = 1,
+        drain_batch_size: int | None = None,
+        keep_done: timedelta | None = None,
     ) -> Sweeper:
         """A `Sweeper` over `runners` (the store must offer the sweeper's tier)."""
         return Sweeper(
@@ -128,4 +130,6 @@ class Context:
             lease=lease,
             handler_timeout=handler_timeout,
             concurrency=concurrency,
+            drain_batch_size=drain_batch_size,
+            keep_done=keep_done,
         )

@@ -18,6 +18,8 @@ import click
 from statekit.cli.context import Context
 
 __all__ = [
+    "DURATION",
+    "Duration",
     "HostOption",
     "actor_option",
     "db_option",
@@ -25,6 +27,7 @@ __all__ = [
     "module_option",
     "namespace",
     "namespace_options",
+    "parse_duration",
     "parse_moment",
     "parse_now",
     "parse_since",
@@ -174,6 +177,41 @@ def actor_option() -> Callable[[F], F]:
         show_default="the current user",
         help="Who is acting; recorded in the instance's history.",
     )
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """A duration such as ``30m``, ``24h``, ``7d`` or ``1h30m`` (units s, m, h, d, w),
+    or None when `text` is not one."""
+    compact = text.strip().lower().replace(" ", "")
+    if not compact or _DURATION.sub("", compact) != "":
+        return None
+    seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION.findall(compact))
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        return None
+
+
+class Duration(click.ParamType[timedelta]):
+    """A positive duration option (``7d``, ``12h``, ``1h30m``) read as a `timedelta`."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        found = parse_duration(str(value))
+        if found is None or found <= timedelta(0):
+            self.fail(
+                f"{value!r} is not a positive duration (30m, 24h, 7d, 1h30m; units s, m, h, d, w)",
+                param,
+                ctx,
+            )
+        return found
+
+
+DURATION = Duration()
+"""The click type of duration options (`--keep-done`, `--older-than`)."""
 
 
 def parse_since(text: str, now: datetime) -> datetime:

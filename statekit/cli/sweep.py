@@ -22,12 +22,16 @@ import click
 
 from statekit.cli.app import current_context, pass_context
 from statekit.cli.context import Context
-from statekit.cli.options import actor_option, db_option, json_option, module_option
+from statekit.cli.options import DURATION, actor_option, db_option, json_option, module_option
 from statekit.cli.output import printable
+from statekit.clock import SystemClock
 from statekit.compensation import CompensationTask
+from statekit.errors import StatekitError
+from statekit.retention import DEFAULT_PRUNE_BATCH, Retention
+from statekit.store.protocol import OutboxRetention, SweepStore
 from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper, SweepResult
 
-__all__ = ["COMMANDS", "resolve", "retry", "stuck", "sweep"]
+__all__ = ["COMMANDS", "prune", "resolve", "retry", "stuck", "sweep"]
 
 
 def _sweeper(
@@ -36,7 +40,7 @@ def _sweeper(
     batch_size: int = 100,
     lease: float = 300.0,
     handler_timeout: float | None = None,
-    concurrency: int = 1,
+    **options: Any,
 ) -> Sweeper:
     timeout: timedelta | None = DEFAULT_HANDLER_TIMEOUT
     if handler_timeout is not None:
@@ -47,10 +51,7 @@ def _sweeper(
             )
         timeout = timedelta(seconds=handler_timeout) if handler_timeout else None
     return current_context(db_url, modules).sweeper(
-        batch_size=batch_size,
-        lease=timedelta(seconds=lease),
-        handler_timeout=timeout,
-        concurrency=concurrency,
+        batch_size=batch_size, lease=timedelta(seconds=lease), handler_timeout=timeout, **options
     )
 
 
@@ -80,6 +81,15 @@ def _summary(result: SweepResult) -> str:
     help="Seconds between passes when running continuously.",
 )
 @click.option(
+    "--only",
+    type=click.Choice(["deadlines", "drain"]),
+    default=None,
+    envvar="STATEKIT_SWEEP_ONLY",
+    show_envvar=True,
+    help="Run one half of each pass: time out overdue instances, or run due "
+    "compensations (for sweepers on separate schedules). Default: both.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=100,
@@ -97,6 +107,35 @@ def _summary(result: SweepResult) -> str:
     show_envvar=True,
     help="Compensation handlers run at once in a thread pool (never two of one "
     "instance); size the database pool for it.",
+)
+@click.option(
+    "--deadline-batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default="--batch-size",
+    envvar="STATEKIT_DEADLINE_BATCH_SIZE",
+    show_envvar=True,
+    help="Overdue instances claimed per transaction, when set (its own name for "
+    "--batch-size, for sweepers that run the halves apart).",
+)
+@click.option(
+    "--drain-batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default="until none is due",
+    envvar="STATEKIT_DRAIN_BATCH_SIZE",
+    show_envvar=True,
+    help="The most compensations one pass runs.",
+)
+@click.option(
+    "--keep-done",
+    type=DURATION,
+    default=None,
+    show_default="for ever",
+    envvar="STATEKIT_KEEP_DONE",
+    show_envvar=True,
+    help="How long done and cancelled compensations stay in the outbox (7d, 12h); "
+    "older ones are pruned after the drain, at most once an hour.",
 )
 @click.option(
     "--lease",
@@ -134,7 +173,11 @@ def sweep(
     modules: tuple[str, ...],
     once: bool,
     interval: float,
+    only: str | None,
     batch_size: int,
+    deadline_batch_size: int | None,
+    drain_batch_size: int | None,
+    keep_done: timedelta | None,
     max_failures: int,
     lease: float,
     handler_timeout: float | None,
@@ -155,7 +198,17 @@ def sweep(
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    sweeper = _sweeper(db_url, modules, batch_size, lease, handler_timeout, concurrency)
+    sweeper = _sweeper(
+        db_url,
+        modules,
+        deadline_batch_size or batch_size,
+        lease,
+        handler_timeout,
+        drain_batch_size=drain_batch_size,
+        keep_done=keep_done,
+        concurrency=concurrency,
+    )
+    deadlines, drain = only != "drain", only != "deadlines"
 
     def report(result: SweepResult) -> None:
         if as_json:
@@ -165,7 +218,7 @@ def sweep(
         sys.stdout.flush()
 
     if once:
-        report(sweeper.run_once())
+        report(sweeper.run_once(deadlines=deadlines, drain=drain))
         return
     stop = threading.Event()
 
@@ -182,7 +235,14 @@ def sweep(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        sweeper.run_forever(interval, stop, on_pass=report, max_failures=max_failures)
+        sweeper.run_forever(
+            interval,
+            stop,
+            on_pass=report,
+            max_failures=max_failures,
+            deadlines=deadlines,
+            drain=drain,
+        )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -299,5 +359,62 @@ def resolve(
     )
 
 
-COMMANDS = (sweep, stuck, retry, resolve)
+@click.command()
+@db_option()
+@module_option()
+@click.option(
+    "--older-than",
+    type=DURATION,
+    required=True,
+    envvar="STATEKIT_PRUNE_OLDER_THAN",
+    show_envvar=True,
+    help="Delete done and cancelled compensations settled longer ago than this (30d, 12h).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    envvar="STATEKIT_PRUNE_DRY_RUN",
+    show_envvar=True,
+    help="Count what would be deleted; delete nothing.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PRUNE_BATCH,
+    show_default=True,
+    envvar="STATEKIT_PRUNE_BATCH_SIZE",
+    show_envvar=True,
+    help="Rows deleted per transaction, so no lock is held for long.",
+)
+@json_option()
+@pass_context
+def prune(
+    context: Context, older_than: timedelta, dry_run: bool, batch_size: int, as_json: bool
+) -> None:
+    """Delete done and cancelled compensations (with their attempt rows) from the
+    outbox once they are older than --older-than, in batches of --batch-size rows,
+    each its own short transaction. Pending, running and dead-lettered ones are never
+    deleted. The instances' history is kept."""
+    store = context.store
+    if not isinstance(store, OutboxRetention):
+        raise StatekitError(
+            f"{type(store).__name__} cannot prune its compensation outbox: it does not "
+            "implement statekit.store.protocol.OutboxRetention"
+        )
+    # The database's clock where there is one, as the sweeper reads it.
+    clock = store.database_clock() if isinstance(store, SweepStore) else SystemClock()
+    before = clock.now() - older_than
+    retention = Retention(store, clock, None, batch_size)
+    count = retention.prunable(before) if dry_run else retention.prune(before)
+    if as_json:
+        click.echo(json.dumps({"before": before.isoformat(), "dry_run": dry_run, "count": count}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {count} done or cancelled compensation(s) settled before "
+        f"{before:%Y-%m-%d %H:%M:%S} UTC"
+    )
+
+
+COMMANDS = (sweep, stuck, retry, resolve, prune)
 """The commands this module adds to `statekit` (registered in `statekit.cli`)."""

@@ -63,6 +63,7 @@ class MemoryStore(MemoryOutbox, Store):
         self._task_ids = {}
         self._leases = {}
         self._attempts = {}
+        self._changed_at = {}
         self._next_task_id = 0
 
     def register(self, machine: Machine) -> MemoryStore:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from statekit.compensation import CompensationTask, TaskStatus, lost_claim
 from statekit.records import TransitionRecord
 from statekit.store.memory_units import Ident, MemoryUnits
-from statekit.store.protocol import COMPENSATIONS_DUE, Attempt
+from statekit.store.protocol import COMPENSATIONS_DUE, PRUNABLE, Attempt
 
 __all__ = ["MemoryOutbox"]
 
@@ -43,6 +43,7 @@ class MemoryOutbox(MemoryUnits):
                 task, status="pending", attempts=0, next_attempt_at=due, id=ident
             )
             self._attempts[ident] = []
+            self._changed_at[ident] = now
             return 1
         old = self._tasks[found]
         if old.status != "cancelled":
@@ -54,6 +55,7 @@ class MemoryOutbox(MemoryUnits):
             max_attempts=old.attempts + task.max_attempts,
             last_error=None,
         )
+        self._changed_at[found] = now
         return 1
 
     def _drop_tasks(self, ident: Ident) -> None:
@@ -64,6 +66,7 @@ class MemoryOutbox(MemoryUnits):
                 del self._tasks[task_id]
                 self._attempts.pop(task_id, None)
                 self._leases.pop(task_id, None)
+                self._changed_at.pop(task_id, None)
 
     def add_compensations(
         self, entity: object, tasks: Sequence[CompensationTask], now: datetime
@@ -138,6 +141,7 @@ class MemoryOutbox(MemoryUnits):
             next_attempt_at=next_attempt_at or stored.next_attempt_at,
         )
         self._leases.pop(ident, None)
+        self._changed_at[ident] = now
         self._attempts[ident].append(Attempt(task.attempts, now, status == "done", error))
 
     def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
@@ -220,6 +224,7 @@ class MemoryOutbox(MemoryUnits):
         for task_id in reopened:
             task = self._tasks[task_id]
             self._tasks[task_id] = replace(task, max_attempts=task.attempts + extra_attempts)
+            self._changed_at[task_id] = now
         return len(reopened)
 
     def cancel_compensations(
@@ -233,6 +238,7 @@ class MemoryOutbox(MemoryUnits):
         cancelled = self._update_tasks(entity, "compensations are cancelled", _OPEN, **values)
         for task_id in cancelled:
             self._leases.pop(task_id, None)
+            self._changed_at[task_id] = now
         return len(cancelled)
 
     def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
@@ -248,6 +254,32 @@ class MemoryOutbox(MemoryUnits):
             if any(self._due(task, now) for task in self._tasks.values()):
                 found.add(COMPENSATIONS_DUE)
         return found
+
+    # -- retention -------------------------------------------------------------------
+
+    def _prunable(self, before: datetime) -> list[int]:
+        return [
+            task_id
+            for task_id, task in self._tasks.items()
+            if task.status in PRUNABLE and self._changed_at[task_id] < before
+        ]
+
+    def prunable_compensations(self, before: datetime) -> int:
+        """How many settled tasks (done, cancelled) last changed before `before` there are."""
+        with self._lock:
+            return len(self._prunable(before))
+
+    def prune_compensations(self, before: datetime, limit: int) -> int:
+        """Forget up to `limit` settled tasks last changed before `before`, oldest id
+        first, with their attempts; returns how many (see `OutboxRetention`)."""
+        with self._lock:
+            doomed = sorted(self._prunable(before))[:limit]
+            for task_id in doomed:
+                task = self._tasks.pop(task_id)
+                del self._task_ids[(task.entity_type, task.key, task.step_seq, task.action)]
+                self._attempts.pop(task_id, None)
+                self._changed_at.pop(task_id, None)
+            return len(doomed)
 
     # -- reads -----------------------------------------------------------------------
 

@@ -62,7 +62,15 @@ class Journal:
         return None
 
 
-_TABLES = ("_snapshots", "_by_idempotency_key", "_entities", "_tasks", "_task_ids", "_leases")
+_TABLES = (
+    "_snapshots",
+    "_by_idempotency_key",
+    "_entities",
+    "_tasks",
+    "_task_ids",
+    "_leases",
+    "_changed_at",
+)
 _LISTS = ("_history", "_retired", "_attempts")
 
 
@@ -80,6 +88,7 @@ class MemoryUnits:
     _task_ids: dict[tuple[str, str, int, str], int]
     _leases: dict[int, datetime]
     _attempts: dict[int, list[Attempt]]
+    _changed_at: dict[int, datetime]  # when each task's status last changed
     _next_task_id: int
     clock: Clock
 

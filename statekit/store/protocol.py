@@ -6,6 +6,8 @@
 - `SweepStore`: what the `Sweeper` needs on top (claims of overdue instances, the
   compensation outbox, the drain's units, the database's clock), with the objects it
   hands out: `OverdueBatch` and `HandlerUnit`.
+- `OutboxRetention`: deleting settled outbox rows (`Sweeper(keep_done=...)`, `statekit
+  prune`); a protocol of its own, so a store without it still is a `SweepStore`.
 - `Reads`: what the CLI (and Flask views, the Django admin) read, with the records it
   returns (`Attempt`, `Disagreement`, `Stay`, `StoredState`, `Waiting`). `MemoryStore`
   implements it as the reference; `SQLAlchemyStore` in `store/sqlalchemy/reads.py`.
@@ -32,10 +34,12 @@ from statekit.records import Plan, Snapshot, TransitionRecord
 
 __all__ = [
     "COMPENSATIONS_DUE",
+    "PRUNABLE",
     "AfterCommit",
     "Attempt",
     "Disagreement",
     "HandlerUnit",
+    "OutboxRetention",
     "OverdueBatch",
     "Reads",
     "Stay",
@@ -308,6 +312,35 @@ class SweepStore(Store, Protocol):
     def session_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
 
     def steps(self, entity: object) -> list[TransitionRecord]: ...
+
+
+PRUNABLE: tuple[TaskStatus, ...] = ("done", "cancelled")
+"""The outbox statuses retention deletes: settled rows; never pending, running or dead."""
+
+
+@runtime_checkable
+class OutboxRetention(Protocol):
+    """Deleting settled outbox rows: `done` and `cancelled` compensations (with their
+    attempt rows) last changed before a moment. Pending, running and dead rows are
+    never deleted. The defaults refuse: a store that cannot prune says so."""
+
+    def prunable_compensations(self, before: datetime) -> int:
+        """How many outbox rows `prune_compensations` would delete, in all."""
+        raise StoreError(_no_retention(self))
+
+    def prune_compensations(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` settled rows last changed before `before`, with their
+        attempt rows, in one short transaction; return how many were deleted (fewer
+        than `limit`: none are left)."""
+        raise StoreError(_no_retention(self))
+
+
+def _no_retention(store: object) -> str:
+    return (
+        f"{type(store).__name__} cannot prune its compensation outbox: it does not "
+        "implement statekit.store.protocol.OutboxRetention (MemoryStore and "
+        "SQLAlchemyStore do)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

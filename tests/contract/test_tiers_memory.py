@@ -12,13 +12,13 @@ from models.order import OrderWorkflow
 from statekit import InstanceNotFoundError, ManualClock, MemoryStore, Runner, Snapshot, StoreError
 from tests.contract.drain_contract import ConcurrentDrainContract
 from tests.contract.jobs import JobWorkflow
-from tests.contract.outbox_contract import OutboxContract
 from tests.contract.reads_contract import ReadsContract
+from tests.contract.retention_contract import RetentionContract
 from tests.contract.sweeper_contract import SweeperContract
 from tests.support import new_order
 
 
-class TestMemoryOutbox(OutboxContract):
+class TestMemoryOutbox(RetentionContract):
     @pytest.fixture
     def store(self, clock: ManualClock) -> MemoryStore:
         return MemoryStore([JobWorkflow.machine], clock=clock)

@@ -21,8 +21,8 @@ from models.orm import Base, OrderRow
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin, statekit_tables
 from tests.contract.drain_contract import ConcurrentDrainContract
 from tests.contract.jobs import JobWorkflow
-from tests.contract.outbox_contract import OutboxContract
 from tests.contract.reads_contract import ReadsContract
+from tests.contract.retention_contract import RetentionContract
 from tests.contract.sweeper_contract import SweeperContract
 from tests.sql_support import engine_for
 
@@ -82,7 +82,7 @@ class SQLJobs:
         return new_contract_job
 
 
-class TestSQLAlchemyOutbox(SQLJobs, OutboxContract):
+class TestSQLAlchemyOutbox(SQLJobs, RetentionContract):
     pass
 
 

@@ -101,7 +101,7 @@ def test_names_follow_the_prefix_and_the_defaults_stay() -> None:
     ]
     items = [c for t in tables.all for c in (*t.constraints, *t.indexes)]
     names = {str(n) for c in items if (n := getattr(c, "name", None)) is not None}
-    assert len(names) == 9
+    assert len(names) == 10
     assert all(str(name).startswith(("pk_shop_", "uq_shop_", "ix_shop_")) for name in names)
     assert statekit_tables(tables.metadata, prefix="shop_", schema="app") == tables
     assert tables.retired(tables.compensations) is tables.retired_compensations

@@ -9,6 +9,7 @@ be served by both stores, and a team can move between them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -142,3 +143,25 @@ class NamedIndex(models.Index):
     index names are those of the SQL store's tables, some over Django's portable 30."""
 
     max_name_length = 63
+
+
+class PartialIndex(NamedIndex):
+    """A `NamedIndex` over the rows that match `where` on a database with partial
+    indexes (SQLite, PostgreSQL) and over every row elsewhere (MariaDB), as the SQL
+    store's `partial_index_kwargs` does. Django's own `condition` would raise a
+    system-check warning on MariaDB in every project that installs the app."""
+
+    def __init__(self, *, where: models.Q, **kwargs: Any) -> None:
+        self.where = where
+        super().__init__(**kwargs)
+
+    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
+        partial = schema_editor.connection.features.supports_partial_indexes
+        index = NamedIndex(
+            fields=self.fields, name=self.name, condition=self.where if partial else None
+        )
+        return index.create_sql(model, schema_editor, using=using, **kwargs)
+
+    def deconstruct(self) -> tuple[str, Sequence[Any], dict[str, Any]]:
+        path, args, kwargs = super().deconstruct()
+        return path, args, {**kwargs, "where": self.where}

@@ -14,6 +14,7 @@ from statekit.contrib.django.fields import (
     ExactCharField,
     IdentityField,
     NamedIndex,
+    PartialIndex,
     PlainJSONField,
     PlainTextField,
     UTCDateTimeField,
@@ -141,8 +142,18 @@ class Compensation(OutboxId, CompensationColumns):
                 name="uq_statekit_compensations_step",
             )
         ]
+        # The sweeper's two ways of being due, partial where the database allows.
         indexes = [
-            NamedIndex(fields=["status", "next_attempt_at"], name="ix_statekit_compensations_due")
+            PartialIndex(
+                fields=["status", "next_attempt_at"],
+                name="ix_statekit_compensations_due",
+                where=models.Q(status="pending"),
+            ),
+            PartialIndex(
+                fields=["status", "lease_until"],
+                name="ix_statekit_compensations_lease",
+                where=models.Q(status="running"),
+            ),
         ]
 
 

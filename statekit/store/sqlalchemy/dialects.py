@@ -79,8 +79,9 @@ class Capabilities:
     probe_autocommit: bool
     """The due probe runs in autocommit (not on SQLite, whose reads take no lock)."""
     inline_probe_time: bool
-    """The due probe inlines its time (PostgreSQL: a prepared statement's generic
-    plan of `deadline <= $1` may scan the whole table when nothing is due)."""
+    """The due probe's time is rendered into its cached statement at execution
+    (PostgreSQL: a prepared statement's generic plan of `deadline <= $1` may scan the
+    whole table when nothing is due); elsewhere it is bound."""
     clock_query: str | None
     """The query for the server's current UTC time; None where the database runs on
     this machine (SQLite)."""

@@ -26,6 +26,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     orm,
     select,
     update,
@@ -466,8 +467,13 @@ def _task(row: Sequence[Any]) -> CompensationTask:
 
 def compensation_due(c: Table, now: Any) -> tuple[Any, Any]:
     """The two ways a compensation is due: pending and its next attempt has come, or
-    running and its claim's lease has run out (its sweeper died)."""
+    running and its claim's lease has run out (its sweeper died).
+
+    Each is a range of its own index (`ix_<prefix>compensations_due` and `_lease`),
+    partial where the database allows. The statuses are literals, not parameters:
+    SQLite (and a generic PostgreSQL plan) uses a partial index only when the query's
+    condition visibly implies the index's."""
     return (
-        and_(c.c.status == "pending", c.c.next_attempt_at <= now),
-        and_(c.c.status == "running", c.c.lease_until <= now),
+        and_(c.c.status == literal_column("'pending'"), c.c.next_attempt_at <= now),
+        and_(c.c.status == literal_column("'running'"), c.c.lease_until <= now),
     )

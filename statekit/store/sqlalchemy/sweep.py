@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
     Engine,
+    Integer,
     Select,
     bindparam,
     exists,
     literal,
-    literal_column,
     orm,
     select,
     union_all,
@@ -38,10 +38,10 @@ from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
 from statekit.store.sqlalchemy.marking import DueBatch, MarkStatements
 from statekit.store.sqlalchemy.outbox import (
-    OutboxOperations,
     compensation_due,
     supports_skip_locked,
 )
+from statekit.store.sqlalchemy.retention import RetentionOperations
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = [
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 
-class SweepOperations(OutboxOperations):
+class SweepOperations(RetentionOperations):
     """Mixed into `SQLAlchemyStore`; the statements the `Sweeper` needs."""
 
     engine: Engine
@@ -89,39 +89,53 @@ class SweepOperations(OutboxOperations):
         Stuck instances have no deadline, so the due index alone covers the claim.
         """
         binding = self.binding(entity_type)
-        cols = binding.columns
-        query: Select[Any] = (
-            binding.snapshot_select()
-            .where(cols["deadline_at"] <= now)
-            .order_by(cols["deadline_at"], binding.key)
-            .limit(limit)
-        )
-        if self.skip_locked:
-            query = query.with_for_update(skip_locked=True)
+        query = self._overdue_claim(binding)
+        parameters = {"now": now, "limit": limit}
         with wrap(f"sweeping {entity_type}", self.engine):
             with self._sweep_sessions() as session:
                 session.begin()
-                rows = session.connection().execute(query).all()
+                rows = session.connection().execute(query, parameters).all()
                 snapshots = [binding.snapshot(row) for row in rows]
                 yield DueBatch(self._mark_statements(binding), session, snapshots)
                 session.commit()
+
+    def _overdue_claim(self, binding: Any) -> Select[Any]:
+        """The claim of `binding`'s overdue instances, built once with the time and the
+        limit bound (the time rendered at execution on PostgreSQL, as in `due`)."""
+        built: dict[str, Select[Any]] = self.__dict__.setdefault("_overdue_claims", {})
+        name = binding.machine.name
+        if name not in built:
+            deadline = binding.columns["deadline_at"]
+            inline = capabilities(self.engine).inline_probe_time
+            now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
+            query = (
+                binding.snapshot_select()
+                .where(deadline <= now)
+                .order_by(deadline, binding.key)
+                .limit(bindparam("limit", type_=Integer(), literal_execute=True))
+            )
+            if self.skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            built[name] = query
+        return built[name]
 
     def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
         """Which of `entity_types` have an overdue instance, plus `"@compensations"`
         when a compensation is due: one cheap, non-locking query, so an idle sweeper
         costs about one indexed lookup per pass."""
-        parameters: dict[str, Any] = {}
-        if capabilities(self.engine).inline_probe_time:
-            # Inline `now`: the generic plan of a prepared `deadline <= $1` may scan the
-            # whole table when nothing is due; with the value the due index answers.
-            stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
-            probe = self._due_probe(entity_types, literal_column(f"TIMESTAMP '{stamp}'"))
-        else:  # built once: an idle sweeper polls often, and building it costs more
-            cache: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_due_probes", {})
-            key = tuple(entity_types)
-            if key not in cache:
-                cache[key] = self._due_probe(key, bindparam("now", type_=UTCDateTime()))
-            probe, parameters = cache[key], {"now": now}
+        # Built once per set of machines, `now` bound: an idle sweeper polls often, and
+        # building or compiling the probe costs more than running it. On PostgreSQL the
+        # value is rendered into the cached statement at execution (`literal_execute`):
+        # a prepared `deadline <= $1` may get a generic plan that scans the whole table
+        # when nothing is due, where the value lets the due index answer.
+        cache: dict[tuple[str, ...], Any] = self.__dict__.setdefault("_due_probes", {})
+        key = tuple(entity_types)
+        probe = cache.get(key)
+        if probe is None:
+            inline = capabilities(self.engine).inline_probe_time
+            moment = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
+            probe = cache[key] = self._due_probe(key, moment)
+        parameters = {"now": now}
         with wrap("checking for due work", self.engine):
             with self._probe_engine.connect() as conn:
                 return {row[0] for row in conn.execute(probe, parameters)}

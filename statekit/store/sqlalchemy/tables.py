@@ -37,13 +37,14 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 from statekit.errors import InvalidArgumentError, StoreError
 from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, LABEL_MAX, NAME_MAX
-from statekit.store.sqlalchemy.dialects import of_dialect
+from statekit.store.sqlalchemy.dialects import of_dialect, partial_index_kwargs
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -237,10 +238,10 @@ def _define(metadata: MetaData, prefix: str, schema: str | None) -> None:
             "entity_type", "entity_key", "step_seq", "action", name=f"uq_{prefix}compensations_step"
         ),
         # The step constraint's index also serves lookups by instance.
-        Index(f"ix_{prefix}compensations_due", "status", "next_attempt_at"),
         schema=schema,
         comment="The compensation outbox: one row per step to undo.",
     )
+    _due_indexes(compensations, prefix)
     attempts = Table(
         f"{prefix}compensation_attempts",
         metadata,
@@ -257,6 +258,25 @@ def _define(metadata: MetaData, prefix: str, schema: str | None) -> None:
     )
     for live in (transitions, compensations, attempts):
         _retired_twin(live, identity, prefix)
+
+
+def _due_indexes(compensations: Table, prefix: str) -> None:
+    """The sweeper's indexes on the outbox, one per way of being due (see
+    `outbox.compensation_due`): pending rows by next attempt, running rows by lease.
+    Partial where the database has partial indexes, so they hold open rows only and
+    their size follows due work, not the done rows of history; elsewhere the leading
+    status column keeps each lookup to the rows of its status."""
+    c = compensations.c
+    for name, status, moment in (
+        ("due", "pending", c.next_attempt_at),
+        ("lease", "running", c.lease_until),
+    ):
+        Index(
+            f"ix_{prefix}compensations_{name}",
+            c.status,
+            moment,
+            **partial_index_kwargs(c.status == literal_column(f"'{status}'")),
+        )
 
 
 def _retired_twin(live: Table, identity: Any, prefix: str) -> Table:

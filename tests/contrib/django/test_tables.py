@@ -3,6 +3,7 @@ SQLAlchemy store's `statekit_tables()` column by column, on every backend."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,36 @@ def test_the_app_passes_djangos_system_checks_without_a_warning(alias: str) -> N
 
     found = checks.run_checks(app_configs=[apps.get_app_config("statekit")], databases=[alias])
     assert found == []
+
+
+def partial_conditions(engine: Engine) -> dict[str, str]:
+    """The WHERE of each outbox index as the database keeps it ('' for a full index)."""
+    if engine.dialect.name == "sqlite":
+        query = "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'statekit_compensations'"
+    elif engine.dialect.name == "postgresql":
+        query = (
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'statekit_compensations'"
+        )
+    else:
+        return {}  # MariaDB has no partial indexes: both stores make full ones
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(query).all()
+    return {
+        name: re.sub(r'["`]', "", sql.partition(" WHERE ")[2]).strip("() ")
+        for name, sql in rows
+        if name.startswith("ix_") and sql
+    }
+
+
+def test_the_outbox_indexes_are_partial_where_both_stores_can(
+    alias: str, sqlalchemy_engine: Engine
+) -> None:
+    engine = django_engine(alias)
+    try:
+        django_side = partial_conditions(engine)
+    finally:
+        engine.dispose()
+    assert django_side == partial_conditions(sqlalchemy_engine)
+    if alias != "mariadb":
+        assert "pending" in django_side["ix_statekit_compensations_due"]
+        assert "running" in django_side["ix_statekit_compensations_lease"]

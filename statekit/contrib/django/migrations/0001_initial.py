@@ -99,9 +99,16 @@ class Migration(migrations.Migration):
             options={
                 "db_table": "statekit_compensations",
                 "indexes": [
-                    statekit.contrib.django.fields.NamedIndex(
-                        fields=["status", "next_attempt_at"], name="ix_statekit_compensations_due"
-                    )
+                    statekit.contrib.django.fields.PartialIndex(
+                        fields=["status", "next_attempt_at"],
+                        name="ix_statekit_compensations_due",
+                        where=models.Q(("status", "pending")),
+                    ),
+                    statekit.contrib.django.fields.PartialIndex(
+                        fields=["status", "lease_until"],
+                        name="ix_statekit_compensations_lease",
+                        where=models.Q(("status", "running")),
+                    ),
                 ],
                 "constraints": [
                     models.UniqueConstraint(
