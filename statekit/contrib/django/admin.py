@@ -29,6 +29,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.db import router, transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -38,7 +39,9 @@ from statekit.contrib.django.panel import Panel, panel_of
 from statekit.contrib.django.permissions import statekit_permissions
 from statekit.engine import Machine
 from statekit.errors import StatekitError
+from statekit.records import TransitionRecord
 from statekit.runtime import Runner
+from statekit.store.protocol import Reads
 
 __all__ = [
     "STATE_FIELDS",
@@ -128,6 +131,30 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """Whether the user holds ``<app>.fire_<event>_<model>``."""
         return bool(request.user.has_perm(self.permission(f"fire_{event}")))
 
+    def fire(
+        self,
+        request: HttpRequest,
+        obj: Any,
+        event: str,
+        *,
+        idempotency_key: str | None = None,
+        **payload: Any,
+    ) -> TransitionRecord:
+        """Fire `event` on `obj` as the request's user, and save the fields the
+        transition's actions changed, in one transaction.
+
+        Raises:
+            StatekitError: the machine refused, or another transition won the race;
+                nothing is written.
+        """
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            record = self.runner.fire(
+                obj, event, actor=self.actor(request), idempotency_key=idempotency_key, **payload
+            )
+            if not record.replayed:
+                obj.save()
+        return record
+
     @staticmethod
     def actor(request: HttpRequest) -> str:
         """Who acts, as the history records it: the user's username."""
@@ -203,9 +230,10 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         opts = self.model._meta
         prefix = f"admin:{opts.app_label}_{opts.model_name}_statekit"
         pk = str(obj.pk)
+        store = host().store
         return panel_of(
             self.runner,
-            host().store,
+            store if isinstance(store, Reads) else None,
             obj,
             can_fire=lambda event: self.can_fire(request, event),
             can_retry=request.user.has_perm(self.permission("retry")),
@@ -229,9 +257,7 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         payload = {k: v for k, v in request.POST.items() if k not in keep and v != ""}
         key = request.POST.get("idempotency_key") or None
         try:
-            record = self.runner.fire(
-                obj, event, actor=self.actor(request), idempotency_key=key, **payload
-            )
+            record = self.fire(request, obj, event, idempotency_key=key, **payload)
         except StatekitError as exc:
             messages.error(request, str(exc))
         else:
@@ -291,7 +317,7 @@ def _fire_action(event: str) -> Action:
         done, refused = 0, []
         for obj in queryset:
             try:
-                admin_.runner.fire(obj, event, actor=admin_.actor(request))
+                admin_.fire(request, obj, event)
             except StatekitError as exc:
                 refused.append(str(exc))
             else:

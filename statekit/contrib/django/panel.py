@@ -69,7 +69,7 @@ class Panel:
 
 def panel_of(
     runner: Runner,
-    reads: Reads,
+    reads: Reads | None,
     entity: object,
     *,
     can_fire: Callable[[str], bool],
@@ -78,12 +78,13 @@ def panel_of(
     url: Callable[..., str],
     form_key: str,
 ) -> Panel:
-    """The `Panel` of `entity` (its compensations read from `reads`); `url(what, *args)` gives the lever URLs
+    """The `Panel` of `entity` (its compensations read from `reads`, none
+    without it); `url(what, *args)` gives the lever URLs
     (``fire``, event; ``retry``; ``resolve``)."""
     machine = runner.machine
     snapshot = machine.snapshot(entity)
     history = list(runner.history(entity))
-    compensations = reads.compensations(machine.name, snapshot.key)
+    compensations = [] if reads is None else reads.compensations(machine.name, snapshot.key)
     events = [
         EventButton(info, url("fire", info.name), can_fire(info.name))
         for info in events_from(machine, snapshot.state)
