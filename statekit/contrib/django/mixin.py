@@ -1,0 +1,125 @@
+"""`StateModel`: the state columns for a Django model, with the state protected.
+
+    class Order(StateModel):
+        __statekit_machine__ = OrderWorkflow.machine
+        id = models.CharField(primary_key=True, max_length=36)
+
+The columns have the names and types of the SQLAlchemy `StateMixin`, so one
+`Workflow` serves a SQLAlchemy model and a Django model unchanged. Only statekit
+writes them: `save()` of an existing row never writes the state columns, and
+raises `ProtectedStateError` when they were changed in memory outside a transition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from django.db import models
+
+from statekit.contrib.django.fields import UTCDateTimeField
+from statekit.engine import Machine
+from statekit.errors import StatekitError
+from statekit.limits import NAME_MAX
+
+__all__ = ["STATE_COLUMNS", "ProtectedStateError", "StateModel", "mark_synced"]
+
+STATE_COLUMNS = (
+    "state",
+    "state_version",
+    "state_entered_at",
+    "state_deadline_at",
+    "stuck_at",
+    "stuck_reason",
+    "state_definition_version",
+)
+"""The mixin's fields, in `Snapshot` order."""
+
+SYNCED = "_statekit_synced"
+"""The instance attribute holding the state values the database has (as statekit
+last read or wrote them)."""
+
+
+class ProtectedStateError(StatekitError):
+    """A model's state columns were changed outside a transition and then saved."""
+
+
+def synced_values(entity: models.Model) -> tuple[Any, ...]:
+    """The entity's state values now, in `STATE_COLUMNS` order."""
+    return tuple(getattr(entity, name) for name in STATE_COLUMNS)
+
+
+def mark_synced(entity: models.Model) -> None:
+    """Record the entity's state values as those the database holds (the store calls
+    it after it read or wrote them)."""
+    entity.__dict__[SYNCED] = synced_values(entity)
+
+
+class StateModel(models.Model):
+    """Abstract model adding the state columns (see `statekit.entity.StateFields`)
+    and the deadline index the sweeper reads. Bind a machine with the class
+    attribute `__statekit_machine__` (the compiled machine, `Workflow.machine`)."""
+
+    __statekit_machine__: ClassVar[Machine]
+
+    state = models.CharField(max_length=NAME_MAX)
+    state_version = models.IntegerField(default=0)
+    state_entered_at = UTCDateTimeField(null=True, blank=True)
+    state_deadline_at = UTCDateTimeField(null=True, blank=True, db_index=True)
+    stuck_at = UTCDateTimeField(null=True, blank=True)
+    stuck_reason = models.TextField(null=True, blank=True)
+    state_definition_version = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def from_db(
+        cls, db: str | None, field_names: Sequence[str], values: Sequence[Any]
+    ) -> StateModel:
+        instance = super().from_db(db, field_names, values)
+        if all(name in instance.__dict__ for name in STATE_COLUMNS):
+            mark_synced(instance)
+        return instance
+
+    def refresh_from_db(
+        self, using: str | None = None, fields: Iterable[str] | None = None, **kwargs: Any
+    ) -> None:
+        super().refresh_from_db(using=using, fields=fields, **kwargs)
+        if all(name in self.__dict__ for name in STATE_COLUMNS):
+            mark_synced(self)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save the row; an existing row's state columns are left as they are.
+
+        Raises:
+            ProtectedStateError: a state column was changed in memory outside a
+                transition (fire an event through a `Runner` instead).
+        """
+        if self._state.adding:
+            super().save(*args, **kwargs)
+            mark_synced(self)
+            return
+        synced = self.__dict__.get(SYNCED)
+        if synced is not None and synced != synced_values(self):
+            changed = [
+                name
+                for name, before in zip(STATE_COLUMNS, synced, strict=True)
+                if getattr(self, name) != before
+            ]
+            raise ProtectedStateError(
+                f"{type(self).__name__} {self.pk}: {', '.join(changed)} changed outside a "
+                f"transition (state {synced[0]!r} -> {self.state!r}); the state is written "
+                "only by firing an event through a statekit Runner"
+            )
+        update_fields = kwargs.pop("update_fields", None)
+        if update_fields is None:
+            update_fields = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in STATE_COLUMNS
+            ]
+        else:
+            update_fields = [name for name in update_fields if name not in STATE_COLUMNS]
+        if update_fields:
+            super().save(*args, update_fields=update_fields, **kwargs)

@@ -1,0 +1,192 @@
+"""statekit's tables as Django models: the same names, columns, types, constraints and
+indexes as `statekit.store.sqlalchemy.statekit_tables()` with the default prefix, so
+the Django and SQLAlchemy stores can share one database.
+
+The live tables hold the current life of each key; rows of earlier lives move to the
+`statekit_retired_*` tables (see `DjangoStore.create`). Only the store writes them.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from statekit.contrib.django.fields import (
+    ExactCharField,
+    NamedIndex,
+    PlainJSONField,
+    UTCDateTimeField,
+)
+from statekit.contrib.django.mixin import StateModel
+from statekit.limits import HANDLER_NAME_MAX, KEY_MAX, LABEL_MAX, NAME_MAX
+
+__all__ = [
+    "Compensation",
+    "CompensationAttempt",
+    "RetiredCompensation",
+    "RetiredCompensationAttempt",
+    "RetiredTransition",
+    "StateModel",
+    "Transition",
+]
+
+
+class TransitionColumns(models.Model):
+    """The columns of a history row."""
+
+    entity_type = ExactCharField(max_length=NAME_MAX)
+    entity_key = ExactCharField(max_length=KEY_MAX)
+    seq = models.IntegerField()
+    event = models.CharField(max_length=NAME_MAX)
+    source = models.CharField(max_length=NAME_MAX)
+    target = models.CharField(max_length=NAME_MAX)
+    at = UTCDateTimeField()
+    actor = models.CharField(max_length=LABEL_MAX, null=True)
+    correlation_id = models.CharField(max_length=LABEL_MAX, null=True)
+    idempotency_key = ExactCharField(max_length=KEY_MAX, null=True)
+    payload = PlainJSONField(null=True)
+    definition_version = models.IntegerField(null=True)
+    note = models.TextField(null=True)
+
+    class Meta:
+        abstract = True
+
+
+class Transition(TransitionColumns):
+    """One applied transition; `seq` is the entity's new version."""
+
+    pk = models.CompositePrimaryKey("entity_type", "entity_key", "seq")
+
+    class Meta:
+        db_table = "statekit_transitions"
+        db_table_comment = (
+            "One row per applied statekit transition; seq is the entity's new version."
+        )
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entity_type", "entity_key", "idempotency_key"],
+                name="uq_statekit_transitions_idempotency",
+            )
+        ]
+        indexes = [NamedIndex(fields=["entity_type", "at"], name="ix_statekit_transitions_at")]
+
+
+class CompensationColumns(models.Model):
+    """The columns of an outbox row, but its id."""
+
+    entity_type = ExactCharField(max_length=NAME_MAX)
+    entity_key = ExactCharField(max_length=KEY_MAX)
+    step_seq = models.IntegerField()
+    action = models.CharField(max_length=HANDLER_NAME_MAX)
+    event = models.CharField(max_length=NAME_MAX)
+    status = models.CharField(max_length=16)
+    attempts = models.IntegerField()
+    max_attempts = models.IntegerField()
+    next_attempt_at = UTCDateTimeField()
+    lease_until = UTCDateTimeField(null=True)
+    claim_token = models.CharField(max_length=32, null=True)
+    last_error = models.TextField(null=True)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class Compensation(CompensationColumns):
+    """The compensation outbox: one row per step to undo."""
+
+    id = models.BigAutoField(primary_key=True)
+
+    class Meta:
+        db_table = "statekit_compensations"
+        db_table_comment = "The compensation outbox: one row per step to undo."
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entity_type", "entity_key", "step_seq", "action"],
+                name="uq_statekit_compensations_step",
+            )
+        ]
+        indexes = [
+            NamedIndex(fields=["status", "next_attempt_at"], name="ix_statekit_compensations_due")
+        ]
+
+
+class AttemptColumns(models.Model):
+    """The columns of an attempt row."""
+
+    compensation_id = models.BigIntegerField()
+    attempt = models.IntegerField()
+    at = UTCDateTimeField()
+    succeeded = models.BooleanField()
+    error = models.TextField(null=True)
+
+    class Meta:
+        abstract = True
+
+
+class CompensationAttempt(AttemptColumns):
+    """Every attempt at a compensation, with its error."""
+
+    pk = models.CompositePrimaryKey("compensation_id", "attempt")
+
+    class Meta:
+        db_table = "statekit_compensation_attempts"
+        db_table_comment = "Every attempt at a compensation, with its error."
+
+
+class Retired(models.Model):
+    """What a retired row adds: a surrogate key and when it was retired."""
+
+    retired_id = models.BigAutoField(primary_key=True)
+    retired_at = UTCDateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class RetiredTransition(Retired, TransitionColumns):
+    """Rows of `statekit_transitions` from earlier lives of their keys."""
+
+    class Meta:
+        db_table = "statekit_retired_transitions"
+        db_table_comment = (
+            "Rows of statekit_transitions from earlier lives of their keys, kept for audit."
+        )
+        indexes = [
+            NamedIndex(
+                fields=["entity_type", "entity_key"], name="ix_statekit_retired_transitions_key"
+            )
+        ]
+
+
+class RetiredCompensation(Retired, CompensationColumns):
+    """Rows of `statekit_compensations` from earlier lives of their keys."""
+
+    id = models.BigIntegerField()
+
+    class Meta:
+        db_table = "statekit_retired_compensations"
+        db_table_comment = (
+            "Rows of statekit_compensations from earlier lives of their keys, kept for audit."
+        )
+        indexes = [
+            NamedIndex(
+                fields=["entity_type", "entity_key"], name="ix_statekit_retired_compensations_key"
+            )
+        ]
+
+
+class RetiredCompensationAttempt(Retired, AttemptColumns):
+    """Rows of `statekit_compensation_attempts` from earlier lives of their keys."""
+
+    class Meta:
+        db_table = "statekit_retired_compensation_attempts"
+        db_table_comment = (
+            "Rows of statekit_compensation_attempts from earlier lives of their keys, "
+            "kept for audit."
+        )
+        indexes = [
+            NamedIndex(
+                fields=["compensation_id"], name="ix_statekit_retired_compensation_attempts_key"
+            )
+        ]

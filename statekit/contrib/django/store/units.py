@@ -1,0 +1,70 @@
+"""`DjangoUnit`: one `DjangoStore.transaction` block, and the errors of the ORM."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import DatabaseError, models
+
+from statekit.entity import StateWriter
+from statekit.errors import StatekitError, StoreError
+
+__all__ = ["DjangoUnit", "database_errors", "open_unit", "unit_of_entity"]
+
+_UNITS = "statekit_units"
+"""Where an entity's open units live: its `_state` (Django's per-instance ModelState)."""
+
+
+class DjangoUnit:
+    """One open `transaction`/`firing` block: its entity, its database and thread.
+
+    The block's `transaction.atomic()` is the unit's transaction; `apply` nests its
+    own atomic block (a savepoint) inside it, and after-commit work waits for the
+    outermost commit through `transaction.on_commit`."""
+
+    __slots__ = ("db", "entity", "thread")
+
+    def __init__(self, entity: models.Model, db: str) -> None:
+        self.entity = entity
+        self.db = db
+        self.thread = threading.get_ident()
+
+    def state_writer(self) -> StateWriter | None:
+        """None: a model's state fields are plain attributes."""
+        return None
+
+
+@contextmanager
+def open_unit(entity: models.Model, db: str) -> Iterator[DjangoUnit]:
+    """Register a unit on `entity` for the duration of the block."""
+    unit = DjangoUnit(entity, db)
+    units: list[DjangoUnit] = entity._state.__dict__.setdefault(_UNITS, [])
+    units.append(unit)
+    try:
+        yield unit
+    finally:
+        units.remove(unit)
+
+
+def unit_of_entity(entity: object) -> DjangoUnit | None:
+    """The innermost unit the calling thread has open on `entity`, or None."""
+    state = getattr(entity, "_state", None)
+    units: list[DjangoUnit] = getattr(state, _UNITS, None) or []
+    thread = threading.get_ident()
+    for unit in reversed(units):
+        if unit.thread == thread:
+            return unit
+    return None
+
+
+@contextmanager
+def database_errors(what: str) -> Iterator[None]:
+    """Turn the database's errors into `StoreError` (the original in `__cause__`)."""
+    try:
+        yield
+    except StatekitError:
+        raise
+    except DatabaseError as exc:
+        raise StoreError(f"{what} failed: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""The test app: Django twins of the contract suites' entities (label `testapp`)."""
