@@ -31,6 +31,7 @@ class Order(StateModel):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        app_label = "shop"
         ordering = ["-id"]
         permissions = statekit_permissions(OrderWorkflow, "order")
 

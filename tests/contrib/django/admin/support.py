@@ -1,44 +1,44 @@
-"""Django for the admin tests: the example project's settings (`configure`), and
-Django's default database moved to another URL for a while (`use_database`)."""
+"""Django for the admin tests: the example project's apps, URLs and middleware over
+the session's Django (set up by tests/contrib/django/conftest.py), and Django's
+default database moved to another URL for a while (`use_database`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
-import django
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
+from django.test import override_settings
 from django.test.utils import setup_test_environment
 from sqlalchemy import make_url
 
-REQUIRED_APPS = (
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "statekit.contrib.django",
-    "examples.django_orders.shop",
+EXAMPLE_SETTINGS = (
+    "INSTALLED_APPS",
+    "MIDDLEWARE",
+    "ROOT_URLCONF",
+    "TEMPLATES",
+    "STATIC_URL",
+    "STATEKIT_SWEEP_INTERVAL",
+    "STATEKIT_SWEEP_BATCH_SIZE",
+    "STATEKIT_SWEEP_LEASE",
 )
 
 
-def configure() -> None:
-    """Set Django up with the example project's settings, unless something set it up
-    already (it must then have the example's apps)."""
-    if not settings.configured:
-        from examples.django_orders import settings as example
+@contextmanager
+def example_project() -> Iterator[None]:
+    """The example project's apps (and nothing else: the test app's models would
+    carry a second "order" machine), URLs, templates and middleware."""
+    from examples.django_orders import settings as example
 
-        values = {k: v for k, v in vars(example).items() if k.isupper()}
-        values["DATABASES"] = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ""}}
-        values["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-        settings.configure(**values)
-        django.setup()
+    values: dict[str, Any] = {name: getattr(example, name) for name in EXAMPLE_SETTINGS}
+    values["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    with suppress(RuntimeError):  # set up already
         setup_test_environment()  # the test client then records templates and context
-    missing = [app for app in REQUIRED_APPS if app not in settings.INSTALLED_APPS]
-    if missing:
-        raise RuntimeError(f"Django was set up without the apps these tests need: {missing}")
+    with override_settings(**values):
+        yield
 
 
 def django_database(url: str) -> dict[str, Any]:
@@ -56,22 +56,22 @@ def django_database(url: str) -> dict[str, Any]:
     }
 
 
-def _point(entry: dict[str, Any]) -> None:
+def _point(databases: dict[str, Any]) -> None:
     connections.close_all()
-    configured = connections.configure_settings({"default": entry})
+    for alias in list(connections.settings):
+        with suppress(AttributeError):
+            del connections[alias]
+    configured = connections.configure_settings(databases)
     connections.__dict__["settings"] = configured
     settings.DATABASES = configured
-    try:
-        del connections["default"]
-    except AttributeError:
-        pass
 
 
 @contextmanager
 def use_database(url: str) -> Iterator[None]:
-    """Point Django's default database at `url` and migrate it; back afterwards."""
-    before = dict(connections.settings["default"])
-    _point(django_database(url))
+    """Make `url` Django's only database (``default``) and migrate it; the session's
+    databases come back afterwards."""
+    before = {alias: dict(entry) for alias, entry in connections.settings.items()}
+    _point({"default": django_database(url)})
     try:
         call_command("migrate", verbosity=0)
         yield
