@@ -10,8 +10,8 @@ from typing import ClassVar
 from django.db import models
 
 from models.order import OrderWorkflow
-from statekit.contrib.django.permissions import statekit_permissions
 from statekit.contrib.django.models import StateModel
+from statekit.contrib.django.permissions import statekit_permissions
 from statekit.engine import Machine
 
 

@@ -34,6 +34,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 
+from statekit.contrib.django import checks  # noqa: F401 - registers the system checks
 from statekit.contrib.django.hosting import host
 from statekit.contrib.django.panel import Panel, panel_of
 from statekit.contrib.django.permissions import statekit_permissions
@@ -250,8 +251,11 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if refused is not None:
             return refused
         if not self.can_fire(request, event):
-            messages.error(request, f"You may not fire {event!r}: it needs the permission "
-                           f"{self.permission(f'fire_{event}')}.")
+            messages.error(
+                request,
+                f"You may not fire {event!r}: it needs the permission "
+                f"{self.permission(f'fire_{event}')}.",
+            )
             return self._back(obj)
         keep = {"csrfmiddlewaretoken", "idempotency_key"}
         payload = {k: v for k, v in request.POST.items() if k not in keep and v != ""}
@@ -290,12 +294,11 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return None, HttpResponseNotAllowed(["POST"])
         obj = self.get_object(request, object_id)
         if obj is None or not self.has_view_or_change_permission(request, obj):
-            return None, self._get_obj_does_not_exist_redirect(
-                request, self.model._meta, object_id
-            )
+            return None, self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
         if lever is not None and not request.user.has_perm(self.permission(lever)):
-            messages.error(request, f"You may not {lever}: it needs the permission "
-                           f"{self.permission(lever)}.")
+            messages.error(
+                request, f"You may not {lever}: it needs the permission {self.permission(lever)}."
+            )
             return obj, self._back(obj)
         return obj, None
 
@@ -335,12 +338,11 @@ def _retry_action(admin_: StateModelAdmin, request: HttpRequest, queryset: Query
     _retry(admin_, request, list(queryset))
 
 
-def _resolve_action(
-    admin_: StateModelAdmin, request: HttpRequest, queryset: QuerySet[Any]
-) -> None:
+def _resolve_action(admin_: StateModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> None:
     post = request.POST
-    _resolve(admin_, request, list(queryset), post.get("resolve_state", ""), post.get(
-        "resolve_note", ""))
+    _resolve(
+        admin_, request, list(queryset), post.get("resolve_state", ""), post.get("resolve_note", "")
+    )
 
 
 def _retry(admin_: StateModelAdmin, request: HttpRequest, objects: list[Any]) -> None:
@@ -363,8 +365,9 @@ def _resolve(
     name = admin_.runner.machine.name
     for obj in objects:
         try:
-            record = sweeper.resolve(name, str(obj.pk), state, note=note,
-                                     actor=admin_.actor(request))
+            record = sweeper.resolve(
+                name, str(obj.pk), state, note=note, actor=admin_.actor(request)
+            )
         except StatekitError as exc:
             messages.error(request, f"{name} {obj.pk}: {exc}")
         else:

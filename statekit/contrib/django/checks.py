@@ -116,8 +116,8 @@ def check_admin_permissions(
     except ImportError:  # pragma: no cover - the admin app ships with Django
         return []
     from statekit.contrib.django.admin import StateModelAdmin
-    from statekit.contrib.django.permissions import statekit_permissions
     from statekit.contrib.django.hosting import state_models
+    from statekit.contrib.django.permissions import statekit_permissions
 
     found: list[CheckMessage] = []
     for machine, model in state_models().items():

@@ -93,7 +93,9 @@ def test_an_event_with_a_payload_takes_the_forms_fields(order: Order) -> None:
 
 def test_a_disallowed_event_is_refused_with_statekits_message(order: Order) -> None:
     client = staff("fire_ship_order")
-    response = post(client, FIRE.format(order.pk, "ship"), {"carrier": "DHL", "tracking_number": "T"})
+    response = post(
+        client, FIRE.format(order.pk, "ship"), {"carrier": "DHL", "tracking_number": "T"}
+    )
     [message] = texts(response)
     assert "'ship'" in message
     assert "pending" in message

@@ -103,9 +103,7 @@ def test_a_refusal_is_a_command_error_with_clicks_message(filled: str) -> None:
     assert caught.value.returncode == 1
 
 
-def test_manage_py_runs_the_command_as_the_standalone_cli_does(
-    filled: str, tmp_path: Path
-) -> None:
+def test_manage_py_runs_the_command_as_the_standalone_cli_does(filled: str, tmp_path: Path) -> None:
     """A real ``manage.py statekit`` process: click parses the line (its own -v,
     --json), exit codes as the standalone CLI's."""
     from tests.contrib.django.admin.support import django_database
@@ -121,12 +119,20 @@ def test_manage_py_runs_the_command_as_the_standalone_cli_does(
     manage = [sys.executable, str(ROOT / "examples" / "django_orders" / "manage.py"), "statekit"]
     run_env = {**os.environ, **env, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
-        [*manage, "history", "order", "1"], capture_output=True, text=True, env=run_env, cwd=tmp_path
+        [*manage, "history", "order", "1"],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == standalone(filled, "history", "order", "1")
     failed = subprocess.run(
-        [*manage, "history", "order", "999"], capture_output=True, text=True, env=run_env, cwd=tmp_path
+        [*manage, "history", "order", "999"],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        cwd=tmp_path,
     )
     assert failed.returncode == 1
     assert failed.stderr.startswith("Error: ")

@@ -20,7 +20,6 @@ import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-import statekit.cli  # registers every command on statekit.cli.app.cli
 from statekit.cli.app import HostedGroup
 from statekit.cli.context import Context
 from statekit.contrib.django.hosting import SweepSettings, host
@@ -45,9 +44,7 @@ def _defaults() -> dict[str, dict[str, Any]]:
 def statekit_group() -> click.Group:
     """The group ``manage.py statekit`` runs (`demo` and `db` left out: the demo has a
     database of its own, and Django's migrations own the schema)."""
-    return HostedGroup(
-        "statekit", _context, defaults=_defaults, exclude=("demo", "db"), help=HELP
-    )
+    return HostedGroup("statekit", _context, defaults=_defaults, exclude=("demo", "db"), help=HELP)
 
 
 class Command(BaseCommand):
