@@ -23,7 +23,7 @@ EXACT_COLLATION = "utf8mb4_bin"
 """The collation of the name and key columns on MySQL and MariaDB (as the SQL store's)."""
 
 
-class ExactCharField(models.CharField):  # type: ignore[type-arg]
+class ExactCharField(models.CharField[Any, Any]):
     """A VARCHAR compared byte for byte on every database: 'ABC' and 'abc' differ.
     SQLite and PostgreSQL compare so already; MySQL and MariaDB get `utf8mb4_bin`."""
 
@@ -34,7 +34,7 @@ class ExactCharField(models.CharField):  # type: ignore[type-arg]
         return params
 
 
-class UTCDateTimeField(models.DateTimeField):  # type: ignore[type-arg]
+class UTCDateTimeField(models.DateTimeField[Any, Any]):
     """Aware datetimes stored as naive UTC with microseconds: `timestamp` on
     PostgreSQL, `datetime(6)` on MySQL and MariaDB, text on SQLite (in the SQL
     store's format); read back aware in UTC whatever `USE_TZ` says."""
@@ -76,7 +76,7 @@ class UTCDateTimeField(models.DateTimeField):  # type: ignore[type-arg]
         return "UTCDateTimeField"  # no backend converter: from_db_value reads the value
 
 
-class PlainJSONField(models.Field):  # type: ignore[type-arg]
+class PlainJSONField(models.Field[Any, Any]):
     """A `json` column (not PostgreSQL's `jsonb`), holding a JSON object or null."""
 
     def db_type(self, connection: BaseDatabaseWrapper) -> str:

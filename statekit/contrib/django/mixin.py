@@ -12,7 +12,7 @@ raises `ProtectedStateError` when they were changed in memory outside a transiti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from typing import Any, ClassVar
 
 from django.db import models
@@ -62,20 +62,22 @@ class StateModel(models.Model):
 
     __statekit_machine__: ClassVar[Machine]
 
-    state = models.CharField(max_length=NAME_MAX)
-    state_version = models.IntegerField(default=0)
+    state: models.CharField[str, str] = models.CharField(max_length=NAME_MAX)
+    state_version: models.IntegerField[int, int] = models.IntegerField(default=0)
     state_entered_at = UTCDateTimeField(null=True, blank=True)
     state_deadline_at = UTCDateTimeField(null=True, blank=True, db_index=True)
     stuck_at = UTCDateTimeField(null=True, blank=True)
-    stuck_reason = models.TextField(null=True, blank=True)
-    state_definition_version = models.IntegerField(null=True, blank=True)
+    stuck_reason: models.TextField[str | None, str | None] = models.TextField(null=True, blank=True)
+    state_definition_version: models.IntegerField[int | None, int | None] = models.IntegerField(
+        null=True, blank=True
+    )
 
     class Meta:
         abstract = True
 
     @classmethod
     def from_db(
-        cls, db: str | None, field_names: Sequence[str], values: Sequence[Any]
+        cls, db: str | None, field_names: Collection[str], values: Collection[Any]
     ) -> StateModel:
         instance = super().from_db(db, field_names, values)
         if all(name in instance.__dict__ for name in STATE_COLUMNS):
@@ -83,9 +85,12 @@ class StateModel(models.Model):
         return instance
 
     def refresh_from_db(
-        self, using: str | None = None, fields: Iterable[str] | None = None, **kwargs: Any
+        self,
+        using: str | None = None,
+        fields: Iterable[str] | None = None,
+        from_queryset: models.QuerySet[Any, Any] | None = None,
     ) -> None:
-        super().refresh_from_db(using=using, fields=fields, **kwargs)
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
         if all(name in self.__dict__ for name in STATE_COLUMNS):
             mark_synced(self)
 

@@ -35,17 +35,21 @@ class TransitionColumns(models.Model):
 
     entity_type = ExactCharField(max_length=NAME_MAX)
     entity_key = ExactCharField(max_length=KEY_MAX)
-    seq = models.IntegerField()
-    event = models.CharField(max_length=NAME_MAX)
-    source = models.CharField(max_length=NAME_MAX)
-    target = models.CharField(max_length=NAME_MAX)
+    seq: models.IntegerField[int, int] = models.IntegerField()
+    event: models.CharField[str, str] = models.CharField(max_length=NAME_MAX)
+    source: models.CharField[str, str] = models.CharField(max_length=NAME_MAX)
+    target: models.CharField[str, str] = models.CharField(max_length=NAME_MAX)
     at = UTCDateTimeField()
-    actor = models.CharField(max_length=LABEL_MAX, null=True)
-    correlation_id = models.CharField(max_length=LABEL_MAX, null=True)
+    actor: models.CharField[str | None, str | None] = models.CharField(
+        max_length=LABEL_MAX, null=True
+    )
+    correlation_id: models.CharField[str | None, str | None] = models.CharField(
+        max_length=LABEL_MAX, null=True
+    )
     idempotency_key = ExactCharField(max_length=KEY_MAX, null=True)
     payload = PlainJSONField(null=True)
-    definition_version = models.IntegerField(null=True)
-    note = models.TextField(null=True)
+    definition_version: models.IntegerField[int | None, int | None] = models.IntegerField(null=True)
+    note: models.TextField[str | None, str | None] = models.TextField(null=True)
 
     class Meta:
         abstract = True
@@ -75,16 +79,18 @@ class CompensationColumns(models.Model):
 
     entity_type = ExactCharField(max_length=NAME_MAX)
     entity_key = ExactCharField(max_length=KEY_MAX)
-    step_seq = models.IntegerField()
-    action = models.CharField(max_length=HANDLER_NAME_MAX)
-    event = models.CharField(max_length=NAME_MAX)
-    status = models.CharField(max_length=16)
-    attempts = models.IntegerField()
-    max_attempts = models.IntegerField()
+    step_seq: models.IntegerField[int, int] = models.IntegerField()
+    action: models.CharField[str, str] = models.CharField(max_length=HANDLER_NAME_MAX)
+    event: models.CharField[str, str] = models.CharField(max_length=NAME_MAX)
+    status: models.CharField[str, str] = models.CharField(max_length=16)
+    attempts: models.IntegerField[int, int] = models.IntegerField()
+    max_attempts: models.IntegerField[int, int] = models.IntegerField()
     next_attempt_at = UTCDateTimeField()
     lease_until = UTCDateTimeField(null=True)
-    claim_token = models.CharField(max_length=32, null=True)
-    last_error = models.TextField(null=True)
+    claim_token: models.CharField[str | None, str | None] = models.CharField(
+        max_length=32, null=True
+    )
+    last_error: models.TextField[str | None, str | None] = models.TextField(null=True)
     created_at = UTCDateTimeField()
     updated_at = UTCDateTimeField()
 
@@ -95,7 +101,7 @@ class CompensationColumns(models.Model):
 class Compensation(CompensationColumns):
     """The compensation outbox: one row per step to undo."""
 
-    id = models.BigAutoField(primary_key=True)
+    id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
 
     class Meta:
         db_table = "statekit_compensations"
@@ -114,11 +120,11 @@ class Compensation(CompensationColumns):
 class AttemptColumns(models.Model):
     """The columns of an attempt row."""
 
-    compensation_id = models.BigIntegerField()
-    attempt = models.IntegerField()
+    compensation_id: models.BigIntegerField[int, int] = models.BigIntegerField()
+    attempt: models.IntegerField[int, int] = models.IntegerField()
     at = UTCDateTimeField()
-    succeeded = models.BooleanField()
-    error = models.TextField(null=True)
+    succeeded: models.BooleanField[bool, bool] = models.BooleanField()
+    error: models.TextField[str | None, str | None] = models.TextField(null=True)
 
     class Meta:
         abstract = True
@@ -137,7 +143,7 @@ class CompensationAttempt(AttemptColumns):
 class Retired(models.Model):
     """What a retired row adds: a surrogate key and when it was retired."""
 
-    retired_id = models.BigAutoField(primary_key=True)
+    retired_id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
     retired_at = UTCDateTimeField()
 
     class Meta:
@@ -162,7 +168,7 @@ class RetiredTransition(Retired, TransitionColumns):
 class RetiredCompensation(Retired, CompensationColumns):
     """Rows of `statekit_compensations` from earlier lives of their keys."""
 
-    id = models.BigIntegerField()
+    id: models.BigIntegerField[int, int] = models.BigIntegerField()
 
     class Meta:
         db_table = "statekit_retired_compensations"

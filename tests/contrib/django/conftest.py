@@ -12,9 +12,11 @@ installed under mysqlclient's name.
 from __future__ import annotations
 
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,20 +163,27 @@ def empty_tables(alias: str) -> None:
             model._default_manager.db_manager(alias).all().delete()
 
 
+_OTHER_THREADS: list[tuple[Any, threading.Thread]] = []
+"""Connections opened by threads other than the main one, kept alive until a test
+ends: Django leaves closing a thread's connection to the thread (as the end of a
+request does), and threads of the sweeper or of the contracts end without it."""
+
+
+def _opened(sender: Any, connection: Any, **kwargs: Any) -> None:
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        _OTHER_THREADS.append((connection, thread))
+
+
 @pytest.fixture(autouse=True)
-def _threads_close_their_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Django opens a connection per thread and leaves closing it to the thread (as a
-    request handler's end does); the contract's worker threads close theirs."""
-    from django.db import connections
+def _threads_close_their_connections() -> Iterator[None]:
+    """Close the connections of the threads a test started once they have ended."""
+    from django.db.backends.signals import connection_created
 
-    from tests.contract.store_contract import Worker
-
-    run = Worker.run
-
-    def run_and_close(self: Worker) -> None:
-        try:
-            run(self)
-        finally:
-            connections.close_all()
-
-    monkeypatch.setattr(Worker, "run", run_and_close)
+    connection_created.connect(_opened, dispatch_uid="statekit-tests")
+    yield
+    for wrapper, thread in list(_OTHER_THREADS):
+        thread.join(30)
+        if wrapper.connection is not None:
+            wrapper.connection.close()
+        _OTHER_THREADS.remove((wrapper, thread))

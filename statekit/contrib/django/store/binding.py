@@ -43,7 +43,7 @@ class ModelBinding:
     def coerce_key(self, key: str) -> Any:
         """The primary key value for `key` (`InstanceNotFoundError` if it cannot be one)."""
         try:
-            return self.model._meta.pk.to_python(key)  # type: ignore[union-attr]
+            return self.model._meta.pk.to_python(key)
         except (ValidationError, TypeError, ValueError) as exc:
             raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
 

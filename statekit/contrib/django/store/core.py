@@ -19,8 +19,10 @@ from statekit.contrib.django.store.lives import purge, retire
 from statekit.contrib.django.store.units import (
     DjangoUnit,
     database_errors,
+    field_values,
     open_unit,
     unit_of_entity,
+    write_back,
 )
 from statekit.engine import Machine
 from statekit.entity import restore_attributes, save_attributes
@@ -298,8 +300,9 @@ class StoreCore(Store):
     def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
         """Load the row locked (`select_for_update` where the database has it) in a
         `transaction.atomic()` block, joining the caller's (see `Store.transaction`).
-        Transitions fired on the entity commit with the block; if it raises, they
-        roll back and the entity's attributes are put back."""
+        Transitions fired on the entity commit with the block, and so do the fields
+        their actions changed (written back at the end, never the state fields); if
+        the block raises, all of it rolls back and the entity is put back."""
         binding = self.binding(entity_type)
         pk = binding.coerce_key(key)
         with database_errors(f"opening a unit of work on {entity_type} {key}"):
@@ -309,12 +312,14 @@ class StoreCore(Store):
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
                 entity = found[0]
                 saved = save_attributes(entity, binding.machine.fields)
+                fields = field_values(entity, binding.names)
                 with open_unit(entity, self.db):
                     try:
                         yield entity
                     except BaseException:
                         restore_attributes(entity, saved)
                         raise
+                    write_back(entity, fields, self.db)
 
     def unit_of(self, entity_type: str, key: str, entity: object) -> DjangoUnit | None:
         """The `transaction` block this thread has open on `entity`, or None: then

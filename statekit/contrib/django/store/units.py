@@ -5,13 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.db import DatabaseError, models
 
 from statekit.entity import StateWriter
 from statekit.errors import StatekitError, StoreError
 
-__all__ = ["DjangoUnit", "database_errors", "open_unit", "unit_of_entity"]
+__all__ = [
+    "DjangoUnit",
+    "database_errors",
+    "field_values",
+    "open_unit",
+    "unit_of_entity",
+    "write_back",
+]
 
 _UNITS = "statekit_units"
 """Where an entity's open units live: its `_state` (Django's per-instance ModelState)."""
@@ -68,3 +76,21 @@ def database_errors(what: str) -> Iterator[None]:
         raise
     except DatabaseError as exc:
         raise StoreError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def field_values(entity: models.Model, state_names: tuple[str, ...]) -> dict[str, Any]:
+    """The entity's concrete field values but its key and state fields: what
+    `write_back` compares against."""
+    return {
+        f.attname: getattr(entity, f.attname)
+        for f in entity._meta.concrete_fields
+        if not f.primary_key and f.attname not in state_names
+    }
+
+
+def write_back(entity: models.Model, loaded: dict[str, Any], db: str) -> None:
+    """Save the fields (never the state fields) that changed since `loaded`, in the
+    open transaction: what actions and compensation handlers did to the entity."""
+    changed = [name for name, value in loaded.items() if getattr(entity, name) != value]
+    if changed:
+        entity.save(using=db, update_fields=changed)
