@@ -23,15 +23,23 @@ nothing is written.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.contrib.auth.models import AnonymousUser, PermissionsMixin
+from django.core.exceptions import PermissionDenied
 from django.db import router, transaction
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
 from django.urls import URLPattern, path, reverse
 
 from statekit.contrib.django import checks  # noqa: F401 - registers the system checks
@@ -130,7 +138,7 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def can_fire(self, request: HttpRequest, event: str) -> bool:
         """Whether the user holds ``<app>.fire_<event>_<model>``."""
-        return bool(request.user.has_perm(self.permission(f"fire_{event}")))
+        return bool(_user(request).has_perm(self.permission(f"fire_{event}")))
 
     def fire(
         self,
@@ -163,16 +171,16 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     # -- ModelAdmin hooks -------------------------------------------------------------
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         names = {f.name for f in self.model._meta.get_fields()}
         own = [f for f in super().get_readonly_fields(request, obj) if f not in STATE_FIELDS]
         return [*own, *(f for f in STATE_FIELDS if f in names)]
 
-    def get_list_filter(self, request: HttpRequest) -> Sequence[Any]:
+    def get_list_filter(self, request: HttpRequest) -> list[Any]:
         return [StateFilter, StuckFilter, *super().get_list_filter(request)]
 
-    def get_actions(self, request: HttpRequest) -> dict[str, tuple[Action, str, str]]:
-        actions: dict[str, tuple[Action, str, str]] = dict(super().get_actions(request))
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = dict(super().get_actions(request))
         machine = self.runner.machine
         for event in machine.events:
             fields = panel_fields(machine, event)
@@ -180,13 +188,13 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 continue  # a payload to type in: the change page's form
             name = f"statekit_fire_{event}"
             actions[name] = (_fire_action(event), name, f"Fire {event} on the selected")
-        if request.user.has_perm(self.permission("retry")):
+        if _user(request).has_perm(self.permission("retry")):
             actions["statekit_retry"] = (
                 _retry_action,
                 "statekit_retry",
                 "Retry dead-lettered compensations",
             )
-        if request.user.has_perm(self.permission("resolve")):
+        if _user(request).has_perm(self.permission("resolve")):
             actions["statekit_resolve"] = (
                 _resolve_action,
                 "statekit_resolve",
@@ -237,8 +245,8 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             store if isinstance(store, Reads) else None,
             obj,
             can_fire=lambda event: self.can_fire(request, event),
-            can_retry=request.user.has_perm(self.permission("retry")),
-            can_resolve=request.user.has_perm(self.permission("resolve")),
+            can_retry=_user(request).has_perm(self.permission("retry")),
+            can_resolve=_user(request).has_perm(self.permission("resolve")),
             url=lambda what, *args: reverse(f"{prefix}_{what}", args=(pk, *args)),
             form_key=uuid.uuid4().hex,
         )
@@ -293,9 +301,11 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if request.method != "POST":
             return None, HttpResponseNotAllowed(["POST"])
         obj = self.get_object(request, object_id)
-        if obj is None or not self.has_view_or_change_permission(request, obj):
-            return None, self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
-        if lever is not None and not request.user.has_perm(self.permission(lever)):
+        if obj is None:
+            raise Http404(f"no {self.model._meta.verbose_name} {object_id!r}")
+        if not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        if lever is not None and not _user(request).has_perm(self.permission(lever)):
             messages.error(
                 request, f"You may not {lever}: it needs the permission {self.permission(lever)}."
             )
@@ -306,6 +316,13 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         opts = self.model._meta
         url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=(obj.pk,))
         return HttpResponseRedirect(url)
+
+
+def _user(request: HttpRequest) -> PermissionsMixin | AnonymousUser:
+    """The request's user (the admin's views are for logged-in staff)."""
+    user = request.user
+    assert isinstance(user, PermissionsMixin | AnonymousUser)
+    return user
 
 
 def panel_fields(machine: Machine, event: str) -> tuple[Any, ...]:

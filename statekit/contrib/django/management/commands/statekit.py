@@ -51,7 +51,7 @@ class Command(BaseCommand):
     """``manage.py statekit COMMAND ...``."""
 
     help = HELP
-    requires_system_checks: list[str] = []  # `statekit check` is the one that reads them
+    requires_system_checks: list[str] = []  # noqa: RUF012 - `statekit check` reads them
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
