@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -19,11 +19,22 @@ from statekit.errors import StoreError
 
 __all__ = ["ExactCharField", "NamedIndex", "PlainJSONField", "UTCDateTimeField"]
 
+if TYPE_CHECKING:  # django-stubs makes the fields generic; Django's classes are not
+    CharFieldBase = models.CharField[Any, Any]
+    DateTimeFieldBase = models.DateTimeField[Any, Any]
+    FieldBase = models.Field[Any, Any]
+else:
+    CharFieldBase, DateTimeFieldBase, FieldBase = (
+        models.CharField,
+        models.DateTimeField,
+        models.Field,
+    )
+
 EXACT_COLLATION = "utf8mb4_bin"
 """The collation of the name and key columns on MySQL and MariaDB (as the SQL store's)."""
 
 
-class ExactCharField(models.CharField[Any, Any]):
+class ExactCharField(CharFieldBase):
     """A VARCHAR compared byte for byte on every database: 'ABC' and 'abc' differ.
     SQLite and PostgreSQL compare so already; MySQL and MariaDB get `utf8mb4_bin`."""
 
@@ -34,7 +45,7 @@ class ExactCharField(models.CharField[Any, Any]):
         return params
 
 
-class UTCDateTimeField(models.DateTimeField[Any, Any]):
+class UTCDateTimeField(DateTimeFieldBase):
     """Aware datetimes stored as naive UTC with microseconds: `timestamp` on
     PostgreSQL, `datetime(6)` on MySQL and MariaDB, text on SQLite (in the SQL
     store's format); read back aware in UTC whatever `USE_TZ` says."""
@@ -76,7 +87,7 @@ class UTCDateTimeField(models.DateTimeField[Any, Any]):
         return "UTCDateTimeField"  # no backend converter: from_db_value reads the value
 
 
-class PlainJSONField(models.Field[Any, Any]):
+class PlainJSONField(FieldBase):
     """A `json` column (not PostgreSQL's `jsonb`), holding a JSON object or null."""
 
     def db_type(self, connection: BaseDatabaseWrapper) -> str:
