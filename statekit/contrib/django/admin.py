@@ -325,6 +325,11 @@ def _user(request: HttpRequest) -> PermissionsMixin | AnonymousUser:
     return user
 
 
+def _key(admin_: StateModelAdmin, obj: Any) -> str:
+    """The instance's key as its machine stores it."""
+    return admin_.runner.machine.key_of(obj) or str(obj.pk)
+
+
 def panel_fields(machine: Machine, event: str) -> tuple[Any, ...]:
     """The payload fields of `event` (`statekit.contrib.events`)."""
     from statekit.contrib.events import payload_fields
@@ -367,7 +372,7 @@ def _retry(admin_: StateModelAdmin, request: HttpRequest, objects: list[Any]) ->
     name = admin_.runner.machine.name
     for obj in objects:
         try:
-            record = sweeper.retry(name, str(obj.pk), actor=admin_.actor(request))
+            record = sweeper.retry(name, _key(admin_, obj), actor=admin_.actor(request))
         except StatekitError as exc:
             messages.error(request, str(exc))
         else:
@@ -383,7 +388,7 @@ def _resolve(
     for obj in objects:
         try:
             record = sweeper.resolve(
-                name, str(obj.pk), state, note=note, actor=admin_.actor(request)
+                name, _key(admin_, obj), state, note=note, actor=admin_.actor(request)
             )
         except StatekitError as exc:
             messages.error(request, f"{name} {obj.pk}: {exc}")
