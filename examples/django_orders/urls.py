@@ -10,5 +10,6 @@ from examples.django_orders.shop import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", views.index, name="index"),
+    path("favicon.ico", views.favicon),
     path("orders/<int:order_id>/", views.order, name="order"),
 ]

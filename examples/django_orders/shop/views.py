@@ -9,6 +9,16 @@ from django.shortcuts import render
 from examples.django_orders.shop.models import Order
 from statekit.contrib.django.hosting import host
 
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<circle cx="8" cy="8" r="7" fill="#417690"/></svg>'
+)
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """The site's icon (browsers ask every page for one)."""
+    return HttpResponse(ICON, content_type="image/svg+xml")
+
 
 def index(request: HttpRequest) -> HttpResponse:
     """Every order, newest first, with its state."""

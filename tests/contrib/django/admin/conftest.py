@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.browser_support import browser  # noqa: F401 - the browser tests' fixture
 from tests.contrib.django.admin.support import example_project, use_database
 from tests.sql_support import fresh_database
 

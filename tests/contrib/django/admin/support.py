@@ -21,6 +21,7 @@ EXAMPLE_SETTINGS = (
     "ROOT_URLCONF",
     "TEMPLATES",
     "STATIC_URL",
+    "TIME_ZONE",
     "STATEKIT_SWEEP_INTERVAL",
     "STATEKIT_SWEEP_BATCH_SIZE",
     "STATEKIT_SWEEP_LEASE",
@@ -34,6 +35,7 @@ def example_project() -> Iterator[None]:
     from examples.django_orders import settings as example
 
     values: dict[str, Any] = {name: getattr(example, name) for name in EXAMPLE_SETTINGS}
+    values["ALLOWED_HOSTS"] = [*example.ALLOWED_HOSTS, "testserver"]
     values["PASSWORD_HASHERS"] = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     with suppress(RuntimeError):  # set up already
         setup_test_environment()  # the test client then records templates and context
