@@ -17,17 +17,28 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from statekit.errors import StoreError
 
-__all__ = ["ExactCharField", "NamedIndex", "PlainJSONField", "UTCDateTimeField"]
+__all__ = [
+    "ExactCharField",
+    "IdentityField",
+    "NamedIndex",
+    "PlainJSONField",
+    "PlainTextField",
+    "UTCDateTimeField",
+]
 
 if TYPE_CHECKING:  # django-stubs makes the fields generic; Django's classes are not
     CharFieldBase = models.CharField[Any, Any]
     DateTimeFieldBase = models.DateTimeField[Any, Any]
     FieldBase = models.Field[Any, Any]
+    BigIntegerBase = models.BigIntegerField[Any, Any]
+    TextFieldBase = models.TextField[Any, Any]
 else:
-    CharFieldBase, DateTimeFieldBase, FieldBase = (
+    CharFieldBase, DateTimeFieldBase, FieldBase, BigIntegerBase, TextFieldBase = (
         models.CharField,
         models.DateTimeField,
         models.Field,
+        models.BigIntegerField,
+        models.TextField,
     )
 
 EXACT_COLLATION = "utf8mb4_bin"
@@ -43,6 +54,25 @@ class ExactCharField(CharFieldBase):
         if connection.vendor == "mysql":
             params["collation"] = EXACT_COLLATION
         return params
+
+
+class IdentityField(BigIntegerBase):
+    """A BIGINT that is INTEGER on SQLite (the outbox ids: the SQL store's identity
+    type, whose SQLite variant is the table's rowid type)."""
+
+    def db_type(self, connection: BaseDatabaseWrapper) -> str | None:
+        if connection.vendor == "sqlite":
+            return "integer"
+        return super().db_type(connection)
+
+
+class PlainTextField(TextFieldBase):
+    """TEXT on every database (Django's `TextField` is LONGTEXT on MySQL and MariaDB)."""
+
+    def db_type(self, connection: BaseDatabaseWrapper) -> str | None:
+        if connection.vendor == "mysql":
+            return "text"
+        return super().db_type(connection)
 
 
 class UTCDateTimeField(DateTimeFieldBase):

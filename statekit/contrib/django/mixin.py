@@ -17,12 +17,19 @@ from typing import Any, ClassVar
 
 from django.db import models
 
-from statekit.contrib.django.fields import UTCDateTimeField
+from statekit.contrib.django.fields import PlainTextField, UTCDateTimeField
 from statekit.engine import Machine
 from statekit.errors import StatekitError
 from statekit.limits import NAME_MAX
 
-__all__ = ["STATE_COLUMNS", "ProtectedStateError", "StateModel", "mark_synced"]
+__all__ = [
+    "STATE_COLUMNS",
+    "ProtectedStateError",
+    "StateModel",
+    "changed_fields",
+    "mark_state_synced",
+    "mark_synced",
+]
 
 STATE_COLUMNS = (
     "state",
@@ -38,6 +45,9 @@ STATE_COLUMNS = (
 SYNCED = "_statekit_synced"
 """The instance attribute holding the state values the database has (as statekit
 last read or wrote them)."""
+FIELDS = "_statekit_fields"
+"""The instance attribute holding the other fields' values as last read or written:
+what `changed_fields` compares against."""
 
 
 class ProtectedStateError(StatekitError):
@@ -50,9 +60,36 @@ def synced_values(entity: models.Model) -> tuple[Any, ...]:
 
 
 def mark_synced(entity: models.Model) -> None:
-    """Record the entity's state values as those the database holds (the store calls
-    it after it read or wrote them)."""
+    """Record the entity's values as those the database holds (the store calls it
+    after it read or wrote them)."""
+    loaded = entity.__dict__
+    loaded[SYNCED] = synced_values(entity)
+    loaded[FIELDS] = {
+        f.attname: loaded[f.attname]
+        for f in entity._meta.concrete_fields
+        if not f.primary_key and f.attname not in STATE_COLUMNS and f.attname in loaded
+    }
+
+
+def mark_state_synced(entity: models.Model) -> None:
+    """Record the entity's state values as those the database holds (its other
+    fields keep their baseline)."""
     entity.__dict__[SYNCED] = synced_values(entity)
+
+
+def changed_fields(entity: object) -> dict[str, Any]:
+    """The fields but the key and the state columns whose values changed since the
+    entity was last read or written (what actions and handlers did to it); empty for
+    an object statekit has not seen loaded."""
+    baseline: dict[str, Any] | None = getattr(entity, "__dict__", {}).get(FIELDS)
+    if not baseline:
+        return {}
+    current = entity.__dict__
+    return {
+        name: current[name]
+        for name, value in baseline.items()
+        if name in current and current[name] != value
+    }
 
 
 class StateModel(models.Model):
@@ -67,7 +104,7 @@ class StateModel(models.Model):
     state_entered_at = UTCDateTimeField(null=True, blank=True)
     state_deadline_at = UTCDateTimeField(null=True, blank=True, db_index=True)
     stuck_at = UTCDateTimeField(null=True, blank=True)
-    stuck_reason: models.TextField[str | None, str | None] = models.TextField(null=True, blank=True)
+    stuck_reason = PlainTextField(null=True, blank=True)
     state_definition_version: models.IntegerField[int | None, int | None] = models.IntegerField(
         null=True, blank=True
     )
@@ -128,3 +165,4 @@ class StateModel(models.Model):
             update_fields = [name for name in update_fields if name not in STATE_COLUMNS]
         if update_fields:
             super().save(*args, update_fields=update_fields, **kwargs)
+            mark_synced(self)

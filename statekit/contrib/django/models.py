@@ -12,8 +12,10 @@ from django.db import models
 
 from statekit.contrib.django.fields import (
     ExactCharField,
+    IdentityField,
     NamedIndex,
     PlainJSONField,
+    PlainTextField,
     UTCDateTimeField,
 )
 from statekit.contrib.django.mixin import StateModel
@@ -28,6 +30,39 @@ __all__ = [
     "StateModel",
     "Transition",
 ]
+
+
+# Django orders a model's columns by when their fields were defined: the abstract
+# models below are defined in the column order of the SQL store's tables (the retired
+# tables' surrogate key and stamp first, the outbox id before its other columns).
+
+
+class Retired(models.Model):
+    """What a retired row adds: a surrogate key and when it was retired."""
+
+    retired_id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
+    retired_at = UTCDateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class OutboxId(models.Model):
+    """The outbox's id."""
+
+    id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
+
+    class Meta:
+        abstract = True
+
+
+class RetiredOutboxId(models.Model):
+    """The id of a retired outbox row (no longer a key)."""
+
+    id = IdentityField()
+
+    class Meta:
+        abstract = True
 
 
 class TransitionColumns(models.Model):
@@ -49,7 +84,7 @@ class TransitionColumns(models.Model):
     idempotency_key = ExactCharField(max_length=KEY_MAX, null=True)
     payload = PlainJSONField(null=True)
     definition_version: models.IntegerField[int | None, int | None] = models.IntegerField(null=True)
-    note: models.TextField[str | None, str | None] = models.TextField(null=True)
+    note = PlainTextField(null=True)
 
     class Meta:
         abstract = True
@@ -62,9 +97,6 @@ class Transition(TransitionColumns):
 
     class Meta:
         db_table = "statekit_transitions"
-        db_table_comment = (
-            "One row per applied statekit transition; seq is the entity's new version."
-        )
         constraints = [
             models.UniqueConstraint(
                 fields=["entity_type", "entity_key", "idempotency_key"],
@@ -90,7 +122,7 @@ class CompensationColumns(models.Model):
     claim_token: models.CharField[str | None, str | None] = models.CharField(
         max_length=32, null=True
     )
-    last_error: models.TextField[str | None, str | None] = models.TextField(null=True)
+    last_error = PlainTextField(null=True)
     created_at = UTCDateTimeField()
     updated_at = UTCDateTimeField()
 
@@ -98,14 +130,11 @@ class CompensationColumns(models.Model):
         abstract = True
 
 
-class Compensation(CompensationColumns):
+class Compensation(OutboxId, CompensationColumns):
     """The compensation outbox: one row per step to undo."""
-
-    id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
 
     class Meta:
         db_table = "statekit_compensations"
-        db_table_comment = "The compensation outbox: one row per step to undo."
         constraints = [
             models.UniqueConstraint(
                 fields=["entity_type", "entity_key", "step_seq", "action"],
@@ -120,11 +149,11 @@ class Compensation(CompensationColumns):
 class AttemptColumns(models.Model):
     """The columns of an attempt row."""
 
-    compensation_id: models.BigIntegerField[int, int] = models.BigIntegerField()
+    compensation_id = IdentityField()
     attempt: models.IntegerField[int, int] = models.IntegerField()
     at = UTCDateTimeField()
     succeeded: models.BooleanField[bool, bool] = models.BooleanField()
-    error: models.TextField[str | None, str | None] = models.TextField(null=True)
+    error = PlainTextField(null=True)
 
     class Meta:
         abstract = True
@@ -137,17 +166,6 @@ class CompensationAttempt(AttemptColumns):
 
     class Meta:
         db_table = "statekit_compensation_attempts"
-        db_table_comment = "Every attempt at a compensation, with its error."
-
-
-class Retired(models.Model):
-    """What a retired row adds: a surrogate key and when it was retired."""
-
-    retired_id: models.BigAutoField[int, int] = models.BigAutoField(primary_key=True)
-    retired_at = UTCDateTimeField()
-
-    class Meta:
-        abstract = True
 
 
 class RetiredTransition(Retired, TransitionColumns):
@@ -155,9 +173,6 @@ class RetiredTransition(Retired, TransitionColumns):
 
     class Meta:
         db_table = "statekit_retired_transitions"
-        db_table_comment = (
-            "Rows of statekit_transitions from earlier lives of their keys, kept for audit."
-        )
         indexes = [
             NamedIndex(
                 fields=["entity_type", "entity_key"], name="ix_statekit_retired_transitions_key"
@@ -165,16 +180,11 @@ class RetiredTransition(Retired, TransitionColumns):
         ]
 
 
-class RetiredCompensation(Retired, CompensationColumns):
+class RetiredCompensation(Retired, RetiredOutboxId, CompensationColumns):
     """Rows of `statekit_compensations` from earlier lives of their keys."""
-
-    id: models.BigIntegerField[int, int] = models.BigIntegerField()
 
     class Meta:
         db_table = "statekit_retired_compensations"
-        db_table_comment = (
-            "Rows of statekit_compensations from earlier lives of their keys, kept for audit."
-        )
         indexes = [
             NamedIndex(
                 fields=["entity_type", "entity_key"], name="ix_statekit_retired_compensations_key"
@@ -187,10 +197,6 @@ class RetiredCompensationAttempt(Retired, AttemptColumns):
 
     class Meta:
         db_table = "statekit_retired_compensation_attempts"
-        db_table_comment = (
-            "Rows of statekit_compensation_attempts from earlier lives of their keys, "
-            "kept for audit."
-        )
         indexes = [
             NamedIndex(
                 fields=["compensation_id"], name="ix_statekit_retired_compensation_attempts_key"

@@ -6,7 +6,7 @@ backend, so one pytest run covers SQLite, PostgreSQL and MariaDB.
   test asks for it (`django_db(alias)`), migrated, and dropped at the end.
 
 Django's MySQL backend wants mysqlclient; the tests drive MariaDB through PyMySQL,
-installed under mysqlclient's name.
+loaded under mysqlclient's name for the backend only (`_load_mysql_backend`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,8 @@ _SUFFIX = uuid.uuid4().hex[:10]
 
 
 def _configure() -> None:
-    import pymysql
     from sqlalchemy.engine import make_url
 
-    pymysql.version_info = (2, 2, 7, "final", 0)
-    pymysql.install_as_MySQLdb()
     postgres, mariadb = make_url(POSTGRES_URL), make_url(MARIADB_URL)
     settings.configure(
         INSTALLED_APPS=[
@@ -119,11 +116,31 @@ def _drop_server_database(alias: str) -> None:
     admin.dispose()
 
 
+def _load_mysql_backend() -> None:
+    """Load Django's MySQL backend on PyMySQL posing as mysqlclient, then take the pose
+    back, so the rest of the session (the CLI's missing-driver tests) sees no MySQLdb."""
+    import sys
+
+    import pymysql
+
+    real_version = pymysql.version_info
+    pymysql.version_info = (2, 2, 7, "final", 0)  # what Django's backend asks of mysqlclient
+    pymysql.install_as_MySQLdb()
+    try:
+        import django.db.backends.mysql.base  # noqa: F401 - keeps its MySQLdb reference
+    finally:
+        pymysql.version_info = real_version
+        for name in [n for n in sys.modules if n == "MySQLdb" or n.startswith("MySQLdb.")]:
+            del sys.modules[name]
+
+
 def ready(alias: str) -> str:
     """Create (once) and migrate the database of `alias`; return the alias."""
     if alias not in _READY:
         from django.core.management import call_command
 
+        if alias == "mariadb":
+            _load_mysql_backend()
         if alias != "default":
             _create_server_database(alias)
         _READY.add(alias)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, models, transaction
 
 from statekit.clock import Clock, SystemClock
-from statekit.contrib.django.mixin import mark_synced
+from statekit.contrib.django.mixin import changed_fields, mark_synced
 from statekit.contrib.django.models import RetiredTransition, Transition
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store.binding import ModelBinding
@@ -19,7 +19,6 @@ from statekit.contrib.django.store.lives import purge, retire
 from statekit.contrib.django.store.units import (
     DjangoUnit,
     database_errors,
-    field_values,
     open_unit,
     unit_of_entity,
     write_back,
@@ -99,8 +98,8 @@ class StoreCore(Store):
             return self._bindings[entity_type]
         except KeyError:
             raise StoreError(
-                f"no Django model registered for machine {entity_type!r} "
-                f"(registered: {', '.join(sorted(self._bindings)) or 'none'})"
+                f"unknown machine {entity_type!r}; found: "
+                f"{', '.join(sorted(self._bindings)) or 'none'}"
             ) from None
 
     # -- create, load, delete ---------------------------------------------------------
@@ -128,7 +127,7 @@ class StoreCore(Store):
             if not isinstance(entity, models.Model):
                 raise StoreError(
                     f"DjangoStore stores {snapshot.entity_type} {snapshot.key or '(new)'} as a "
-                    f"model row: pass the model instance (got {type(entity).__name__})"
+                    f"model row: pass the model instance (got {_described(entity)})"
                 )
         with database_errors(
             "creating " + ", ".join(f"{s.entity_type} {s.key}" for s in snapshots)
@@ -143,13 +142,11 @@ class StoreCore(Store):
                 raise StoreError(f"creating {snapshots[0].entity_type} failed: {exc}") from exc
 
     def _insert(self, snapshot: Snapshot, entity: models.Model) -> None:
-        binding = self.binding(snapshot.entity_type)
+        self.binding(snapshot.entity_type)  # an unknown machine is refused first
         if snapshot.key:
             self._refuse_taken(snapshot, entity)
         entity.save(force_insert=True, using=self.db)
-        key = str(entity.pk)
-        retire(self.db, snapshot.entity_type, key, self.clock.now())
-        del binding  # looked up for its error on an unknown machine
+        retire(self.db, snapshot.entity_type, str(entity.pk), self.clock.now())
 
     def _refuse_taken(self, snapshot: Snapshot, entity: models.Model) -> None:
         binding = self.binding(snapshot.entity_type)
@@ -208,7 +205,9 @@ class StoreCore(Store):
         after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         """Compare-and-set the row's version and insert the history row in one atomic
-        block (a savepoint in the caller's block, if any); see `Store.apply`."""
+        block (a savepoint in the caller's block, if any); see `Store.apply`. The
+        UPDATE also writes the entity's other fields that changed since it was read
+        (what the transition's actions did)."""
         key = plan.key or ""
         if unit is not None and not isinstance(unit, DjangoUnit):
             raise StoreError(
@@ -224,7 +223,8 @@ class StoreCore(Store):
                 with transaction.atomic(using=self.db):
                     if pre_transition.receivers:
                         pre_transition.send(sender, instance=entity, record=record)
-                    updated = rows.update(**binding.new_values(plan))
+                    # Fields the actions (or the caller) changed go in the same UPDATE.
+                    updated = rows.update(**{**changed_fields(entity), **binding.new_values(plan)})
                     if updated:
                         Transition.objects.using(self.db).create(
                             entity_type=plan.entity_type,
@@ -312,19 +312,24 @@ class StoreCore(Store):
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
                 entity = found[0]
                 saved = save_attributes(entity, binding.machine.fields)
-                fields = field_values(entity, binding.names)
+                mark_synced(entity)
                 with open_unit(entity, self.db):
                     try:
                         yield entity
                     except BaseException:
                         restore_attributes(entity, saved)
                         raise
-                    write_back(entity, fields, self.db)
+                    write_back(entity, self.db)
 
     def unit_of(self, entity_type: str, key: str, entity: object) -> DjangoUnit | None:
         """The `transaction` block this thread has open on `entity`, or None: then
         `apply` runs in the thread's current atomic block, if any (see `Store.unit_of`)."""
         return unit_of_entity(entity)
+
+
+def _described(entity: object) -> str:
+    kind = type(entity)
+    return "None" if entity is None else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def installed_models() -> list[type[models.Model]]:
@@ -336,8 +341,3 @@ def installed_models() -> list[type[models.Model]]:
         for model in apps.get_models()
         if getattr(model, "__statekit_machine__", None) is not None
     ]
-
-
-def aware_now() -> datetime:
-    """The system clock's time, aware in UTC."""
-    return datetime.now(UTC)

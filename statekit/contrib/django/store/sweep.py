@@ -21,13 +21,12 @@ from django.db.transaction import Atomic
 
 from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
-from statekit.contrib.django.mixin import mark_synced
+from statekit.contrib.django.mixin import mark_state_synced, mark_synced
 from statekit.contrib.django.models import Transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.outbox import schedule
 from statekit.contrib.django.store.units import (
     database_errors,
-    field_values,
     open_unit,
     write_back,
 )
@@ -125,8 +124,8 @@ class DjangoBatch:
         self._binding = binding
         self.snapshots = snapshots
         self.units = ExitStack()
-        # key -> (entity, its attributes when loaded, its fields for the write-back)
-        self._loaded: dict[str, tuple[models.Model, dict[str, object], dict[str, Any]]] = {}
+        # key -> (entity, its attributes when loaded)
+        self._loaded: dict[str, tuple[models.Model, dict[str, object]]] = {}
         self._forgotten: set[str] = set()
 
     def entity(self, key: str) -> Any:
@@ -138,15 +137,15 @@ class DjangoBatch:
         if not found:  # the row is locked by this transaction
             raise InstanceNotFoundError(entity_type=binding.machine.name, key=key)
         entity = found[0]
+        mark_synced(entity)
         self.units.enter_context(open_unit(entity, self._db))
-        attributes = save_attributes(entity, binding.machine.fields)
-        self._loaded[key] = (entity, attributes, field_values(entity, binding.names))
+        self._loaded[key] = (entity, save_attributes(entity, binding.machine.fields))
         self._forgotten.discard(key)
         return entity
 
     def forget(self, entity: object) -> None:
         """Put an entity whose fire failed back as loaded; the commit does not write it."""
-        for key, (loaded, attributes, _) in self._loaded.items():
+        for key, (loaded, attributes) in self._loaded.items():
             if loaded is entity:
                 restore_attributes(loaded, attributes)
                 self._forgotten.add(key)
@@ -157,13 +156,13 @@ class DjangoBatch:
         alone when it raises."""
         saved = {
             key: save_attributes(entity, self._binding.machine.fields)
-            for key, (entity, _, _) in self._loaded.items()
+            for key, (entity, _) in self._loaded.items()
         }
         try:
             with transaction.atomic(using=self._db):
                 yield
         except BaseException:
-            for key, (entity, attributes, _) in self._loaded.items():
+            for key, (entity, attributes) in self._loaded.items():
                 restore_attributes(entity, saved.get(key, attributes))
             raise
 
@@ -247,17 +246,17 @@ class DjangoBatch:
         entity = loaded[0]
         for name, value in values.items():
             setattr(entity, name, value)
-        mark_synced(entity)
+        mark_state_synced(entity)
 
     def write_back(self) -> None:
         """Save what was done to the loaded entities (the batch commits next)."""
-        for key, (entity, _, fields) in self._loaded.items():
+        for key, (entity, _) in self._loaded.items():
             if key not in self._forgotten:
-                write_back(entity, fields, self._db)
+                write_back(entity, self._db)
 
     def put_back(self) -> None:
         """The batch rolls back: every loaded entity as it was loaded."""
-        for entity, attributes, _ in self._loaded.values():
+        for entity, attributes in self._loaded.values():
             restore_attributes(entity, attributes)
 
 
@@ -289,7 +288,6 @@ class DjangoHandlerUnit:
         self._thread = threading.get_ident()
         self._units = ExitStack()
         self._released: dict[str, object] | None = None
-        self._fields: dict[str, Any] = {}
         self.entity: Any = None
         self.abandoned = False
 
@@ -318,8 +316,8 @@ class DjangoHandlerUnit:
             if not found:
                 raise InstanceNotFoundError(entity_type=binding.machine.name, key=self._key)
             self.entity = found[0]
+            mark_synced(self.entity)
             self._units.enter_context(open_unit(self.entity, self._db))
-            self._fields = field_values(self.entity, binding.names)
             return binding.snapshot(
                 [self.entity.pk, *(getattr(self.entity, n) for n in binding.names)]
             )
@@ -328,7 +326,7 @@ class DjangoHandlerUnit:
             raise InstanceNotFoundError(entity_type=binding.machine.name, key=self._key)
         for name, value in zip(binding.names, values[0][1:], strict=True):
             setattr(self.entity, name, value)
-        mark_synced(self.entity)
+        mark_state_synced(self.entity)  # what the handler did is still to be written
         return binding.snapshot(values[0])
 
     def release(self) -> None:
@@ -349,7 +347,7 @@ class DjangoHandlerUnit:
     def commit(self) -> None:
         """Write the handler's changes to the entity and commit (the drain's clean exit)."""
         if self._atomic is not None:
-            write_back(self.entity, self._fields, self._db)
+            write_back(self.entity, self._db)
         self._end(commit=True)
 
     def close(self) -> None:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from django.db import DatabaseError, models
 
+from statekit.contrib.django.mixin import changed_fields, mark_synced
 from statekit.entity import StateWriter
 from statekit.errors import StatekitError, StoreError
 
 __all__ = [
     "DjangoUnit",
     "database_errors",
-    "field_values",
     "open_unit",
     "unit_of_entity",
     "write_back",
@@ -78,19 +77,11 @@ def database_errors(what: str) -> Iterator[None]:
         raise StoreError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def field_values(entity: models.Model, state_names: tuple[str, ...]) -> dict[str, Any]:
-    """The entity's concrete field values but its key and state fields: what
-    `write_back` compares against."""
-    return {
-        f.attname: getattr(entity, f.attname)
-        for f in entity._meta.concrete_fields
-        if not f.primary_key and f.attname not in state_names
-    }
-
-
-def write_back(entity: models.Model, loaded: dict[str, Any], db: str) -> None:
-    """Save the fields (never the state fields) that changed since `loaded`, in the
-    open transaction: what actions and compensation handlers did to the entity."""
-    changed = [name for name, value in loaded.items() if getattr(entity, name) != value]
+def write_back(entity: models.Model, db: str) -> None:
+    """Save the fields (never the state fields) that changed since statekit last
+    read or wrote the entity, in the open transaction: what actions and compensation
+    handlers did to it."""
+    changed = changed_fields(entity)
     if changed:
-        entity.save(using=db, update_fields=changed)
+        entity.save(using=db, update_fields=list(changed))
+        mark_synced(entity)

@@ -1,0 +1,206 @@
+"""`StateModel`'s protected state and the `pre_transition`/`post_transition` signals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from models.order import OrderWorkflow
+from statekit import (
+    ConcurrentTransitionError,
+    Runner,
+    StatekitError,
+    StoreError,
+    TransitionRecord,
+)
+from statekit.contrib.django.mixin import ProtectedStateError
+from statekit.contrib.django.signals import post_transition, pre_transition
+from statekit.contrib.django.store import DjangoStore
+from tests.contrib.django.conftest import empty_tables
+from tests.contrib.django.testapp.models import Order
+
+
+@pytest.fixture
+def runner(alias: str) -> Iterator[Runner]:
+    yield Runner(OrderWorkflow.machine, DjangoStore({OrderWorkflow.machine: Order}, using=alias))
+    empty_tables(alias)
+
+
+@pytest.fixture
+def order(runner: Runner) -> Order:
+    order = Order(id="o1")
+    runner.start(order)
+    return order
+
+
+# -- the protected state ------------------------------------------------------------
+
+
+def test_saving_a_state_changed_outside_a_transition_is_refused(alias: str, order: Order) -> None:
+    loaded = Order.objects.using(alias).get(pk="o1")
+    loaded.state = "shipped"
+    loaded.sku = "SKU-2"
+    with pytest.raises(ProtectedStateError) as caught:
+        loaded.save(using=alias)
+    assert isinstance(caught.value, StatekitError)
+    assert str(caught.value) == (
+        "Order o1: state changed outside a transition (state 'pending' -> 'shipped'); "
+        "the state is written only by firing an event through a statekit Runner"
+    )
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.sku) == ("pending", "SKU-1")
+
+
+def test_save_never_writes_the_state_columns_back(alias: str, runner: Runner, order: Order) -> None:
+    """A stale object saved after a transition elsewhere keeps the newer state."""
+    stale = Order.objects.using(alias).get(pk="o1")
+    runner.fire(order, "reserve")
+    stale.sku = "SKU-2"
+    stale.save(using=alias)
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.state_version, stored.sku) == ("stock_reserved", 1, "SKU-2")
+
+
+def test_an_object_saves_normally_after_its_own_transitions(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    runner.fire(order, "reserve")
+    order.quantity = 3
+    order.save(using=alias)
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.quantity) == ("stock_reserved", 3)
+    stored.refresh_from_db(using=alias)
+    stored.save(using=alias)  # refreshed: nothing changed outside a transition
+
+
+# -- signals ------------------------------------------------------------------------
+
+
+class Heard:
+    """A receiver that records what it heard, and whether a transaction was open."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.calls: list[tuple[type, Any, TransitionRecord, bool]] = []
+
+    def __call__(self, sender: type, instance: Any, record: TransitionRecord, **kw: Any) -> None:
+        in_block = transaction.get_connection(self.alias).in_atomic_block
+        self.calls.append((sender, instance, record, in_block))
+
+
+@pytest.fixture
+def heard(alias: str) -> Iterator[tuple[Heard, Heard]]:
+    before, after = Heard(alias), Heard(alias)
+    pre_transition.connect(before)
+    post_transition.connect(after)
+    yield before, after
+    pre_transition.disconnect(before)
+    post_transition.disconnect(after)
+
+
+def test_pre_runs_in_the_transaction_and_post_after_the_commit(
+    alias: str, runner: Runner, order: Order, heard: tuple[Heard, Heard]
+) -> None:
+    before, after = heard
+    with transaction.atomic(using=alias):
+        record = runner.fire(order, "reserve", actor="ann")
+        assert [(c[0], c[1], c[2], c[3]) for c in before.calls] == [(Order, order, record, True)]
+        assert after.calls == []  # not before the caller's block commits
+    assert [(c[0], c[1], c[2], c[3]) for c in after.calls] == [(Order, order, record, False)]
+    assert record.actor == "ann"
+
+
+def test_no_post_transition_for_a_rolled_back_transition(
+    alias: str, runner: Runner, order: Order, heard: tuple[Heard, Heard]
+) -> None:
+    _, after = heard
+
+    def callers_block_fails() -> None:
+        with transaction.atomic(using=alias):
+            runner.fire(order, "reserve")
+            raise RuntimeError("caller fails")
+
+    with pytest.raises(RuntimeError, match="caller fails"):
+        callers_block_fails()
+    assert after.calls == []
+    assert Order.objects.using(alias).get(pk="o1").state_version == 0
+
+
+def test_a_pre_transition_receiver_that_raises_stops_the_transition(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    def refuse(**kwargs: Any) -> None:
+        raise RuntimeError("not today")
+
+    pre_transition.connect(refuse)
+    try:
+        with pytest.raises(RuntimeError, match="not today"):
+            runner.fire(order, "reserve")
+    finally:
+        pre_transition.disconnect(refuse)
+    assert order.state == "pending"
+    assert Order.objects.using(alias).get(pk="o1").state_version == 0
+    assert list(runner.store.history("order", "o1")) == []
+
+
+# -- what actions change ------------------------------------------------------------
+
+
+def test_the_fields_actions_change_are_written_with_the_transition(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    """`reserve` takes stock and `pay` records the payment: a fire outside any unit
+    writes those fields in its compare-and-set UPDATE, as a Session's flush would."""
+    runner.fire(order, "reserve")
+    runner.fire(order, "pay", amount="10", reference="r-1")
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.in_stock, stored.paid_amount) == ("paid", 9, 10)
+
+
+def test_fields_an_action_changed_roll_back_with_a_lost_race(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    stale = Order.objects.using(alias).get(pk="o1")
+    runner.fire(order, "cancel")
+    with pytest.raises(ConcurrentTransitionError):
+        runner.fire(stale, "reserve")
+    assert stale.in_stock == 10  # the Runner restored the object
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.in_stock) == ("cancelled", 10)
+
+
+def test_a_field_changed_by_the_caller_before_a_fire_is_written_with_it(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    order.sku = "SKU-9"
+    runner.fire(order, "reserve")
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.sku) == ("stock_reserved", "SKU-9")
+
+
+# -- the store's bindings -----------------------------------------------------------
+
+
+def test_the_default_store_serves_every_installed_model_that_names_a_machine(alias: str) -> None:
+    store = DjangoStore(using=alias)
+    assert sorted(store.machines()) == ["job", "order"]
+    with pytest.raises(StoreError) as caught:
+        store.load("invoice", "1")
+    assert str(caught.value) == "unknown machine 'invoice'; found: job, order"
+
+
+def test_an_instance_without_a_model_row_is_refused(alias: str) -> None:
+    from tests.support import new_order
+
+    store = DjangoStore({OrderWorkflow.machine: Order}, using=alias)
+    plain = new_order("p1")
+    with pytest.raises(StoreError) as caught:
+        Runner(OrderWorkflow.machine, store).start(plain)
+    assert str(caught.value) == (
+        "DjangoStore stores order p1 as a model row: pass the model instance "
+        "(got models.order.Order)"
+    )
+    assert plain.state is None
