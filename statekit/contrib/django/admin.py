@@ -44,6 +44,7 @@ from django.urls import URLPattern, path, reverse
 
 from statekit.contrib.django import checks  # noqa: F401 - registers the system checks
 from statekit.contrib.django.hosting import host
+from statekit.contrib.django.mixin import STATE_COLUMNS
 from statekit.contrib.django.panel import Panel, panel_of
 from statekit.contrib.django.permissions import statekit_permissions
 from statekit.engine import Machine
@@ -60,15 +61,7 @@ __all__ = [
     "statekit_permissions",
 ]
 
-STATE_FIELDS = (
-    "state",
-    "state_version",
-    "state_entered_at",
-    "state_deadline_at",
-    "stuck_at",
-    "stuck_reason",
-    "state_definition_version",
-)
+STATE_FIELDS = STATE_COLUMNS
 """The state fields the admin shows read-only (statekit writes them, in transitions)."""
 
 

@@ -118,27 +118,19 @@ def test_manage_py_runs_the_command_as_the_standalone_cli_does(filled: str, tmp_
         }
     manage = [sys.executable, str(ROOT / "examples" / "django_orders" / "manage.py"), "statekit"]
     run_env = {**os.environ, **env, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(
-        [*manage, "history", "order", "1"],
-        capture_output=True,
-        text=True,
-        env=run_env,
-        cwd=tmp_path,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*manage, *args], capture_output=True, text=True, env=run_env, cwd=tmp_path
+        )
+
+    done = run("history", "order", "1")
     assert done.returncode == 0, done.stderr
     assert done.stdout == standalone(filled, "history", "order", "1")
-    failed = subprocess.run(
-        [*manage, "history", "order", "999"],
-        capture_output=True,
-        text=True,
-        env=run_env,
-        cwd=tmp_path,
-    )
+    failed = run("history", "order", "999")
     assert failed.returncode == 1
     assert failed.stderr.startswith("Error: ")
-    shown = subprocess.run(
-        [*manage, "--help"], capture_output=True, text=True, env=run_env, cwd=tmp_path
-    )
+    shown = run("--help")
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("Usage: manage.py statekit [OPTIONS] COMMAND")
     assert "installed apps' models" in shown.stdout
