@@ -73,8 +73,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
-# statekit's tables carry table comments, which SQLite cannot store (a warning only)
-SILENCED_SYSTEM_CHECKS = ["models.W046"]
 
 # statekit (every STATEKIT_* setting and its default: docs/django-admin.md)
 STATEKIT_SWEEP_INTERVAL = 30.0

@@ -31,7 +31,6 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.models import AnonymousUser, PermissionsMixin
 from django.core.exceptions import PermissionDenied
-from django.db import router, transaction
 from django.db.models import Model, QuerySet
 from django.http import (
     Http404,
@@ -142,20 +141,16 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         idempotency_key: str | None = None,
         **payload: Any,
     ) -> TransitionRecord:
-        """Fire `event` on `obj` as the request's user, and save the fields the
-        transition's actions changed, in one transaction.
+        """Fire `event` on `obj` as the request's user (the store writes the state,
+        the fields the transition's actions changed and the history row at once).
 
         Raises:
             StatekitError: the machine refused, or another transition won the race;
                 nothing is written.
         """
-        with transaction.atomic(using=router.db_for_write(self.model)):
-            record = self.runner.fire(
-                obj, event, actor=self.actor(request), idempotency_key=idempotency_key, **payload
-            )
-            if not record.replayed:
-                obj.save()
-        return record
+        return self.runner.fire(
+            obj, event, actor=self.actor(request), idempotency_key=idempotency_key, **payload
+        )
 
     @staticmethod
     def actor(request: HttpRequest) -> str:
