@@ -3,8 +3,12 @@ the stuck order's page with its compensations; both need their permission."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
-from django.test import Client
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client, override_settings
 
 from examples.django_orders.shop.demo import place, stuck_order
 from examples.django_orders.shop.models import Order
@@ -83,3 +87,22 @@ def test_the_levers_need_their_permissions(stuck: Order) -> None:
     assert texts(response) == ["You may not retry: it needs the permission shop.retry_order."]
     assert "@retry" not in events(stuck)
     assert client.get(f"/admin/shop/order/{stuck.pk}/statekit/retry/").status_code == 405
+
+
+def test_a_retried_refund_runs_on_the_next_manage_py_sweep(stuck: Order) -> None:
+    post(staff("retry_order"), f"/admin/shop/order/{stuck.pk}/statekit/retry/")
+    out = io.StringIO()
+    call_command("statekit", "sweep", "--once", stdout=out)
+    assert out.getvalue().startswith("swept: ")
+    assert "compensated 0" not in out.getvalue()  # (others of this module's orders too)
+    stuck.refresh_from_db()
+    assert (stuck.state, stuck.stuck_at) == ("cancelled", None)
+    assert events(stuck)[-1] == "@compensated"
+
+
+def test_a_sweep_setting_out_of_range_is_named() -> None:
+    with override_settings(STATEKIT_SWEEP_BATCH_SIZE=0), pytest.raises(CommandError) as caught:
+        call_command("statekit", "sweep", "--once", stdout=io.StringIO())
+    assert (
+        str(caught.value) == "STATEKIT_SWEEP_BATCH_SIZE must be a whole number of at least 1, not 0"
+    )
