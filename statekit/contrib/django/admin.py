@@ -46,6 +46,7 @@ from statekit.contrib.django.hosting import host
 from statekit.contrib.django.mixin import STATE_COLUMNS
 from statekit.contrib.django.panel import Panel, panel_of
 from statekit.contrib.django.permissions import statekit_permissions
+from statekit.contrib.events import PayloadField, payload_fields
 from statekit.engine import Machine
 from statekit.errors import StatekitError
 from statekit.records import TransitionRecord
@@ -318,10 +319,8 @@ def _key(admin_: StateModelAdmin, obj: Any) -> str:
     return admin_.runner.machine.key_of(obj) or str(obj.pk)
 
 
-def panel_fields(machine: Machine, event: str) -> tuple[Any, ...]:
+def panel_fields(machine: Machine, event: str) -> tuple[PayloadField, ...]:
     """The payload fields of `event` (`statekit.contrib.events`)."""
-    from statekit.contrib.events import payload_fields
-
     return payload_fields(machine.payload_models.get(event))
 
 
