@@ -18,7 +18,7 @@ STAMP := $(VENV)/.statekit-installed
 LINT_PATHS := $(wildcard statekit models tests bench examples)
 PYTEST_ARGS ?=
 
-.PHONY: help install demo flask-example test lint typecheck pytest bench diagrams clean distclean
+.PHONY: help install demo flask-example django-example test lint typecheck pytest bench diagrams clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ demo: $(STAMP) ## Run the demo (an order's life on SQLite)
 
 flask-example: $(STAMP) ## Serve the Flask order service on SQLite (examples/flask_orders)
 	$(BIN)/python -m examples.flask_orders
+
+DJANGO_MANAGE := $(BIN)/python examples/django_orders/manage.py
+
+django-example: $(STAMP) ## Serve the Django order admin on SQLite (examples/django_orders; admin/admin)
+	$(DJANGO_MANAGE) migrate --noinput
+	$(DJANGO_MANAGE) seed
+	$(DJANGO_MANAGE) runserver $(or $(DJANGO_ADDRESS),127.0.0.1:8000)
 
 test: lint typecheck pytest ## Everything CI checks: ruff, ruff format, mypy --strict, pytest
 

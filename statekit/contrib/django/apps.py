@@ -16,4 +16,7 @@ class StatekitConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from statekit.contrib.django import signals  # noqa: F401 - defines the signals
+        from statekit.contrib.django import (  # noqa: F401
+            checks,  # registers the system checks, with or without the admin
+            signals,  # defines the signals
+        )

@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.browser_support import browser  # noqa: F401 - the browser tests' fixture
 from tests.contrib.flask.shop import BEFORE_FIRE, create_app, db
 from tests.sql_support import fresh_database
 
