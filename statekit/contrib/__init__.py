@@ -1,2 +1,3 @@
 """Framework integrations: thin layers that translate a framework's objects into
-statekit's core calls (`statekit.contrib.flask`)."""
+statekit's core calls (`statekit.contrib.flask`, `statekit.contrib.django`); what they
+share imports no framework (`statekit.contrib.events`)."""

@@ -9,8 +9,9 @@ Rules:
 - only the CLI's standalone host (`statekit.cli.sqlalchemy`) and `statekit.contrib`
   import the concrete SQL store from outside it;
 - a web framework is imported only by its integration (`flask` and `flask_sqlalchemy`
-  by `statekit.contrib.flask`, `django` by `statekit.contrib.django`), and nothing
-  outside `statekit.contrib` imports an integration;
+  by `statekit.contrib.flask`, `django` by `statekit.contrib.django`), nothing
+  outside `statekit.contrib` imports an integration, and no integration imports
+  another (what they share, `statekit.contrib.events`, imports no framework);
 - no module imports another module's underscore names;
 - only `statekit.store.sqlalchemy.orm` touches SQLAlchemy's internals: imports from its
   internal modules (`sqlalchemy.orm.attributes`, `.state`, `.base`, ...) or of its
@@ -86,6 +87,7 @@ FRAMEWORK_HOMES = {
     "flask_sqlalchemy": "statekit.contrib.flask",
     "django": "statekit.contrib.django",
 }
+INTEGRATIONS = frozenset(FRAMEWORK_HOMES.values())
 ORM_HOME = "statekit.store.sqlalchemy.orm"
 SQLALCHEMY_INTERNAL_MODULES = (
     "sqlalchemy.orm.attributes",
@@ -239,6 +241,10 @@ def violations() -> set[tuple[str, str, str]]:
             found.add(("framework outside its integration", i.importer, i.module))
         if within(i.module, CONTRIB) and not within(i.importer, CONTRIB):
             found.add(("imports an integration", i.importer, i.module))
+        for integration in INTEGRATIONS:
+            if within(i.module, integration) and not within(i.importer, integration):
+                if within(i.importer, CONTRIB):
+                    found.add(("integration imports another", i.importer, integration))
         if (
             i.importer in CORE
             and i.top_level  # an optional extra may be imported where it is needed
@@ -351,12 +357,14 @@ def test_a_framework_outside_its_integration_is_found(monkeypatch: pytest.Monkey
         Import("statekit.cli.history", "flask", ("current_app",), False, "flask"),
         Import("statekit.runtime", "statekit.contrib.flask", ("StateKit",), False),
         Import("statekit.contrib.flask.state", "django", (), False, "django.db"),
+        Import("statekit.contrib.django.admin", "statekit.contrib.flask.events", ("x",), False),
     ]
     monkeypatch.setattr(sys.modules[__name__], "IMPORTS", leaked)
     assert violations() - ALLOWED == {
         ("framework outside its integration", "statekit.cli.history", "flask"),
         ("imports an integration", "statekit.runtime", "statekit.contrib.flask"),
         ("framework outside its integration", "statekit.contrib.flask.state", "django"),
+        ("integration imports another", "statekit.contrib.django.admin", "statekit.contrib.flask"),
     }
 
 

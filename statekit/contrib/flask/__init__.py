@@ -25,7 +25,7 @@ except ImportError as _missing:
         f"statekit.contrib.flask needs Flask: pip install 'statekit[flask]' ({_missing})"
     ) from _missing
 
-from statekit.contrib.flask.events import EventInfo, PayloadField
+from statekit.contrib.events import EventInfo, PayloadField
 from statekit.contrib.flask.extension import (
     FROM_HEADER,
     IDEMPOTENCY_HEADER,

@@ -23,7 +23,7 @@ from flask import Flask, current_app, has_request_context, request
 from sqlalchemy.orm import object_session
 
 from statekit.compensation import CompensationTask
-from statekit.contrib.flask.events import EventInfo, events_from
+from statekit.contrib.events import EventInfo, events_from
 from statekit.contrib.flask.problems import InstanceNotFoundHTTPError, problem_response
 from statekit.contrib.flask.settings import DEFAULTS, Settings
 from statekit.contrib.flask.state import EXTENSION_KEY, StateKitState, state_of

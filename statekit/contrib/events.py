@@ -1,5 +1,6 @@
 """What a view shows of an instance's next steps: the events allowed from its state
-and the payload fields each one takes (to build a form or document an API)."""
+and the payload fields each one takes (to build a form or document an API). Shared by
+the Flask and Django integrations; imports no framework."""
 
 from __future__ import annotations
 

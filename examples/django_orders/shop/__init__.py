@@ -1,0 +1,1 @@
+"""The example's app: the `Order` model, its admin and two pages."""

@@ -1,0 +1,1 @@
+"""``manage.py statekit`` (`statekit.contrib.django.management.commands.statekit`)."""
