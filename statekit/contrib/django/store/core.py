@@ -16,6 +16,7 @@ from statekit.contrib.django.models import RetiredTransition, Transition
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.lives import purge, retire
+from statekit.contrib.django.store.statements import compare_and_set, insert_transition
 from statekit.contrib.django.store.units import (
     DjangoUnit,
     database_errors,
@@ -217,19 +218,28 @@ class StoreCore(Store):
         pk = binding.coerce_key(key)
         record = plan.record()
         sender = binding.model
-        rows = binding.rows(self.db).filter(pk=pk, **{binding.names[1]: plan.expected_version})
         with database_errors(f"storing {plan.event!r} on {plan.entity_type} {key}"):
             try:
                 with transaction.atomic(using=self.db):
                     if pre_transition.receivers:
                         pre_transition.send(sender, instance=entity, record=record)
                     # Fields the actions (or the caller) changed go in the same UPDATE.
-                    updated = rows.update(**{**changed_fields(entity), **binding.new_values(plan)})
+                    updated = compare_and_set(
+                        self.db,
+                        binding.model,
+                        pk,
+                        binding.names[1],
+                        plan.expected_version,
+                        {**changed_fields(entity), **binding.new_values(plan)},
+                    )
                     if updated:
-                        Transition.objects.using(self.db).create(
-                            entity_type=plan.entity_type,
-                            entity_key=key,
-                            **{name: getattr(record, name) for name in RECORD_FIELDS},
+                        insert_transition(
+                            self.db,
+                            {
+                                "entity_type": plan.entity_type,
+                                "entity_key": key,
+                                **{name: getattr(record, name) for name in RECORD_FIELDS},
+                            },
                         )
             except IntegrityError as exc:  # the seq or the idempotency key is taken
                 raise self._lost(plan, binding, pk) from exc

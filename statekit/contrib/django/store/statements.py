@@ -1,0 +1,91 @@
+"""The two statements of every transition, sent on Django's connection without the
+ORM's per-call query building: the compare-and-set UPDATE and the history INSERT.
+
+They are the statements `filter(pk=..., state_version=v).update(...)` and
+`Transition.objects.create(...)` send, built from the models' field definitions
+(column names quoted by the backend, every value prepared by its field's
+`get_db_prep_save`, as the ORM prepares it), on the alias's cursor: the same
+connection and transaction as the rest of the unit, the database's errors turned
+into Django's (`IntegrityError`, ...) as the ORM's are. Building a query through the
+QuerySet API costs more than the statement itself on SQLite, so a transition skips it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from django.db import connections, models
+
+from statekit.contrib.django.models import Transition
+
+__all__ = ["compare_and_set", "insert_transition"]
+
+
+@cache
+def _fields(model: type[models.Model]) -> dict[str, models.Field[Any, Any]]:
+    """The model's concrete fields with a column, by attribute name."""
+    return {
+        field.attname: field
+        for field in model._meta.concrete_fields
+        if getattr(field, "column", None) is not None
+    }
+
+
+def compare_and_set(
+    db: str,
+    model: type[models.Model],
+    pk: Any,
+    version_field: str,
+    expected_version: int,
+    values: Mapping[str, Any],
+) -> int:
+    """`UPDATE <table> SET <values> WHERE <pk> = pk AND <version> = expected_version`
+    on database `db`; the number of rows it matched (0 or 1). `values` are by
+    attribute name."""
+    connection = connections[db]
+    quote = connection.ops.quote_name
+    fields = _fields(model)
+    meta = model._meta
+    assignments, params = [], []
+    for name, value in values.items():
+        field = fields[name]
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    version = fields[version_field]
+    params.append(meta.pk.get_db_prep_value(pk, connection))
+    params.append(version.get_db_prep_value(expected_version, connection))
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
+        f"WHERE {quote(meta.pk.column)} = %s AND {quote(version.column)} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+@cache
+def _insert_sql(vendor: str, quoted: tuple[str, ...]) -> str:
+    return (
+        f"INSERT INTO {quoted[0]} ({', '.join(quoted[1:])}) "
+        f"VALUES ({', '.join(['%s'] * (len(quoted) - 1))})"
+    )
+
+
+def insert_transition(db: str, values: Mapping[str, Any]) -> None:
+    """Insert one history row on database `db`; columns missing from `values` take
+    their field's default (NULL for the optional ones)."""
+    connection = connections[db]
+    quote = connection.ops.quote_name
+    fields = _fields(Transition)
+    sql = _insert_sql(
+        connection.vendor,
+        (quote(Transition._meta.db_table), *(quote(f.column) for f in fields.values())),
+    )
+    params = [
+        field.get_db_prep_save(values[name] if name in values else field.get_default(), connection)
+        for name, field in fields.items()
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
