@@ -16,7 +16,12 @@ from statekit.contrib.django.models import RetiredTransition, Transition
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.lives import purge, retire
-from statekit.contrib.django.store.statements import compare_and_set, insert_transition
+from statekit.contrib.django.store.statements import (
+    compare_and_set,
+    direct,
+    insert_transition,
+    load_locked,
+)
 from statekit.contrib.django.store.units import (
     DjangoUnit,
     database_errors,
@@ -218,20 +223,21 @@ class StoreCore(Store):
         pk = binding.coerce_key(key)
         record = plan.record()
         sender = binding.model
+        expected = plan.expected_version
         with database_errors(f"storing {plan.event!r} on {plan.entity_type} {key}"):
             try:
                 with transaction.atomic(using=self.db):
                     if pre_transition.receivers:
                         pre_transition.send(sender, instance=entity, record=record)
                     # Fields the actions (or the caller) changed go in the same UPDATE.
-                    updated = compare_and_set(
-                        self.db,
-                        binding.model,
-                        pk,
-                        binding.names[1],
-                        plan.expected_version,
-                        {**changed_fields(entity), **binding.new_values(plan)},
-                    )
+                    values = {**changed_fields(entity), **binding.new_values(plan)}
+                    if direct(binding.model):
+                        updated = compare_and_set(
+                            self.db, binding.model, pk, binding.names[1], expected, values
+                        )
+                    else:
+                        rows = binding.rows(self.db).filter(pk=pk, **{binding.names[1]: expected})
+                        updated = rows.update(**values)
                     if updated:
                         insert_transition(
                             self.db,
@@ -317,10 +323,13 @@ class StoreCore(Store):
         pk = binding.coerce_key(key)
         with database_errors(f"opening a unit of work on {entity_type} {key}"):
             with transaction.atomic(using=self.db):
-                found = list(binding.rows(self.db).select_for_update().filter(pk=pk))
-                if not found:
+                if direct(binding.model):
+                    entity = load_locked(self.db, binding.model, pk)
+                else:
+                    found = list(binding.rows(self.db).select_for_update().filter(pk=pk))
+                    entity = found[0] if found else None
+                if entity is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
-                entity = found[0]
                 saved = save_attributes(entity, binding.machine.fields)
                 mark_synced(entity)
                 with open_unit(entity, self.db):

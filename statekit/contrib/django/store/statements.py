@@ -20,7 +20,23 @@ from django.db import connections, models
 
 from statekit.contrib.django.models import Transition
 
-__all__ = ["compare_and_set", "insert_transition"]
+__all__ = ["compare_and_set", "direct", "insert_transition", "load_locked"]
+
+_LOADERS = "_statekit_loaders"
+"""Where a connection keeps its loaders (SQL and converters per model)."""
+
+
+@cache
+def direct(model: type[models.Model]) -> bool:
+    """Whether the model's rows can be read and written with these statements: one
+    table (no multi-table inheritance), a single-column key, and a default manager
+    that hides no rows (otherwise the store goes through the QuerySet API)."""
+    meta = model._meta
+    if meta.parents or getattr(meta.pk, "column", None) is None:
+        return False
+    if any(getattr(field, "column", None) is None for field in meta.concrete_fields):
+        return False
+    return not model._default_manager.all().query.where
 
 
 @cache
@@ -89,3 +105,51 @@ def insert_transition(db: str, values: Mapping[str, Any]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def load_locked(db: str, model: type[models.Model], pk: Any) -> models.Model | None:
+    """The row with key `pk` as a model instance (through `model.from_db`, as the ORM
+    builds it), locked `FOR UPDATE` where the database has row locks; None if there is
+    none. Only for `direct` models."""
+    connection = connections[db]
+    loaders: dict[type[models.Model], tuple[str, list[str], list[Any]]]
+    loaders = connection.__dict__.setdefault(_LOADERS, {})
+    if model not in loaders:
+        loaders[model] = _loader(connection, model)
+    sql, names, converters = loaders[model]
+    key = model._meta.pk.get_db_prep_value(pk, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for index, field, functions in converters:
+        value = values[index]
+        for function in functions:
+            value = function(value, field, connection)
+        values[index] = value
+    return model.from_db(db, names, values)
+
+
+def _loader(connection: Any, model: type[models.Model]) -> tuple[str, list[str], list[Any]]:
+    """The SELECT of one row by key, the attribute names of its columns, and the
+    converters of each column (the backend's, then the field's), as the ORM's
+    compiler applies them."""
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = list(meta.concrete_fields)
+    table = quote(meta.db_table)
+    sql = (
+        f"SELECT {', '.join(f'{table}.{quote(f.column)}' for f in fields)} FROM {table} "
+        f"WHERE {table}.{quote(meta.pk.column)} = %s"
+    )
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    converters = []
+    for index, field in enumerate(fields):
+        column = field.get_col(meta.db_table)
+        functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if functions:
+            converters.append((index, column, functions))
+    return sql, [f.attname for f in fields], converters
