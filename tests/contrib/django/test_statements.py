@@ -5,6 +5,7 @@ statements cannot serve exactly go through the QuerySet API."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -13,8 +14,8 @@ from django.db import models, transaction
 from django.test.utils import isolate_apps
 
 from models.order import OrderWorkflow
-from statekit import Runner
-from statekit.contrib.django.models import StateModel
+from statekit import ConcurrentTransitionError, Runner
+from statekit.contrib.django.models import StateModel, Transition
 from statekit.contrib.django.store import DjangoStore
 from statekit.contrib.django.store.statements import direct, load_locked
 from statekit.engine import Machine
@@ -76,3 +77,38 @@ def test_models_the_statements_cannot_serve_exactly_use_the_orm() -> None:
     assert direct(Order)
     assert not direct(HiddenOrder)  # the default manager hides rows
     assert not direct(SpecialOrder)  # its rows span two tables
+
+
+def _taken_seq(alias: str, runner: Runner, key: str) -> None:
+    """Order `key` in `stock_reserved` at version 1, with a stray history row at seq 2
+    so that the next transition's INSERT collides after its UPDATE matched."""
+    runner.start(Order(id=key))
+    runner.fire_by_key(key, "reserve")
+    Transition.objects.using(alias).create(
+        entity_type="order",
+        entity_key=key,
+        seq=2,
+        event="stray",
+        source="x",
+        target="y",
+        at=datetime.now(UTC),
+    )
+
+
+def test_a_collision_in_fire_by_key_rolls_the_whole_unit_back(alias: str, runner: Runner) -> None:
+    _taken_seq(alias, runner, "collide-1")
+    with pytest.raises(ConcurrentTransitionError) as caught:
+        runner.fire_by_key("collide-1", "pay", amount="10", reference="r")
+    assert (caught.value.key, caught.value.event, caught.value.expected_version) == (
+        "collide-1",
+        "pay",
+        1,
+    )
+    assert runner.store.load("order", "collide-1").version == 1  # the UPDATE rolled back
+    # and the connection is usable: inside a caller's block, the unit is its savepoint
+    with transaction.atomic(using=alias):
+        with pytest.raises(ConcurrentTransitionError):
+            runner.fire_by_key("collide-1", "pay", amount="10", reference="r")
+        assert Order.objects.using(alias).get(pk="collide-1").state_version == 1
+    Transition.objects.using(alias).filter(event="stray").delete()
+    assert runner.fire_by_key("collide-1", "pay", amount="10", reference="r").seq == 2
