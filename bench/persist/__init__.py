@@ -17,8 +17,10 @@ BEGIN IMMEDIATE) and on PostgreSQL. `pay` is guarded by the row's
   state, add a history object, commit;
 - django-fsm-2 + django-fsm-log: `FSMField(protected=True)` with
   `ConcurrentTransitionMixin` and `@transition(conditions=[...])`; django-fsm-log's
-  signal receivers write a `StateLog` row per transition. Django can be
-  configured once per process, so it runs in one worker process per database.
+  signal receivers write a `StateLog` row per transition;
+- statekit on Django: `Runner(machine, DjangoStore()).fire_by_key` on a
+  `StateModel`. Django can be configured once per process, so each Django
+  contestant runs in a worker process of its own per database.
 
 Contestants take turns in batches (round robin, the starting contestant rotating)
 so load from other work on the machine hits all of them alike. See README.md.
@@ -41,11 +43,12 @@ from bench.persist.contestants import (
     DJANGO,
     OPERATIONS,
     STATEKIT,
+    STATEKIT_DJANGO,
     Contestant,
 )
 from bench.persist.workload import DATABASES, EVENTS, WARMUP, databases
 
-DESCRIPTION = "persisted transitions (load, guard, CAS update, history, commit) on SQLite and PostgreSQL: statekit vs Core, ORM, django-fsm-2 + log"  # noqa: E501
+DESCRIPTION = "persisted transitions (load, guard, CAS update, history, commit) on SQLite and PostgreSQL: statekit (SQLAlchemy, Django) vs Core, ORM, django-fsm-2 + log"  # noqa: E501
 
 ENTITIES = 10_000
 QUICK_ENTITIES = 1_000
@@ -56,6 +59,8 @@ ENTITIES_ENV = "STATEKIT_BENCH_PERSIST_ENTITIES"
 
 TARGET_VS_CORE = 0.9
 TARGET_VS_DJANGO = 2.5
+TARGET_DJANGO_STORE = 1.5
+"""statekit's DjangoStore / django-fsm-2 + django-fsm-log throughput (issue 14)."""
 ISSUE_MEASURED = {
     "sqlite": "Core with a SELECT ~2,400/s, django-fsm-2 + log ~870/s",
     "postgresql": "Core with a SELECT ~780/s, django-fsm-2 + log ~340/s",
@@ -174,6 +179,7 @@ def run(config: Config) -> Report:
         outcomes, loads = run_database(dialect, entities, batch)
         by_library = {o.library: o for o in outcomes}
         core, django, statekit = by_library[CORE], by_library[DJANGO], by_library[STATEKIT]
+        on_django = by_library[STATEKIT_DJANGO]
         core_median = statistics.median(core.samples_ns)
         for outcome in outcomes:
             median = statistics.median(outcome.samples_ns)
@@ -200,6 +206,7 @@ def run(config: Config) -> Report:
         vs_core = statekit.throughput / core.throughput
         vs_django = statekit.throughput / django.throughput
         sound = not (statekit.problems or core.problems or django.problems)
+        store_vs_fsm = on_django.throughput / django.throughput
         report.targets += [
             Target(
                 f"{dialect}: statekit vs hand-written Core",
@@ -212,6 +219,12 @@ def run(config: Config) -> Report:
                 f"statekit / django throughput >= {TARGET_VS_DJANGO:.2f}x",
                 f"{statekit.throughput:,.0f}/s / {django.throughput:,.0f}/s = {vs_django:.2f}x",
                 sound and vs_django >= TARGET_VS_DJANGO,
+            ),
+            Target(
+                f"{dialect}: statekit's DjangoStore vs django-fsm-2 + django-fsm-log",
+                f"DjangoStore / django throughput >= {TARGET_DJANGO_STORE:.2f}x",
+                f"{on_django.throughput:,.0f}/s / {django.throughput:,.0f}/s = {store_vs_fsm:.2f}x",
+                not (on_django.problems or django.problems) and store_vs_fsm >= TARGET_DJANGO_STORE,
             ),
         ]
         load_lines.append(

@@ -1,4 +1,4 @@
-"""`python -m bench.persist --profile DB` and (internal) `--django-worker DATABASE_JSON`."""
+"""`python -m bench.persist --profile DB` and (internal) `--django-worker DATABASE_JSON KIND`."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ from bench.persist.workload import DATABASES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m bench.persist --profile DB` or (internal) `--django-worker SETTINGS`."""
+    """`python -m bench.persist --profile DB` or (internal) `--django-worker DATABASE_JSON KIND`."""
     parser = argparse.ArgumentParser(prog="python -m bench.persist")
     parser.add_argument("--profile", choices=sorted(DATABASES), help="profile statekit vs Core")
     parser.add_argument("--entities", type=int, default=100, help="entities to profile")
-    parser.add_argument("--django-worker", metavar="DATABASE_JSON", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--django-worker", nargs=2, metavar=("DATABASE_JSON", "KIND"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.django_worker:
-        serve(json.loads(args.django_worker))
+        database, kind = args.django_worker
+        serve(json.loads(database), kind)
         return 0
     if args.profile:
         gc.collect()

@@ -44,12 +44,14 @@ STATEKIT = "statekit"
 CORE = "SQLAlchemy Core (hand-written)"
 ORM = "SQLAlchemy ORM (version_id_col)"
 DJANGO = "django-fsm-2 + django-fsm-log"
+STATEKIT_DJANGO = "statekit on Django (DjangoStore)"
 
 OPERATIONS = {
     STATEKIT: "Runner(SQLAlchemyStore).fire_by_key",
     CORE: "SELECT; guard; UPDATE .. AND v=:v; INSERT",
     ORM: "session.get; set; add history; commit",
     DJANGO: "atomic: get; order.<event>(); save()",
+    STATEKIT_DJANGO: "Runner(DjangoStore).fire_by_key",
 }
 
 
@@ -355,18 +357,18 @@ class OrmContestant(SQLAlchemyContestant):
 
 
 class DjangoContestant:
-    """django-fsm-2 + django-fsm-log, driven in a worker process of its own (Django's
-    settings can be configured once per process)."""
+    """A Django contestant, driven in a worker process of its own (Django's settings
+    can be configured once per process): `kind` "fsm" is django-fsm-2 +
+    django-fsm-log, "statekit" statekit's `DjangoStore`."""
 
-    library = DJANGO
-
-    def __init__(self, db: Location) -> None:
+    def __init__(self, db: Location, kind: str = "fsm") -> None:
+        self.library = STATEKIT_DJANGO if kind == "statekit" else DJANGO
         root = Path(__file__).resolve().parents[2]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
         database = json.dumps(django_database(db))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.persist", "--django-worker", database],
+            [sys.executable, "-m", "bench.persist", "--django-worker", database, kind],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -415,4 +417,5 @@ CONTESTANTS: tuple[tuple[str, Callable[[Location], Contestant]], ...] = (
     ("core", CoreContestant),
     ("orm", OrmContestant),
     ("django", DjangoContestant),
+    ("statekit_django", partial(DjangoContestant, kind="statekit")),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,12 @@ from statekit.contrib.django.models import RetiredTransition, Transition
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.lives import purge, retire
+from statekit.contrib.django.store.statements import (
+    compare_and_set,
+    direct,
+    insert_transition,
+    load_locked,
+)
 from statekit.contrib.django.store.units import (
     DjangoUnit,
     database_errors,
@@ -217,21 +223,41 @@ class StoreCore(Store):
         pk = binding.coerce_key(key)
         record = plan.record()
         sender = binding.model
-        rows = binding.rows(self.db).filter(pk=pk, **{binding.names[1]: plan.expected_version})
+        expected = plan.expected_version
+        # In a `firing` block a failure leaves the block, which rolls back: no savepoint.
+        single = unit is not None and unit.single
         with database_errors(f"storing {plan.event!r} on {plan.entity_type} {key}"):
             try:
-                with transaction.atomic(using=self.db):
+                with transaction.atomic(using=self.db, savepoint=not single):
                     if pre_transition.receivers:
                         pre_transition.send(sender, instance=entity, record=record)
                     # Fields the actions (or the caller) changed go in the same UPDATE.
-                    updated = rows.update(**{**changed_fields(entity), **binding.new_values(plan)})
+                    values = {**changed_fields(entity), **binding.new_values(plan)}
+                    if direct(binding.model):
+                        updated = compare_and_set(
+                            self.db, binding.model, pk, binding.names[1], expected, values
+                        )
+                    else:
+                        rows = binding.rows(self.db).filter(pk=pk, **{binding.names[1]: expected})
+                        updated = rows.update(**values)
                     if updated:
-                        Transition.objects.using(self.db).create(
-                            entity_type=plan.entity_type,
-                            entity_key=key,
-                            **{name: getattr(record, name) for name in RECORD_FIELDS},
+                        insert_transition(
+                            self.db,
+                            {
+                                "entity_type": plan.entity_type,
+                                "entity_key": key,
+                                **{name: getattr(record, name) for name in RECORD_FIELDS},
+                            },
                         )
             except IntegrityError as exc:  # the seq or the idempotency key is taken
+                if single:  # the transaction is spoilt until the block rolls back
+                    raise ConcurrentTransitionError(
+                        entity_type=plan.entity_type,
+                        key=key,
+                        event=plan.event,
+                        expected_version=expected,
+                        actual_version=None,
+                    ) from exc
                 raise self._lost(plan, binding, pk) from exc
             if not updated:
                 raise self._lost(plan, binding, pk)
@@ -296,24 +322,36 @@ class StoreCore(Store):
 
     # -- units of work ----------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self, entity_type: str, key: str) -> Iterator[Any]:
+    def transaction(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
         """Load the row locked (`select_for_update` where the database has it) in a
         `transaction.atomic()` block, joining the caller's (see `Store.transaction`).
         Transitions fired on the entity commit with the block, and so do the fields
         their actions changed (written back at the end, never the state fields); if
         the block raises, all of it rolls back and the entity is put back."""
+        return self._unit(entity_type, key, single=False)
+
+    def firing(self, entity_type: str, key: str) -> AbstractContextManager[Any]:
+        """`transaction` for `Runner.fire_by_key`'s one event: the block's `apply`
+        writes in the block's own atomic block, without a savepoint of its own, since
+        a failed `apply` always leaves (and rolls back) the block (see `Store.firing`)."""
+        return self._unit(entity_type, key, single=True)
+
+    @contextmanager
+    def _unit(self, entity_type: str, key: str, *, single: bool) -> Iterator[Any]:
         binding = self.binding(entity_type)
         pk = binding.coerce_key(key)
         with database_errors(f"opening a unit of work on {entity_type} {key}"):
             with transaction.atomic(using=self.db):
-                found = list(binding.rows(self.db).select_for_update().filter(pk=pk))
-                if not found:
+                if direct(binding.model):
+                    entity = load_locked(self.db, binding.model, pk)
+                else:
+                    found = list(binding.rows(self.db).select_for_update().filter(pk=pk))
+                    entity = found[0] if found else None
+                if entity is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
-                entity = found[0]
                 saved = save_attributes(entity, binding.machine.fields)
                 mark_synced(entity)
-                with open_unit(entity, self.db):
+                with open_unit(entity, self.db, single=single):
                     try:
                         yield entity
                     except BaseException:

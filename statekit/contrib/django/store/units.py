@@ -31,11 +31,12 @@ class DjangoUnit:
     own atomic block (a savepoint) inside it, and after-commit work waits for the
     outermost commit through `transaction.on_commit`."""
 
-    __slots__ = ("db", "entity", "thread")
+    __slots__ = ("db", "entity", "single", "thread")
 
-    def __init__(self, entity: models.Model, db: str) -> None:
+    def __init__(self, entity: models.Model, db: str, *, single: bool = False) -> None:
         self.entity = entity
         self.db = db
+        self.single = single  # a `firing` block: one apply, whose failure leaves the block
         self.thread = threading.get_ident()
 
     def state_writer(self) -> StateWriter | None:
@@ -44,9 +45,10 @@ class DjangoUnit:
 
 
 @contextmanager
-def open_unit(entity: models.Model, db: str) -> Iterator[DjangoUnit]:
-    """Register a unit on `entity` for the duration of the block."""
-    unit = DjangoUnit(entity, db)
+def open_unit(entity: models.Model, db: str, *, single: bool = False) -> Iterator[DjangoUnit]:
+    """Register a unit on `entity` for the duration of the block (`single`: a
+    `firing` block, see `DjangoUnit`)."""
+    unit = DjangoUnit(entity, db, single=single)
     units: list[DjangoUnit] = entity._state.__dict__.setdefault(_UNITS, [])
     units.append(unit)
     try:
