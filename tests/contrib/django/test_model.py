@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from statekit import (
     Runner,
     StatekitError,
     StoreError,
+    Sweeper,
     TransitionRecord,
 )
 from statekit.contrib.django.mixin import ProtectedStateError
@@ -204,3 +206,21 @@ def test_an_instance_without_a_model_row_is_refused(alias: str) -> None:
         "(got models.order.Order)"
     )
     assert plain.state is None
+
+
+def test_the_sweepers_stuck_marks_send_the_signals_too(
+    alias: str, runner: Runner, order: Order, heard: tuple[Heard, Heard]
+) -> None:
+    runner.fire(order, "reserve", actor="ann")
+    past = datetime.now(UTC) - timedelta(hours=1)  # stock_reserved's 30 minutes are up
+    Order.objects.using(alias).filter(pk="o1").update(state_deadline_at=past)
+    before, after = heard
+    before.calls.clear()
+    after.calls.clear()
+    assert Sweeper([runner]).run_once().marked_stuck == 1  # then compensated, same pass
+    assert Order.objects.using(alias).get(pk="o1").state == "cancelled"
+    for calls, in_block in ((before.calls, True), (after.calls, False)):
+        assert [(c[0], c[2].event, c[2].seq, c[3]) for c in calls] == [
+            (Order, "@stuck", 2, in_block),
+            (Order, "@compensated", 3, in_block),
+        ]

@@ -9,6 +9,7 @@ with the unit or not at all.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.contrib.django.mixin import mark_state_synced, mark_synced
 from statekit.contrib.django.models import Transition
+from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.outbox import schedule
 from statekit.contrib.django.store.units import (
@@ -198,8 +200,14 @@ class DjangoBatch:
             return [], 0
         binding, db = self._binding, self._db
         records = []
+        sender = binding.model
         for plan in plans:
             key = plan.key or ""
+            record = plan.record()
+            loaded = self._loaded.get(key)
+            entity = None if loaded is None else loaded[0]
+            if pre_transition.receivers:  # as `DjangoStore.apply` sends it, for every write
+                pre_transition.send(sender, instance=entity, record=record)
             rows = binding.rows(db).filter(
                 pk=binding.coerce_key(key), **{binding.names[1]: plan.expected_version}
             )
@@ -212,8 +220,13 @@ class DjangoBatch:
                     expected_version=plan.expected_version,
                     actual_version=None,
                 )
-            records.append(plan.record())
+            records.append(record)
             self._sync(key, values)
+            if post_transition.receivers:
+                sent = functools.partial(
+                    post_transition.send, sender, instance=entity, record=record
+                )
+                transaction.on_commit(sent, using=db)
         Transition.objects.using(db).bulk_create(
             [
                 Transition(
