@@ -17,11 +17,34 @@ from statekit.errors import InvalidArgumentTypeError
 
 M = TypeVar("M", bound=BaseModel)
 
-__all__ = ["MARKS_IN_PLACE", "Context", "Plan", "Snapshot", "TransitionRecord"]
+__all__ = [
+    "HISTORY_FIELDS",
+    "MARKS_IN_PLACE",
+    "Context",
+    "Plan",
+    "Snapshot",
+    "TransitionRecord",
+]
 
 MARKS_IN_PLACE = ("@stuck", "@retry")
 """statekit's own events that mark an instance where it is (source = target) without
 moving it: the instance keeps its entry time, and its stay goes on."""
+
+
+HISTORY_FIELDS = (
+    "seq",
+    "event",
+    "source",
+    "target",
+    "at",
+    "actor",
+    "correlation_id",
+    "idempotency_key",
+    "payload",
+    "definition_version",
+)
+"""The fields of a `TransitionRecord` a store keeps in its history row, beside the
+instance's type and key: every store reads and writes these, in this order."""
 
 
 @dataclass(slots=True)

@@ -9,22 +9,11 @@ from typing import Any
 from sqlalchemy import Table, Text, type_coerce
 
 from statekit.errors import StoreError
-from statekit.records import TransitionRecord
+from statekit.records import HISTORY_FIELDS, TransitionRecord
 
 __all__ = ["INSERT_COLUMNS", "RECORD_COLUMNS", "history_row", "record_columns", "record_of"]
 
-RECORD_COLUMNS = (
-    "seq",
-    "event",
-    "source",
-    "target",
-    "at",
-    "actor",
-    "correlation_id",
-    "idempotency_key",
-    "payload",
-    "definition_version",
-)
+RECORD_COLUMNS = HISTORY_FIELDS
 
 INSERT_COLUMNS = ("entity_type", "entity_key", *RECORD_COLUMNS)
 """The columns `history_row` fills."""

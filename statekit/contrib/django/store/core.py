@@ -32,23 +32,12 @@ from statekit.contrib.django.store.units import (
 from statekit.engine import Machine
 from statekit.entity import restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
-from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.records import HISTORY_FIELDS, Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, Store, Unit
 
 __all__ = ["RECORD_FIELDS", "StoreCore", "record_of"]
 
-RECORD_FIELDS = (
-    "seq",
-    "event",
-    "source",
-    "target",
-    "at",
-    "actor",
-    "correlation_id",
-    "idempotency_key",
-    "payload",
-    "definition_version",
-)
+RECORD_FIELDS = HISTORY_FIELDS
 
 
 def record_of(entity_type: str, key: str, row: Sequence[Any]) -> TransitionRecord:

@@ -34,7 +34,7 @@ from statekit.contrib.django.store.units import (
 )
 from statekit.entity import restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError
-from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.records import HISTORY_FIELDS, Plan, Snapshot, TransitionRecord
 
 __all__ = ["DatabaseClock", "DjangoBatch", "DjangoHandlerUnit", "SweepOperations"]
 
@@ -232,7 +232,7 @@ class DjangoBatch:
                 Transition(
                     entity_type=r.entity_type,
                     entity_key=r.key,
-                    **{name: getattr(r, name) for name in _RECORD_NAMES},
+                    **{name: getattr(r, name) for name in HISTORY_FIELDS},
                 )
                 for r in records
             ]
@@ -271,20 +271,6 @@ class DjangoBatch:
         """The batch rolls back: every loaded entity as it was loaded."""
         for entity, attributes in self._loaded.values():
             restore_attributes(entity, attributes)
-
-
-_RECORD_NAMES = (
-    "seq",
-    "event",
-    "source",
-    "target",
-    "at",
-    "actor",
-    "correlation_id",
-    "idempotency_key",
-    "payload",
-    "definition_version",
-)
 
 
 class DjangoHandlerUnit:
