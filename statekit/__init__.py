@@ -31,6 +31,7 @@ from statekit.errors import (
     TransitionError,
     TransitionNotAllowedError,
     UnknownEventError,
+    UnknownMachineError,
 )
 from statekit.records import Context, Plan, Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner, retry_on_conflict
@@ -89,6 +90,7 @@ __all__ = [
     "TransitionRecord",
     "TransitionSpec",
     "UnknownEventError",
+    "UnknownMachineError",
     "Workflow",
     "__version__",
     "retry_on_conflict",

@@ -32,6 +32,7 @@ __all__ = [
     "TransitionError",
     "TransitionNotAllowedError",
     "UnknownEventError",
+    "UnknownMachineError",
 ]
 
 
@@ -344,6 +345,18 @@ class ConcurrentTransitionError(StoreError):
             f"cannot fire {event!r} on {entity_type} {key}: expected version "
             f"{expected_version} but the store has {actual}; another transition won"
         )
+
+
+class UnknownMachineError(StoreError, LookupError):
+    """No machine of this name is registered where it was asked for (a store, a CLI
+    host, a framework's models); `known` lists the names there are."""
+
+    def __init__(self, names: Sequence[str], *, known: Iterable[str]) -> None:
+        self.names = tuple(names)
+        self.known = tuple(sorted(known))
+        asked = ", ".join(bounded_repr(name) for name in self.names)
+        plural = "s" if len(self.names) > 1 else ""
+        super().__init__(f"unknown machine{plural} {asked}; known: {_names(self.known)}")
 
 
 class InstanceNotFoundError(StoreError):

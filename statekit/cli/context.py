@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import UnknownMachineError
 from statekit.runtime import Runner
 from statekit.store.base import Store
 from statekit.store.protocol import Reads
@@ -100,8 +100,7 @@ class Context:
         try:
             return self.machines[name]
         except KeyError:
-            known = ", ".join(sorted(self.machines)) or "none"
-            raise StatekitError(f"unknown machine {name!r}; found: {known}") from None
+            raise UnknownMachineError([name], known=self.machines) from None
 
     def stored_in(self, name: str) -> str:
         """What stores the instances of machine `name`: its class's name."""

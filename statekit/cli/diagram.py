@@ -15,7 +15,7 @@ from statekit.cli.context import Context
 from statekit.cli.loading import resolve_machine
 from statekit.cli.options import db_option, module_option, parse_since, since_option
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import StatekitError, UnknownMachineError
 
 __all__ = ["FORMATS", "diagram"]
 
@@ -37,9 +37,17 @@ def _resolve(spec: str) -> Machine:
     imported from the current directory first (see `loading.import_module`); under a
     host, also the name of one of the host's machines."""
     host = hosted()
-    if host is not None and ":" not in spec and spec in host.machines:
+    if host is None or ":" in spec:
+        return resolve_machine(spec)
+    if spec in host.machines:
         return host.machines[spec]
-    return resolve_machine(spec)
+    try:
+        return resolve_machine(spec)
+    except StatekitError as exc:
+        if not isinstance(exc.__cause__, ModuleNotFoundError):
+            raise
+        # Neither one of the host's machines nor a module: say what there is.
+        raise UnknownMachineError([spec], known=host.machines) from None
 
 
 def _format_for(format_name: str | None, output: Path | None) -> str:

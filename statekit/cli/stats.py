@@ -27,7 +27,7 @@ from statekit.cli.options import (
     since_option,
 )
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import UnknownMachineError
 
 __all__ = ["StateStats", "percentile", "stats"]
 
@@ -181,9 +181,7 @@ def stats(
         known = {m.name for m in machines}
         unknown = [n for n in machine_names if n not in known]
         if unknown:
-            raise StatekitError(
-                f"unknown machine {', '.join(unknown)}; found: {', '.join(sorted(known))}"
-            )
+            raise UnknownMachineError(unknown, known=known)
         machines = [m for m in machines if m.name in machine_names]
     report = {
         "since": start.isoformat(),

@@ -533,7 +533,7 @@ def test_stats_text(shop: Shop) -> None:
 def test_stats_errors(sqlite_shop: Shop) -> None:
     unknown = invoke("stats", "--db", sqlite_shop.url, "-m", "models.orm", "--machine", "nope")
     assert unknown.exit_code == 1
-    assert unknown.stderr == "Error: unknown machine nope; found: order, ticket, trip\n"
+    assert unknown.stderr == "Error: unknown machine 'nope'; known: order, ticket, trip\n"
     no_module = invoke("stats", "--db", sqlite_shop.url)
     assert no_module.exit_code == 1
     assert no_module.stderr.startswith("Error: stats needs the mapped classes")

@@ -281,7 +281,7 @@ def test_backend_errors_never_leak_raw(env: Env, caplog: pytest.LogCaptureFixtur
 
 
 def test_unregistered_machines_and_unmapped_classes_are_clear_errors(env: Env) -> None:
-    with pytest.raises(StoreError, match="no entity class registered for machine 'nope'"):
+    with pytest.raises(StoreError, match="unknown machine 'nope'; known: "):
         env.store.load("nope", "1")
 
     class NotMapped:

@@ -28,6 +28,7 @@ from statekit import (
     TransitionError,
     TransitionNotAllowedError,
     UnknownEventError,
+    UnknownMachineError,
 )
 
 TREE: dict[type[Exception], type[Exception]] = {
@@ -47,6 +48,7 @@ TREE: dict[type[Exception], type[Exception]] = {
     ConcurrentTransitionError: StoreError,
     InstanceNotFoundError: StoreError,
     DefinitionMismatchError: StoreError,
+    UnknownMachineError: StoreError,
     InvalidArgumentError: StatekitError,
     SweeperError: StatekitError,
     InvalidArgumentTypeError: InvalidArgumentError,
@@ -70,6 +72,16 @@ def test_every_exported_error_is_in_the_tree() -> None:
         and issubclass(getattr(statekit, name), Exception)
     }
     assert exported == {*TREE, StatekitError}
+
+
+def test_an_unknown_machine_names_what_was_asked_and_what_there_is() -> None:
+    one = UnknownMachineError(["invoice"], known=["order", "job"])
+    assert (one.names, one.known) == (("invoice",), ("job", "order"))
+    assert str(one) == "unknown machine 'invoice'; known: job, order"
+    assert isinstance(one, LookupError)
+    two = UnknownMachineError(["a", "b" * 200], known=[])
+    assert str(two).startswith("unknown machines 'a', 'bbbb")
+    assert str(two).endswith("(200 characters); known: none")
 
 
 def test_pre_and_post_condition_errors_are_distinct() -> None:

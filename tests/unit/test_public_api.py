@@ -56,6 +56,7 @@ PUBLIC = [
     "TransitionRecord",
     "TransitionSpec",
     "UnknownEventError",
+    "UnknownMachineError",
     "Workflow",
     "__version__",
     "retry_on_conflict",

@@ -21,7 +21,7 @@ from django.db.models import Model
 from statekit.cli.context import Context
 from statekit.contrib.django.store import DjangoStore
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import StatekitError, UnknownMachineError
 from statekit.runtime import Runner
 from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper
 
@@ -133,10 +133,7 @@ class Host:
         try:
             return self._runners[name]
         except KeyError:
-            known = ", ".join(f"{n} ({m._meta.label})" for n, m in sorted(self.models.items()))
-            raise StatekitError(
-                f"no installed model carries a machine {name!r} (found: {known or 'none'})"
-            ) from None
+            raise UnknownMachineError([name], known=self.models) from None
 
     def runner_for(self, model: type[Model]) -> Runner:
         """The Runner of the machine `model` (or a proxy of it) carries.

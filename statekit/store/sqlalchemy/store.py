@@ -34,6 +34,7 @@ from statekit.errors import (
     DefinitionMismatchError,
     InstanceNotFoundError,
     StoreError,
+    UnknownMachineError,
 )
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, SweepStore, Unit
@@ -171,10 +172,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         try:
             return self._bindings[entity_type]
         except KeyError:
-            raise StoreError(
-                f"no entity class registered for machine {entity_type!r} "
-                f"(registered: {', '.join(sorted(self._bindings)) or 'none'})"
-            ) from None
+            raise UnknownMachineError([entity_type], known=self._bindings) from None
 
     def _reading(self, what: str = "reading from the store") -> AbstractContextManager[Connection]:
         return reading(self.engine, what)

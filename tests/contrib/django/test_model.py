@@ -191,7 +191,7 @@ def test_the_default_store_serves_every_installed_model_that_names_a_machine(ali
     assert sorted(store.machines()) == ["job", "order"]
     with pytest.raises(StoreError) as caught:
         store.load("invoice", "1")
-    assert str(caught.value) == "unknown machine 'invoice'; found: job, order"
+    assert str(caught.value) == "unknown machine 'invoice'; known: job, order"
 
 
 def test_an_instance_without_a_model_row_is_refused(alias: str) -> None:

@@ -227,3 +227,18 @@ def test_an_error_is_one_line_and_exit_1(filled_app: Flask) -> None:
     result = filled_app.test_cli_runner().invoke(args=["statekit", "history", "order", "99"])
     assert result.exit_code == 1
     assert result.output == "Error: order 99 not found\n"
+
+
+@pytest.mark.parametrize("args", [("history", "nosuch", "1"), ("diagram", "nosuch")], ids=" ".join)
+def test_an_unknown_machine_names_the_apps_machines(
+    filled_app: Flask, filled_url: str, args: tuple[str, ...]
+) -> None:
+    """A diagram's name that is neither one of the app's machines nor a module is
+    an unknown machine too, worded as the standalone CLI words it."""
+    result = filled_app.test_cli_runner().invoke(args=["statekit", *args])
+    assert result.exit_code == 1
+    known = ", ".join(sorted(filled_app.extensions["statekit"].machines))
+    assert result.output == f"Error: unknown machine 'nosuch'; known: {known}\n"
+    if args[0] == "history":
+        theirs = CliRunner().invoke(cli, [*args, "--db", filled_url, "-m", MODULE])
+        assert theirs.output == result.output

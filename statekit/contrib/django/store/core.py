@@ -31,7 +31,12 @@ from statekit.contrib.django.store.units import (
 )
 from statekit.engine import Machine
 from statekit.entity import restore_attributes, save_attributes
-from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
+from statekit.errors import (
+    ConcurrentTransitionError,
+    InstanceNotFoundError,
+    StoreError,
+    UnknownMachineError,
+)
 from statekit.records import HISTORY_FIELDS, Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, Store, Unit
 
@@ -92,10 +97,7 @@ class StoreCore(Store):
         try:
             return self._bindings[entity_type]
         except KeyError:
-            raise StoreError(
-                f"unknown machine {entity_type!r}; found: "
-                f"{', '.join(sorted(self._bindings)) or 'none'}"
-            ) from None
+            raise UnknownMachineError([entity_type], known=self._bindings) from None
 
     # -- create, load, delete ---------------------------------------------------------
 

@@ -95,13 +95,24 @@ def test_the_history_names_the_steps(filled: str) -> None:
     assert "ship" in output
 
 
-def test_a_refusal_is_a_command_error_naming_what_there_is(filled: str) -> None:
-    """(The standalone CLI words this one differently: the store's binding answers
-    there, the host's `Context.machine` here; both name the machines there are.)"""
+@pytest.mark.parametrize(
+    "args",
+    [("history", "nosuch", "1"), ("diagram", "nosuch"), ("stats", "--machine", "nosuch")],
+    ids=" ".join,
+)
+def test_an_unknown_machine_is_a_command_error_naming_what_there_is(
+    filled: str, args: tuple[str, ...]
+) -> None:
+    """Worded as the standalone CLI words it (one `UnknownMachineError`), whichever
+    command asks; a diagram's name that is neither a machine nor a module says so."""
     with pytest.raises(CommandError) as caught:
-        call_command("statekit", "history", "nosuch", "1", stdout=io.StringIO())
+        call_command("statekit", *args, stdout=io.StringIO())
     assert caught.value.returncode == 1
-    assert str(caught.value) == "unknown machine 'nosuch'; found: order"
+    assert str(caught.value) == "unknown machine 'nosuch'; known: order"
+    if args[0] != "diagram":
+        result = CliRunner().invoke(cli, [*args, "--db", filled, "-m", MODULE])
+        assert result.exit_code == 1
+        assert result.output == "Error: unknown machine 'nosuch'; known: order\n"
 
 
 def test_manage_py_runs_the_command_as_the_standalone_cli_does(filled: str, tmp_path: Path) -> None:
