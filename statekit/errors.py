@@ -26,6 +26,7 @@ __all__ = [
     "NotStartedError",
     "PostconditionFailedError",
     "PreconditionFailedError",
+    "ProtectedStateError",
     "StatekitError",
     "StoreError",
     "SweeperError",
@@ -319,6 +320,11 @@ class IdempotencyConflictError(TransitionError):
         )
 
 
+CREATE_EVENT = "(create)"
+"""The `event` of a `ConcurrentTransitionError` raised when a started instance is
+stored a second time (`Store.create`)."""
+
+
 class StoreError(StatekitError):
     """The store failed; the backend's exception, if any, is in `__cause__`."""
 
@@ -341,10 +347,49 @@ class ConcurrentTransitionError(StoreError):
         self.expected_version = expected_version
         self.actual_version = actual_version
         actual = "unknown" if actual_version is None else str(actual_version)
+        if event == CREATE_EVENT:
+            super().__init__(
+                f"cannot start {entity_type} {key}: it is already stored (at version "
+                f"{actual}); another start won"
+            )
+            return
         super().__init__(
             f"cannot fire {event!r} on {entity_type} {key}: expected version "
             f"{expected_version} but the store has {actual}; another transition won"
         )
+
+
+class ProtectedStateError(StoreError):
+    """The entity's state was changed in memory outside a transition: statekit writes
+    nothing from it. Fire events to change the state; reload an entity you changed.
+
+    `state` is the state in memory, `stored_state` the one the store holds; `event`
+    is the event that was refused (None where a plain save was refused).
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        entity_type: str,
+        key: str | None,
+        state: str | None,
+        stored_state: str | None,
+        event: str | None = None,
+    ) -> None:
+        self.entity_type = entity_type
+        self.key = key
+        self.state = state
+        self.stored_state = stored_state
+        self.event = event
+        if message is None:
+            message = (
+                f"cannot fire {event!r} on {_entity(entity_type, key)}: its state was "
+                f"changed outside a transition (the entity has {state!r}, the store "
+                f"{stored_state!r} at the same version); reload it, and change the state "
+                "only by firing events"
+            )
+        super().__init__(message)
 
 
 class UnknownMachineError(StoreError, LookupError):

@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from statekit.errors import InvalidArgumentTypeError
+from statekit.errors import (
+    ConcurrentTransitionError,
+    InstanceNotFoundError,
+    InvalidArgumentTypeError,
+    ProtectedStateError,
+    StoreError,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -153,6 +159,31 @@ class Plan(Context):
     def version(self) -> int:
         """The instance's version once this plan is applied."""
         return self.expected_version + 1
+
+    def lost_race(self, stored: tuple[int, str] | None) -> StoreError:
+        """The error of this plan's compare-and-set that matched no row, from the
+        row's `(version, state)` read back: the row is gone (None), another
+        transition moved it, or it is at the expected version in another state than
+        the one this plan was decided from (changed outside a transition)."""
+        key = self.key or ""
+        if stored is None:
+            return InstanceNotFoundError(entity_type=self.entity_type, key=key)
+        version, state = stored
+        if version == self.expected_version and state != self.source:
+            return ProtectedStateError(
+                entity_type=self.entity_type,
+                key=key,
+                event=self.event,
+                state=self.source,
+                stored_state=state,
+            )
+        return ConcurrentTransitionError(
+            entity_type=self.entity_type,
+            key=key,
+            event=self.event,
+            expected_version=self.expected_version,
+            actual_version=version,
+        )
 
     def payload_data(self) -> dict[str, Any] | None:
         """The payload as JSON-compatible data, for the history row."""

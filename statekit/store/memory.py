@@ -13,7 +13,12 @@ from typing import Any
 from statekit.clock import Clock, SystemClock
 from statekit.engine import Machine
 from statekit.entity import StateFields, StateWriter, restore_attributes, save_attributes
-from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
+from statekit.errors import (
+    CREATE_EVENT,
+    ConcurrentTransitionError,
+    InstanceNotFoundError,
+    StoreError,
+)
 from statekit.records import MARKS_IN_PLACE, Plan, Snapshot, TransitionRecord
 from statekit.store.memory_outbox import MemoryOutbox
 from statekit.store.protocol import (
@@ -96,7 +101,7 @@ class MemoryStore(MemoryOutbox, Store):
                     raise ConcurrentTransitionError(
                         entity_type=snapshot.entity_type,
                         key=snapshot.key,
-                        event="(create)",
+                        event=CREATE_EVENT,
                         expected_version=snapshot.version,
                         actual_version=existing.version if existing is not None else 0,
                     )
@@ -168,14 +173,9 @@ class MemoryStore(MemoryOutbox, Store):
                 plan.idempotency_key is not None
                 and (plan.entity_type, key, plan.idempotency_key) in self._by_idempotency_key
             )
-            if current.version != plan.expected_version or duplicate:
-                raise ConcurrentTransitionError(
-                    entity_type=plan.entity_type,
-                    key=key,
-                    event=plan.event,
-                    expected_version=plan.expected_version,
-                    actual_version=current.version,
-                )
+            stored = (current.version, current.state)
+            if duplicate or stored != (plan.expected_version, plan.source):
+                raise plan.lost_race(stored)
             record = plan.record()
             self._snapshots[ident] = plan.snapshot()
             self._history[ident].append(record)

@@ -46,6 +46,7 @@ from statekit import (
     Machine,
     ManualClock,
     Plan,
+    ProtectedStateError,
     Runner,
     Store,
     TransitionRecord,
@@ -206,6 +207,34 @@ class StoreContract:
         assert (err.entity_type, err.key, err.event) == ("order", "o1", "reserve")
         assert store.load("order", "o1").state == "cancelled"
         assert store.history("order", "o1") == [first]
+
+    def test_a_fire_from_a_state_changed_outside_a_transition_is_refused(
+        self, store: Store, runner: Runner, started: Any, clock: ManualClock
+    ) -> None:
+        """`entity.state = "paid"` and then `ship` would skip reserve and pay: the
+        store refuses it, names both states and writes nothing."""
+        setattr(started, runner.machine.fields.state, "paid")
+        with pytest.raises(ProtectedStateError) as caught:
+            runner.fire(started, "ship", carrier="DHL", tracking_number="1Z")
+        err = caught.value
+        assert (err.entity_type, err.key, err.event) == ("order", "o1", "ship")
+        assert (err.state, err.stored_state) == ("paid", "pending")
+        assert "the entity has 'paid', the store 'pending'" in str(err)
+        loaded = store.load("order", "o1")
+        assert (loaded.state, loaded.version) == ("pending", 0)
+        assert store.history("order", "o1") == []
+        assert getattr(started, runner.machine.fields.state) == "paid"  # as it was given
+
+    def test_a_duplicate_start_says_the_instance_is_already_stored(
+        self, store: Store, runner: Runner, machine: Machine, new_entity: NewEntity
+    ) -> None:
+        runner.start(new_entity("o1"))
+        twin = new_entity("o1")
+        with pytest.raises(ConcurrentTransitionError) as caught:
+            store.create(machine.start(twin), entity=twin)
+        assert str(caught.value) == (
+            "cannot start order o1: it is already stored (at version 0); another start won"
+        )
 
     def test_apply_to_a_missing_instance(
         self, store: Store, machine: Machine, new_entity: NewEntity, clock: ManualClock

@@ -36,6 +36,7 @@ PUBLIC = [
     "Plan",
     "PostconditionFailedError",
     "PreconditionFailedError",
+    "ProtectedStateError",
     "Runner",
     "Snapshot",
     "State",

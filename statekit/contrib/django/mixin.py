@@ -19,7 +19,7 @@ from django.db import models
 
 from statekit.contrib.django.fields import PlainTextField, UTCDateTimeField
 from statekit.engine import Machine
-from statekit.errors import StatekitError
+from statekit.errors import ProtectedStateError
 from statekit.limits import NAME_MAX
 
 __all__ = [
@@ -48,10 +48,6 @@ last read or wrote them)."""
 FIELDS = "_statekit_fields"
 """The instance attribute holding the other fields' values as last read or written:
 what `changed_fields` compares against."""
-
-
-class ProtectedStateError(StatekitError):
-    """A model's state columns were changed outside a transition and then saved."""
 
 
 def synced_values(entity: models.Model) -> tuple[Any, ...]:
@@ -149,10 +145,15 @@ class StateModel(models.Model):
                 for name, before in zip(STATE_COLUMNS, synced, strict=True)
                 if getattr(self, name) != before
             ]
+            machine = getattr(type(self), "__statekit_machine__", None)
             raise ProtectedStateError(
                 f"{type(self).__name__} {self.pk}: {', '.join(changed)} changed outside a "
                 f"transition (state {synced[0]!r} -> {self.state!r}); the state is written "
-                "only by firing an event through a statekit Runner"
+                "only by firing an event through a statekit Runner",
+                entity_type=machine.name if isinstance(machine, Machine) else type(self).__name__,
+                key=str(self.pk),
+                state=self.state,
+                stored_state=synced[0],
             )
         update_fields = kwargs.pop("update_fields", None)
         if update_fields is None:

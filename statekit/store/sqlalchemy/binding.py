@@ -12,7 +12,6 @@ from statekit.engine import Machine
 from statekit.entity import STATE_KEYS, StateWriter
 from statekit.errors import InstanceNotFoundError, StatekitError
 from statekit.records import Plan, Snapshot
-from statekit.store.sqlalchemy.errors import conflict
 from statekit.store.sqlalchemy.orm import set_listened
 from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
 
@@ -27,7 +26,7 @@ _SET_PARAMS = {
     "stuck_reason": "reason_",
     "definition_version": "definition_",
 }
-COMPARE_AND_SET_PARAMS = ("k_", "v_", *_SET_PARAMS.values())
+COMPARE_AND_SET_PARAMS = ("k_", "v_", "source_", *_SET_PARAMS.values())
 """The bound parameters of `EntityBinding.compare_and_set`."""
 
 
@@ -63,7 +62,11 @@ class EntityBinding:
         values.update(extra or {})
         return (
             update(self.table)
-            .where(self.key == bindparam("k_"), cols["version"] == bindparam("v_"))
+            .where(
+                self.key == bindparam("k_"),
+                cols["version"] == bindparam("v_"),
+                cols["state"] == bindparam("source_"),
+            )
             .values(values)
         )
 
@@ -80,6 +83,7 @@ class EntityBinding:
         return {
             "k_": self.coerce_key(plan.key or ""),
             "v_": plan.expected_version,
+            "source_": plan.source,
             "state_": plan.target,
             "next_": plan.expected_version + 1,
             "at_": plan.entered,
@@ -89,12 +93,17 @@ class EntityBinding:
             "definition_": plan.definition_version,
         }
 
-    def lost_race(self, plan: Plan, actual_version: int | None) -> StatekitError:
-        """The error for a compare-and-set of `plan` that matched no row: the row is
-        gone (`actual_version` None) or at another version."""
-        if actual_version is None:
-            return InstanceNotFoundError(entity_type=plan.entity_type, key=plan.key or "")
-        return conflict(plan, actual_version)
+    def lost_race(self, plan: Plan, actual: tuple[int, str] | None) -> StatekitError:
+        """The error for a compare-and-set of `plan` that matched no row, from the
+        row's `(version, state)` read back: the row is gone (None), at another
+        version, or at the plan's version in another state than the plan's source
+        (the entity's state was changed outside a transition)."""
+        return plan.lost_race(actual)
+
+    def version_and_state(self) -> Select[Any]:
+        """SELECT of the row's version and state (a lost race's facts), by key `key_`."""
+        cols = self.columns
+        return select(cols["version"], cols["state"]).where(self.key == bindparam("key_"))
 
     def coerce_key(self, key: str) -> Any:
         try:

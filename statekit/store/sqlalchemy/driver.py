@@ -225,8 +225,8 @@ class DriverFiring:
         self.hide_parameters = hide_parameters  # the engine's: keep values out of errors
         self.one_statement = of_dialect(dialect).one_statement_write  # UPDATE in WITH
         self.load = DriverStatement.compile(loader.load, dialect, ["key_"])
-        self.version = DriverStatement.compile(
-            select(binding.columns["version"]).where(binding.key == bindparam("key_")),
+        self.version_and_state = DriverStatement.compile(
+            binding.version_and_state(),
             dialect,
             ["key_"],
         )
@@ -353,8 +353,8 @@ class DriverConnection:
                 if written == 1 and not firing.one_statement:
                     self.execute(firing.insert_history, history)
                 elif written != 1:
-                    row = self.execute(firing.version, {"key_": values["k_"]}).fetchone()
-                    raise binding.lost_race(plan, None if row is None else row[0])
+                    row = self.execute(firing.version_and_state, {"key_": values["k_"]}).fetchone()
+                    raise binding.lost_race(plan, None if row is None else (row[0], row[1]))
         except StoreError:  # the transaction may only roll back now
             self.failed = True
             raise

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
 from statekit.engine import Machine, check_version
 from statekit.entity import STATE_KEYS
 from statekit.errors import (
+    CREATE_EVENT,
     ConcurrentTransitionError,
     DefinitionMismatchError,
     InstanceNotFoundError,
@@ -277,7 +278,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
                     raise ConcurrentTransitionError(
                         entity_type=snapshot.entity_type,
                         key=str(key),
-                        event="(create)",
+                        event=CREATE_EVENT,
                         expected_version=snapshot.version,
                         actual_version=existing,
                     ) from exc

@@ -46,7 +46,11 @@ from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import history_row
 from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info
 from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, open_session_of
-from statekit.store.sqlalchemy.writeback import guard_session_unit, note_written, stored_version
+from statekit.store.sqlalchemy.writeback import (
+    guard_session_unit,
+    note_written,
+    stored_version_and_state,
+)
 
 __all__ = [
     "UNIT",
@@ -102,7 +106,7 @@ class Writes:
         with wrap("storing", self.engine, plan=plan, version_of=version_of):
             updated = conn.execute(binding.compare_and_set, values)
             if updated.rowcount != 1:
-                actual = stored_version(conn, binding, values["k_"], shared=True)
+                actual = stored_version_and_state(conn, binding, values["k_"])
                 raise binding.lost_race(plan, actual)
         try:
             with wrap("storing", self.engine, plan=plan, version_of=version_of):

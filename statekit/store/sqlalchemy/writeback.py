@@ -38,6 +38,7 @@ __all__ = [
     "net_changes",
     "note_written",
     "stored_version",
+    "stored_version_and_state",
 ]
 
 WRITE_BACK_EVENT = "(changes)"
@@ -69,6 +70,21 @@ def stored_version(
     query = select(version).where(binding.key == key).with_for_update(read=shared)
     found: int | None = conn.execute(query).scalar()
     return found
+
+
+def stored_version_and_state(
+    conn: Connection, binding: EntityBinding, key: Any
+) -> tuple[int, str] | None:
+    """The row's version and state, read with a shared lock (see `stored_version`):
+    the facts of a lost compare-and-set."""
+    columns = binding.columns
+    query = (
+        select(columns["version"], columns["state"])
+        .where(binding.key == key)
+        .with_for_update(read=True)
+    )
+    row = conn.execute(query).first()
+    return None if row is None else (row[0], row[1])
 
 
 def write_back_conflict(

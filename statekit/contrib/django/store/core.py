@@ -32,6 +32,7 @@ from statekit.contrib.django.store.units import (
 from statekit.engine import Machine
 from statekit.entity import restore_attributes, save_attributes
 from statekit.errors import (
+    CREATE_EVENT,
     ConcurrentTransitionError,
     InstanceNotFoundError,
     StoreError,
@@ -156,7 +157,7 @@ class StoreCore(Store):
             raise ConcurrentTransitionError(
                 entity_type=snapshot.entity_type,
                 key=str(entity.pk),
-                event="(create)",
+                event=CREATE_EVENT,
                 expected_version=snapshot.version,
                 actual_version=versions[0],
             )
@@ -224,13 +225,12 @@ class StoreCore(Store):
                         pre_transition.send(sender, instance=entity, record=record)
                     # Fields the actions (or the caller) changed go in the same UPDATE.
                     values = {**changed_fields(entity), **binding.new_values(plan)}
+                    # The row must still be at the version and in the state decided from.
+                    where = {binding.names[1]: expected, binding.names[0]: plan.source}
                     if direct(binding.model):
-                        updated = compare_and_set(
-                            self.db, binding.model, pk, binding.names[1], expected, values
-                        )
+                        updated = compare_and_set(self.db, binding.model, pk, where, values)
                     else:
-                        rows = binding.rows(self.db).filter(pk=pk, **{binding.names[1]: expected})
-                        updated = rows.update(**values)
+                        updated = binding.rows(self.db).filter(pk=pk, **where).update(**values)
                     if updated:
                         insert_transition(
                             self.db,
@@ -271,19 +271,11 @@ class StoreCore(Store):
             post_transition.send(sender, instance=entity, record=record)
 
     def _lost(self, plan: Plan, binding: ModelBinding, pk: Any) -> StoreError:
-        """The error of a compare-and-set that matched no row."""
-        versions = list(
-            binding.rows(self.db).filter(pk=pk).values_list(binding.names[1], flat=True)
-        )
-        if not versions:
-            return InstanceNotFoundError(entity_type=plan.entity_type, key=plan.key or "")
-        return ConcurrentTransitionError(
-            entity_type=plan.entity_type,
-            key=plan.key or "",
-            event=plan.event,
-            expected_version=plan.expected_version,
-            actual_version=versions[0],
-        )
+        """The error of a compare-and-set that matched no row: the row is gone, at
+        another version, or in another state at the plan's version."""
+        state, version = binding.names[0], binding.names[1]
+        found = binding.rows(self.db).filter(pk=pk).values_list(version, state).first()
+        return plan.lost_race(found)
 
     def history(
         self, entity_type: str, key: str, *, idempotency_key: str | None = None

@@ -53,13 +53,13 @@ def compare_and_set(
     db: str,
     model: type[models.Model],
     pk: Any,
-    version_field: str,
-    expected_version: int,
+    expected: Mapping[str, Any],
     values: Mapping[str, Any],
 ) -> int:
-    """`UPDATE <table> SET <values> WHERE <pk> = pk AND <version> = expected_version`
-    on database `db`; the number of rows it matched (0 or 1). `values` are by
-    attribute name."""
+    """`UPDATE <table> SET <values> WHERE <pk> = pk AND <field> = <value> ...` for
+    each of the `expected` fields (the version and the state) on database `db`; the
+    number of rows it matched (0 or 1). `expected` and `values` are by attribute
+    name."""
     connection = connections[db]
     quote = connection.ops.quote_name
     fields = _fields(model)
@@ -69,12 +69,15 @@ def compare_and_set(
         field = fields[name]
         assignments.append(f"{quote(field.column)} = %s")
         params.append(field.get_db_prep_save(value, connection))
-    version = fields[version_field]
+    conditions = [f"{quote(meta.pk.column)} = %s"]
     params.append(meta.pk.get_db_prep_value(pk, connection))
-    params.append(version.get_db_prep_value(expected_version, connection))
+    for name, value in expected.items():
+        field = fields[name]
+        conditions.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_value(value, connection))
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
-        f"WHERE {quote(meta.pk.column)} = %s AND {quote(version.column)} = %s"
+        f"WHERE {' AND '.join(conditions)}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
