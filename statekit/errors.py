@@ -38,7 +38,14 @@ __all__ = [
 
 
 def _entity(entity_type: str, key: str | None) -> str:
-    return f"{entity_type} {key}" if key is not None else entity_type
+    """`order 42`: a key as it is when short and printable, else quoted and cut
+    (`order 'a\\x00b'`), so a hostile key never makes a huge or garbled message."""
+    if key is None:
+        return entity_type
+    text = str(key)
+    if len(text) <= 60 and text.isprintable():
+        return f"{entity_type} {text}"
+    return f"{entity_type} {bounded_repr(text, 60)}"
 
 
 def bounded_repr(value: object, limit: int = 40) -> str:
@@ -349,12 +356,19 @@ class ConcurrentTransitionError(StoreError):
         actual = "unknown" if actual_version is None else str(actual_version)
         if event == CREATE_EVENT:
             super().__init__(
-                f"cannot start {entity_type} {key}: it is already stored (at version "
+                f"cannot start {_entity(entity_type, key)}: it is already stored (at version "
                 f"{actual}); another start won"
             )
             return
+        if actual_version is not None and actual_version < expected_version:
+            super().__init__(
+                f"cannot fire {event!r} on {_entity(entity_type, key)}: expected version "
+                f"{expected_version} but the store has {actual}; the object is ahead of "
+                "the store (a transaction that wrote it rolled back): reload it"
+            )
+            return
         super().__init__(
-            f"cannot fire {event!r} on {entity_type} {key}: expected version "
+            f"cannot fire {event!r} on {_entity(entity_type, key)}: expected version "
             f"{expected_version} but the store has {actual}; another transition won"
         )
 
@@ -410,7 +424,7 @@ class InstanceNotFoundError(StoreError):
     def __init__(self, *, entity_type: str, key: str) -> None:
         self.entity_type = entity_type
         self.key = key
-        super().__init__(f"{entity_type} {key} not found")
+        super().__init__(f"{_entity(entity_type, key)} not found")
 
 
 class DefinitionMismatchError(StoreError):
@@ -495,6 +509,6 @@ class CompensationTimeoutError(CompensationError):
         self.action = action
         self.timeout = timeout
         super().__init__(
-            f"compensation {action!r} of {entity_type} {key} step {step} did not return "
+            f"compensation {action!r} of {_entity(entity_type, key)} step {step} did not return "
             f"within {timeout:g}s (handler_timeout); counted as a failed attempt"
         )

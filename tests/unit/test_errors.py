@@ -174,8 +174,51 @@ def test_store_errors_carry_their_facts() -> None:
         "another transition won"
     )
     assert (race.expected_version, race.actual_version) == (3, None)
+    behind = ConcurrentTransitionError(
+        entity_type="order", key="7", event="pay", expected_version=1, actual_version=0
+    )
+    assert str(behind) == (
+        "cannot fire 'pay' on order 7: expected version 1 but the store has 0; the object "
+        "is ahead of the store (a transaction that wrote it rolled back): reload it"
+    )
+    twice = ConcurrentTransitionError(
+        entity_type="order", key="7", event="(create)", expected_version=0, actual_version=2
+    )
+    assert str(twice) == (
+        "cannot start order 7: it is already stored (at version 2); another start won"
+    )
     missing = InstanceNotFoundError(entity_type="order", key="7")
     assert str(missing) == "order 7 not found"
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        ("o-1", "order o-1"),
+        ("a\x00b", "order 'a\\x00b'"),
+        ("line\nbreak", "order 'line\\nbreak'"),
+        ("k" * 5000, "order '" + "k" * 60 + "'... (5000 characters)"),
+    ],
+    ids=["plain", "nul", "newline", "huge"],
+)
+def test_a_hostile_key_is_quoted_and_cut_in_every_message(key: str, shown: str) -> None:
+    errors = [
+        InstanceNotFoundError(entity_type="order", key=key),
+        ConcurrentTransitionError(
+            entity_type="order", key=key, event="pay", expected_version=1, actual_version=2
+        ),
+        ConcurrentTransitionError(
+            entity_type="order", key=key, event="(create)", expected_version=0, actual_version=0
+        ),
+        ProtectedStateError(
+            entity_type="order", key=key, event="ship", state="paid", stored_state="pending"
+        ),
+        NotStartedError(entity_type="order", key=key, event="pay"),
+    ]
+    for error in errors:
+        assert shown in str(error)
+        assert len(str(error)) < 400
+        assert getattr(error, "key", key) == key  # the fact stays whole
     mismatch = DefinitionMismatchError(
         entity_type="order", key=None, field="state", value="gone", known=[]
     )

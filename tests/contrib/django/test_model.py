@@ -131,6 +131,23 @@ def test_no_post_transition_for_a_rolled_back_transition(
     assert Order.objects.using(alias).get(pk="o1").state_version == 0
 
 
+def test_an_object_fired_on_in_a_rolled_back_block_must_be_reloaded(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    """Django does not put objects back when a block rolls back: the object keeps the
+    state it was given, ahead of the row. A fire from it is refused and says so;
+    `refresh_from_db` makes it right."""
+    with pytest.raises(RuntimeError), transaction.atomic(using=alias):  # noqa: PT012
+        runner.fire(order, "reserve")
+        raise RuntimeError("caller fails")
+    assert (order.state, order.state_version) == ("stock_reserved", 1)
+    with pytest.raises(ConcurrentTransitionError, match="ahead of the store") as caught:
+        runner.fire(order, "pay", amount="10", reference="r-1")
+    assert (caught.value.expected_version, caught.value.actual_version) == (1, 0)
+    order.refresh_from_db(using=alias)
+    assert runner.fire(order, "reserve").seq == 1
+
+
 def test_a_pre_transition_receiver_that_raises_stops_the_transition(
     alias: str, runner: Runner, order: Order
 ) -> None:
