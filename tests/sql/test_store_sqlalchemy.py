@@ -23,6 +23,7 @@ from statekit import (
     GuardRejectedError,
     IdempotencyConflictError,
     InstanceNotFoundError,
+    InvalidArgumentTypeError,
     Listener,
     ManualClock,
     PostconditionFailedError,
@@ -280,6 +281,23 @@ def test_backend_errors_never_leak_raw(env: Env, caplog: pytest.LogCaptureFixtur
     assert env.row(21) == ("pending", 0)
 
 
+def test_the_store_takes_mapped_classes_that_name_their_machine(env: Env) -> None:
+    """As `DjangoStore` does: a list of classes with `__statekit_machine__` serves as
+    `{machine: class}`; anything else is a clear `InvalidArgumentTypeError`."""
+    listed = SQLAlchemyStore(env.engine, [OrderRow, TicketRow])
+    assert sorted(listed.machines()) == ["order", "ticket"]
+    assert listed.entities() == {OrderWorkflow.machine: OrderRow, TicketWorkflow.machine: TicketRow}
+
+    class Unbound:
+        pass
+
+    for wrong in (OrderRow, "orders", [Unbound], 42):
+        with pytest.raises(InvalidArgumentTypeError) as caught:
+            SQLAlchemyStore(env.engine, wrong)  # type: ignore[arg-type]
+        assert caught.value.argument == "entities"
+        assert "__statekit_machine__" in str(caught.value)
+
+
 def test_unregistered_machines_and_unmapped_classes_are_clear_errors(env: Env) -> None:
     with pytest.raises(StoreError, match="unknown machine 'nope'; known: "):
         env.store.load("nope", "1")
@@ -287,7 +305,10 @@ def test_unregistered_machines_and_unmapped_classes_are_clear_errors(env: Env) -
     class NotMapped:
         pass
 
-    with pytest.raises(Exception, match=r"NotMapped|No inspection"):
+    with pytest.raises(
+        InvalidArgumentTypeError,
+        match=r"^NotMapped cannot store machine 'order': it is not a class mapped",
+    ):
         SQLAlchemyStore(env.engine, {OrderWorkflow.machine: NotMapped})
 
 

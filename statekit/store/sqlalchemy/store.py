@@ -9,7 +9,7 @@ statekit's own otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,7 @@ from statekit.errors import (
     ConcurrentTransitionError,
     DefinitionMismatchError,
     InstanceNotFoundError,
+    InvalidArgumentTypeError,
     StoreError,
     UnknownMachineError,
 )
@@ -74,8 +75,9 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         engine: The application's engine. A SQLite engine is configured with WAL, a
             busy timeout and real transactions (see `configure_sqlite`): statekit's
             own units begin IMMEDIATE, on `writer`; the application's stay deferred.
-        entities: Compiled machines and the mapped classes that carry them (each
-            class uses `StateMixin` or has the columns `StateFields` names).
+        entities: `{machine: mapped class}`, or mapped classes that name their
+            machine with `__statekit_machine__` (each class uses `StateMixin` or has
+            the columns `StateFields` names).
         metadata: The application's MetaData to attach statekit's tables to, so
             its migrations own them; a private MetaData otherwise.
         table_prefix: Starts the name of every statekit table, constraint and index
@@ -91,7 +93,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
     def __init__(
         self,
         engine: Engine,
-        entities: Mapping[Machine, type] | None = None,
+        entities: Mapping[Machine, type] | Iterable[type] | None = None,
         *,
         metadata: MetaData | None = None,
         driver_path: bool = True,
@@ -107,14 +109,23 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self._bindings: dict[str, EntityBinding] = {}
         self._writes = Writes(engine, self.writer, self.tables.transitions)
         self._history_columns = record_columns(self.tables.transitions)
-        for machine, entity_class in (entities or {}).items():
+        for machine, entity_class in _pairs(entities):
             self.register(machine, entity_class)
 
     # -- set-up ----------------------------------------------------------------------
 
     def register(self, machine: Machine, entity_class: type) -> SQLAlchemyStore:
         """Store instances of `machine` in `entity_class`'s table; returns the store."""
-        mapper: Mapper[Any] = sa_inspect(entity_class)
+        mapper: Mapper[Any] | None = sa_inspect(entity_class, raiseerr=False)
+        if not isinstance(mapper, Mapper):
+            allowed = "a class mapped by SQLAlchemy (declarative, with StateMixin)"
+            raise InvalidArgumentTypeError(
+                "entity_class",
+                entity_class,
+                allowed,
+                message=f"{getattr(entity_class, '__name__', entity_class)!s} cannot store "
+                f"machine {machine.name!r}: it is not {allowed}",
+            )
         fields = machine.fields
         columns: dict[str, Column[Any]] = {}
         missing = []
@@ -451,3 +462,30 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         connections); the sweeper and a person's levers work through it."""
         binding = self._binding(entity_type)
         return SessionUnit.open(self._writes, self._sweep_sessions, binding, key)
+
+
+def _pairs(entities: Mapping[Machine, type] | Iterable[type] | None) -> list[tuple[Machine, type]]:
+    """`entities` as (machine, class) pairs: a mapping's items, or each class with the
+    machine it names in `__statekit_machine__`."""
+    if entities is None:
+        return []
+    if isinstance(entities, Mapping):
+        return list(entities.items())
+    if isinstance(entities, type | str) or not isinstance(entities, Iterable):
+        raise InvalidArgumentTypeError(
+            "entities",
+            entities,
+            "{machine: mapped class}, or a list of mapped classes with __statekit_machine__",
+        )
+    pairs = []
+    for entity_class in entities:
+        machine = getattr(entity_class, "__statekit_machine__", None)
+        if not isinstance(machine, Machine):
+            raise InvalidArgumentTypeError(
+                "entities",
+                entity_class,
+                "mapped classes that name their machine (__statekit_machine__ = "
+                "SomeWorkflow.machine), or {machine: mapped class}",
+            )
+        pairs.append((machine, entity_class))
+    return pairs
