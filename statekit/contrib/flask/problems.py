@@ -28,6 +28,7 @@ from statekit.errors import (
     NotStartedError,
     PostconditionFailedError,
     PreconditionFailedError,
+    ProtectedStateError,
     StatekitError,
     SweeperError,
     TransitionError,
@@ -43,6 +44,7 @@ MEDIA_TYPE = "application/problem+json"
 
 PROBLEM_TYPES: tuple[tuple[type[StatekitError], int, str, str], ...] = (
     (ConcurrentTransitionError, 409, "lost-race", "Another transition won"),
+    (ProtectedStateError, 409, "state-changed", "State changed outside a transition"),
     (NotStartedError, 409, "not-started", "Instance has no state yet"),
     (NestedTransitionError, 500, "nested-transition", "Transition fired inside another"),
     (IdempotencyConflictError, 422, "idempotency-key-reused", "Idempotency key reused"),
@@ -127,6 +129,8 @@ def facts_of(error: StatekitError) -> dict[str, Any]:
     if isinstance(error, ConcurrentTransitionError):
         facts["expected_version"] = error.expected_version
         facts["actual_version"] = error.actual_version
+    if isinstance(error, ProtectedStateError):
+        facts["state"], facts["stored_state"] = error.state, error.stored_state
     if isinstance(error, SweeperError):
         facts["lever"], facts["state"] = error.lever, error.state
     if isinstance(error, InvalidArgumentError):

@@ -140,6 +140,26 @@ def test_a_lost_race_is_409_with_both_versions(app: Flask, client: FlaskClient) 
     assert stored(app)["notes"] == []  # the request's own write rolled back with it
 
 
+def test_a_state_set_outside_a_transition_is_409_and_nothing_is_written(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A view that binds request data onto the order (state included) and fires:
+    the fire would skip reserve and pay; it is refused with both states."""
+    place(client)
+
+    def mass_assignment(order: Order) -> None:
+        order.state = "paid"
+
+    BEFORE_FIRE.append(mass_assignment)
+    shipping = {"carrier": "DHL", "tracking_number": "1Z"}
+    body = problem(client.post("/orders/1/events/ship", json=shipping), 409)
+    assert body["type"] == f"{TYPE}state-changed"
+    assert (body["entity"], body["key"], body["event"]) == ("order", "1", "ship")
+    assert (body["state"], body["stored_state"]) == ("paid", "pending")
+    assert stored(app)["events"] == []
+    assert stored(app)["notes"] == []
+
+
 def test_a_server_side_error_hides_its_detail_unless_debugging() -> None:
     error = DefinitionMismatchError(entity_type="order", key="1", field="state", value="x")
     hidden = problem_of(error, type_base="t:", expose=False)
