@@ -322,7 +322,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
     def unit_of(self, entity_type: str, key: str, entity: object) -> WriteUnit | None:
         """The unit of work `entity` is in (see `Store.unit_of`): the light or driver
         unit that loaded it (in the thread that opened it), or its Session's."""
-        return unit_holding(self._writes, entity)
+        binding = self._bindings.get(entity_type)
+        return None if binding is None else unit_holding(self._writes, entity, binding)
 
     def apply(
         self,
@@ -342,7 +343,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         """
         binding = self._binding(plan.entity_type)
         if unit is None and entity is not None:
-            unit = unit_holding(self._writes, entity)
+            unit = unit_holding(self._writes, entity, binding)
         if unit is None:
             unit = OwnUnit(self._writes, entity, self._driver.firing(binding))
         elif not isinstance(unit, WriteUnit):
@@ -392,7 +393,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         the same transaction is found and a database that gives each thread one
         connection (in-memory SQLite) is never asked for a second transaction."""
         if unit is None and entity is not None:
-            unit = unit_holding(self._writes, entity)
+            unit = unit_holding(self._writes, entity, self._binding(entity_type))
         if not isinstance(unit, WriteUnit) or not unit.reads_inside:
             return super().recorded(entity_type, key, idempotency_key)
         row = unit.read(self._history_query(entity_type, key, idempotency_key))

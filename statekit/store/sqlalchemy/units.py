@@ -41,7 +41,7 @@ from statekit.store.sqlalchemy.driver import (
     apply_detached,
     driver_connection,
 )
-from statekit.store.sqlalchemy.errors import wrap
+from statekit.store.sqlalchemy.errors import store_failure, wrap
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import history_row
 from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info
@@ -98,17 +98,30 @@ class Writes:
             HalfWritten: the row moved and its history row failed.
         """
         values = binding.compare_and_set_values(plan)
-        version_of = partial(self.version_of, binding, plan.key or "")
-        with wrap("storing", self.engine, plan=plan, version_of=version_of):
+        # try/except rather than `wrap` blocks: free until something raises.
+        try:
             updated = conn.execute(binding.compare_and_set, values)
             if updated.rowcount != 1:
                 actual = stored_version(conn, binding, values["k_"], shared=True)
                 raise binding.lost_race(plan, actual)
+        except Exception as error:
+            failure = self._failure(error, binding, plan)
+            if failure is None:
+                raise
+            raise failure from error
         try:
-            with wrap("storing", self.engine, plan=plan, version_of=version_of):
-                conn.execute(self._insert_history, history_row(record))
-        except StoreError as error:  # the row moved, its history did not: half-written
-            raise HalfWritten(error, plan) from error.__cause__
+            conn.execute(self._insert_history, history_row(record))
+        except Exception as error:
+            failure = self._failure(error, binding, plan)
+            if failure is None:
+                raise
+            # The row moved, its history did not: half-written.
+            raise HalfWritten(failure, plan) from error
+
+    def _failure(self, error: Exception, binding: EntityBinding, plan: Plan) -> Exception | None:
+        """The `StoreError` a failed statement of `write` leaves as (see `wrap`)."""
+        version_of = partial(self.version_of, binding, plan.key or "")
+        return store_failure(error, "storing", self.engine, plan, version_of)
 
 
 class WriteUnit:
@@ -148,11 +161,34 @@ class SessionUnit(WriteUnit):
 
     reads_inside = True
 
-    def __init__(self, writes: Writes, session: Session, entity: object) -> None:
+    def __init__(
+        self,
+        writes: Writes,
+        session: Session,
+        entity: object,
+        binding: EntityBinding,
+        committed: list[Callback] | None = None,
+    ) -> None:
         self.writes = writes
         self.session = session
         self.entity = entity
-        self.committed: list[Callback] | None = None  # None: the caller's Session
+        self.binding = binding  # the entity's
+        self.committed = committed  # None: the caller's Session
+
+    def state_writer(self) -> StateWriter | None:
+        """Straight into the instance dict, as for a light unit (see
+        `rows.loaded_values_writer`): `write` puts the same values in the row in the
+        Session's transaction, so they are what the row holds and the Session has
+        nothing to flush for them. The entity's attributes are loaded: the `Runner`
+        reads them first. Through the ORM when the class listens to them."""
+        return self.binding.write_state
+
+    def sharing(self, entity: object, binding: EntityBinding) -> SessionUnit:
+        """This unit for another `entity` of its Session: the same transaction and
+        after-commit list, `entity`'s own state writer."""
+        if entity is self.entity:
+            return self
+        return SessionUnit(self.writes, self.session, entity, binding, self.committed)
 
     @classmethod
     @contextmanager
@@ -169,8 +205,7 @@ class SessionUnit(WriteUnit):
                 entity = session.get(binding.entity_class, binding.coerce_key(key))
                 if entity is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
-                unit = cls(writes, session, entity)
-                unit.committed = []
+                unit = cls(writes, session, entity, binding, [])
                 session.info[UNIT] = unit
                 guard_session_unit(session, binding, entity, key)
                 yield entity
@@ -187,18 +222,22 @@ class SessionUnit(WriteUnit):
         after_commit: AfterCommit | None,
     ) -> None:
         session = self.session
-        with session.no_autoflush:
-            with wrap("connecting", self.writes.engine, plan=plan):  # the Session's connection
-                conn = session.connection()
-            try:
-                self.writes.write(conn, binding, plan, record)
-            except HalfWritten as half:
-                refuse_commit(session, half.reason)
-                raise half.error from half.__cause__
-            note_written(session, entity, plan.expected_version + 1)
+        try:  # the Session's connection (no flush: `connection()` never autoflushes)
+            conn = session.connection()
+        except Exception as error:
+            failure = store_failure(error, "connecting", self.writes.engine, plan)
+            if failure is None:
+                raise
+            raise failure from error
+        try:
+            self.writes.write(conn, binding, plan, record)
+        except HalfWritten as half:
+            refuse_commit(session, half.reason)
+            raise half.error from half.__cause__
+        note_written(session, entity, plan.expected_version + 1)
         if after_commit is not None:
             self.after_commit(partial(after_commit, record))
-        if entity is not None:
+        if entity is not None and has_pending_changes(entity):  # set through the ORM
             mark_persisted(entity, binding)
 
     def after_commit(self, callback: Callback) -> None:
@@ -404,10 +443,11 @@ class OwnUnit(WriteUnit):
             mark_persisted(entity, binding)
 
 
-def unit_holding(writes: Writes, entity: object) -> WriteUnit | None:
-    """The unit of work `entity` is in, for this thread: the row or driver unit that
-    loaded it, else a unit over the Session it belongs to (statekit's own, or the
-    caller's), else None (a detached entity: `apply` writes it in an `OwnUnit`)."""
+def unit_holding(writes: Writes, entity: object, binding: EntityBinding) -> WriteUnit | None:
+    """The unit of work `entity` (of `binding`'s class) is in, for this thread: the
+    row or driver unit that loaded it, else a unit over the Session it belongs to
+    (statekit's own, or the caller's), else None (a detached entity: `apply` writes
+    it in an `OwnUnit`)."""
     info = instance_info(entity)
     if info is None:
         return None
@@ -420,4 +460,6 @@ def unit_holding(writes: Writes, entity: object) -> WriteUnit | None:
     if session is None:
         return None
     own: SessionUnit | None = session.info.get(UNIT)
-    return own if own is not None else SessionUnit(writes, session, entity)
+    if own is not None:
+        return own.sharing(entity, binding)
+    return SessionUnit(writes, session, entity, binding)
