@@ -44,8 +44,13 @@ from statekit.store.sqlalchemy.driver import (
 from statekit.store.sqlalchemy.errors import store_failure, wrap
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
 from statekit.store.sqlalchemy.history import history_row
-from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info
-from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, open_session_of
+from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info, mapped_state
+from statekit.store.sqlalchemy.sessions import (
+    defer,
+    is_mapped,
+    mark_persisted,
+    running_after_commit,
+)
 from statekit.store.sqlalchemy.writeback import guard_session_unit, note_written, stored_version
 
 __all__ = [
@@ -448,16 +453,16 @@ def unit_holding(writes: Writes, entity: object, binding: EntityBinding) -> Writ
     row or driver unit that loaded it, else a unit over the Session it belongs to
     (statekit's own, or the caller's), else None (a detached entity: `apply` writes
     it in an `OwnUnit`)."""
-    info = instance_info(entity)
-    if info is None:
+    state = mapped_state(entity)
+    if state is None:
         return None
-    held: _HeldUnit | None = info.get(UNIT)
+    held: _HeldUnit | None = state.info.get(UNIT)
     if held is not None:
         # Another thread's fire on a unit's entity is an independent writer: the
         # unit's connection belongs to the thread running its block.
         return held if held.thread == threading.get_ident() else None
-    session = open_session_of(entity)
-    if session is None:
+    session = state.session
+    if session is None or running_after_commit(session):
         return None
     own: SessionUnit | None = session.info.get(UNIT)
     if own is not None:
