@@ -5,23 +5,32 @@ Session has nothing to flush for them. These tests pin what that must keep, on
 SQLite, PostgreSQL and MariaDB: the entity reads the new state, it is not dirty, the
 caller's own changes still flush, a lost race puts the loser back without touching
 the winner, expired attributes are loaded before they are written, and a class
-that listens to its state attributes still hears the writes."""
+that listens to its state attributes still hears the writes.
+
+Where the driver path may run (SQLite files, PostgreSQL), the UPDATE and the INSERT
+go on the Session's DBAPI connection, in its transaction; an engine someone watches
+(an execution listener, echo) or a connection of another engine or with execution
+options of its own keeps SQLAlchemy's execution."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, inspect, select, update
+from sqlalchemy import Engine, event, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from models.order import OrderWorkflow
 from models.orm import ENTITIES, Base, OrderRow, TicketRow
 from statekit import ConcurrentTransitionError, Runner
+from statekit.errors import StoreError
 from statekit.store.sqlalchemy import SQLAlchemyStore
+from statekit.store.sqlalchemy.driver import supports_driver_path
 from statekit.store.sqlalchemy.units import SessionUnit
-from tests.sql_support import example_engine
+from tests.sql_support import example_engine, kill_other_connections
 
 MACHINE = OrderWorkflow.machine
 
@@ -186,3 +195,90 @@ def test_a_class_that_listens_to_its_state_hears_a_session_fire(
 
 
 ENTITIES_BY_NAME = {machine.name: machine for machine in ENTITIES}
+
+
+def _sent(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The verbs of the statements statekit logged as sent on a DBAPI connection."""
+    return [r.getMessage().split()[0] for r in caplog.records if r.name == "statekit.sql"]
+
+
+def test_an_unwatched_engine_gets_the_sessions_statements_on_its_dbapi_connection(
+    orders: Runner, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = supports_driver_path(engine)
+    with caplog.at_level(logging.DEBUG, logger="statekit.sql"):
+        with Session(engine) as session:
+            with session.begin():
+                order = session.get(OrderRow, 1)
+                assert order is not None
+                orders.fire(order, "cancel")
+            assert _sent(caplog) == (["UPDATE", "INSERT"] if driver else [])
+            caplog.clear()
+            session.begin()
+            other = session.get(OrderRow, 2)
+            assert other is not None
+            orders.fire(other, "cancel")
+            session.rollback()  # the driver's statements were in the Session's transaction
+    assert _row(engine, 1)[:2] == ("cancelled", 1)
+    assert _row(engine, 2)[:2] == ("pending", 0)
+    assert [r.seq for r in orders.store.history("order", "2")] == []
+
+
+def test_a_watched_engine_sees_every_statement_of_a_session_fire(
+    orders: Runner, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.split()[0])
+
+    event.listen(engine, "before_cursor_execute", watch)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="statekit.sql"):
+            with Session(engine) as session, session.begin():
+                order = session.get(OrderRow, 1)
+                assert order is not None
+                orders.fire(order, "cancel")
+    finally:
+        event.remove(engine, "before_cursor_execute", watch)
+    assert _sent(caplog) == []
+    assert seen[-2:] == ["UPDATE", "INSERT"]
+    assert _row(engine, 1)[:2] == ("cancelled", 1)
+
+
+def test_a_connection_with_options_of_its_own_keeps_sqlalchemys_execution(
+    orders: Runner, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Options the Session's connection carries (here one statekit does not know)
+    apply only to what SQLAlchemy sends: statekit does not step around them."""
+    with caplog.at_level(logging.DEBUG, logger="statekit.sql"):
+        with Session(engine) as session, session.begin():
+            session.connection(execution_options={"statekit_test_option": True})
+            order = session.get(OrderRow, 1)
+            assert order is not None
+            orders.fire(order, "cancel")
+        with Session(engine.execution_options(statekit_test_option=True)) as session:
+            with session.begin():
+                order = session.get(OrderRow, 2)
+                assert order is not None
+                orders.fire(order, "cancel")
+    assert _sent(caplog) == []
+    assert (_row(engine, 1)[:2], _row(engine, 2)[:2]) == (("cancelled", 1), ("cancelled", 1))
+
+
+def test_a_connection_lost_under_a_session_fire_is_a_store_error_and_a_rollback(
+    database_url: str, orders: Runner, engine: Engine
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("a server's sessions")
+    with Session(engine) as session:
+        order = session.get(OrderRow, 1)
+        assert order is not None
+        kill_other_connections(database_url)  # the Session's connection is gone
+        with pytest.raises(StoreError) as caught:
+            orders.fire(order, "cancel")
+        assert caught.value.__cause__ is not None
+        assert (order.state, order.state_version) == ("pending", 0)
+        session.rollback()
+        assert session.execute(text("SELECT 1")).scalar() == 1  # a new connection
+    assert _row(engine, 1)[:2] == ("pending", 0)

@@ -211,7 +211,7 @@ class StateKit:
             DetachedEntityError: `entity` belongs to no Session.
         """
         state = self.state
-        runner = _runner(state, entity)
+        runner = state.runner_for(entity)
         if object_session(entity) is None:
             key = runner.machine.key_of(entity)
             raise DetachedEntityError(

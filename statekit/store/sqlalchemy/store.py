@@ -103,7 +103,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self._driver = DriverPath(engine, self.tables.transitions, enabled=driver_path)
         self.sessionmaker = sessionmaker(bind=self.writer, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
-        self._writes = Writes(engine, self.writer, self.tables.transitions)
+        self._writes = Writes(engine, self.writer, self.tables.transitions, self._driver)
         self._history_columns = record_columns(self.tables.transitions)
         for machine, entity_class in (entities or {}).items():
             self.register(machine, entity_class)

@@ -38,6 +38,8 @@ from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.driver import (
     DriverConnection,
     DriverFiring,
+    DriverPath,
+    SessionWrite,
     apply_detached,
     driver_connection,
 )
@@ -75,11 +77,25 @@ class Writes:
     """The statements of one transition on a given connection, shared by the units of
     one store: the compare-and-set UPDATE and the history INSERT."""
 
-    def __init__(self, engine: Engine, writer: Engine, transitions: Table) -> None:
+    def __init__(
+        self, engine: Engine, writer: Engine, transitions: Table, driver: DriverPath | None = None
+    ) -> None:
         self.engine = engine
         self.writer = writer  # statekit's own write transactions (see sqlite.py)
         self.transitions = transitions
+        self.driver = driver
         self._insert_history = insert(transitions)
+
+    def on_driver(self, conn: Connection, binding: EntityBinding) -> SessionWrite | None:
+        """The DBAPI path for `binding`'s statements on a Session's `conn` (see
+        `driver.SessionWrite`), or None for SQLAlchemy's execution: where the driver
+        path is off or unwatched use is not certain (a Connection of another engine
+        or with execution options of its own; see `DriverPath.firing`)."""
+        driver = self.driver
+        if driver is None or conn.engine is not self.engine or conn.get_execution_options():
+            return None
+        firing = driver.firing(binding)
+        return None if firing is None else SessionWrite(conn, firing)
 
     def version_of(self, binding: EntityBinding, key: str) -> int | None:
         """The committed version of `key`, read outside any failed transaction (for
@@ -94,9 +110,15 @@ class Writes:
         return version
 
     def write(
-        self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
+        self,
+        conn: Connection,
+        binding: EntityBinding,
+        plan: Plan,
+        record: TransitionRecord,
+        driver: SessionWrite | None = None,
     ) -> None:
-        """Compare-and-set the row and insert the history row on `conn`.
+        """Compare-and-set the row and insert the history row on `conn` (with
+        `driver`, on its DBAPI connection: `on_driver`).
 
         Raises:
             ConcurrentTransitionError: the row is not at `plan.expected_version`.
@@ -105,8 +127,11 @@ class Writes:
         values = binding.compare_and_set_values(plan)
         # try/except rather than `wrap` blocks: free until something raises.
         try:
-            updated = conn.execute(binding.compare_and_set, values)
-            if updated.rowcount != 1:
+            if driver is None:
+                updated = conn.execute(binding.compare_and_set, values).rowcount
+            else:
+                updated = driver.update(values)
+            if updated != 1:
                 actual = stored_version(conn, binding, values["k_"], shared=True)
                 raise binding.lost_race(plan, actual)
         except Exception as error:
@@ -115,7 +140,10 @@ class Writes:
                 raise
             raise failure from error
         try:
-            conn.execute(self._insert_history, history_row(record))
+            if driver is None:
+                conn.execute(self._insert_history, history_row(record))
+            else:
+                driver.insert(history_row(record))
         except Exception as error:
             failure = self._failure(error, binding, plan)
             if failure is None:
@@ -234,12 +262,17 @@ class SessionUnit(WriteUnit):
             if failure is None:
                 raise
             raise failure from error
+        driver = self.writes.on_driver(conn, binding)
         try:
-            self.writes.write(conn, binding, plan, record)
+            self.writes.write(conn, binding, plan, record, driver)
         except HalfWritten as half:
             refuse_commit(session, half.reason)
             raise half.error from half.__cause__
-        note_written(session, entity, plan.expected_version + 1)
+        finally:
+            if driver is not None:
+                driver.close()
+        if self.committed is not None:  # statekit's own Session: its write-back checks
+            note_written(session, entity, plan.expected_version + 1)
         if after_commit is not None:
             self.after_commit(partial(after_commit, record))
         if entity is not None and has_pending_changes(entity):  # set through the ORM
