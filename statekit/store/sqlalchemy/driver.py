@@ -28,16 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    Table,
-    bindparam,
-    insert,
-    literal_column,
-    select,
-)
+from sqlalchemy import Column, Engine, Table, bindparam, insert, literal_column, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
@@ -56,7 +47,6 @@ __all__ = [
     "DriverConnection",
     "DriverFiring",
     "DriverPath",
-    "SessionWrite",
     "Unsupported",
     "apply_detached",
     "driver_connection",
@@ -248,7 +238,7 @@ class DriverFiring:
         self._writes: dict[tuple[str, ...], DriverStatement] = {}
         self._results: tuple[Callable[[Any], Any] | None, ...] | None = None
         self.write(())  # raises Unsupported now rather than at the first fire
-        # In a transaction someone else owns (a Session's, see `SessionWrite`): the
+        # In a transaction someone else owns (a Session's, see `borrowed.py`): the
         # compare-and-set and the history INSERT as two statements on every database,
         # the same two a `Connection` sends, the INSERT taking `history_row` as it is.
         self.update = DriverStatement.compile(
@@ -379,45 +369,6 @@ class DriverConnection:
         except StoreError:  # the transaction may only roll back now
             self.failed = True
             raise
-
-
-class SessionWrite:
-    """The two statements of one transition sent on the DBAPI connection of a
-    `Connection` in a transaction someone else owns (a Session's): in that
-    transaction, with the columns' processors, driver errors as SQLAlchemy's, and a
-    lost connection invalidated through the `Connection`, as its own statements do.
-    The `Connection` itself stays usable for whatever it sends next."""
-
-    __slots__ = ("conn", "dbapi_connection", "unit")
-
-    def __init__(self, conn: Connection, firing: DriverFiring) -> None:
-        self.conn = conn
-        proxied = conn.connection
-        self.dbapi_connection = proxied.dbapi_connection  # for `is_disconnect`
-        self.unit = DriverConnection(firing, self, proxied.cursor())
-
-    def invalidate(self, error: BaseException | None = None) -> None:
-        """Invalidate the `Connection` (what `DriverConnection.send` calls on a lost
-        connection): the Session then has only a rollback left."""
-        self.conn.invalidate(error)
-
-    def update(self, values: Mapping[str, Any]) -> int:
-        """The compare-and-set UPDATE; the number of rows it matched."""
-        unit = self.unit
-        count: int = unit.execute(unit.firing.update, values).rowcount
-        return count
-
-    def insert(self, row: Mapping[str, Any]) -> None:
-        """The history INSERT of `history_row`'s parameters."""
-        unit = self.unit
-        unit.execute(unit.firing.insert_row, row)
-
-    def close(self) -> None:
-        """Close the cursor (a closed or invalidated connection's is gone already)."""
-        try:
-            self.unit.cursor.close()
-        except Exception:  # the connection failed: its error is the one reported
-            pass
 
 
 @contextmanager

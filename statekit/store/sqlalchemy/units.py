@@ -26,26 +26,22 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Select, Table, insert, select
+from sqlalchemy import Connection, Row, Select
 from sqlalchemy.orm import Session, sessionmaker
 
 from statekit.entity import StateWriter
-from statekit.errors import InstanceNotFoundError, StatekitError, StoreError
+from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.protocol import AfterCommit
 from statekit.store.sqlalchemy.binding import EntityBinding
-from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.driver import (
     DriverConnection,
     DriverFiring,
-    DriverPath,
-    SessionWrite,
     apply_detached,
     driver_connection,
 )
 from statekit.store.sqlalchemy.errors import store_failure, wrap
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
-from statekit.store.sqlalchemy.history import history_row
 from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info, mapped_state
 from statekit.store.sqlalchemy.sessions import (
     defer,
@@ -53,7 +49,8 @@ from statekit.store.sqlalchemy.sessions import (
     mark_persisted,
     running_after_commit,
 )
-from statekit.store.sqlalchemy.writeback import guard_session_unit, note_written, stored_version
+from statekit.store.sqlalchemy.writeback import guard_session_unit, note_written
+from statekit.store.sqlalchemy.writes import Writes
 
 __all__ = [
     "UNIT",
@@ -71,90 +68,6 @@ UNIT = "statekit_unit"
 or in its Session's `info` (statekit's own Session units)."""
 
 Callback = Callable[[], None]
-
-
-class Writes:
-    """The statements of one transition on a given connection, shared by the units of
-    one store: the compare-and-set UPDATE and the history INSERT."""
-
-    def __init__(
-        self, engine: Engine, writer: Engine, transitions: Table, driver: DriverPath | None = None
-    ) -> None:
-        self.engine = engine
-        self.writer = writer  # statekit's own write transactions (see sqlite.py)
-        self.transitions = transitions
-        self.driver = driver
-        self._insert_history = insert(transitions)
-
-    def on_driver(self, conn: Connection, binding: EntityBinding) -> SessionWrite | None:
-        """The DBAPI path for `binding`'s statements on a Session's `conn` (see
-        `driver.SessionWrite`), or None for SQLAlchemy's execution: where the driver
-        path is off or unwatched use is not certain (a Connection of another engine
-        or with execution options of its own; see `DriverPath.firing`)."""
-        driver = self.driver
-        if driver is None or conn.engine is not self.engine or conn.get_execution_options():
-            return None
-        firing = driver.firing(binding)
-        return None if firing is None else SessionWrite(conn, firing)
-
-    def version_of(self, binding: EntityBinding, key: str) -> int | None:
-        """The committed version of `key`, read outside any failed transaction (for
-        a conflict's message); None when even that read fails."""
-        try:
-            with reading(self.engine, "reading from the store") as conn:
-                version: int | None = conn.execute(
-                    select(binding.columns["version"]).where(binding.key == binding.coerce_key(key))
-                ).scalar()
-        except StatekitError:
-            return None
-        return version
-
-    def write(
-        self,
-        conn: Connection,
-        binding: EntityBinding,
-        plan: Plan,
-        record: TransitionRecord,
-        driver: SessionWrite | None = None,
-    ) -> None:
-        """Compare-and-set the row and insert the history row on `conn` (with
-        `driver`, on its DBAPI connection: `on_driver`).
-
-        Raises:
-            ConcurrentTransitionError: the row is not at `plan.expected_version`.
-            HalfWritten: the row moved and its history row failed.
-        """
-        values = binding.compare_and_set_values(plan)
-        # try/except rather than `wrap` blocks: free until something raises.
-        try:
-            if driver is None:
-                updated = conn.execute(binding.compare_and_set, values).rowcount
-            else:
-                updated = driver.update(values)
-            if updated != 1:
-                actual = stored_version(conn, binding, values["k_"], shared=True)
-                raise binding.lost_race(plan, actual)
-        except Exception as error:
-            failure = self._failure(error, binding, plan)
-            if failure is None:
-                raise
-            raise failure from error
-        try:
-            if driver is None:
-                conn.execute(self._insert_history, history_row(record))
-            else:
-                driver.insert(history_row(record))
-        except Exception as error:
-            failure = self._failure(error, binding, plan)
-            if failure is None:
-                raise
-            # The row moved, its history did not: half-written.
-            raise HalfWritten(failure, plan) from error
-
-    def _failure(self, error: Exception, binding: EntityBinding, plan: Plan) -> Exception | None:
-        """The `StoreError` a failed statement of `write` leaves as (see `wrap`)."""
-        version_of = partial(self.version_of, binding, plan.key or "")
-        return store_failure(error, "storing", self.engine, plan, version_of)
 
 
 class WriteUnit:
