@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from flask import Flask, abort
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Boolean, bindparam, insert, update
+from sqlalchemy import Boolean, bindparam, event, insert, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bench import Config, Measurement, Report, Row, Target, environment
@@ -50,6 +50,8 @@ OPERATIONS = {
     HAND: "POST: session.get; guard; UPDATE .. AND v=:v; INSERT; commit",
 }
 TARGET = 0.95
+STATEMENTS = ["BEGIN", "SELECT", "UPDATE", "INSERT", "COMMIT"]
+"""What each view sends per request (checked on SQLite, see `_statements`)."""
 BATCH, QUICK_BATCH = 200, 50
 ROUNDS_PER_SAMPLE = 2  # batches per contestant per sample of the Config
 WARMUP = 30
@@ -199,8 +201,8 @@ def run_database(dialect: str, rounds: int, batch: int) -> tuple[Samples, list[f
             HAND: hand_app(scratch.make("hand")),
         }
         try:
-            for app in apps.values():
-                _fill(app, total, "OFF" if dialect == "sqlite-cpu" else "FULL")
+            for app in apps.values():  # one order more: the traced request
+                _fill(app, total + 1, "OFF" if dialect == "sqlite-cpu" else "FULL")
             clients = {name: app.test_client() for name, app in apps.items()}
             for client in clients.values():
                 _drive(client.post, range(1, WARMUP + 1))
@@ -214,7 +216,10 @@ def run_database(dialect: str, rounds: int, batch: int) -> tuple[Samples, list[f
                 samples[name] = [
                     statistics.fmean(each[i : i + batch]) for i in range(0, len(each), batch)
                 ]
-            _verify(apps, total)
+            sequences = {name: _statements(app, total + 1) for name, app in apps.items()}
+            if dialect != "postgresql" and any(s != STATEMENTS for s in sequences.values()):
+                raise RuntimeError(f"expected {STATEMENTS} from both views: {sequences}")
+            _verify(apps, total + 1)
         finally:
             for app in apps.values():
                 with app.app_context():
@@ -224,6 +229,37 @@ def run_database(dialect: str, rounds: int, batch: int) -> tuple[Samples, list[f
                     if state is not None:
                         state.dispose()
     return samples, paired
+
+
+def _statements(app: Flask, key: int) -> list[str]:
+    """The first word of each statement one POST of `key` sends, on SQLite: sqlite3's
+    trace callback sees every statement on the connection, however it was sent
+    (SQLAlchemy's execution or the DBAPI cursor). Set at checkout, a pool event,
+    which leaves statekit's driver path on as in the timed requests (an execution
+    listener would turn it off). Not on PostgreSQL: psycopg has no such callback;
+    both views run the same code there."""
+    sent: list[str] = []
+    tracing = [True]
+
+    def trace(statement: str) -> None:
+        if tracing[0]:
+            sent.append(statement.split(None, 1)[0].upper())
+
+    def on_checkout(dbapi: Any, *_: Any) -> None:
+        if hasattr(dbapi, "set_trace_callback"):
+            dbapi.set_trace_callback(trace)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "checkout", on_checkout)
+    try:
+        response = app.test_client().post(f"/orders/{key}/pay")
+    finally:
+        event.remove(engine, "checkout", on_checkout)
+        tracing[0] = False
+    if response.status_code != 201:
+        raise RuntimeError(f"order {key}: {response.status_code} {response.get_data()!r}")
+    return sent
 
 
 def _verify(apps: dict[str, Flask], total: int) -> None:
@@ -294,7 +330,8 @@ def run(config: Config) -> Report:
         f"1-min load average before and after each database: "
         f"{', '.join(f'{x:.2f}' for x in loads)} ({os.cpu_count()} CPUs)",
         f"Both databases verified after the run: every order paid once, one history row each "
-        f"({WARMUP} untimed warm-up requests per view first).",
+        f"({WARMUP} untimed warm-up requests per view first); on SQLite one more request per "
+        f"view, traced by sqlite3, sent {', '.join(STATEMENTS)}.",
         "versions: " + ", ".join(f"{k} {v}" for k, v in env.items()),
     ]
     return report

@@ -207,7 +207,8 @@ class Plan(Context):
 
     def record(self) -> TransitionRecord:
         """The history row this plan writes."""
-        return self.record_with(self.payload_data())
+        payload = self.payload
+        return self.record_with(None if payload is None else payload.model_dump(mode="json"))
 
     def record_with(self, payload: dict[str, Any] | None) -> TransitionRecord:
         """The history row this plan writes, its payload already dumped as `payload`."""

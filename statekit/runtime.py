@@ -210,9 +210,15 @@ class Runner:
     ) -> TransitionRecord:
         machine = self.machine
         key = machine.key_of(entity) or ""
-        if idempotency_key is not None or actor is not None or correlation_id is not None:
-            self._check_labels(key, event, idempotency_key, actor, correlation_id)
-        outside = self._refuse_nested(key, event)
+        if (
+            (actor is not None and len(actor) > LABEL_MAX)
+            or (idempotency_key is not None and len(idempotency_key) > KEY_MAX)
+            or (correlation_id is not None and len(correlation_id) > LABEL_MAX)
+        ):
+            self._check_labels(key, event, idempotency_key, actor, correlation_id)  # raises
+        outside = _APPLYING.get()
+        if outside:
+            self._refuse_nested(key, event)
         token = _APPLYING.set((*outside, (machine.name, key, event, machine.state_of(entity))))
         try:
             unit = self._unit_of(machine.name, key, entity)  # once: passed to the store

@@ -175,6 +175,21 @@ def test_instance_info_is_one_dict_per_instance_loaded_or_detached(engine: Engin
     assert orm.instance_info(object()) is None  # not mapped
 
 
+def test_mapped_state_gives_the_info_and_session_of_one_instance(engine: Engine) -> None:
+    """`units.unit_holding` reads an entity's unit and Session from one state: the
+    state `inspect()` gives, its Session while it belongs to one, None when it is
+    detached or not mapped at all."""
+    with Session(engine) as session:
+        loaded = session.get(Item, 1)
+        state = orm.mapped_state(loaded)
+        assert state is sa_inspect(loaded)
+        assert state is not None
+        assert state.session is session
+        assert state.info is orm.instance_info(loaded)
+    assert state.session is None  # the Session closed: detached
+    assert orm.mapped_state(object()) is None
+
+
 def test_set_listened_sees_listeners_validators_and_unknown_names() -> None:
     assert not orm.set_listened(Item, ["name", "count"])
     assert orm.set_listened(Checked, ["name"])  # @validates is a "set" listener

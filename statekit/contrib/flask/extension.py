@@ -211,7 +211,7 @@ class StateKit:
             DetachedEntityError: `entity` belongs to no Session.
         """
         state = self.state
-        runner = _runner(state, entity)
+        runner = state.runner_for(entity)
         if object_session(entity) is None:
             key = runner.machine.key_of(entity)
             raise DetachedEntityError(
@@ -219,20 +219,22 @@ class StateKit:
                 f"Session; load it through db.session (statekit.get_or_404) so the "
                 f"transition commits with the request's work"
             )
-        if payload is not None and not isinstance(payload, Mapping):
-            kind = type(payload).__name__
-            _refuse_payload(
-                runner, entity, event, [f"(payload): must be an object of fields, not {kind}"]
-            )
-        data = dict(payload or {})
-        reserved = sorted(_RESERVED.intersection(data))
-        if reserved:
-            _refuse_payload(
-                runner,
-                entity,
-                event,
-                [f"{name}: reserved, not a payload field" for name in reserved],
-            )
+        data: dict[str, Any] = {}
+        if payload is not None:
+            if not isinstance(payload, Mapping):
+                kind = type(payload).__name__
+                _refuse_payload(
+                    runner, entity, event, [f"(payload): must be an object of fields, not {kind}"]
+                )
+            data.update(payload)
+            reserved = sorted(_RESERVED.intersection(data))
+            if reserved:
+                _refuse_payload(
+                    runner,
+                    entity,
+                    event,
+                    [f"{name}: reserved, not a payload field" for name in reserved],
+                )
         if idempotency_key is FROM_HEADER:
             if not has_request_context():
                 raise StatekitError(
@@ -268,8 +270,7 @@ class StateKit:
                 the error handlers are on).
         """
         state = self.state
-        name = _runner(state, of).machine.name
-        binding = state.store.binding(name)
+        name, binding = state.binding_for(of)
         text = str(key)
         try:
             coerced = binding.coerce_key(text)

@@ -20,6 +20,7 @@ from statekit.engine import Machine
 from statekit.errors import StatekitError, StoreError
 from statekit.runtime import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore, statekit_tables
+from statekit.store.sqlalchemy.binding import EntityBinding
 from statekit.sweeper import DEFAULT_HANDLER_TIMEOUT, Sweeper
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class StateKitState:
         self._store: SQLAlchemyStore | None = None
         self._runners: dict[str, Runner] = {}
         self._by_class: dict[type, Runner] = {}
+        self._bindings: dict[str | Machine | type, tuple[str, EntityBinding]] = {}
         self._own_engine: Engine | None = None
 
     # -- built on first use ----------------------------------------------------------
@@ -187,6 +189,20 @@ class StateKitState:
         raise StatekitError(
             f"{entity_class.__name__} stores no machine of this app (known: {known or 'none'})"
         )
+
+    def binding_for(self, of: str | Machine | type) -> tuple[str, EntityBinding]:
+        """The machine name and table mapping of `of` (a machine name or a mapped
+        class), found once per `of`.
+
+        Raises:
+            StatekitError: `of` names or stores no machine of this app.
+        """
+        found = self._bindings.get(of)
+        if found is None:
+            runner = self.runner(of) if isinstance(of, (str, Machine)) else self.runner_for(of)
+            name = runner.machine.name
+            found = self._bindings.setdefault(of, (name, self.store.binding(name)))
+        return found
 
     def context(self) -> Context:
         """The `statekit` commands' `Context` over this app's store and machines."""

@@ -80,16 +80,18 @@ class EntityBinding:
 
     def compare_and_set_values(self, plan: Plan) -> dict[str, Any]:
         """The parameters of `compare_and_set` for `plan`."""
+        now, version, stuck = plan.now, plan.expected_version, plan.stuck_reason
+        entered = plan.entered_at
         return {
             "k_": self.coerce_key(plan.key or ""),
-            "v_": plan.expected_version,
+            "v_": version,
             "source_": plan.source,
             "state_": plan.target,
-            "next_": plan.expected_version + 1,
-            "at_": plan.entered,
+            "next_": version + 1,
+            "at_": now if entered is None else entered,  # `Plan.entered`
             "deadline_": plan.deadline_at,
-            "stuck_at_": plan.at if plan.stuck_reason is not None else None,
-            "reason_": plan.stuck_reason,
+            "stuck_at_": None if stuck is None else now,
+            "reason_": stuck,
             "definition_": plan.definition_version,
         }
 

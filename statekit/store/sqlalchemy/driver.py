@@ -238,6 +238,17 @@ class DriverFiring:
         self._writes: dict[tuple[str, ...], DriverStatement] = {}
         self._results: tuple[Callable[[Any], Any] | None, ...] | None = None
         self.write(())  # raises Unsupported now rather than at the first fire
+        # In a transaction someone else owns (a Session's, see `borrowed.py`): the
+        # compare-and-set and the history INSERT as two statements on every database,
+        # the same two a `Connection` sends, the INSERT taking `history_row` as it is.
+        self.update = DriverStatement.compile(
+            binding.compare_and_set, dialect, COMPARE_AND_SET_PARAMS
+        )
+        self.insert_row = DriverStatement.compile(
+            insert(history).values({name: bindparam(name) for name in INSERT_COLUMNS}),
+            dialect,
+            INSERT_COLUMNS,
+        )
 
     def row_values(self, row: Sequence[Any], description: Any) -> tuple[Any, ...]:
         """The loaded row's values as SQLAlchemy would hand them to the ORM."""

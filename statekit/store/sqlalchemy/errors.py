@@ -19,7 +19,7 @@ from statekit.errors import ConcurrentTransitionError, StoreError
 from statekit.records import Plan
 from statekit.store.sqlalchemy.tables import conflict_constraints, history_tables
 
-__all__ = ["conflict", "failures", "is_conflict", "translate", "wrap"]
+__all__ = ["conflict", "failures", "is_conflict", "store_failure", "translate", "wrap"]
 
 # SQLSTATE 40001 serialization failure, 40P01 deadlock (PostgreSQL);
 # MySQL/MariaDB 1213 deadlock, 1020 "record has changed since last read".
@@ -132,10 +132,30 @@ class wrap:  # noqa: N801 - used as a function: `with wrap("reading x", engine):
     ) -> None:
         if error is None:
             return
-        caught = failures(self.engine) if self.engine is not None else (sa_exc.SQLAlchemyError,)
-        if not isinstance(error, caught):
-            return
-        if self.plan is not None:
-            actual = None if self.version_of is None else self.version_of()
-            raise translate(error, self.plan, actual) from error
-        raise StoreError(f"{self.what} failed: {error}") from error
+        failure = store_failure(error, self.what, self.engine, self.plan, self.version_of)
+        if failure is not None:
+            raise failure from error
+
+
+def store_failure(
+    error: BaseException,
+    what: str,
+    engine: Engine | None = None,
+    plan: Plan | None = None,
+    version_of: Callable[[], int | None] | None = None,
+) -> Exception | None:
+    """What `wrap` turns `error` into (None: it passes through unchanged), for a
+    write path that catches the error itself, `try` being free until it raises:
+
+        except Exception as error:
+            failure = store_failure(error, "storing", engine, plan, version_of)
+            if failure is None:
+                raise
+            raise failure from error
+    """
+    caught = failures(engine) if engine is not None else (sa_exc.SQLAlchemyError,)
+    if not isinstance(error, caught):
+        return None
+    if plan is not None:
+        return translate(error, plan, None if version_of is None else version_of())
+    return StoreError(f"{what} failed: {error}")

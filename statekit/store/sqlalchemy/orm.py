@@ -37,6 +37,7 @@ __all__ = [
     "has_pending_changes",
     "instance_info",
     "loaded_values",
+    "mapped_state",
     "net_changes",
     "new_detached",
     "pending_changes",
@@ -158,6 +159,16 @@ def compiled_parameters(
     parameter SQLAlchemy rendered (to find ones it added itself)."""
     order = tuple(compiled.positiontup) if compiled.positional else tuple(names)
     return order, compiled.binds, set(compiled.bind_names.values())
+
+
+def mapped_state(entity: object) -> InstanceState[Any] | None:
+    """The instance's `InstanceState` (its `info` and `session` are public), or None
+    when `entity` is not an instance of a mapped class; one lookup where a fire needs
+    both."""
+    try:
+        return instance_state(entity)
+    except AttributeError:
+        return None
 
 
 def instance_info(entity: object) -> dict[str, Any] | None:

@@ -9,15 +9,19 @@ from typing import TYPE_CHECKING
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, object_session
-from sqlalchemy.orm.exc import UnmappedInstanceError
+from sqlalchemy.orm import Session
 
 from statekit.store.sqlalchemy.orm import commit_attributes, pending_changes
 
 if TYPE_CHECKING:
     from statekit.store.sqlalchemy.binding import EntityBinding
 
-__all__ = ["defer", "is_mapped", "mark_persisted", "open_session_of", "session_of"]
+__all__ = [
+    "defer",
+    "is_mapped",
+    "mark_persisted",
+    "running_after_commit",
+]
 
 _PENDING = "statekit_after_commit"
 _RUNNING = "statekit_running_after_commit"
@@ -32,25 +36,11 @@ def is_mapped(entity: object) -> bool:
     return True
 
 
-def session_of(entity: object | None) -> Session | None:
-    """The Session `entity` belongs to, if any."""
-    if entity is None:
-        return None
-    try:
-        return object_session(entity)
-    except UnmappedInstanceError:
-        return None
-
-
-def open_session_of(entity: object | None) -> Session | None:
-    """The Session `entity` belongs to, unless that Session is running statekit's
-    after-commit work (an effect firing the next event): its transaction is over and
-    it cannot emit SQL there, so such a write is statekit's own, as for a detached
-    entity."""
-    session = session_of(entity)
-    if session is None or session.info.get(_RUNNING):
-        return None
-    return session
+def running_after_commit(session: Session) -> bool:
+    """Whether `session` is running statekit's after-commit work (an effect firing
+    the next event): its transaction is over and it cannot emit SQL there, so such a
+    write is statekit's own, as for a detached entity."""
+    return bool(session.info.get(_RUNNING))
 
 
 def mark_persisted(entity: object, binding: EntityBinding, *, everything: bool = False) -> None:

@@ -107,7 +107,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self._driver = DriverPath(engine, self.tables.transitions, enabled=driver_path)
         self.sessionmaker = sessionmaker(bind=self.writer, expire_on_commit=False)
         self._bindings: dict[str, EntityBinding] = {}
-        self._writes = Writes(engine, self.writer, self.tables.transitions)
+        self._writes = Writes(engine, self.writer, self.tables.transitions, self._driver)
         self._history_columns = record_columns(self.tables.transitions)
         for machine, entity_class in _pairs(entities):
             self.register(machine, entity_class)
@@ -332,7 +332,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
     def unit_of(self, entity_type: str, key: str, entity: object) -> WriteUnit | None:
         """The unit of work `entity` is in (see `Store.unit_of`): the light or driver
         unit that loaded it (in the thread that opened it), or its Session's."""
-        return unit_holding(self._writes, entity)
+        binding = self._bindings.get(entity_type)
+        return None if binding is None else unit_holding(self._writes, entity, binding)
 
     def apply(
         self,
@@ -352,7 +353,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         """
         binding = self._binding(plan.entity_type)
         if unit is None and entity is not None:
-            unit = unit_holding(self._writes, entity)
+            unit = unit_holding(self._writes, entity, binding)
         if unit is None:
             unit = OwnUnit(self._writes, entity, self._driver.firing(binding))
         elif not isinstance(unit, WriteUnit):
@@ -402,7 +403,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         the same transaction is found and a database that gives each thread one
         connection (in-memory SQLite) is never asked for a second transaction."""
         if unit is None and entity is not None:
-            unit = unit_holding(self._writes, entity)
+            unit = unit_holding(self._writes, entity, self._binding(entity_type))
         if not isinstance(unit, WriteUnit) or not unit.reads_inside:
             return super().recorded(entity_type, key, idempotency_key)
         row = unit.read(self._history_query(entity_type, key, idempotency_key))

@@ -206,7 +206,9 @@ def _define(metadata: MetaData, prefix: str, schema: str | None) -> None:
         Column("actor", String(LABEL_MAX)),
         Column("correlation_id", String(LABEL_MAX)),
         Column("idempotency_key", exact_string(KEY_MAX)),
-        Column("payload", JSON()),
+        # No payload is SQL NULL (as DjangoStore writes it), not the JSON text 'null':
+        # nothing to serialize for most transitions.
+        Column("payload", JSON(none_as_null=True)),
         Column("definition_version", Integer),
         Column("note", Text()),
         PrimaryKeyConstraint("entity_type", "entity_key", "seq", name=seq),

@@ -26,31 +26,31 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Select, Table, insert, select
+from sqlalchemy import Connection, Row, Select
 from sqlalchemy.orm import Session, sessionmaker
 
 from statekit.entity import StateWriter
-from statekit.errors import InstanceNotFoundError, StatekitError, StoreError
+from statekit.errors import InstanceNotFoundError, StoreError
 from statekit.records import Plan, TransitionRecord
 from statekit.store.protocol import AfterCommit
 from statekit.store.sqlalchemy.binding import EntityBinding
-from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.driver import (
     DriverConnection,
     DriverFiring,
     apply_detached,
     driver_connection,
 )
-from statekit.store.sqlalchemy.errors import wrap
+from statekit.store.sqlalchemy.errors import store_failure, wrap
 from statekit.store.sqlalchemy.halfway import HalfWritten, refuse_commit
-from statekit.store.sqlalchemy.history import history_row
-from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info
-from statekit.store.sqlalchemy.sessions import defer, is_mapped, mark_persisted, open_session_of
-from statekit.store.sqlalchemy.writeback import (
-    guard_session_unit,
-    note_written,
-    stored_version_and_state,
+from statekit.store.sqlalchemy.orm import has_pending_changes, instance_info, mapped_state
+from statekit.store.sqlalchemy.sessions import (
+    defer,
+    is_mapped,
+    mark_persisted,
+    running_after_commit,
 )
+from statekit.store.sqlalchemy.writeback import guard_session_unit, note_written
+from statekit.store.sqlalchemy.writes import Writes
 
 __all__ = [
     "UNIT",
@@ -68,51 +68,6 @@ UNIT = "statekit_unit"
 or in its Session's `info` (statekit's own Session units)."""
 
 Callback = Callable[[], None]
-
-
-class Writes:
-    """The statements of one transition on a given connection, shared by the units of
-    one store: the compare-and-set UPDATE and the history INSERT."""
-
-    def __init__(self, engine: Engine, writer: Engine, transitions: Table) -> None:
-        self.engine = engine
-        self.writer = writer  # statekit's own write transactions (see sqlite.py)
-        self.transitions = transitions
-        self._insert_history = insert(transitions)
-
-    def version_of(self, binding: EntityBinding, key: str) -> int | None:
-        """The committed version of `key`, read outside any failed transaction (for
-        a conflict's message); None when even that read fails."""
-        try:
-            with reading(self.engine, "reading from the store") as conn:
-                version: int | None = conn.execute(
-                    select(binding.columns["version"]).where(binding.key == binding.coerce_key(key))
-                ).scalar()
-        except StatekitError:
-            return None
-        return version
-
-    def write(
-        self, conn: Connection, binding: EntityBinding, plan: Plan, record: TransitionRecord
-    ) -> None:
-        """Compare-and-set the row and insert the history row on `conn`.
-
-        Raises:
-            ConcurrentTransitionError: the row is not at `plan.expected_version`.
-            HalfWritten: the row moved and its history row failed.
-        """
-        values = binding.compare_and_set_values(plan)
-        version_of = partial(self.version_of, binding, plan.key or "")
-        with wrap("storing", self.engine, plan=plan, version_of=version_of):
-            updated = conn.execute(binding.compare_and_set, values)
-            if updated.rowcount != 1:
-                actual = stored_version_and_state(conn, binding, values["k_"])
-                raise binding.lost_race(plan, actual)
-        try:
-            with wrap("storing", self.engine, plan=plan, version_of=version_of):
-                conn.execute(self._insert_history, history_row(record))
-        except StoreError as error:  # the row moved, its history did not: half-written
-            raise HalfWritten(error, plan) from error.__cause__
 
 
 class WriteUnit:
@@ -152,11 +107,34 @@ class SessionUnit(WriteUnit):
 
     reads_inside = True
 
-    def __init__(self, writes: Writes, session: Session, entity: object) -> None:
+    def __init__(
+        self,
+        writes: Writes,
+        session: Session,
+        entity: object,
+        binding: EntityBinding,
+        committed: list[Callback] | None = None,
+    ) -> None:
         self.writes = writes
         self.session = session
         self.entity = entity
-        self.committed: list[Callback] | None = None  # None: the caller's Session
+        self.binding = binding  # the entity's
+        self.committed = committed  # None: the caller's Session
+
+    def state_writer(self) -> StateWriter | None:
+        """Straight into the instance dict, as for a light unit (see
+        `rows.loaded_values_writer`): `write` puts the same values in the row in the
+        Session's transaction, so they are what the row holds and the Session has
+        nothing to flush for them. The entity's attributes are loaded: the `Runner`
+        reads them first. Through the ORM when the class listens to them."""
+        return self.binding.write_state
+
+    def sharing(self, entity: object, binding: EntityBinding) -> SessionUnit:
+        """This unit for another `entity` of its Session: the same transaction and
+        after-commit list, `entity`'s own state writer."""
+        if entity is self.entity:
+            return self
+        return SessionUnit(self.writes, self.session, entity, binding, self.committed)
 
     @classmethod
     @contextmanager
@@ -173,8 +151,7 @@ class SessionUnit(WriteUnit):
                 entity = session.get(binding.entity_class, binding.coerce_key(key))
                 if entity is None:
                     raise InstanceNotFoundError(entity_type=entity_type, key=key)
-                unit = cls(writes, session, entity)
-                unit.committed = []
+                unit = cls(writes, session, entity, binding, [])
                 session.info[UNIT] = unit
                 guard_session_unit(session, binding, entity, key)
                 yield entity
@@ -191,18 +168,27 @@ class SessionUnit(WriteUnit):
         after_commit: AfterCommit | None,
     ) -> None:
         session = self.session
-        with session.no_autoflush:
-            with wrap("connecting", self.writes.engine, plan=plan):  # the Session's connection
-                conn = session.connection()
-            try:
-                self.writes.write(conn, binding, plan, record)
-            except HalfWritten as half:
-                refuse_commit(session, half.reason)
-                raise half.error from half.__cause__
+        try:  # the Session's connection (no flush: `connection()` never autoflushes)
+            conn = session.connection()
+        except Exception as error:
+            failure = store_failure(error, "connecting", self.writes.engine, plan)
+            if failure is None:
+                raise
+            raise failure from error
+        driver = self.writes.on_driver(conn, binding)
+        try:
+            self.writes.write(conn, binding, plan, record, driver)
+        except HalfWritten as half:
+            refuse_commit(session, half.reason)
+            raise half.error from half.__cause__
+        finally:
+            if driver is not None:
+                driver.close()
+        if self.committed is not None:  # statekit's own Session: its write-back checks
             note_written(session, entity, plan.expected_version + 1)
         if after_commit is not None:
             self.after_commit(partial(after_commit, record))
-        if entity is not None:
+        if entity is not None and has_pending_changes(entity):  # set through the ORM
             mark_persisted(entity, binding)
 
     def after_commit(self, callback: Callback) -> None:
@@ -408,20 +394,23 @@ class OwnUnit(WriteUnit):
             mark_persisted(entity, binding)
 
 
-def unit_holding(writes: Writes, entity: object) -> WriteUnit | None:
-    """The unit of work `entity` is in, for this thread: the row or driver unit that
-    loaded it, else a unit over the Session it belongs to (statekit's own, or the
-    caller's), else None (a detached entity: `apply` writes it in an `OwnUnit`)."""
-    info = instance_info(entity)
-    if info is None:
+def unit_holding(writes: Writes, entity: object, binding: EntityBinding) -> WriteUnit | None:
+    """The unit of work `entity` (of `binding`'s class) is in, for this thread: the
+    row or driver unit that loaded it, else a unit over the Session it belongs to
+    (statekit's own, or the caller's), else None (a detached entity: `apply` writes
+    it in an `OwnUnit`)."""
+    state = mapped_state(entity)
+    if state is None:
         return None
-    held: _HeldUnit | None = info.get(UNIT)
+    held: _HeldUnit | None = state.info.get(UNIT)
     if held is not None:
         # Another thread's fire on a unit's entity is an independent writer: the
         # unit's connection belongs to the thread running its block.
         return held if held.thread == threading.get_ident() else None
-    session = open_session_of(entity)
-    if session is None:
+    session = state.session
+    if session is None or running_after_commit(session):
         return None
     own: SessionUnit | None = session.info.get(UNIT)
-    return own if own is not None else SessionUnit(writes, session, entity)
+    if own is not None:
+        return own.sharing(entity, binding)
+    return SessionUnit(writes, session, entity, binding)
