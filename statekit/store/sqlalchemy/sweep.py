@@ -10,7 +10,7 @@ claim transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
@@ -23,14 +23,16 @@ from sqlalchemy import (
     bindparam,
     exists,
     literal,
+    or_,
     orm,
     select,
     union_all,
 )
 from sqlalchemy.orm import Session
 
-from statekit.records import Snapshot, TransitionRecord
-from statekit.store.protocol import COMPENSATIONS_DUE
+from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.marks import StuckMarks
+from statekit.store.protocol import COMPENSATIONS_DUE, CompensatedSteps
 from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.errors import wrap
@@ -105,18 +107,81 @@ class SweepOperations(RetentionOperations):
         built: dict[str, Select[Any]] = self.__dict__.setdefault("_overdue_claims", {})
         name = binding.machine.name
         if name not in built:
-            deadline = binding.columns["deadline_at"]
-            inline = capabilities(self.engine).inline_probe_time
-            now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
-            query = (
-                binding.snapshot_select()
-                .where(deadline <= now)
-                .order_by(deadline, binding.key)
-                .limit(bindparam("limit", type_=Integer(), literal_execute=True))
+            built[name] = self._claim(binding.snapshot_select(), binding)
+        return built[name]
+
+    def _claim(self, query: Select[Any], binding: Any, *conditions: Any) -> Select[Any]:
+        """`query` on `binding`'s overdue rows that meet `conditions`, earliest deadline
+        first, with the time and the limit bound (the time rendered at execution on
+        PostgreSQL, as in `due`), locked and skipping locked rows where the server can."""
+        deadline = binding.columns["deadline_at"]
+        inline = capabilities(self.engine).inline_probe_time
+        now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
+        query = (
+            query.where(deadline <= now, *conditions)
+            .order_by(deadline, binding.key)
+            .limit(bindparam("limit", type_=Integer(), literal_execute=True))
+        )
+        if self.skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        return query
+
+    def mark_overdue_stuck(
+        self,
+        entity_type: str,
+        plans: Mapping[str, Plan],
+        accepted_versions: Collection[int],
+        compensated_steps: CompensatedSteps,
+        now: datetime,
+        limit: int,
+    ) -> StuckMarks | None:
+        """Claim up to `limit` overdue instances in the states of `plans` and mark
+        them stuck set-based (see `StuckMarking`): the claim, then per state one
+        compare-and-set UPDATE and one history INSERT ... SELECT, and one outbox
+        INSERT ... SELECT per declared compensation, in one transaction. Nothing is
+        built per instance but its (key, seq, state). None when the key type is
+        neither integer nor text (the history rows could not be built by the
+        database)."""
+        binding = self.binding(entity_type)
+        statements = self._mark_statements(binding)
+        if not statements.derives_history or not plans:
+            return None
+        query = self._stuck_claim(binding, tuple(plans), tuple(sorted(accepted_versions)))
+        templates = {state: plan.record() for state, plan in plans.items()}
+        marks = StuckMarks(templates)
+        with wrap(f"marking overdue {entity_type} instances stuck", self.engine):
+            with self._sweep_engine.begin() as conn:
+                rows = conn.execute(query, {"now": now, "limit": limit}).all()
+                if not rows:
+                    return marks
+                groups: dict[str, tuple[list[Any], list[int]]] = {}
+                for key, version, state in rows:
+                    keys, versions = groups.setdefault(state, ([], []))
+                    keys.append(key)
+                    versions.append(version)
+                for state, (keys, versions) in groups.items():
+                    statements.write(conn, plans[state], templates[state], keys, versions)
+                texts = statements.values([str(row[0]) for row in rows])
+                marks.scheduled = statements.schedule_steps(conn, texts, compensated_steps, now)
+        marks.marked = [(str(key), version + 1, state) for key, version, state in rows]
+        return marks
+
+    def _stuck_claim(
+        self, binding: Any, states: tuple[str, ...], accepted: tuple[int, ...]
+    ) -> Select[Any]:
+        """The claim of `binding`'s overdue instances in `states` under an accepted
+        definition version: key, version and state (built once per machine)."""
+        built: dict[tuple[Any, ...], Select[Any]] = self.__dict__.setdefault("_stuck_claims", {})
+        name = (binding.machine.name, states, accepted)
+        if name not in built:
+            cols = binding.columns
+            definition = cols["definition_version"]
+            built[name] = self._claim(
+                select(binding.key, cols["version"], cols["state"]),
+                binding,
+                cols["state"].in_(states),
+                or_(definition.is_(None), definition.in_(accepted)),
             )
-            if self.skip_locked:
-                query = query.with_for_update(skip_locked=True)
-            built[name] = query
         return built[name]
 
     def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
