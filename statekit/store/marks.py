@@ -31,7 +31,7 @@ class StuckMarks:
     templates: Mapping[str, TransitionRecord]
     """state -> the `@stuck` record of an instance in it, but for key and seq."""
     marked: list[tuple[str, int, str]] = field(default_factory=list)
-    """(key, seq of the `@stuck` row, state) of each instance marked, in claim order."""
+    """(key, seq of the `@stuck` row, state) of each instance marked."""
     scheduled: int = 0
     """Compensation rows scheduled (or reopened)."""
 

@@ -44,6 +44,7 @@ from statekit.store.sqlalchemy.outbox import (
     supports_skip_locked,
 )
 from statekit.store.sqlalchemy.retention import RetentionOperations
+from statekit.store.sqlalchemy.stuck import OneStatementMark, declared_steps
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = [
@@ -146,25 +147,56 @@ class SweepOperations(RetentionOperations):
         statements = self._mark_statements(binding)
         if not statements.derives_history or not plans:
             return None
-        query = self._stuck_claim(binding, tuple(plans), tuple(sorted(accepted_versions)))
+        states, accepted = tuple(plans), tuple(sorted(accepted_versions))
         templates = {state: plan.record() for state, plan in plans.items()}
         marks = StuckMarks(templates)
+        one = self._one_statement_mark(binding, states, accepted, compensated_steps)
+        parameters = None if one is None else one.parameters(plans, templates, now, limit)
         with wrap(f"marking overdue {entity_type} instances stuck", self.engine):
             with self._sweep_engine.begin() as conn:
-                rows = conn.execute(query, {"now": now, "limit": limit}).all()
-                if not rows:
+                if one is not None and parameters is not None:
+                    rows = conn.execute(one.statement, parameters).all()
+                    marks.marked = [(str(row[0]), row[1], row[2]) for row in rows]
+                    if rows and len(rows[0]) > 4:
+                        marks.scheduled = int(rows[0][4])
+                    return marks
+                query = self._stuck_claim(binding, states, accepted)
+                claimed = conn.execute(query, {"now": now, "limit": limit}).all()
+                if not claimed:
                     return marks
                 groups: dict[str, tuple[list[Any], list[int]]] = {}
-                for key, version, state in rows:
+                for key, version, state in claimed:
                     keys, versions = groups.setdefault(state, ([], []))
                     keys.append(key)
                     versions.append(version)
                 for state, (keys, versions) in groups.items():
                     statements.write(conn, plans[state], templates[state], keys, versions)
-                texts = statements.values([str(row[0]) for row in rows])
+                texts = statements.values([str(row[0]) for row in claimed])
                 marks.scheduled = statements.schedule_steps(conn, texts, compensated_steps, now)
-        marks.marked = [(str(key), version + 1, state) for key, version, state in rows]
+        marks.marked = [(str(key), version + 1, state) for key, version, state in claimed]
         return marks
+
+    def _one_statement_mark(
+        self,
+        binding: Any,
+        states: tuple[str, ...],
+        accepted: tuple[int, ...],
+        compensated_steps: CompensatedSteps,
+    ) -> OneStatementMark | None:
+        """The one-statement stuck mark of `states` where the database has it
+        (PostgreSQL), built once per machine; None elsewhere."""
+        if not (capabilities(self.engine).one_statement_write and self.skip_locked):
+            return None
+        built: dict[tuple[Any, ...], OneStatementMark] = self.__dict__.setdefault(
+            "_one_statement_marks", {}
+        )
+        steps = declared_steps(compensated_steps)
+        name = (binding.machine.name, states, accepted, steps)
+        if name not in built:
+            claim = self._stuck_claim(binding, states, accepted)
+            caps = capabilities(self.engine)
+            built[name] = OneStatementMark(claim, binding, self.tables, caps, states, steps)
+        return built[name]
 
     def _stuck_claim(
         self, binding: Any, states: tuple[str, ...], accepted: tuple[int, ...]
