@@ -42,6 +42,11 @@ from statekit.store.sqlalchemy.tables import StatekitTables
 
 __all__ = ["OneStatementMark", "declared_steps"]
 
+_SCHEDULED = (
+    "entity_type entity_key step_seq action event max_attempts status attempts "
+    "next_attempt_at created_at updated_at"
+).split()
+"""The outbox columns a stuck mark fills."""
 _STEP = ("source", "event", "target", "action")
 _SHARED = ("event", "at", "actor", "correlation_id", "idempotency_key", "definition_version")
 """History fields every state's `@stuck` record has in common (one parameter each)."""
@@ -176,22 +181,7 @@ class OneStatementMark:
             )
             scheduled = (
                 insert_ignoring_duplicates(outbox, caps)
-                .from_select(
-                    [
-                        "entity_type",
-                        "entity_key",
-                        "step_seq",
-                        "action",
-                        "event",
-                        "max_attempts",
-                        "status",
-                        "attempts",
-                        "next_attempt_at",
-                        "created_at",
-                        "updated_at",
-                    ],
-                    undone,
-                )
+                .from_select(_SCHEDULED, undone)
                 .returning(outbox.c.step_seq)
                 .cte("scheduled")
             )
