@@ -159,25 +159,12 @@ class MarkStatements:
         else:  # the key list first, so the row-value test runs on those rows only
             pairs = pair.in_(bindparam("pairs", expanding=True))
             matching = [self._one_of(key, key.type, "keys"), pairs]
-        self.update = (
+        self.update = update(binding.table).where(*matching).values(self._marked_values(cols))
+        # Rows the claim locked for this transaction: their versions cannot move.
+        self.update_locked = (
             update(binding.table)
-            .where(*matching)
-            .values(
-                {
-                    cols["state"]: bindparam("state"),
-                    cols["version"]: cols["version"] + 1,
-                    # A stuck mark in place passes no entry time: the row keeps its own.
-                    cols["entered_at"]: func.coalesce(
-                        bindparam("entered_at", type_=cols["entered_at"].type),
-                        cols["entered_at"],
-                        bindparam("at", type_=cols["entered_at"].type),
-                    ),
-                    cols["deadline_at"]: bindparam("deadline_at", type_=cols["deadline_at"].type),
-                    cols["stuck_at"]: bindparam("stuck_at", type_=cols["stuck_at"].type),
-                    cols["stuck_reason"]: bindparam("stuck_reason"),
-                    cols["definition_version"]: bindparam("definition"),
-                }
-            )
+            .where(self._one_of(key, key.type, "keys"))
+            .values(self._marked_values(cols))
         )
 
         # History rows built by the database from the rows just updated.
@@ -230,6 +217,24 @@ class MarkStatements:
             .execution_options(preserve_rowcount=True)
         )
 
+    @staticmethod
+    def _marked_values(cols: Mapping[str, Any]) -> dict[Any, Any]:
+        """The SET clause of a mark: version + 1 and the plan's values."""
+        return {
+            cols["state"]: bindparam("state"),
+            cols["version"]: cols["version"] + 1,
+            # A stuck mark in place passes no entry time: the row keeps its own.
+            cols["entered_at"]: func.coalesce(
+                bindparam("entered_at", type_=cols["entered_at"].type),
+                cols["entered_at"],
+                bindparam("at", type_=cols["entered_at"].type),
+            ),
+            cols["deadline_at"]: bindparam("deadline_at", type_=cols["deadline_at"].type),
+            cols["stuck_at"]: bindparam("stuck_at", type_=cols["stuck_at"].type),
+            cols["stuck_reason"]: bindparam("stuck_reason"),
+            cols["definition_version"]: bindparam("definition"),
+        }
+
     def write(
         self,
         conn: Connection,
@@ -238,10 +243,14 @@ class MarkStatements:
         keys: Sequence[Any],
         versions: Sequence[int],
         history_rows: Sequence[dict[str, Any]] | None = None,
+        *,
+        locked: bool = False,
     ) -> None:
         """Write what `plan` writes to the instances `keys` at `versions` (one
         compare-and-set UPDATE), and their history rows: `record`'s but for key and
         seq, built by the database from the rows just updated, or `history_rows`.
+        `locked`: this transaction's claim locked the rows at `versions` (FOR UPDATE,
+        or SQLite's write lock), so the UPDATE need not compare them.
 
         Raises:
             ConcurrentTransitionError: a row is no longer at its version.
@@ -256,11 +265,14 @@ class MarkStatements:
             "stuck_reason": plan.stuck_reason,
             "definition": plan.definition_version,
         }
-        if self.mode == "array":  # the keys and versions as two arrays
-            parameters["versions"] = self.values(versions)
+        if locked:
+            result = conn.execute(self.update_locked, parameters)
         else:
-            parameters["pairs"] = self.values(list(zip(keys, versions, strict=True)))
-        result = conn.execute(self.update, parameters)
+            if self.mode == "array":  # the keys and versions as two arrays
+                parameters["versions"] = self.values(versions)
+            else:
+                parameters["pairs"] = self.values(list(zip(keys, versions, strict=True)))
+            result = conn.execute(self.update, parameters)
         if result.rowcount != len(keys):
             raise ConcurrentTransitionError(
                 entity_type=plan.entity_type,

@@ -169,8 +169,12 @@ class SweepOperations(RetentionOperations):
                     keys, versions = groups.setdefault(state, ([], []))
                     keys.append(key)
                     versions.append(version)
+                # The claim holds the rows (FOR UPDATE, or SQLite's write lock): the
+                # UPDATE compares versions only where it takes no lock.
+                locked = self.skip_locked or capabilities(self.engine).explicit_begin
                 for state, (keys, versions) in groups.items():
-                    statements.write(conn, plans[state], templates[state], keys, versions)
+                    plan, record = plans[state], templates[state]
+                    statements.write(conn, plan, record, keys, versions, locked=locked)
                 texts = statements.values([str(row[0]) for row in claimed])
                 marks.scheduled = statements.schedule_steps(conn, texts, compensated_steps, now)
         marks.marked = [(str(key), version + 1, state) for key, version, state in claimed]
