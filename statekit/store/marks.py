@@ -70,14 +70,16 @@ class StuckMarking(Protocol):
         limit: int,
     ) -> StuckMarks | None:
         """In one transaction: claim up to `limit` instances of `entity_type` whose
-        deadline is at or before `now`, whose state is a key of `plans` and whose
-        definition version is in `accepted_versions` (or unset), earliest deadline
-        first and skipping rows another sweeper holds; apply to each the plan of its
-        state (a `Machine.system_plan` of `@stuck` for a snapshot with no key at
-        version 0: the store writes it at the instance's key and version, with a
-        compare-and-set on that version); write each `@stuck` history row; and
-        schedule the compensation of every step in their histories that declares
-        one (`compensated_steps`), as `OverdueBatch.mark` does.
+        deadline is at or before `now`, whose state is a key of `plans`, whose version
+        is a whole number from 0 up and whose definition version is in
+        `accepted_versions` (or unset), that is the instances `Machine.system_plan`
+        takes, earliest deadline first and skipping rows another sweeper holds; apply
+        to each the plan of its state (a `Machine.system_plan` of `@stuck` for a
+        snapshot with no key at version 0: the store writes it at the instance's key
+        and version, with a compare-and-set on that version where the claim takes no
+        lock); write each `@stuck` history row; and schedule the compensation of every
+        step in their histories that declares one (`compensated_steps`), as
+        `OverdueBatch.mark` does.
 
         Returns None, having done nothing, when this store cannot do that for
         `entity_type` (the sweeper then marks instance by instance).

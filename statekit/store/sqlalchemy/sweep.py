@@ -205,8 +205,9 @@ class SweepOperations(RetentionOperations):
     def _stuck_claim(
         self, binding: Any, states: tuple[str, ...], accepted: tuple[int, ...]
     ) -> Select[Any]:
-        """The claim of `binding`'s overdue instances in `states` under an accepted
-        definition version: key, version and state (built once per machine)."""
+        """The claim of `binding`'s overdue instances in `states` at a version from 0
+        up under an accepted definition version, as `Machine.system_plan` would take
+        them: key, version and state (built once per machine)."""
         built: dict[tuple[Any, ...], Select[Any]] = self.__dict__.setdefault("_stuck_claims", {})
         name = (binding.machine.name, states, accepted)
         if name not in built:
@@ -216,6 +217,7 @@ class SweepOperations(RetentionOperations):
                 select(binding.key, cols["version"], cols["state"]),
                 binding,
                 cols["state"].in_(states),
+                cols["version"] >= 0,  # other rows go one at a time, and are refused
                 or_(definition.is_(None), definition.in_(accepted)),
             )
         return built[name]
