@@ -111,18 +111,20 @@ class SweepOperations(RetentionOperations):
             built[name] = self._claim(binding.snapshot_select(), binding)
         return built[name]
 
-    def _claim(self, query: Select[Any], binding: Any, *conditions: Any) -> Select[Any]:
+    def _claim(
+        self, query: Select[Any], binding: Any, *conditions: Any, rendered: bool = True
+    ) -> Select[Any]:
         """`query` on `binding`'s overdue rows that meet `conditions`, earliest deadline
-        first, with the time and the limit bound (the time rendered at execution on
-        PostgreSQL, as in `due`), locked and skipping locked rows where the server can."""
+        first, with the time and the limit bound, locked and skipping locked rows where
+        the server can. `rendered`: the limit, and on PostgreSQL the time (as in `due`),
+        are rendered into the cached statement at execution; otherwise both stay
+        parameters, so the statement's text never changes."""
         deadline = binding.columns["deadline_at"]
-        inline = capabilities(self.engine).inline_probe_time
+        inline = rendered and capabilities(self.engine).inline_probe_time
         now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
-        query = (
-            query.where(deadline <= now, *conditions)
-            .order_by(deadline, binding.key)
-            .limit(bindparam("limit", type_=Integer(), literal_execute=True))
-        )
+        limit = bindparam("limit", type_=Integer(), literal_execute=rendered)
+        query = query.where(deadline <= now, *conditions).order_by(deadline, binding.key)
+        query = query.limit(limit)
         if self.skip_locked:
             query = query.with_for_update(skip_locked=True)
         return query
@@ -212,13 +214,17 @@ class SweepOperations(RetentionOperations):
         name = (binding.machine.name, states, accepted)
         if name not in built:
             cols = binding.columns
-            definition = cols["definition_version"]
+            state, definition = cols["state"], cols["definition_version"]
+            # Plain parameters, no expanding IN lists: the statement's text stays the
+            # same from batch to batch (PostgreSQL's one statement is then prepared
+            # once by the driver instead of parsed and planned for every batch).
             built[name] = self._claim(
-                select(binding.key, cols["version"], cols["state"]),
+                select(binding.key, cols["version"], state),
                 binding,
-                cols["state"].in_(states),
+                or_(*(state == literal(s) for s in states)),
                 cols["version"] >= 0,  # other rows go one at a time, and are refused
-                or_(definition.is_(None), definition.in_(accepted)),
+                or_(definition.is_(None), *(definition == literal(v) for v in accepted)),
+                rendered=False,
             )
         return built[name]
 
