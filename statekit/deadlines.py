@@ -2,10 +2,13 @@
 
 A batch of claimed instances runs in one transaction with no per-instance cost:
 timeout events fire through the normal decide/apply path, and instances to mark
-stuck are marked set-based at the end. If anything in the batch fails, it is
-rolled back and swept again one instance per savepoint, so an instance that
-cannot be handled (an unknown state, a raising guard, a name too long for a
-column) is set aside with its error and a backoff, and never stops the others.
+stuck are marked set-based at the end. Where the store implements `StuckMarking`,
+the instances that are only to be marked stuck go first, claimed and marked at the
+store's depth with nothing built per instance (`statekit.store.marks`). If anything
+in a batch fails, it is rolled back and swept again one instance per savepoint, so
+an instance that cannot be handled (an unknown state, a raising guard, a name too
+long for a column) is set aside with its error and a backoff, and never stops the
+others.
 A `Sweeper` holds one `Deadlines` (and one `statekit.drain.Drain`).
 """
 
@@ -278,11 +281,9 @@ class Deadlines:
     ) -> str | None:
         """Fire the timeout event of one claimed instance; return why it is stuck instead."""
         machine = runner.machine
-        reason = _stuck_reason(machine, snapshot.state)
-        if reason is not None:
-            return reason
-        timeout = machine.timeouts[snapshot.state]
-        assert timeout.event is not None
+        timeout = machine.timeouts.get(snapshot.state)
+        if timeout is None or timeout.event is None:
+            return _stuck_reason(machine, snapshot.state)
         entity = batch.entity(snapshot.key)
         try:
             runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
