@@ -2,10 +2,13 @@
 
 A batch of claimed instances runs in one transaction with no per-instance cost:
 timeout events fire through the normal decide/apply path, and instances to mark
-stuck are marked set-based at the end. If anything in the batch fails, it is
-rolled back and swept again one instance per savepoint, so an instance that
-cannot be handled (an unknown state, a raising guard, a name too long for a
-column) is set aside with its error and a backoff, and never stops the others.
+stuck are marked set-based at the end. Where the store implements `StuckMarking`,
+the instances that are only to be marked stuck go first, claimed and marked at the
+store's depth with nothing built per instance (`statekit.store.marks`). If anything
+in a batch fails, it is rolled back and swept again one instance per savepoint, so
+an instance that cannot be handled (an unknown state, a raising guard, a name too
+long for a column) is set aside with its error and a backoff, and never stops the
+others.
 A `Sweeper` holds one `Deadlines` (and one `statekit.drain.Drain`).
 """
 
@@ -24,6 +27,7 @@ from statekit.engine import Machine
 from statekit.errors import TransitionError
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Runner
+from statekit.store.marks import StuckMarking
 
 if TYPE_CHECKING:
     from statekit.store.protocol import OverdueBatch, SweepStore
@@ -84,6 +88,8 @@ class Deadlines:
         batch_size: Instances claimed per transaction.
         backoff: Its base and cap bound how long a failing instance is set aside.
         notify: Tells the listeners about stuck and set-aside instances.
+        notices: Whether anyone listens for stuck instances (`on_stuck`); when not,
+            a set-based mark builds no record per instance.
     """
 
     def __init__(
@@ -93,12 +99,15 @@ class Deadlines:
         batch_size: int,
         backoff: Backoff,
         notify: Notify,
+        *,
+        notices: bool = True,
     ) -> None:
         self.store = store
         self.clock = clock
         self.batch_size = batch_size
         self.backoff = backoff
         self.notify = notify
+        self.notices = notices
 
     def sweep(self, runner: Runner, result: SweepResult, stop: Callable[[], bool]) -> None:
         """Sweep one machine's overdue instances, batch after batch.
@@ -106,7 +115,11 @@ class Deadlines:
         A batch runs in one transaction with no per-instance cost. If anything in
         it fails, it is rolled back and swept again one instance at a time, each in
         a savepoint, so the bad instances are set aside and the others proceed.
+        Where the store marks stuck set-based (`StuckMarking`), the instances that
+        are only to be marked stuck go first, batch after batch, at the store's depth.
         """
+        if isinstance(self.store, StuckMarking):
+            self._mark_stuck_sets(self.store, runner.machine, result, stop)
         seen: set[str] = set()
         while not stop():
             now = self.clock.now()
@@ -135,6 +148,57 @@ class Deadlines:
                 )
                 self.notify("on_set_aside", snapshot, error)
             if done.stopped or done.size < self.batch_size or not done.keys:
+                return
+
+    def _mark_stuck_sets(
+        self, store: StuckMarking, machine: Machine, result: SweepResult, stop: Callable[[], bool]
+    ) -> None:
+        """Mark stuck, batch after batch and set-based, the overdue instances whose
+        state fires no timeout event. If a batch fails it is rolled back and left to
+        the per-instance sweep that follows, which sets the bad instances aside."""
+        reasons = _stuck_reasons(machine)
+        while reasons and not stop():
+            now = self.clock.now()
+            plans = {
+                state: machine.system_plan(
+                    Snapshot(machine.name, "", state, 0),
+                    "@stuck",
+                    state,
+                    now=now,
+                    actor=SWEEPER_ACTOR,
+                    note=reason,
+                    stuck_reason=reason,
+                )
+                for state, reason in reasons.items()
+            }
+            try:
+                marks = store.mark_overdue_stuck(
+                    machine.name,
+                    plans,
+                    machine.spec.accepted_versions,
+                    machine.compensated_steps,
+                    now,
+                    self.batch_size,
+                )
+            except Exception as exc:
+                logger.info(
+                    "marking %s batch stuck failed (%s: %s); sweeping one instance at a time",
+                    machine.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            if marks is None:
+                return
+            marked = len(marks.marked)
+            result.claimed += marked
+            result.marked_stuck += marked
+            if marked:
+                self._log_marked(machine, marked, marks.scheduled)
+            if self.notices:
+                for record in marks.records():
+                    self.notify("on_stuck", record)
+            if marked < self.batch_size:
                 return
 
     def _sweep_batch(
@@ -218,10 +282,8 @@ class Deadlines:
         """Fire the timeout event of one claimed instance; return why it is stuck instead."""
         machine = runner.machine
         timeout = machine.timeouts.get(snapshot.state)
-        if timeout is None:
-            return f"deadline passed in {snapshot.state!r}, which declares no timeout"
-        if timeout.event is None:
-            return _no_progress(snapshot.state, timeout.after)
+        if timeout is None or timeout.event is None:
+            return _stuck_reason(machine, snapshot.state)
         entity = batch.entity(snapshot.key)
         try:
             runner.fire(entity, timeout.event, actor=SWEEPER_ACTOR)
@@ -252,14 +314,36 @@ class Deadlines:
         ]
         records: list[TransitionRecord]
         records, scheduled = batch.mark(plans, machine.compensated_steps, now)
+        self._log_marked(machine, len(records), scheduled)
+        return records
+
+    @staticmethod
+    def _log_marked(machine: Machine, marked: int, scheduled: int) -> None:
         logger.info(
             "%d %s instance(s) marked stuck, %d compensation(s) scheduled",
-            len(records),
+            marked,
             machine.name,
             scheduled,
-            extra={"entity_type": machine.name, "stuck": len(records)},
+            extra={"entity_type": machine.name, "stuck": marked},
         )
-        return records
+
+
+def _stuck_reason(machine: Machine, state: str) -> str | None:
+    """Why an overdue instance in `state` is marked stuck: its state declares no
+    timeout, or one that fires no event; None when the timeout fires an event."""
+    timeout = machine.timeouts.get(state)
+    if timeout is None:
+        return f"deadline passed in {state!r}, which declares no timeout"
+    if timeout.event is None:
+        return _no_progress(state, timeout.after)
+    return None
+
+
+def _stuck_reasons(machine: Machine) -> dict[str, str]:
+    """state -> why an overdue instance in it is marked stuck, for each of the
+    machine's states whose timeout fires no event."""
+    reasons = {state: _stuck_reason(machine, state) for state in machine.states}
+    return {state: reason for state, reason in reasons.items() if reason is not None}
 
 
 @functools.lru_cache(maxsize=256)

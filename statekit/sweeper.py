@@ -170,7 +170,12 @@ class Sweeper:
         self.retention = Retention(self.store, self.clock, keep_done, prune_batch_size)
         """Retention of settled compensations (`keep_done`) and `prune`."""
         self.deadlines = Deadlines(
-            self.store, self.clock, batch_size, self.backoff, notify=self._notify
+            self.store,
+            self.clock,
+            batch_size,
+            self.backoff,
+            notify=self._notify,
+            notices=bool(self.listeners),
         )
         """The deadline side: times out or marks stuck each machine's overdue instances."""
         self.drain = Drain(

@@ -299,8 +299,27 @@ def sweep_until_killed(
             hang()
         return remaining
 
+    # Instances marked stuck set-based go a batch at a time: hang before the commit of
+    # the batch that holds instance number `hang_at_instance`.
+    mark, batches = sweeper.store.mark_overdue_stuck, {"number": 0, "open": False}
+    hang_at_batch = (hang_at_instance - 1) // batch_size + 1 if hang_at_instance else 0
+
+    def counting_mark(*args: Any) -> Any:
+        batches["number"] += 1
+        batches["open"] = True
+        try:
+            return mark(*args)
+        finally:
+            batches["open"] = False
+
+    def before_commit(conn: Any) -> None:
+        if batches["open"] and batches["number"] == hang_at_batch:
+            hang()  # inside the batch transaction: nothing of this batch is written yet
+
+    event.listen(sweeper.store.engine, "commit", before_commit)
     sweeper.deadlines._time_out = counting_time_out  # type: ignore[method-assign]
     sweeper.store.complete_compensation = counting_complete  # type: ignore[method-assign]
+    sweeper.store.mark_overdue_stuck = counting_mark  # type: ignore[method-assign]
     return dict(sweeper.run_once().as_dict())
 
 

@@ -206,16 +206,7 @@ class MemoryStore(MemoryOutbox, Store):
     def find_overdue(self, entity_type: str, now: datetime, limit: int) -> Sequence[Snapshot]:
         """Return due, non-stuck instances, earliest deadline first."""
         with self._lock:
-            due = [
-                s
-                for (kind, _), s in self._snapshots.items()
-                if kind == entity_type
-                and s.deadline_at is not None
-                and s.deadline_at <= now
-                and s.stuck_at is None
-            ]
-        due.sort(key=lambda s: (s.deadline_at, s.key))
-        return due[:limit]
+            return self._overdue(entity_type, now, limit, lambda s: s.stuck_at is None)
 
     def unit_of(self, entity_type: str, key: str, entity: object) -> MemoryUnit | None:
         """The `transaction` block this thread has open on `entity` (see `Store.unit_of`)."""

@@ -12,7 +12,7 @@ rolling back puts both back. After-commit callbacks wait for the commit.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -24,7 +24,8 @@ from statekit.engine import Machine
 from statekit.entity import STATE_KEYS, StateFields, restore_attributes, save_attributes
 from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError, StoreError
 from statekit.records import Plan, Snapshot, TransitionRecord
-from statekit.store.protocol import Attempt
+from statekit.store.marks import StuckMarks
+from statekit.store.protocol import Attempt, CompensatedSteps
 
 __all__ = ["MemoryBatch", "MemoryHandlerUnit", "MemoryUnits"]
 
@@ -224,13 +225,67 @@ class MemoryUnits:
         `SweepStore.overdue_batch`)."""
         self._fields(entity_type)
         with self._work() as journal:
-            due = [
-                s
-                for (kind, _), s in self._snapshots.items()
-                if kind == entity_type and s.deadline_at is not None and s.deadline_at <= now
+            yield MemoryBatch(self, journal, entity_type, self._overdue(entity_type, now, limit))
+
+    def _overdue(
+        self,
+        entity_type: str,
+        now: datetime,
+        limit: int,
+        taken: Callable[[Snapshot], bool] = lambda s: True,
+    ) -> list[Snapshot]:
+        """Up to `limit` instances whose deadline is at or before `now` and that
+        `taken` accepts, earliest deadline first (call it holding the lock)."""
+        due = [
+            s
+            for (kind, _), s in self._snapshots.items()
+            if kind == entity_type
+            and s.deadline_at is not None
+            and s.deadline_at <= now
+            and taken(s)
+        ]
+        due.sort(key=lambda s: (s.deadline_at, s.key))
+        return due[:limit]
+
+    def mark_overdue_stuck(
+        self,
+        entity_type: str,
+        plans: Mapping[str, Plan],
+        accepted_versions: Collection[int],
+        compensated_steps: CompensatedSteps,
+        now: datetime,
+        limit: int,
+    ) -> StuckMarks | None:
+        """Claim up to `limit` overdue instances the plans of `plans` take and mark
+        them stuck in one unit (see `StuckMarking`): the reference, through
+        `MemoryBatch.mark` with each state's plan at the instance's key and version."""
+        self._fields(entity_type)
+        marks = StuckMarks({state: plan.record() for state, plan in plans.items()})
+        with self._work() as journal:
+            claimed = self._overdue(
+                entity_type,
+                now,
+                limit,
+                lambda s: (
+                    s.state in plans
+                    and type(s.version) is int
+                    and s.version >= 0
+                    and (s.definition_version is None or s.definition_version in accepted_versions)
+                ),
+            )
+            mine = [
+                replace(
+                    plans[s.state],
+                    key=s.key,
+                    expected_version=s.version,
+                    entered_at=s.entered_at or plans[s.state].entered_at,
+                )
+                for s in claimed
             ]
-            due.sort(key=lambda s: (s.deadline_at, s.key))
-            yield MemoryBatch(self, journal, entity_type, due[:limit])
+            batch = MemoryBatch(self, journal, entity_type, claimed)
+            records, marks.scheduled = batch.mark(mine, compensated_steps, now)
+        marks.marked = [(r.key, r.seq, r.source) for r in records]
+        return marks
 
     @contextmanager
     def session_unit(self, entity_type: str, key: str) -> Iterator[Any]:

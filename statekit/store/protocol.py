@@ -57,7 +57,7 @@ COMPENSATIONS_DUE = "@compensations"
 """What `SweepStore.due` reports when a compensation is due."""
 
 CompensatedSteps = Mapping[tuple[str, int], Sequence[tuple[str, str, str]]]
-"""`Machine.compensated_steps`: per (state, version), the steps that declare an undo."""
+"""`Machine.compensated_steps`: per (handler, attempts), the steps it undoes."""
 
 
 class Unit(Protocol):

@@ -41,6 +41,7 @@ from statekit import (
     SweepResult,
     TransitionRecord,
 )
+from statekit.store.marks import StuckMarking
 from statekit.store.protocol import SweepStore
 from tests.contract import jobs
 from tests.contract.jobs import CALLS, FAILURES, HOOKS, Job, JobWorkflow
@@ -223,6 +224,62 @@ class SweeperContract(SweeperFixtures):
         assert result.compensations_run == 4
         states = {env.store.load("job", k).state for k in (f"first{n}" for n in range(4))}
         assert states == {"undone"}
+
+    def test_set_based_stuck_marks_match_the_per_instance_path(
+        self, env: Env, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same jobs, swept once set-based (where the store is `StuckMarking`) and
+        once one instance at a time, leave the same snapshots, history, compensations
+        and results, times taken relative to each sweep."""
+        names = "abcdefghi"
+
+        def scenario(p: str) -> SweepResult:
+            env.job(f"{p}a", "advance")  # one compensating step
+            env.job(f"{p}b", "advance", "continue_")  # two, with their own attempts
+            env.job(f"{p}c")  # its timeout fires `expire`
+            env.job(f"{p}d", frozen=True)  # `expire` refused: marked stuck
+            env.job(f"{p}e", "advance")  # stuck, resolved back: its undo reopens
+            env.sweeper.compensate("job", f"{p}e", reason="test", actor="app")
+            env.sweeper.resolve("job", f"{p}e", "first", note="again", actor="ops")
+            for k in names[5:]:
+                env.job(f"{p}{k}", "advance")  # more than one batch (batches of 3)
+            env.clock.advance(minutes=11)
+            return env.sweeper.run_once(drain=False)
+
+        def seen(p: str) -> str:
+            """Everything the store holds of the `p` jobs, keys left out."""
+            now = env.clock.now()
+
+            def ago(moment: Any) -> Any:
+                return None if moment is None else now - moment
+
+            found: list[Any] = []
+            for k in names:
+                s = env.store.load("job", p + k)
+                found.append(
+                    (s.state, s.version, ago(s.entered_at), ago(s.deadline_at), ago(s.stuck_at))
+                )
+                found.append((s.stuck_reason, s.definition_version))
+                found += [
+                    (r.seq, r.event, r.source, r.target, r.actor, r.payload, ago(r.at))
+                    for r in env.store.history("job", p + k)
+                ]
+                found += [
+                    (t.step_seq, t.action, t.event, t.status, t.attempts, t.max_attempts)
+                    for t in env.store.compensations("job", p + k)
+                ]
+            return repr(found).replace(p, "")
+
+        set_based = scenario("s-")
+        marked_set_based, env.hooks.stuck = sorted(env.hooks.stuck), []
+        in_sets = seen("s-")
+        if isinstance(env.store, StuckMarking):
+            monkeypatch.setattr(env.store, "mark_overdue_stuck", lambda *args: None)
+        one_by_one = scenario("p-")
+        assert seen("p-") == in_sets
+        assert set_based.as_dict() == one_by_one.as_dict()
+        assert (set_based.marked_stuck, set_based.timed_out) == (8, 1)
+        assert [k[2:] for k in marked_set_based] == [k[2:] for k in sorted(env.hooks.stuck)]
 
     # -- compensations -----------------------------------------------------------------
 

@@ -122,8 +122,8 @@ def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
     database_url: str, store: SQLAlchemyStore
 ) -> None:
     keys = _overdue_jobs(store, 300)
-    # Killed while timing out the 250th instance: batches 1 and 2 are committed, the
-    # third is half done and never commits.
+    # Killed inside the batch of the 250th instance (marked stuck set-based, before the
+    # batch's commit): batches 1 and 2 are committed, the third never commits.
     worker = spawn("sweep_until_killed", url=database_url, batch_size=100, hang_at_instance=250)
     wait_ready(worker)
     os.kill(worker.pid, signal.SIGKILL)

@@ -38,10 +38,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from statekit.errors import InstanceNotFoundError
+from statekit.errors import ConcurrentTransitionError, InstanceNotFoundError
 from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.protocol import CompensatedSteps
 from statekit.store.sqlalchemy.dialects import Capabilities, KeyList
-from statekit.store.sqlalchemy.errors import conflict
 from statekit.store.sqlalchemy.history import RECORD_COLUMNS, history_row
 from statekit.store.sqlalchemy.tables import StatekitTables
 
@@ -159,25 +159,12 @@ class MarkStatements:
         else:  # the key list first, so the row-value test runs on those rows only
             pairs = pair.in_(bindparam("pairs", expanding=True))
             matching = [self._one_of(key, key.type, "keys"), pairs]
-        self.update = (
+        self.update = update(binding.table).where(*matching).values(self._marked_values(cols))
+        # Rows the claim locked for this transaction: their versions cannot move.
+        self.update_locked = (
             update(binding.table)
-            .where(*matching)
-            .values(
-                {
-                    cols["state"]: bindparam("state"),
-                    cols["version"]: cols["version"] + 1,
-                    # A stuck mark in place passes no entry time: the row keeps its own.
-                    cols["entered_at"]: func.coalesce(
-                        bindparam("entered_at", type_=cols["entered_at"].type),
-                        cols["entered_at"],
-                        bindparam("at", type_=cols["entered_at"].type),
-                    ),
-                    cols["deadline_at"]: bindparam("deadline_at", type_=cols["deadline_at"].type),
-                    cols["stuck_at"]: bindparam("stuck_at", type_=cols["stuck_at"].type),
-                    cols["stuck_reason"]: bindparam("stuck_reason"),
-                    cols["definition_version"]: bindparam("definition"),
-                }
-            )
+            .where(self._one_of(key, key.type, "keys"))
+            .values(self._marked_values(cols))
         )
 
         # History rows built by the database from the rows just updated.
@@ -230,6 +217,97 @@ class MarkStatements:
             .execution_options(preserve_rowcount=True)
         )
 
+    @staticmethod
+    def _marked_values(cols: Mapping[str, Any]) -> dict[Any, Any]:
+        """The SET clause of a mark: version + 1 and the plan's values."""
+        return {
+            cols["state"]: bindparam("state"),
+            cols["version"]: cols["version"] + 1,
+            # A stuck mark in place passes no entry time: the row keeps its own.
+            cols["entered_at"]: func.coalesce(
+                bindparam("entered_at", type_=cols["entered_at"].type),
+                cols["entered_at"],
+                bindparam("at", type_=cols["entered_at"].type),
+            ),
+            cols["deadline_at"]: bindparam("deadline_at", type_=cols["deadline_at"].type),
+            cols["stuck_at"]: bindparam("stuck_at", type_=cols["stuck_at"].type),
+            cols["stuck_reason"]: bindparam("stuck_reason"),
+            cols["definition_version"]: bindparam("definition"),
+        }
+
+    def write(
+        self,
+        conn: Connection,
+        plan: Plan,
+        record: TransitionRecord,
+        keys: Sequence[Any],
+        versions: Sequence[int],
+        history_rows: Sequence[dict[str, Any]] | None = None,
+        *,
+        locked: bool = False,
+    ) -> None:
+        """Write what `plan` writes to the instances `keys` at `versions` (one
+        compare-and-set UPDATE), and their history rows: `record`'s but for key and
+        seq, built by the database from the rows just updated, or `history_rows`.
+        `locked`: this transaction's claim locked the rows at `versions` (FOR UPDATE,
+        or SQLite's write lock), so the UPDATE need not compare them.
+
+        Raises:
+            ConcurrentTransitionError: a row is no longer at its version.
+        """
+        parameters: dict[str, Any] = {
+            "keys": self.values(keys),
+            "state": plan.target,
+            "entered_at": None if plan.entered_at is not None else plan.at,
+            "at": plan.at,
+            "deadline_at": plan.deadline_at,
+            "stuck_at": plan.at if plan.stuck_reason is not None else None,
+            "stuck_reason": plan.stuck_reason,
+            "definition": plan.definition_version,
+        }
+        if locked:
+            result = conn.execute(self.update_locked, parameters)
+        else:
+            if self.mode == "array":  # the keys and versions as two arrays
+                parameters["versions"] = self.values(versions)
+            else:
+                parameters["pairs"] = self.values(list(zip(keys, versions, strict=True)))
+            result = conn.execute(self.update, parameters)
+        if result.rowcount != len(keys):
+            raise ConcurrentTransitionError(
+                entity_type=plan.entity_type,
+                key=plan.key or str(keys[0]),
+                event=plan.event,
+                expected_version=versions[0],
+                actual_version=None,
+            )
+        if history_rows is not None:
+            conn.execute(self.history_rows, list(history_rows))
+            return
+        row = history_row(record)
+        history = {f"h_{name}": row[name] for name in _HISTORY_CONSTANTS}
+        conn.execute(self.history, {"keys": parameters["keys"], **history})
+
+    def schedule_steps(
+        self, conn: Connection, texts: Any, compensated_steps: CompensatedSteps, now: datetime
+    ) -> int:
+        """Schedule the compensation of every step in the history of the instances
+        `texts` (their text keys, see `values`) that declares one; returns how many
+        rows were scheduled (or reopened)."""
+        scheduled = 0
+        for (action, attempts), steps in compensated_steps.items():
+            parameters = {
+                "texts": texts,
+                "steps": list(steps),
+                "c_action": action,
+                "c_max_attempts": attempts,
+                "c_next_attempt_at": now,
+                "c_created_at": now,
+                "c_updated_at": now,
+            }
+            scheduled += int(conn.execute(self.schedule, parameters).rowcount)
+        return scheduled
+
     def _one_of(self, column: Any, item_type: Any, name: str) -> Any:
         """`column` is one of the values passed as `name` (see `values`)."""
         if self.mode == "array":
@@ -239,7 +317,7 @@ class MarkStatements:
             return column.in_(select(rows.c.value))
         return column.in_(bindparam(name, expanding=True))
 
-    def values(self, values: list[Any]) -> Any:
+    def values(self, values: Sequence[Any]) -> Any:
         """A list as the parameter of a one-of test or of the (key, version) pairs."""
         if self.mode == "json":
             return json.dumps(values)
@@ -363,48 +441,14 @@ class DueBatch:
         for group in groups.values():
             self._write_group(conn, group)
         texts = self._statements.values([record.key for record in records])
-        scheduled = 0
-        for (action, attempts), steps in compensated_steps.items():
-            parameters = {
-                "texts": texts,
-                "steps": list(steps),
-                "c_action": action,
-                "c_max_attempts": attempts,
-                "c_next_attempt_at": now,
-                "c_created_at": now,
-                "c_updated_at": now,
-            }
-            scheduled += int(conn.execute(self._statements.schedule, parameters).rowcount)
-        return records, scheduled
+        return records, self._statements.schedule_steps(conn, texts, compensated_steps, now)
 
     def _write_group(
         self, conn: Connection, group: Sequence[tuple[Plan, TransitionRecord]]
     ) -> None:
         """The compare-and-set UPDATE and the history rows of plans that set the
         same values."""
-        statements, first = self._statements, group[0][0]
         keys = [self._binding.coerce_key(plan.key or "") for plan, _ in group]
-        parameters: dict[str, Any] = {
-            "keys": statements.values(keys),
-            "state": first.target,
-            "entered_at": None if first.entered_at is not None else first.at,
-            "at": first.at,
-            "deadline_at": first.deadline_at,
-            "stuck_at": first.at if first.stuck_reason is not None else None,
-            "stuck_reason": first.stuck_reason,
-            "definition": first.definition_version,
-        }
         versions = [plan.expected_version for plan, _ in group]
-        if statements.mode == "array":  # the keys and versions as two arrays
-            parameters["versions"] = statements.values(versions)
-        else:
-            parameters["pairs"] = statements.values(list(zip(keys, versions, strict=True)))
-        result = conn.execute(statements.update, parameters)
-        if result.rowcount != len(group):
-            raise conflict(first, None)
-        if not statements.derives_history:
-            conn.execute(statements.history_rows, [history_row(r) for _, r in group])
-            return
-        row = history_row(group[0][1])
-        history = {f"h_{name}": row[name] for name in _HISTORY_CONSTANTS}
-        conn.execute(statements.history, {"keys": parameters["keys"], **history})
+        rows = None if self._statements.derives_history else [history_row(r) for _, r in group]
+        self._statements.write(conn, *group[0], keys, versions, rows)

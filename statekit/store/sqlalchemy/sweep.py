@@ -10,7 +10,7 @@ claim transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
@@ -23,14 +23,16 @@ from sqlalchemy import (
     bindparam,
     exists,
     literal,
+    or_,
     orm,
     select,
     union_all,
 )
 from sqlalchemy.orm import Session
 
-from statekit.records import Snapshot, TransitionRecord
-from statekit.store.protocol import COMPENSATIONS_DUE
+from statekit.records import Plan, Snapshot, TransitionRecord
+from statekit.store.marks import StuckMarks
+from statekit.store.protocol import COMPENSATIONS_DUE, CompensatedSteps
 from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.errors import wrap
@@ -42,6 +44,7 @@ from statekit.store.sqlalchemy.outbox import (
     supports_skip_locked,
 )
 from statekit.store.sqlalchemy.retention import RetentionOperations
+from statekit.store.sqlalchemy.stuck import OneStatementMark, declared_steps
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = [
@@ -105,18 +108,124 @@ class SweepOperations(RetentionOperations):
         built: dict[str, Select[Any]] = self.__dict__.setdefault("_overdue_claims", {})
         name = binding.machine.name
         if name not in built:
-            deadline = binding.columns["deadline_at"]
-            inline = capabilities(self.engine).inline_probe_time
-            now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
-            query = (
-                binding.snapshot_select()
-                .where(deadline <= now)
-                .order_by(deadline, binding.key)
-                .limit(bindparam("limit", type_=Integer(), literal_execute=True))
+            built[name] = self._claim(binding.snapshot_select(), binding)
+        return built[name]
+
+    def _claim(
+        self, query: Select[Any], binding: Any, *conditions: Any, rendered: bool = True
+    ) -> Select[Any]:
+        """`query` on `binding`'s overdue rows that meet `conditions`, earliest deadline
+        first, with the time and the limit bound, locked and skipping locked rows where
+        the server can. `rendered`: the limit, and on PostgreSQL the time (as in `due`),
+        are rendered into the cached statement at execution; otherwise both stay
+        parameters, so the statement's text never changes."""
+        deadline = binding.columns["deadline_at"]
+        inline = rendered and capabilities(self.engine).inline_probe_time
+        now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
+        limit = bindparam("limit", type_=Integer(), literal_execute=rendered)
+        query = query.where(deadline <= now, *conditions).order_by(deadline, binding.key)
+        query = query.limit(limit)
+        if self.skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        return query
+
+    def mark_overdue_stuck(
+        self,
+        entity_type: str,
+        plans: Mapping[str, Plan],
+        accepted_versions: Collection[int],
+        compensated_steps: CompensatedSteps,
+        now: datetime,
+        limit: int,
+    ) -> StuckMarks | None:
+        """Claim up to `limit` overdue instances in the states of `plans` and mark
+        them stuck set-based (see `StuckMarking`): the claim, then per state one
+        compare-and-set UPDATE and one history INSERT ... SELECT, and one outbox
+        INSERT ... SELECT per declared compensation, in one transaction. Nothing is
+        built per instance but its (key, seq, state). None when the key type is
+        neither integer nor text (the history rows could not be built by the
+        database)."""
+        binding = self.binding(entity_type)
+        statements = self._mark_statements(binding)
+        if not statements.derives_history or not plans:
+            return None
+        states, accepted = tuple(plans), tuple(sorted(accepted_versions))
+        templates = {state: plan.record() for state, plan in plans.items()}
+        marks = StuckMarks(templates)
+        one = self._one_statement_mark(binding, states, accepted, compensated_steps)
+        parameters = None if one is None else one.parameters(plans, templates, now, limit)
+        with wrap(f"marking overdue {entity_type} instances stuck", self.engine):
+            with self._sweep_engine.begin() as conn:
+                if one is not None and parameters is not None:
+                    rows = conn.execute(one.statement, parameters).all()
+                    marks.marked = [(str(row[0]), row[1], row[2]) for row in rows]
+                    if rows and len(rows[0]) > 4:
+                        marks.scheduled = int(rows[0][4])
+                    return marks
+                query = self._stuck_claim(binding, states, accepted)
+                claimed = conn.execute(query, {"now": now, "limit": limit}).all()
+                if not claimed:
+                    return marks
+                groups: dict[str, tuple[list[Any], list[int]]] = {}
+                for key, version, state in claimed:
+                    keys, versions = groups.setdefault(state, ([], []))
+                    keys.append(key)
+                    versions.append(version)
+                # The claim holds the rows (FOR UPDATE, or SQLite's write lock): the
+                # UPDATE compares versions only where it takes no lock.
+                locked = self.skip_locked or capabilities(self.engine).explicit_begin
+                for state, (keys, versions) in groups.items():
+                    plan, record = plans[state], templates[state]
+                    statements.write(conn, plan, record, keys, versions, locked=locked)
+                texts = statements.values([str(row[0]) for row in claimed])
+                marks.scheduled = statements.schedule_steps(conn, texts, compensated_steps, now)
+        marks.marked = [(str(key), version + 1, state) for key, version, state in claimed]
+        return marks
+
+    def _one_statement_mark(
+        self,
+        binding: Any,
+        states: tuple[str, ...],
+        accepted: tuple[int, ...],
+        compensated_steps: CompensatedSteps,
+    ) -> OneStatementMark | None:
+        """The one-statement stuck mark of `states` where the database has it
+        (PostgreSQL), built once per machine; None elsewhere."""
+        if not (capabilities(self.engine).one_statement_write and self.skip_locked):
+            return None
+        built: dict[tuple[Any, ...], OneStatementMark] = self.__dict__.setdefault(
+            "_one_statement_marks", {}
+        )
+        steps = declared_steps(compensated_steps)
+        name = (binding.machine.name, states, accepted, steps)
+        if name not in built:
+            claim = self._stuck_claim(binding, states, accepted)
+            caps = capabilities(self.engine)
+            built[name] = OneStatementMark(claim, binding, self.tables, caps, states, steps)
+        return built[name]
+
+    def _stuck_claim(
+        self, binding: Any, states: tuple[str, ...], accepted: tuple[int, ...]
+    ) -> Select[Any]:
+        """The claim of `binding`'s overdue instances in `states` at a version from 0
+        up under an accepted definition version, as `Machine.system_plan` would take
+        them: key, version and state (built once per machine)."""
+        built: dict[tuple[Any, ...], Select[Any]] = self.__dict__.setdefault("_stuck_claims", {})
+        name = (binding.machine.name, states, accepted)
+        if name not in built:
+            cols = binding.columns
+            state, definition = cols["state"], cols["definition_version"]
+            # Plain parameters, no expanding IN lists: the statement's text stays the
+            # same from batch to batch (PostgreSQL's one statement is then prepared
+            # once by the driver instead of parsed and planned for every batch).
+            built[name] = self._claim(
+                select(binding.key, cols["version"], state),
+                binding,
+                or_(*(state == literal(s) for s in states)),
+                cols["version"] >= 0,  # other rows go one at a time, and are refused
+                or_(definition.is_(None), *(definition == literal(v) for v in accepted)),
+                rendered=False,
             )
-            if self.skip_locked:
-                query = query.with_for_update(skip_locked=True)
-            built[name] = query
         return built[name]
 
     def due(self, entity_types: Sequence[str], now: datetime) -> set[str]:
