@@ -17,9 +17,11 @@ from typing import Any, ClassVar
 from sqlalchemy import Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from statekit.engine import Machine
 from statekit.limits import NAME_MAX
 from statekit.store.sqlalchemy.dialects import partial_index_kwargs
 from statekit.store.sqlalchemy.tables import UTCDateTime
+from statekit.store.sqlalchemy.writeback import protect_state
 
 __all__ = ["StateMixin"]
 
@@ -73,6 +75,14 @@ class StateMixin:
     @_column
     def state_definition_version(cls) -> Mapped[int | None]:
         return mapped_column(cls._statekit_column("state_definition_version"), Integer)
+
+    @classmethod
+    def __declare_last__(cls) -> None:
+        """Once mapped, a class that names its machine (`__statekit_machine__`)
+        refuses to flush a state column changed by hand (see `protect_state`)."""
+        machine = getattr(cls, "__statekit_machine__", None)
+        if isinstance(machine, Machine):
+            protect_state(cls, machine)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

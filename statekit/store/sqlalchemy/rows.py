@@ -86,7 +86,7 @@ class RowLoader:
         changed = net_changes(entity)
         if not changed:
             return
-        check_unchanged_state(binding, key, changed)
+        check_unchanged_state(binding.machine, entity, key, changed)
         values = loaded_values(entity)
         changes = {column: values[name] for name, column in self.attributes if name in changed}
         if not changes:

@@ -64,6 +64,7 @@ from statekit.store.sqlalchemy.units import (
     WriteUnit,
     unit_holding,
 )
+from statekit.store.sqlalchemy.writeback import protect_state
 
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
@@ -150,7 +151,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         except NotImplementedError:
             python_type = str
         self._driver.forget(machine.name)
-        self._bindings[machine.name] = EntityBinding(
+        binding = EntityBinding(
             machine=machine,
             entity_class=entity_class,
             table=table,
@@ -159,6 +160,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             key_type=python_type,
             rows=row_loader(mapper, table, key),
         )
+        self._bindings[machine.name] = binding
+        protect_state(entity_class, machine)
         return self
 
     def binding(self, entity_type: str) -> EntityBinding:

@@ -13,6 +13,11 @@ stale copy over the winner:
   before the flush. A mismatch is `ConcurrentTransitionError` and the unit rolls
   back. State attributes never change outside a transition: setting one by hand in
   a unit is refused.
+
+`protect_state` extends that last rule to every Session: a flush that would write a
+registered class's state attributes, changed by hand, raises `ProtectedStateError`
+(statekit's own writes leave them unchanged for the ORM: they are written by its
+compare-and-set and marked as what the row holds).
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Column, Connection, select
 from sqlalchemy import event as sa_event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from statekit.errors import ConcurrentTransitionError, StoreError
+from statekit.errors import ConcurrentTransitionError, ProtectedStateError
 from statekit.store.sqlalchemy.orm import loaded_values, net_changes
 
 if TYPE_CHECKING:
+    from statekit.engine import Machine
     from statekit.store.sqlalchemy.binding import EntityBinding
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "guard_session_unit",
     "net_changes",
     "note_written",
+    "protect_state",
     "stored_version",
     "stored_version_and_state",
 ]
@@ -48,16 +56,59 @@ _WRITTEN = "statekit_written_versions"
 """`Session.info` key: entity id -> the version statekit wrote in this transaction."""
 
 
-def check_unchanged_state(binding: EntityBinding, key: str, changed: Sequence[str]) -> None:
-    """Refuse a write-back that would set state attributes outside a transition."""
-    moved = [name for name in changed if name in binding.state_names]
+def check_unchanged_state(
+    machine: Machine, entity: object, key: str, changed: Sequence[str]
+) -> None:
+    """Refuse a write (a unit's write-back, a Session's flush) that would set state
+    attributes of `machine` outside a transition.
+
+    Raises:
+        ProtectedStateError: one of `changed` is a state attribute.
+    """
+    moved = [name for name in changed if name in machine.fields.state_attributes()]
     if moved:
-        machine = binding.machine
-        raise StoreError(
+        state_name = machine.fields.state
+        history = sa_inspect(entity).attrs[state_name].history
+        stored = history.deleted[0] if history.deleted else loaded_values(entity)[state_name]
+        raise ProtectedStateError(
             f"{machine.name} {key}: {', '.join(moved)} changed outside a transition; "
             f"state attributes change only by firing an event "
-            f"(events: {', '.join(machine.events)})"
+            f"(events: {', '.join(machine.events)})",
+            entity_type=machine.name,
+            key=key,
+            state=loaded_values(entity).get(state_name),
+            stored_state=stored,
         )
+
+
+def protect_state(entity_class: type, machine: Machine) -> None:
+    """Make every Session refuse to flush `entity_class` with a state attribute of
+    `machine` changed by hand (once per class and machine; subclasses included).
+    `StateMixin` calls it for a class that names its machine once it is mapped, and
+    `SQLAlchemyStore.register` for any class it stores."""
+    protected: set[str] = entity_class.__dict__.get(_PROTECTED, set())
+    if machine.name in protected:
+        return
+    setattr(entity_class, _PROTECTED, protected | {machine.name})
+    sa_event.listen(
+        entity_class, "before_update", partial(_refuse_state_change, machine), propagate=True
+    )
+
+
+_PROTECTED = "_statekit_state_protected"
+
+
+def _refuse_state_change(
+    machine: Machine, mapper: Any, connection: Connection, entity: object
+) -> None:
+    state = sa_inspect(entity)
+    attrs = state.attrs
+    names = machine.fields.state_attributes()
+    changed = [name for name in names if attrs[name].history.has_changes()]
+    if changed:
+        identity = state.identity
+        key = str(identity[0]) if identity and len(identity) == 1 else str(identity)
+        check_unchanged_state(machine, entity, key, changed)
 
 
 def stored_version(
@@ -123,7 +174,7 @@ def _before_flush(
     changed = net_changes(entity)
     if not changed:
         return
-    check_unchanged_state(binding, key, changed)
+    check_unchanged_state(binding.machine, entity, key, changed)
     held: int = loaded_values(entity)[binding.machine.fields.version]
     written: dict[int, int] = session.info.get(_WRITTEN, {})
     if written.get(id(entity)) == held:
