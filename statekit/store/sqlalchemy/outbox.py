@@ -1,15 +1,16 @@
-"""The compensation outbox of `SQLAlchemyStore`: scheduling, claiming one task at a
-time, and recording each attempt, plus what the drain needs around a handler.
+"""The compensation outbox of `SQLAlchemyStore`: scheduling, claiming due tasks, and
+recording each attempt, plus what the drain needs around a handler.
 
 A claim is a short transaction of its own (`FOR UPDATE SKIP LOCKED` where the server
-has it), committed before the handler runs, and it takes one task, so a lease covers
-exactly the task being run. Handlers run with no transaction open (`HandlerUnit`).
+has it), committed before the handlers run, that takes up to as many tasks as the
+drain has free slots (at most one per instance), each with its lease; on PostgreSQL
+and SQLite it is one statement. Handlers run with no transaction open (`HandlerUnit`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +39,7 @@ from statekit.compensation import CompensationTask
 from statekit.errors import StoreError
 from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities
-from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
+from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit, read_options
 from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
@@ -52,6 +53,9 @@ lease lasts minutes, so a second more before it is taken over costs nothing, whi
 drain claiming hundreds of tasks a second skips one query per claim."""
 
 _OPEN = ("pending", "running", "dead")
+_OPEN_SQL = tuple(literal_column(f"'{status}'") for status in _OPEN)
+"""`_OPEN` written into the statements run per claim and per task: a bound list
+would be expanded by SQLAlchemy on every execution."""
 _TASK_COLUMNS = (
     "entity_type",
     "entity_key",
@@ -70,9 +74,15 @@ _TASK_COLUMNS = (
 
 @dataclass(frozen=True)
 class _Claim:
-    """A claim's statements: the due queries (expired leases, then pending), the UPDATE
-    that takes the rows (returning them where the server can) and the read after it."""
+    """A claim's statements, one per way of being due (expired leases, then pending).
 
+    With `takes` (PostgreSQL, SQLite), each is one UPDATE whose subquery picks (and
+    locks, SKIP LOCKED) up to `limit` due rows and that returns them: a claim of k
+    tasks is one statement, self-committing on PostgreSQL. Otherwise `queries` pick
+    the rows and `update` takes them (returning them where the server can, else
+    `read` reads them back) in one transaction."""
+
+    takes: tuple[Any, ...]
     queries: tuple[Any, ...]
     update: Any
     read: Any
@@ -120,6 +130,11 @@ class OutboxOperations:
         return self.writer
 
     @cached_property
+    def _read(self) -> Mapping[str, Any]:
+        """How a `HandlerUnit` reads (see `read_options`)."""
+        return read_options(self.engine)
+
+    @cached_property
     def _sweep_sessions(self) -> orm.sessionmaker[Session]:
         return orm.sessionmaker(bind=self._sweep_engine, expire_on_commit=False)
 
@@ -160,34 +175,63 @@ class OutboxOperations:
     def claim_compensations(
         self, now: datetime, limit: int, lease: timedelta
     ) -> list[CompensationTask]:
-        """Claim due tasks (newest step first per instance, at most one per instance)
-        for this sweeper: each becomes `running` with one more attempt and a lease,
-        committed before any handler runs. A task whose lease expired is claimed again
-        (first); this store looks for those at most once a second of `now`."""
+        """Claim up to `limit` due tasks (newest step first per instance, at most one
+        per instance) for this sweeper: each becomes `running` with one more attempt
+        and a lease, committed before any handler runs. A task whose lease expired is
+        claimed again (first); this store looks for those at most once a second of
+        `now`. The claim costs per batch, not per task: one statement per way of
+        being due on PostgreSQL and SQLite (see `_Claim`)."""
         claim = self._claim_statements
         last = self.__dict__.get("_last_expiry_probe")
         probe = last is None or not last <= now < last + _EXPIRY_PROBE
         if probe:
             self.__dict__["_last_expiry_probe"] = now
-        token = uuid.uuid4().hex
+        values = {"token": uuid.uuid4().hex, "now": now, "lease_until": now + lease}
         with wrap("claiming compensations", self.engine):
-            with self._sweep_engine.begin() as conn:
-                ids: list[Any] = []
-                for query in claim.queries[0 if probe else 1 :]:
-                    if len(ids) < limit:
-                        found = conn.execute(query, {"now": now, "limit": limit - len(ids)})
-                        ids += found.scalars().all()
-                if not ids:
-                    return []
-                # The selected rows are locked by this transaction (SKIP LOCKED) or the
-                # database's only write lock is held (SQLite): one UPDATE claims them all.
-                values = {"ids": ids, "token": token, "now": now, "lease_until": now + lease}
-                if claim.returning:
-                    rows = conn.execute(claim.update, values).all()
-                else:
-                    conn.execute(claim.update, values)
-                    rows = conn.execute(claim.read, values).all()
+            if claim.takes:
+                rows = self._take(claim.takes[0 if probe else 1 :], values, limit)
+            else:
+                rows = self._pick_and_take(claim, claim.queries[0 if probe else 1 :], values, limit)
         return sorted((_task(row) for row in rows), key=lambda t: (t.next_attempt_at, t.id))
+
+    def _take(self, takes: Sequence[Any], values: dict[str, Any], limit: int) -> list[Any]:
+        """Claim with one UPDATE ... RETURNING per way of being due, until `limit`."""
+        rows: list[Any] = []
+        engine = self._claim_engine
+        with engine.connect() as conn:
+            for take in takes:
+                if len(rows) < limit:
+                    with conn.begin():
+                        rows += conn.execute(take, {**values, "limit": limit - len(rows)}).all()
+        return rows
+
+    def _pick_and_take(
+        self, claim: _Claim, queries: Sequence[Any], values: dict[str, Any], limit: int
+    ) -> list[Any]:
+        """Claim by selecting due rows (locking them), then updating them, in one
+        transaction."""
+        with self._sweep_engine.begin() as conn:
+            ids: list[Any] = []
+            for query in queries:
+                if len(ids) < limit:
+                    found = conn.execute(query, {"now": values["now"], "limit": limit - len(ids)})
+                    ids += found.scalars().all()
+            if not ids:
+                return []
+            # The selected rows are locked by this transaction (SKIP LOCKED) or the
+            # database's only write lock is held: one UPDATE claims them all.
+            if claim.returning:
+                return list(conn.execute(claim.update, {**values, "ids": ids}).all())
+            conn.execute(claim.update, {**values, "ids": ids})
+            return list(conn.execute(claim.read, {**values, "ids": ids}).all())
+
+    @cached_property
+    def _claim_engine(self) -> Engine:
+        """The engine for one-statement claims: self-committing where the server has
+        row locks (PostgreSQL: no BEGIN and COMMIT round trips), else the sweeper's."""
+        if capabilities(self.engine).probe_autocommit:
+            return self._sweep_engine.execution_options(isolation_level="AUTOCOMMIT")
+        return self._sweep_engine
 
     @cached_property
     def _claim_statements(self) -> _Claim:
@@ -198,7 +242,7 @@ class OutboxOperations:
             newer.c.entity_type == c.c.entity_type,
             newer.c.entity_key == c.c.entity_key,
             newer.c.step_seq > c.c.step_seq,
-            newer.c.status.in_(_OPEN),
+            newer.c.status.in_(_OPEN_SQL),
         )
         now = bindparam("now", type_=UTCDateTime())
         # One query per way of being due (expired leases first), each an ordered range
@@ -216,27 +260,27 @@ class OutboxOperations:
             if self.skip_locked:
                 query = query.with_for_update(skip_locked=True)
             queries.append(query)
-        mine = and_(
-            c.c.id.in_(bindparam("ids", expanding=True)), c.c.claim_token == bindparam("token")
-        )
-        update_ = (
-            update(c)
-            .where(
-                c.c.id.in_(bindparam("ids", expanding=True)), c.c.status.in_(("pending", "running"))
-            )
-            .values(
-                status="running",
-                attempts=c.c.attempts + 1,
-                claim_token=bindparam("token"),
-                lease_until=bindparam("lease_until", type_=UTCDateTime()),
-                updated_at=now,
-            )
-        )
         columns = [c.c[n] for n in _TASK_COLUMNS]
+        take = update(c).values(
+            status="running",
+            attempts=c.c.attempts + 1,
+            claim_token=bindparam("token"),
+            lease_until=bindparam("lease_until", type_=UTCDateTime()),
+            updated_at=now,
+        )
+        if capabilities(self.engine).one_statement_claim:
+            takes = tuple(
+                take.where(c.c.id.in_(query.scalar_subquery())).returning(*columns)
+                for query in queries
+            )
+            return _Claim(takes, (), None, None, True)
+        ids = c.c.id.in_(bindparam("ids", expanding=True))
+        update_ = take.where(ids, c.c.status.in_(("pending", "running")))
         returning = bool(self._sweep_engine.dialect.update_returning)
         if returning:
             update_ = update_.returning(*columns)
-        return _Claim(tuple(queries), update_, select(*columns).where(mine), returning)
+        read = select(*columns).where(ids, c.c.claim_token == bindparam("token"))
+        return _Claim((), tuple(queries), update_, read, returning)
 
     def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
         """Mark `task` done in the entity's transaction (with its attempt row) and
@@ -338,7 +382,7 @@ class OutboxOperations:
         remaining = select(func.count()).where(
             c.c.entity_type == bindparam("type_"),
             c.c.entity_key == bindparam("key_"),
-            c.c.status.in_(_OPEN),
+            c.c.status.in_(_OPEN_SQL),
         )
         return _Finish(update_, insert(self.tables.attempts), remaining)
 
@@ -405,7 +449,7 @@ class OutboxOperations:
         """The entity of one compensation, loaded for a handler (see `HandlerUnit`);
         commits what is open on a clean exit, rolls back on an exception, and turns
         backend errors into `StoreError`."""
-        unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key)
+        unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key, self._read)
         try:
             with wrap(f"compensating {entity_type} {key}", self.engine):
                 unit.load()
