@@ -121,12 +121,11 @@ class HandlerUnit:
         lock the entity's row and return what it holds now."""
         if not self.session.in_transaction():
             self.session.begin()
-        query = (
-            self.binding.snapshot_select()
-            .where(self.binding.key == self.binding.coerce_key(self.key))
-            .with_for_update()
+        row = (
+            self.session.connection()
+            .execute(self.binding.locked_snapshot, {"k_": self.binding.coerce_key(self.key)})
+            .first()
         )
-        row = self.session.connection().execute(query).first()
         if row is None:
             raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
         snapshot: Snapshot = self.binding.snapshot(row)
