@@ -1,8 +1,9 @@
 """The compensation drain: claim due tasks, run each handler with no lock held and a
 timeout, then complete it, settle it or record the failure. With `concurrency` N, up to
-N handlers run at once in a bounded thread pool; each task is still its own unit (its
-own lease, check, completion transaction), and a claim never hands out two tasks of one
-instance, nor one whose instance has a task running.
+N handlers run at once in N worker slots that claim their own work (`statekit.slots`);
+each task is still its own unit (its own lease, check, completion transaction), and a
+claim never hands out two tasks of one instance, nor one whose instance has a task
+running.
 
 The rule for an instance that leaves stuck: its compensations run only while it is
 still stuck where the sweeper (or `Sweeper.compensate`) marked it. A transition out
