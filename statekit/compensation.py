@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import random
 import threading
 from collections.abc import Callable
@@ -107,7 +109,9 @@ def call_with_timeout(
     """Run `call` in a worker thread named `name` and wait up to `timeout` seconds
     (None: run it here and wait for it). Returns True when it returned (re-raising
     what it raised), False when it is still running: Python cannot stop a thread,
-    so it is left to finish and `on_abandoned` then runs in that thread."""
+    so it is left to finish and `on_abandoned` then runs in that thread (which then
+    ends). Worker threads whose call returned in time wait, idle, for the next call:
+    starting a thread costs a handshake with it, per call, under the drain's load."""
     if timeout is None:
         call()
         return True
@@ -116,7 +120,8 @@ def call_with_timeout(
     state = {"done": False, "abandoned": False}
     errors: list[BaseException] = []
 
-    def work() -> None:
+    def work() -> bool:
+        """Run the call; True when the thread may be kept for another call."""
         try:
             call()
         except BaseException as exc:  # handed to the waiting thread
@@ -125,14 +130,17 @@ def call_with_timeout(
             with lock:
                 state["done"] = True
                 abandoned = state["abandoned"]
+            if not abandoned:
+                threading.current_thread().name = _IDLE_NAME
             finished.set()
             if abandoned:
                 try:
                     on_abandoned()
                 except Exception:
                     logger.exception("cleaning up after abandoned call %s failed", name)
+        return not abandoned
 
-    threading.Thread(target=work, name=name, daemon=True).start()
+    _CALLERS.run(work, name)
     finished.wait(timeout)
     with lock:
         if not state["done"]:
@@ -141,3 +149,72 @@ def call_with_timeout(
     if errors:
         raise errors[0]
     return True
+
+
+_IDLE_NAME = "statekit-caller-idle"
+_IDLE_SECONDS = 2.0
+"""How long an idle caller thread waits for another call before it ends."""
+
+
+class _Callers:
+    """The idle threads of `call_with_timeout`, each waiting for its next call."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every idle thread (a forked child has none of its parent's)."""
+        self._lock = threading.Lock()
+        self._idle: list[_Caller] = []
+
+    def run(self, work: Callable[[], bool], name: str) -> None:
+        """Run `work` in an idle thread renamed `name`, or in a new one."""
+        with self._lock:
+            caller = self._idle.pop() if self._idle else None
+        if caller is None:
+            caller = _Caller(self)
+            caller.thread.name = name
+            caller.jobs.put(work)
+            caller.thread.start()
+        else:
+            caller.thread.name = name
+            caller.jobs.put(work)
+
+    def rest(self, caller: _Caller) -> None:
+        with self._lock:
+            self._idle.append(caller)
+
+    def retire(self, caller: _Caller) -> bool:
+        """Take an idle `caller` out of the pool; False when a call was just handed
+        to it (then it has work coming)."""
+        with self._lock:
+            if caller in self._idle:
+                self._idle.remove(caller)
+                return True
+            return False
+
+
+class _Caller:
+    """One worker thread of `_Callers`."""
+
+    def __init__(self, callers: _Callers) -> None:
+        self.callers = callers
+        self.jobs: queue.SimpleQueue[Callable[[], bool]] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                work = self.jobs.get(timeout=_IDLE_SECONDS)
+            except queue.Empty:
+                if self.callers.retire(self):
+                    return
+                continue  # a call was handed over as the wait ran out
+            if not work():
+                return  # abandoned: the thread ends with its call
+            self.callers.rest(self)
+
+
+_CALLERS = _Callers()
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_CALLERS.reset)

@@ -1,8 +1,9 @@
 """The compensation drain: claim due tasks, run each handler with no lock held and a
 timeout, then complete it, settle it or record the failure. With `concurrency` N, up to
-N handlers run at once in a bounded thread pool; each task is still its own unit (its
-own lease, check, completion transaction), and a claim never hands out two tasks of one
-instance, nor one whose instance has a task running.
+N handlers run at once in N worker slots that claim their own work (`statekit.slots`);
+each task is still its own unit (its own lease, check, completion transaction), and a
+claim never hands out two tasks of one instance, nor one whose instance has a task
+running.
 
 The rule for an instance that leaves stuck: its compensations run only while it is
 still stuck where the sweeper (or `Sweeper.compensate`) marked it. A transition out
@@ -16,8 +17,8 @@ A `Sweeper` holds one `Drain` (and one `statekit.deadlines.Deadlines`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from statekit.errors import (
     ConcurrentTransitionError,
 )
 from statekit.records import Snapshot
+from statekit.slots import Slots
 from statekit.store.protocol import HandlerUnit
 
 if TYPE_CHECKING:
@@ -105,41 +107,21 @@ class Drain:
                 for task in tasks:
                     self.compensate_one(task, result)
             return
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="statekit-drain") as pool:
-            self._run_pool(pool, result, stop)
+        self._run_pool(result, stop)
 
-    def _run_pool(
-        self, pool: ThreadPoolExecutor, result: SweepResult, stop: Callable[[], bool]
-    ) -> None:
-        """Claim as many tasks as there are free slots, in one claim, and run them."""
-        running: set[Future[SweepResult]] = set()
-        errors: list[BaseException] = []
+    def _run_pool(self, result: SweepResult, stop: Callable[[], bool]) -> None:
+        """Run tasks in `concurrency` slots that claim their own (`Slots`)."""
+        counting = threading.Lock()
 
-        def collect(finished: set[Future[SweepResult]]) -> None:
-            for future in finished:
-                error = future.exception()
-                if error is None:
-                    result.add(future.result())
-                else:
-                    errors.append(error)
+        def work(task: CompensationTask) -> None:
+            own = self._compensate_apart(task)
+            with counting:
+                result.add(own)
 
-        try:
-            while not stop() and not errors:
-                free = self.concurrency - len(running)
-                tasks = self.store.claim_compensations(self.clock.now(), free, self.lease)
-                for task in tasks:
-                    running.add(pool.submit(self._compensate_apart, task))
-                if not running:
-                    return  # nothing due and nothing running
-                if len(tasks) < free or len(running) == self.concurrency:
-                    # Wait for a slot; a finished task may also make an older step due.
-                    finished, running = wait(running, return_when=FIRST_COMPLETED)
-                    collect(finished)
-        finally:
-            finished, _ = wait(running)
-            collect(finished)
-        if errors:
-            raise errors[0]
+        def claim(free: int) -> list[CompensationTask]:
+            return self.store.claim_compensations(self.clock.now(), free, self.lease)
+
+        Slots(self.concurrency, claim, work, stop).run()
 
     def _compensate_apart(self, task: CompensationTask) -> SweepResult:
         """`compensate_one` in a pool thread, counting into a result of its own."""

@@ -69,7 +69,7 @@ class Sweeper:
             store's database clock (the server's time on PostgreSQL and MySQL/MariaDB,
             so a skewed machine clock neither steals leases nor runs work early).
         batch_size: Instances claimed per transaction (compensations are claimed
-            one at a time).
+            as slots come free: see `concurrency`).
         lease: How long a claimed compensation is reserved before another sweeper
             may take it over (a sweeper that died mid-handler); longer than
             `handler_timeout`.

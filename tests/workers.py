@@ -323,9 +323,17 @@ def sweep_until_killed(
     return dict(sweeper.run_once().as_dict())
 
 
+def drain_proof(url: str, concurrency: int) -> dict[str, Any]:
+    """Wait for the parent's go, then drain the proof orders (`tests.drain_proof`)."""
+    from tests.drain_proof import drain
+
+    return drain(url, concurrency)
+
+
 def main() -> None:
     command, raw = sys.argv[1], sys.argv[2]
     handler = {
+        "drain_proof": drain_proof,
         "hammer": hammer,
         "stale_round": stale_round,
         "hang": hang_before_commit,

@@ -189,6 +189,49 @@ class OutboxContract:
         assert first | second == set(keys)
         assert sorted(len(found) for found in claims) == [2, 4]
 
+    def test_a_batch_claim_takes_k_tasks_of_k_instances_and_leaves_the_rest(
+        self, store: SweepStore, job: Callable[..., None], clock: ManualClock
+    ) -> None:
+        keys = [f"k{n}" for n in range(5)]
+        for key in ("expired", *keys):
+            job(key, "advance", "continue_")
+            self.schedule(store, key, tasks_of(key), clock)
+            if key == "expired":  # claimed by a sweeper that died
+                [dead] = store.claim_compensations(clock.now(), 1, LEASE)
+                clock.advance(LEASE)
+        claimed = store.claim_compensations(clock.now(), 4, LEASE)
+        by_key = {t.key: t for t in claimed}
+        assert len(claimed) == len(by_key) == 4  # k tasks of k instances
+        assert (by_key["expired"].id, by_key["expired"].attempts) == (dead.id, 2)
+        assert by_key["expired"].claim_token != dead.claim_token
+        for task in claimed:  # each the newest step of its instance, running, claimed
+            assert (task.step_seq, task.status) == (2, "running")
+            assert task.claim_token
+        assert by_key["expired"].attempts == 2
+        assert all(t.attempts == 1 for t in claimed if t.key != "expired")
+        for key in ("expired", *keys):  # the rest untouched: older steps, two instances
+            running = [(2, "running", by_key[key].attempts)] if key in by_key else []
+            pending = [] if key in by_key else [(2, "pending", 0)]
+            assert self.states(store, key) == [*running, *pending, (1, "pending", 0)]
+        rest = store.claim_compensations(clock.now(), 10, LEASE)
+        assert sorted(t.key for t in rest) == sorted(set(keys) - set(by_key))
+        assert {t.step_seq for t in rest} == {2}
+        assert store.claim_compensations(clock.now(), 10, LEASE) == []  # older steps wait
+        # Each claimed task has a lease of its own: completing one frees only its
+        # instance's older step; the others run out and are claimed again.
+        first = claimed[0]
+        assert self.complete(store, first, clock) == 1
+        [older] = store.claim_compensations(clock.now(), 10, LEASE)
+        assert (older.key, older.step_seq) == (first.key, 1)
+        clock.advance(LEASE)
+        again = store.claim_compensations(clock.now(), 10, LEASE)
+        assert sorted((t.key, t.step_seq) for t in again) == sorted(
+            [(t.key, t.step_seq) for t in claimed[1:] + rest] + [(first.key, 1)]
+        )
+        for task in claimed[1:]:
+            with pytest.raises(ConcurrentTransitionError):
+                self.complete(store, task, clock)
+
     def test_a_task_whose_lease_expired_is_claimed_again(
         self, store: SweepStore, job: Callable[..., None], clock: ManualClock
     ) -> None:

@@ -44,6 +44,7 @@ class EntityBinding:
     compare_and_set: Any = None  # the apply UPDATE, built once
     state_names: tuple[str, ...] = ()  # the entity's state attribute names
     write_state: StateWriter | None = None  # how the Runner sets them in a light unit
+    locked_snapshot: Any = None  # `snapshot_select` of key `k_`, FOR UPDATE, built once
 
     def __post_init__(self) -> None:
         names = self.machine.fields.state_attributes()
@@ -51,6 +52,8 @@ class EntityBinding:
         if not set_listened(self.entity_class, names):
             object.__setattr__(self, "write_state", loaded_values_writer(names))
         object.__setattr__(self, "compare_and_set", self.compare_and_set_with())
+        locked = self.snapshot_select().where(self.key == bindparam("k_")).with_for_update()
+        object.__setattr__(self, "locked_snapshot", locked)
 
     def compare_and_set_with(self, extra: Mapping[Column[Any], Any] | None = None) -> Any:
         """The compare-and-set UPDATE (parameters: `compare_and_set_values`), setting

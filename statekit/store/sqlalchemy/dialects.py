@@ -73,6 +73,11 @@ class Capabilities:
     compare-and-set UPDATE in a WITH clause feeding the history INSERT)."""
     driver_path: bool
     """By-key fires may go on the DBAPI connection (stdlib sqlite3, psycopg 3)."""
+    one_statement_claim: bool
+    """A compensation claim is one `UPDATE ... WHERE id IN (SELECT ... LIMIT k [FOR
+    UPDATE SKIP LOCKED]) RETURNING ...` (PostgreSQL, SQLite 3.35+), self-committing
+    where reads take no write lock (PostgreSQL); elsewhere (MySQL/MariaDB, which
+    cannot update a table a subquery reads) a SELECT and an UPDATE in a transaction."""
     claim_isolation: str | None
     """The isolation level of sweeper transactions, when not the engine's: READ
     COMMITTED on MySQL/MariaDB, so a claim locks only the rows it takes."""
@@ -155,6 +160,8 @@ def _detect(dialect: Dialect) -> Capabilities:
         ),
         one_statement_write=name == "postgresql",
         driver_path=(name, dialect.driver) in _DRIVER_PATH,
+        one_statement_claim=name == "postgresql"
+        or (name == "sqlite" and _sqlite_version(dialect) >= (3, 35)),
         claim_isolation="READ COMMITTED" if mysql else None,
         probe_autocommit=name != "sqlite",
         inline_probe_time=name == "postgresql",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,8 +17,9 @@ from statekit.errors import InstanceNotFoundError, InvalidArgumentError
 from statekit.records import Snapshot
 from statekit.store.sqlalchemy.dialects import capabilities, clocked
 from statekit.store.sqlalchemy.errors import wrap
+from statekit.store.sqlalchemy.sqlite import BEGIN_OPTION
 
-__all__ = ["DatabaseClock", "HandlerUnit"]
+__all__ = ["DatabaseClock", "HandlerUnit", "read_options"]
 
 
 class DatabaseClock:
@@ -62,6 +64,21 @@ class DatabaseClock:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def read_options(engine: Engine) -> Mapping[str, Any]:
+    """The execution options of a `HandlerUnit`'s read transaction, which only reads
+    (the entity, then the claim with its step) and holds no lock: self-committing on
+    PostgreSQL, where READ COMMITTED gives each statement its own snapshot anyway and
+    psycopg switches autocommit without a round trip (so no BEGIN and COMMIT); a
+    deferred BEGIN on SQLite (a reader, not the write lock); elsewhere the sweeper's
+    own transaction (switching MySQL's autocommit costs round trips of its own)."""
+    name = capabilities(engine).name
+    if name == "postgresql":
+        return {"isolation_level": "AUTOCOMMIT"}
+    if name == "sqlite":
+        return {BEGIN_OPTION: "DEFERRED"}
+    return {}
+
+
 class HandlerUnit:
     """One compensation's entity in a Session whose transactions are open only while
     statekit checks and completes, never while the handler runs:
@@ -75,16 +92,22 @@ class HandlerUnit:
     transaction early and hold their locks until it ends.
     """
 
-    def __init__(self, session: Session, binding: Any, key: str) -> None:
+    def __init__(
+        self, session: Session, binding: Any, key: str, read: Mapping[str, Any] | None = None
+    ) -> None:
         self.session = session
         self.binding = binding
         self.key = key
+        self.read = read or {}
         self.entity: Any = None
         self.abandoned = False
 
     def load(self) -> None:
-        """Begin the read transaction and load the entity."""
+        """Begin the read transaction (on a connection with the `read` execution
+        options: see `read_options`) and load the entity."""
         self.session.begin()
+        if self.read:
+            self.session.connection(execution_options=dict(self.read))
         self.entity = self.session.get(self.binding.entity_class, self.binding.coerce_key(self.key))
         if self.entity is None:
             raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
@@ -98,12 +121,11 @@ class HandlerUnit:
         lock the entity's row and return what it holds now."""
         if not self.session.in_transaction():
             self.session.begin()
-        query = (
-            self.binding.snapshot_select()
-            .where(self.binding.key == self.binding.coerce_key(self.key))
-            .with_for_update()
+        row = (
+            self.session.connection()
+            .execute(self.binding.locked_snapshot, {"k_": self.binding.coerce_key(self.key)})
+            .first()
         )
-        row = self.session.connection().execute(query).first()
         if row is None:
             raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
         snapshot: Snapshot = self.binding.snapshot(row)

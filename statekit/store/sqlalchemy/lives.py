@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -211,23 +211,31 @@ class LifeOperations:
                 deleted or replaced by a new one with the same key.
         """
         conn, name, key = self._in_unit(entity, "a step is read")
+        row = conn.execute(
+            self._claimed_step_query,
+            {"id_": task.id, "token": task.claim_token, "type_": name, "key_": key},
+        ).first()
+        if row is None:
+            raise lost_claim(task)
+        return None if row[1] is None else record_of(name, key, row[1:])
+
+    @cached_property
+    def _claimed_step_query(self) -> Select[Any]:
+        """`claimed_step`'s query, built once with everything that changes bound."""
         c, t = self.tables.compensations, self.tables.transitions
         step = and_(
             t.c.entity_type == c.c.entity_type,
             t.c.entity_key == c.c.entity_key,
             t.c.seq == c.c.step_seq,
         )
-        row = conn.execute(
+        return (
             select(c.c.id, *(t.c[n] for n in RECORD_COLUMNS))
             .select_from(c.outerjoin(t, step))
             .where(
-                c.c.id == task.id,
-                c.c.claim_token == task.claim_token,
+                c.c.id == bindparam("id_"),
+                c.c.claim_token == bindparam("token"),
                 c.c.status == "running",
-                c.c.entity_type == name,
-                c.c.entity_key == key,
+                c.c.entity_type == bindparam("type_"),
+                c.c.entity_key == bindparam("key_"),
             )
-        ).first()
-        if row is None:
-            raise lost_claim(task)
-        return None if row[1] is None else record_of(name, key, row[1:])
+        )

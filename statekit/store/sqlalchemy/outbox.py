@@ -1,48 +1,44 @@
-"""The compensation outbox of `SQLAlchemyStore`: scheduling, claiming one task at a
-time, and recording each attempt, plus what the drain needs around a handler.
+"""The compensation outbox of `SQLAlchemyStore`: scheduling, claiming due tasks, and
+recording each attempt, plus what the drain needs around a handler.
 
 A claim is a short transaction of its own (`FOR UPDATE SKIP LOCKED` where the server
-has it), committed before the handler runs, and it takes one task, so a lease covers
-exactly the task being run. Handlers run with no transaction open (`HandlerUnit`).
+has it), committed before the handlers run, that takes up to as many tasks as the
+drain has free slots (at most one per instance), each with its lease; on PostgreSQL
+and SQLite it is one statement. Handlers run with no transaction open (`HandlerUnit`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Integer,
-    Table,
-    and_,
-    bindparam,
-    exists,
-    func,
-    insert,
-    literal_column,
-    orm,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, orm, select, update
 from sqlalchemy.orm import Session, object_session
 
 from statekit.clock import Clock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.errors import StoreError
+from statekit.store.sqlalchemy.claims import (
+    OPEN,
+    TASK_COLUMNS,
+    Claim,
+    Finish,
+    claim_statements,
+    compensation_due,
+    finish_statements,
+    task_of,
+)
 from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities
-from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit
+from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit, read_options
 from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
-from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
+from statekit.store.sqlalchemy.tables import StatekitTables
 
 __all__ = ["OutboxOperations", "compensation_due", "supports_skip_locked"]
 
@@ -50,43 +46,6 @@ _EXPIRY_PROBE = timedelta(seconds=1)
 """How often (in the claimer's clock) a claim also looks for leases that ran out: a
 lease lasts minutes, so a second more before it is taken over costs nothing, while a
 drain claiming hundreds of tasks a second skips one query per claim."""
-
-_OPEN = ("pending", "running", "dead")
-_TASK_COLUMNS = (
-    "entity_type",
-    "entity_key",
-    "step_seq",
-    "action",
-    "event",
-    "max_attempts",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "last_error",
-    "claim_token",
-    "id",
-)
-
-
-@dataclass(frozen=True)
-class _Claim:
-    """A claim's statements: the due queries (expired leases, then pending), the UPDATE
-    that takes the rows (returning them where the server can) and the read after it."""
-
-    queries: tuple[Any, ...]
-    update: Any
-    read: Any
-    returning: bool
-
-
-@dataclass(frozen=True)
-class _Finish:
-    """The statements recording an attempt: the claim-checked UPDATE, the attempt row's
-    INSERT, and the count of the instance's open tasks after a completion."""
-
-    update: Any
-    attempt: Any
-    remaining: Any
 
 
 def supports_skip_locked(engine: Engine) -> bool:
@@ -118,6 +77,11 @@ class OutboxOperations:
         if isolation is not None:
             return self.writer.execution_options(isolation_level=isolation)
         return self.writer
+
+    @cached_property
+    def _read(self) -> Mapping[str, Any]:
+        """How a `HandlerUnit` reads (see `read_options`)."""
+        return read_options(self.engine)
 
     @cached_property
     def _sweep_sessions(self) -> orm.sessionmaker[Session]:
@@ -160,83 +124,82 @@ class OutboxOperations:
     def claim_compensations(
         self, now: datetime, limit: int, lease: timedelta
     ) -> list[CompensationTask]:
-        """Claim due tasks (newest step first per instance, at most one per instance)
-        for this sweeper: each becomes `running` with one more attempt and a lease,
-        committed before any handler runs. A task whose lease expired is claimed again
-        (first); this store looks for those at most once a second of `now`."""
+        """Claim up to `limit` due tasks (newest step first per instance, at most one
+        per instance) for this sweeper: each becomes `running` with one more attempt
+        and a lease, committed before any handler runs. A task whose lease expired is
+        claimed again (first); this store looks for those at most once a second of
+        `now`. The claim costs per batch, not per task: one statement per way of
+        being due on PostgreSQL and SQLite (see `Claim`)."""
         claim = self._claim_statements
         last = self.__dict__.get("_last_expiry_probe")
         probe = last is None or not last <= now < last + _EXPIRY_PROBE
         if probe:
             self.__dict__["_last_expiry_probe"] = now
-        token = uuid.uuid4().hex
+        values = {"token": uuid.uuid4().hex, "now": now, "lease_until": now + lease}
         with wrap("claiming compensations", self.engine):
-            with self._sweep_engine.begin() as conn:
-                ids: list[Any] = []
-                for query in claim.queries[0 if probe else 1 :]:
-                    if len(ids) < limit:
-                        found = conn.execute(query, {"now": now, "limit": limit - len(ids)})
-                        ids += found.scalars().all()
-                if not ids:
-                    return []
-                # The selected rows are locked by this transaction (SKIP LOCKED) or the
-                # database's only write lock is held (SQLite): one UPDATE claims them all.
-                values = {"ids": ids, "token": token, "now": now, "lease_until": now + lease}
-                if claim.returning:
-                    rows = conn.execute(claim.update, values).all()
-                else:
-                    conn.execute(claim.update, values)
-                    rows = conn.execute(claim.read, values).all()
-        return sorted((_task(row) for row in rows), key=lambda t: (t.next_attempt_at, t.id))
+            if claim.takes:
+                rows = self._take(claim.takes[0 if probe else 1 :], values, limit)
+            else:
+                rows = self._pick_and_take(claim, claim.queries[0 if probe else 1 :], values, limit)
+        return sorted((task_of(row) for row in rows), key=lambda t: (t.next_attempt_at, t.id))
+
+    def _take(self, takes: Sequence[Any], values: dict[str, Any], limit: int) -> list[Any]:
+        """Claim with one UPDATE ... RETURNING per way of being due, until `limit`."""
+        rows: list[Any] = []
+        engine = self._claim_engine
+        with engine.connect() as conn:
+            for take in takes:
+                if len(rows) < limit:
+                    with conn.begin():
+                        rows += conn.execute(take, {**values, "limit": limit - len(rows)}).all()
+        return rows
+
+    def _pick_and_take(
+        self, claim: Claim, queries: Sequence[Any], values: dict[str, Any], limit: int
+    ) -> list[Any]:
+        """Claim by selecting due rows (locking them), then updating them, in one
+        transaction."""
+        with self._sweep_engine.begin() as conn:
+            ids: list[Any] = []
+            for query in queries:
+                if len(ids) < limit:
+                    found = conn.execute(query, {"now": values["now"], "limit": limit - len(ids)})
+                    ids += found.scalars().all()
+            if not ids:
+                return []
+            # The selected rows are locked by this transaction (SKIP LOCKED) or the
+            # database's only write lock is held: one UPDATE claims them all.
+            if claim.returning:
+                return list(conn.execute(claim.update, {**values, "ids": ids}).all())
+            conn.execute(claim.update, {**values, "ids": ids})
+            return list(conn.execute(claim.read, {**values, "ids": ids}).all())
 
     @cached_property
-    def _claim_statements(self) -> _Claim:
+    def _claim_engine(self) -> Engine:
+        """The engine for one-statement claims: self-committing where the server has
+        row locks (PostgreSQL: no BEGIN and COMMIT round trips), else the sweeper's."""
+        if capabilities(self.engine).probe_autocommit:
+            return self._sweep_engine.execution_options(isolation_level="AUTOCOMMIT")
+        return self._sweep_engine
+
+    @cached_property
+    def _claim_statements(self) -> Claim:
         """The claim's statements, built once with everything that changes bound."""
-        c = self.tables.compensations
-        newer = c.alias("newer")
-        blocked = exists().where(
-            newer.c.entity_type == c.c.entity_type,
-            newer.c.entity_key == c.c.entity_key,
-            newer.c.step_seq > c.c.step_seq,
-            newer.c.status.in_(_OPEN),
+        return claim_statements(
+            self.tables.compensations,
+            skip_locked=self.skip_locked,
+            one_statement=capabilities(self.engine).one_statement_claim,
+            returning=bool(self._sweep_engine.dialect.update_returning),
         )
-        now = bindparam("now", type_=UTCDateTime())
-        # One query per way of being due (expired leases first), each an ordered range
-        # of the due index (status, next_attempt_at) that stops at `limit`: their OR, or
-        # a sort key the index lacks, would read and sort every due row on each claim.
-        # (Ties come in index order: by id on SQLite and InnoDB, by row on PostgreSQL.)
-        queries = []
-        for due in reversed(compensation_due(c, now)):
-            query = (
-                select(c.c.id)
-                .where(due, ~blocked)
-                .order_by(c.c.next_attempt_at)
-                .limit(bindparam("limit", type_=Integer()))
-            )
-            if self.skip_locked:
-                query = query.with_for_update(skip_locked=True)
-            queries.append(query)
-        mine = and_(
-            c.c.id.in_(bindparam("ids", expanding=True)), c.c.claim_token == bindparam("token")
+
+    @cached_property
+    def _finish_statements(self) -> Finish:
+        """The statements recording an attempt, built once with everything bound."""
+        return finish_statements(
+            self.tables.compensations,
+            self.tables.attempts,
+            combine=capabilities(self.engine).name == "postgresql",
         )
-        update_ = (
-            update(c)
-            .where(
-                c.c.id.in_(bindparam("ids", expanding=True)), c.c.status.in_(("pending", "running"))
-            )
-            .values(
-                status="running",
-                attempts=c.c.attempts + 1,
-                claim_token=bindparam("token"),
-                lease_until=bindparam("lease_until", type_=UTCDateTime()),
-                updated_at=now,
-            )
-        )
-        columns = [c.c[n] for n in _TASK_COLUMNS]
-        returning = bool(self._sweep_engine.dialect.update_returning)
-        if returning:
-            update_ = update_.returning(*columns)
-        return _Claim(tuple(queries), update_, select(*columns).where(mine), returning)
 
     def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
         """Mark `task` done in the entity's transaction (with its attempt row) and
@@ -250,11 +213,7 @@ class OutboxOperations:
         if session is None:
             raise StoreError("a compensation completes in the entity's transaction")
         conn = session.connection()
-        self._finish(conn, task, now, status="done", error=None, next_attempt_at=None)
-        remaining = conn.execute(
-            self._finish_statements.remaining, {"type_": task.entity_type, "key_": task.key}
-        ).scalar()
-        return int(remaining or 0)
+        return self._finish(conn, task, now, status="done", error=None, next_attempt_at=None)
 
     def fail_compensation(
         self,
@@ -265,9 +224,11 @@ class OutboxOperations:
         next_attempt_at: datetime,
         dead: bool,
     ) -> None:
-        """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`."""
+        """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`
+        (one self-committing statement on PostgreSQL)."""
+        engine = self._claim_engine if self._finish_statements.combined is not None else None
         with wrap("recording a failed compensation", self.engine):
-            with self._sweep_engine.begin() as conn:
+            with (engine or self._sweep_engine).begin() as conn:
                 self._finish(
                     conn,
                     task,
@@ -286,20 +247,33 @@ class OutboxOperations:
         status: str,
         error: str | None,
         next_attempt_at: datetime | None,
-    ) -> None:
+    ) -> int:
+        """Record the attempt if the claim holds and return how many of the instance's
+        compensations are open after it (counted only for a completion elsewhere)."""
         finish = self._finish_statements
-        result = conn.execute(
-            finish.update,
-            {
-                "id_": task.id,
-                "token": task.claim_token,
-                "status": status,
-                "error": error,
-                "now": now,
-                "next_attempt_at": next_attempt_at,
-            },
-        )
-        if result.rowcount != 1:
+        values = {
+            "id_": task.id,
+            "token": task.claim_token,
+            "status": status,
+            "error": error,
+            "now": now,
+            "next_attempt_at": next_attempt_at,
+        }
+        if finish.combined is not None:
+            claimed, remaining = conn.execute(
+                finish.combined,
+                {
+                    **values,
+                    "attempt": task.attempts,
+                    "succeeded": status == "done",
+                    "type_": task.entity_type,
+                    "key_": task.key,
+                },
+            ).one()
+            if claimed != 1:
+                raise lost_claim(task)
+            return int(remaining) - 1  # counted before the statement: the task was open
+        if conn.execute(finish.update, values).rowcount != 1:
             raise lost_claim(task)
         conn.execute(
             finish.attempt,
@@ -311,43 +285,19 @@ class OutboxOperations:
                 "error": error,
             },
         )
-
-    @cached_property
-    def _finish_statements(self) -> _Finish:
-        """The statements recording an attempt, built once with everything bound."""
-        c = self.tables.compensations
-        when = UTCDateTime()
-        update_ = (
-            update(c)
-            .where(
-                c.c.id == bindparam("id_"),
-                c.c.claim_token == bindparam("token"),
-                c.c.status == "running",
-            )
-            .values(
-                status=bindparam("status"),
-                last_error=bindparam("error"),
-                lease_until=None,
-                claim_token=None,
-                updated_at=bindparam("now", type_=when),
-                next_attempt_at=func.coalesce(
-                    bindparam("next_attempt_at", type_=when), c.c.next_attempt_at
-                ),
-            )
-        )
-        remaining = select(func.count()).where(
-            c.c.entity_type == bindparam("type_"),
-            c.c.entity_key == bindparam("key_"),
-            c.c.status.in_(_OPEN),
-        )
-        return _Finish(update_, insert(self.tables.attempts), remaining)
+        if status != "done":
+            return 0
+        remaining = conn.execute(
+            finish.remaining, {"type_": task.entity_type, "key_": task.key}
+        ).scalar()
+        return int(remaining or 0)
 
     def compensations(
         self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
     ) -> list[CompensationTask]:
         """Outbox rows, optionally of one instance and/or in given statuses."""
         c = self.tables.compensations
-        query = select(*(c.c[n] for n in _TASK_COLUMNS)).order_by(
+        query = select(*(c.c[n] for n in TASK_COLUMNS)).order_by(
             c.c.entity_type, c.c.entity_key, c.c.step_seq.desc()
         )
         if entity_type is not None:
@@ -357,7 +307,7 @@ class OutboxOperations:
         if status:
             query = query.where(c.c.status.in_(status))
         with reading(self.engine, "listing compensations") as conn:
-            return [_task(row) for row in conn.execute(query).all()]
+            return [task_of(row) for row in conn.execute(query).all()]
 
     def reopen_dead_compensations(self, entity: object, now: datetime, extra_attempts: int) -> int:
         """In the entity's transaction, give its dead compensations `extra_attempts`
@@ -385,7 +335,7 @@ class OutboxOperations:
         }
         if reason is not None:
             values["last_error"] = reason
-        return self._update_tasks(entity, "compensations are cancelled", _OPEN, values)
+        return self._update_tasks(entity, "compensations are cancelled", OPEN, values)
 
     def _update_tasks(
         self, entity: object, what: str, statuses: Sequence[str], values: dict[str, Any]
@@ -405,7 +355,7 @@ class OutboxOperations:
         """The entity of one compensation, loaded for a handler (see `HandlerUnit`);
         commits what is open on a clean exit, rolls back on an exception, and turns
         backend errors into `StoreError`."""
-        unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key)
+        unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key, self._read)
         try:
             with wrap(f"compensating {entity_type} {key}", self.engine):
                 unit.load()
@@ -445,35 +395,3 @@ class OutboxOperations:
 
     def _all_bindings(self) -> Sequence[Any]:  # provided by SQLAlchemyStore
         raise NotImplementedError
-
-
-def _task(row: Sequence[Any]) -> CompensationTask:
-    (entity_type, key, step, action, event, limit, status, attempts, due, error, token, ident) = row
-    return CompensationTask(
-        entity_type=entity_type,
-        key=key,
-        step_seq=step,
-        action=action,
-        event=event,
-        max_attempts=limit,
-        status=status,
-        attempts=attempts,
-        next_attempt_at=due,
-        last_error=error,
-        claim_token=token,
-        id=ident,
-    )
-
-
-def compensation_due(c: Table, now: Any) -> tuple[Any, Any]:
-    """The two ways a compensation is due: pending and its next attempt has come, or
-    running and its claim's lease has run out (its sweeper died).
-
-    Each is a range of its own index (`ix_<prefix>compensations_due` and `_lease`),
-    partial where the database allows. The statuses are literals, not parameters:
-    SQLite (and a generic PostgreSQL plan) uses a partial index only when the query's
-    condition visibly implies the index's."""
-    return (
-        and_(c.c.status == literal_column("'pending'"), c.c.next_attempt_at <= now),
-        and_(c.c.status == literal_column("'running'"), c.c.lease_until <= now),
-    )

@@ -1,0 +1,220 @@
+"""The statements of `SQLAlchemyStore`'s compensation outbox that run per claim and
+per attempt, built once per store (`OutboxOperations`) with everything that changes
+bound: the claim, one statement per way of being due where the database allows, and
+the record of an attempt, one statement on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+
+from statekit.compensation import CompensationTask
+from statekit.store.sqlalchemy.tables import UTCDateTime
+
+__all__ = [
+    "OPEN",
+    "Claim",
+    "Finish",
+    "claim_statements",
+    "compensation_due",
+    "finish_statements",
+    "task_of",
+]
+
+OPEN = ("pending", "running", "dead")
+"""The statuses of a compensation still to settle: they block older steps."""
+OPEN_SQL: tuple[Any, ...] = tuple(literal_column(f"'{status}'") for status in OPEN)
+"""`OPEN` written into the statements run per claim and per task: a bound list
+would be expanded by SQLAlchemy on every execution."""
+TASK_COLUMNS = (
+    "entity_type",
+    "entity_key",
+    "step_seq",
+    "action",
+    "event",
+    "max_attempts",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "claim_token",
+    "id",
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim's statements, one per way of being due (expired leases, then pending).
+
+    With `takes` (PostgreSQL, SQLite), each is one UPDATE whose subquery picks (and
+    locks, SKIP LOCKED) up to `limit` due rows and that returns them: a claim of k
+    tasks is one statement, self-committing on PostgreSQL. Otherwise `queries` pick
+    the rows and `update` takes them (returning them where the server can, else
+    `read` reads them back) in one transaction."""
+
+    takes: tuple[Any, ...]
+    queries: tuple[Any, ...]
+    update: Any
+    read: Any
+    returning: bool
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The statements recording an attempt: the claim-checked UPDATE, the attempt row's
+    INSERT, and the count of the instance's open tasks after a completion; or, with
+    `combined` (PostgreSQL), all three as one statement (see `finish_statements`)."""
+
+    update: Any
+    attempt: Any
+    remaining: Any
+    combined: Any = None
+
+
+def claim_statements(c: Table, *, skip_locked: bool, one_statement: bool, returning: bool) -> Claim:
+    """The claim's statements on the outbox `c` (see `Claim`): `skip_locked` where the
+    server has it, `one_statement` where an UPDATE may pick its rows with a subquery
+    of its own table (`Capabilities.one_statement_claim`), `returning` where an
+    UPDATE returns rows."""
+    newer = c.alias("newer")
+    blocked = exists().where(
+        newer.c.entity_type == c.c.entity_type,
+        newer.c.entity_key == c.c.entity_key,
+        newer.c.step_seq > c.c.step_seq,
+        newer.c.status.in_(OPEN_SQL),
+    )
+    now = bindparam("now", type_=UTCDateTime())
+    # One query per way of being due (expired leases first), each an ordered range
+    # of the due index (status, next_attempt_at) that stops at `limit`: their OR, or
+    # a sort key the index lacks, would read and sort every due row on each claim.
+    # (Ties come in index order: by id on SQLite and InnoDB, by row on PostgreSQL.)
+    queries = []
+    for due in reversed(compensation_due(c, now)):
+        query = (
+            select(c.c.id)
+            .where(due, ~blocked)
+            .order_by(c.c.next_attempt_at)
+            .limit(bindparam("limit", type_=Integer()))
+        )
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        queries.append(query)
+    columns = [c.c[n] for n in TASK_COLUMNS]
+    take = update(c).values(
+        status="running",
+        attempts=c.c.attempts + 1,
+        claim_token=bindparam("token"),
+        lease_until=bindparam("lease_until", type_=UTCDateTime()),
+        updated_at=now,
+    )
+    if one_statement:
+        takes = tuple(
+            take.where(c.c.id.in_(query.scalar_subquery())).returning(*columns) for query in queries
+        )
+        return Claim(takes, (), None, None, True)
+    ids = c.c.id.in_(bindparam("ids", expanding=True))
+    update_ = take.where(ids, c.c.status.in_(("pending", "running")))
+    if returning:
+        update_ = update_.returning(*columns)
+    read = select(*columns).where(ids, c.c.claim_token == bindparam("token"))
+    return Claim((), tuple(queries), update_, read, returning)
+
+
+def finish_statements(c: Table, attempts: Table, *, combine: bool) -> Finish:
+    """The statements recording an attempt at a task of `c` in `attempts` (see
+    `Finish`); `combine` (PostgreSQL) builds the one-statement form too."""
+    when = UTCDateTime()
+    update_ = (
+        update(c)
+        .where(
+            c.c.id == bindparam("id_"),
+            c.c.claim_token == bindparam("token"),
+            c.c.status == "running",
+        )
+        .values(
+            status=bindparam("status"),
+            last_error=bindparam("error"),
+            lease_until=None,
+            claim_token=None,
+            updated_at=bindparam("now", type_=when),
+            next_attempt_at=func.coalesce(
+                bindparam("next_attempt_at", type_=when), c.c.next_attempt_at
+            ),
+        )
+    )
+    remaining = select(func.count()).where(
+        c.c.entity_type == bindparam("type_"),
+        c.c.entity_key == bindparam("key_"),
+        c.c.status.in_(OPEN_SQL),
+    )
+    if not combine:
+        return Finish(update_, insert(attempts), remaining)
+    # One statement: the UPDATE and the attempt's INSERT as data-modifying CTEs, and
+    # the open tasks counted in the statement's snapshot, which still sees this
+    # task open (a CTE's changes are invisible to the rest of its statement).
+    done = update_.returning(c.c.id).cte("done")
+    row = select(
+        done.c.id,
+        bindparam("attempt", type_=Integer()),
+        bindparam("now", type_=when),
+        bindparam("succeeded", type_=Boolean()),
+        bindparam("error", type_=Text()),
+    )
+    columns = ["compensation_id", "attempt", "at", "succeeded", "error"]
+    recorded = (
+        insert(attempts).from_select(columns, row).returning(attempts.c.attempt).cte("recorded")
+    )
+    combined = select(
+        select(func.count()).select_from(recorded).scalar_subquery(),
+        remaining.scalar_subquery(),
+    )
+    return Finish(update_, insert(attempts), remaining, combined)
+
+
+def task_of(row: Sequence[Any]) -> CompensationTask:
+    """The task of an outbox row read as `TASK_COLUMNS`."""
+    (entity_type, key, step, action, event, limit, status, attempts, due, error, token, ident) = row
+    return CompensationTask(
+        entity_type=entity_type,
+        key=key,
+        step_seq=step,
+        action=action,
+        event=event,
+        max_attempts=limit,
+        status=status,
+        attempts=attempts,
+        next_attempt_at=due,
+        last_error=error,
+        claim_token=token,
+        id=ident,
+    )
+
+
+def compensation_due(c: Table, now: Any) -> tuple[Any, Any]:
+    """The two ways a compensation is due: pending and its next attempt has come, or
+    running and its claim's lease has run out (its sweeper died).
+
+    Each is a range of its own index (`ix_<prefix>compensations_due` and `_lease`),
+    partial where the database allows. The statuses are literals, not parameters:
+    SQLite (and a generic PostgreSQL plan) uses a partial index only when the query's
+    condition visibly implies the index's."""
+    return (
+        and_(c.c.status == literal_column("'pending'"), c.c.next_attempt_at <= now),
+        and_(c.c.status == literal_column("'running'"), c.c.lease_until <= now),
+    )
