@@ -17,10 +17,10 @@ from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.lives import purge, retire
 from statekit.contrib.django.store.statements import (
-    compare_and_set,
     direct,
     insert_transition,
     load_locked,
+    transition,
 )
 from statekit.contrib.django.store.units import (
     DjangoUnit,
@@ -203,7 +203,8 @@ class StoreCore(Store):
         after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         """Compare-and-set the row's version and insert the history row in one atomic
-        block (a savepoint in the caller's block, if any); see `Store.apply`. The
+        block (a savepoint in the caller's block, if any), in one statement on
+        PostgreSQL (`statements.transition`); see `Store.apply`. The
         UPDATE also writes the entity's other fields that changed since it was read
         (what the transition's actions did)."""
         key = plan.key or ""
@@ -227,19 +228,17 @@ class StoreCore(Store):
                     values = {**changed_fields(entity), **binding.new_values(plan)}
                     # The row must still be at the version and in the state decided from.
                     where = {binding.names[1]: expected, binding.names[0]: plan.source}
-                    if direct(binding.model):
-                        updated = compare_and_set(self.db, binding.model, pk, where, values)
+                    history = {
+                        "entity_type": plan.entity_type,
+                        "entity_key": key,
+                        **{name: getattr(record, name) for name in RECORD_FIELDS},
+                    }
+                    if direct(binding.model):  # one statement on PostgreSQL
+                        updated = transition(self.db, binding.model, pk, where, values, history)
                     else:
                         updated = binding.rows(self.db).filter(pk=pk, **where).update(**values)
-                    if updated:
-                        insert_transition(
-                            self.db,
-                            {
-                                "entity_type": plan.entity_type,
-                                "entity_key": key,
-                                **{name: getattr(record, name) for name in RECORD_FIELDS},
-                            },
-                        )
+                        if updated:
+                            insert_transition(self.db, history)
             except IntegrityError as exc:  # the seq or the idempotency key is taken
                 if single:  # the transaction is spoilt until the block rolls back
                     raise ConcurrentTransitionError(

@@ -8,6 +8,7 @@ They are the statements `filter(pk=..., state_version=v).update(...)` and
 connection and transaction as the rest of the unit, the database's errors turned
 into Django's (`IntegrityError`, ...) as the ORM's are. Building a query through the
 QuerySet API costs more than the statement itself on SQLite, so a transition skips it.
+On PostgreSQL the two are sent as one statement (`transition`): a round trip less.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from django.db import connections, models
 
 from statekit.contrib.django.models import Transition
 
-__all__ = ["compare_and_set", "direct", "insert_transition", "load_locked"]
+__all__ = ["direct", "insert_transition", "load_locked", "transition"]
 
 _LOADERS = "_statekit_loaders"
 """Where a connection keeps its loaders (SQL and converters per model)."""
@@ -49,18 +50,16 @@ def _fields(model: type[models.Model]) -> dict[str, models.Field[Any, Any]]:
     }
 
 
-def compare_and_set(
-    db: str,
+def _compare_and_set(
+    connection: Any,
     model: type[models.Model],
     pk: Any,
     expected: Mapping[str, Any],
     values: Mapping[str, Any],
-) -> int:
+) -> tuple[str, list[Any]]:
     """`UPDATE <table> SET <values> WHERE <pk> = pk AND <field> = <value> ...` for
-    each of the `expected` fields (the version and the state) on database `db`; the
-    number of rows it matched (0 or 1). `expected` and `values` are by attribute
-    name."""
-    connection = connections[db]
+    each of the `expected` fields (the version and the state), and its parameters.
+    `expected` and `values` are by attribute name."""
     quote = connection.ops.quote_name
     fields = _fields(model)
     meta = model._meta
@@ -79,9 +78,7 @@ def compare_and_set(
         f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
         f"WHERE {' AND '.join(conditions)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
+    return sql, params
 
 
 @cache
@@ -92,22 +89,71 @@ def _insert_sql(vendor: str, quoted: tuple[str, ...]) -> str:
     )
 
 
-def insert_transition(db: str, values: Mapping[str, Any]) -> None:
-    """Insert one history row on database `db`; columns missing from `values` take
-    their field's default (NULL for the optional ones)."""
-    connection = connections[db]
+@cache
+def _insert_moved_sql(vendor: str, quoted: tuple[str, ...]) -> str:
+    """The history INSERT of `transition`'s one statement: one row per row the
+    `statekit_moved` CTE returned."""
+    return (
+        f"INSERT INTO {quoted[0]} ({', '.join(quoted[1:])}) "
+        f"SELECT {', '.join(['%s'] * (len(quoted) - 1))} FROM statekit_moved"
+    )
+
+
+def _history(connection: Any, values: Mapping[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+    """The quoted table and columns of the history row, and its parameters: columns
+    missing from `values` take their field's default (NULL for the optional ones)."""
     quote = connection.ops.quote_name
     fields = _fields(Transition)
-    sql = _insert_sql(
-        connection.vendor,
-        (quote(Transition._meta.db_table), *(quote(f.column) for f in fields.values())),
-    )
+    quoted = (quote(Transition._meta.db_table), *(quote(f.column) for f in fields.values()))
     params = [
         field.get_db_prep_save(values[name] if name in values else field.get_default(), connection)
         for name, field in fields.items()
     ]
+    return quoted, params
+
+
+def insert_transition(db: str, values: Mapping[str, Any]) -> None:
+    """Insert one history row on database `db`; columns missing from `values` take
+    their field's default (NULL for the optional ones)."""
+    connection = connections[db]
+    quoted, params = _history(connection, values)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_insert_sql(connection.vendor, quoted), params)
+
+
+def transition(
+    db: str,
+    model: type[models.Model],
+    pk: Any,
+    expected: Mapping[str, Any],
+    values: Mapping[str, Any],
+    history: Mapping[str, Any],
+) -> int:
+    """The compare-and-set UPDATE of the row with key `pk` (still at the `expected`
+    version and state? then set `values`) on database `db` and, if it matched, the
+    INSERT of the history row `history`; the number of rows that moved (0 or 1).
+
+    On PostgreSQL both are one statement, the UPDATE a data-modifying CTE that returns
+    a row only if it matched: `WITH statekit_moved AS (UPDATE ... RETURNING 1) INSERT
+    INTO statekit_transitions (...) SELECT ... FROM statekit_moved`, whose row count
+    is the UPDATE's; elsewhere they are two statements."""
+    connection = connections[db]
+    update, params = _compare_and_set(connection, model, pk, expected, values)
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(update, params)
+            updated = int(cursor.rowcount)
+        if updated:
+            insert_transition(db, history)
+        return updated
+    quoted, inserted = _history(connection, history)
+    sql = (
+        f"WITH statekit_moved AS ({update} RETURNING 1) "
+        f"{_insert_moved_sql(connection.vendor, quoted)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *inserted])
+        return int(cursor.rowcount)
 
 
 def load_locked(db: str, model: type[models.Model], pk: Any) -> models.Model | None:
