@@ -125,7 +125,8 @@ class Store(Protocol):
         after_commit: AfterCommit | None = None,
     ) -> TransitionRecord:
         """Write the plan: new state and version plus one history row, atomically,
-        only if the stored version still equals `plan.expected_version`.
+        only if the stored version still equals `plan.expected_version` and the
+        stored state `plan.source`.
 
         In `unit` (what `unit_of` returned for `entity`; without it the store looks
         the entity's unit up itself) the write commits with the unit and
@@ -135,6 +136,9 @@ class Store(Protocol):
         Raises:
             ConcurrentTransitionError: the stored version moved on, or the
                 idempotency key was recorded meanwhile.
+            ProtectedStateError: the stored state is not `plan.source` at the
+                expected version (the entity's state was changed outside a
+                transition).
             InstanceNotFoundError: the instance does not exist.
         """
         ...
