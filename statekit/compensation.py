@@ -7,22 +7,24 @@ import os
 import queue
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from statekit.errors import ConcurrentTransitionError
 from statekit.records import TransitionRecord
 
 __all__ = [
     "SWEEPER_ACTOR",
+    "TASK_COLUMNS",
     "Backoff",
     "CompensationContext",
     "CompensationTask",
     "TaskStatus",
     "call_with_timeout",
     "lost_claim",
+    "task_of",
 ]
 
 logger = logging.getLogger("statekit.sweeper")
@@ -59,6 +61,29 @@ class CompensationTask:
     def idempotency_key(self) -> str:
         """Stable across attempts and sweepers: pass it on to the outside system."""
         return f"statekit:{self.entity_type}:{self.key}:{self.step_seq}:{self.action}"
+
+
+TASK_COLUMNS = (
+    "entity_type",
+    "entity_key",
+    "step_seq",
+    "action",
+    "event",
+    "max_attempts",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "claim_token",
+    "id",
+)
+"""The outbox's columns (and Django fields) of a task, in `CompensationTask` order:
+what every store selects to build one with `task_of`."""
+
+
+def task_of(row: Sequence[Any]) -> CompensationTask:
+    """The task of an outbox row read as `TASK_COLUMNS`."""
+    return CompensationTask(*row)
 
 
 def lost_claim(task: CompensationTask) -> ConcurrentTransitionError:

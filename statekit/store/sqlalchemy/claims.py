@@ -5,7 +5,6 @@ the record of an attempt, one statement on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 
-from statekit.compensation import CompensationTask
+from statekit.compensation import TASK_COLUMNS
 from statekit.store.sqlalchemy.tables import UTCDateTime
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "claim_statements",
     "compensation_due",
     "finish_statements",
-    "task_of",
 ]
 
 OPEN = ("pending", "running", "dead")
@@ -42,20 +40,6 @@ OPEN = ("pending", "running", "dead")
 OPEN_SQL: tuple[Any, ...] = tuple(literal_column(f"'{status}'") for status in OPEN)
 """`OPEN` written into the statements run per claim and per task: a bound list
 would be expanded by SQLAlchemy on every execution."""
-TASK_COLUMNS = (
-    "entity_type",
-    "entity_key",
-    "step_seq",
-    "action",
-    "event",
-    "max_attempts",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "last_error",
-    "claim_token",
-    "id",
-)
 
 
 @dataclass(frozen=True)
@@ -185,25 +169,6 @@ def finish_statements(c: Table, attempts: Table, *, combine: bool) -> Finish:
         remaining.scalar_subquery(),
     )
     return Finish(update_, insert(attempts), remaining, combined)
-
-
-def task_of(row: Sequence[Any]) -> CompensationTask:
-    """The task of an outbox row read as `TASK_COLUMNS`."""
-    (entity_type, key, step, action, event, limit, status, attempts, due, error, token, ident) = row
-    return CompensationTask(
-        entity_type=entity_type,
-        key=key,
-        step_seq=step,
-        action=action,
-        event=event,
-        max_attempts=limit,
-        status=status,
-        attempts=attempts,
-        next_attempt_at=due,
-        last_error=error,
-        claim_token=token,
-        id=ident,
-    )
 
 
 def compensation_due(c: Table, now: Any) -> tuple[Any, Any]:

@@ -20,17 +20,15 @@ from sqlalchemy import Connection, Engine, orm, select, update
 from sqlalchemy.orm import Session, object_session
 
 from statekit.clock import Clock, SystemClock
-from statekit.compensation import CompensationTask
+from statekit.compensation import TASK_COLUMNS, CompensationTask, task_of
 from statekit.errors import StoreError
 from statekit.store.sqlalchemy.claims import (
     OPEN,
-    TASK_COLUMNS,
     Claim,
     Finish,
     claim_statements,
     compensation_due,
     finish_statements,
-    task_of,
 )
 from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities

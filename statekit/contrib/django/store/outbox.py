@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, transaction
 from django.db.models import Exists, F, OuterRef, Q
 
-from statekit.compensation import CompensationTask, lost_claim
+from statekit.compensation import TASK_COLUMNS, CompensationTask, lost_claim, task_of
 from statekit.contrib.django.models import Compensation, CompensationAttempt, Transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.core import RECORD_FIELDS, record_of
-from statekit.contrib.django.store.reads import TASK_FIELDS, task_of
 from statekit.contrib.django.store.units import database_errors, unit_of_entity
 from statekit.errors import StoreError
 from statekit.records import TransitionRecord
@@ -169,7 +168,7 @@ class OutboxOperations:
             rows = (
                 outbox.filter(id__in=ids, claim_token=token)
                 .order_by("next_attempt_at", "id")
-                .values_list(*TASK_FIELDS)
+                .values_list(*TASK_COLUMNS)
             )
             return [task_of(row) for row in rows]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, F, Max, Q
 
-from statekit.compensation import CompensationTask, TaskStatus
+from statekit.compensation import TASK_COLUMNS, CompensationTask, TaskStatus, task_of
 from statekit.contrib.django.models import Compensation, CompensationAttempt, Transition
 from statekit.contrib.django.store.binding import ModelBinding
 from statekit.contrib.django.store.units import database_errors
@@ -17,28 +17,7 @@ from statekit.engine import Machine
 from statekit.records import MARKS_IN_PLACE, Snapshot
 from statekit.store.protocol import Attempt, Disagreement, Stay, StoredState, Waiting
 
-__all__ = ["ReadOperations", "task_of"]
-
-TASK_FIELDS = (
-    "entity_type",
-    "entity_key",
-    "step_seq",
-    "action",
-    "event",
-    "max_attempts",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "last_error",
-    "claim_token",
-    "id",
-)
-"""`values_list` fields of an outbox row, in `CompensationTask` order."""
-
-
-def task_of(row: Sequence[Any]) -> CompensationTask:
-    """The task of an outbox row read with `values_list(*TASK_FIELDS)`."""
-    return CompensationTask(*row)
+__all__ = ["ReadOperations"]
 
 
 class ReadOperations:
@@ -174,7 +153,7 @@ class ReadOperations:
             rows = rows.filter(status__in=list(status))
         ordered = rows.order_by("entity_type", "entity_key", "-step_seq", "id")
         with database_errors("listing compensations"):
-            return [task_of(row) for row in ordered.values_list(*TASK_FIELDS)]
+            return [task_of(row) for row in ordered.values_list(*TASK_COLUMNS)]
 
     def attempts(self, task_id: int) -> list[Attempt]:
         """Every attempt at one compensation, first first (see `Reads.attempts`)."""
