@@ -10,7 +10,7 @@ from sqlalchemy import Column, Select, Table, bindparam, select, update
 
 from statekit.engine import Machine
 from statekit.entity import STATE_KEYS, StateWriter
-from statekit.errors import InstanceNotFoundError, StatekitError
+from statekit.errors import InstanceNotFoundError
 from statekit.records import Plan, Snapshot
 from statekit.store.sqlalchemy.orm import set_listened
 from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
@@ -97,13 +97,6 @@ class EntityBinding:
             "reason_": stuck,
             "definition_": plan.definition_version,
         }
-
-    def lost_race(self, plan: Plan, actual: tuple[int, str] | None) -> StatekitError:
-        """The error for a compare-and-set of `plan` that matched no row, from the
-        row's `(version, state)` read back: the row is gone (None), at another
-        version, or at the plan's version in another state than the plan's source
-        (the entity's state was changed outside a transition)."""
-        return plan.lost_race(actual)
 
     def version_and_state(self) -> Select[Any]:
         """SELECT of the row's version and state (a lost race's facts), by key `key_`."""

@@ -365,7 +365,7 @@ class DriverConnection:
                     self.execute(firing.insert_history, history)
                 elif written != 1:
                     row = self.execute(firing.version_and_state, {"key_": values["k_"]}).fetchone()
-                    raise binding.lost_race(plan, None if row is None else (row[0], row[1]))
+                    raise plan.lost_race(None if row is None else (row[0], row[1]))
         except StoreError:  # the transaction may only roll back now
             self.failed = True
             raise

@@ -68,15 +68,16 @@ def check_unchanged_state(
     moved = [name for name in changed if name in machine.fields.state_attributes()]
     if moved:
         state_name = machine.fields.state
+        state = loaded_values(entity).get(state_name)
         history = sa_inspect(entity).attrs[state_name].history
-        stored = history.deleted[0] if history.deleted else loaded_values(entity)[state_name]
+        stored = history.deleted[0] if history.deleted else state
         raise ProtectedStateError(
             f"{machine.name} {key}: {', '.join(moved)} changed outside a transition; "
             f"state attributes change only by firing an event "
             f"(events: {', '.join(machine.events)})",
             entity_type=machine.name,
             key=key,
-            state=loaded_values(entity).get(state_name),
+            state=state,
             stored_state=stored,
         )
 
@@ -90,20 +91,19 @@ def protect_state(entity_class: type, machine: Machine) -> None:
     if machine.name in protected:
         return
     setattr(entity_class, _PROTECTED, protected | {machine.name})
-    sa_event.listen(
-        entity_class, "before_update", partial(_refuse_state_change, machine), propagate=True
-    )
+    names = machine.fields.state_attributes()
+    refuse = partial(_refuse_state_change, machine, names)
+    sa_event.listen(entity_class, "before_update", refuse, propagate=True)
 
 
 _PROTECTED = "_statekit_state_protected"
 
 
 def _refuse_state_change(
-    machine: Machine, mapper: Any, connection: Connection, entity: object
+    machine: Machine, names: tuple[str, ...], mapper: Any, connection: Connection, entity: object
 ) -> None:
     state = sa_inspect(entity)
     attrs = state.attrs
-    names = machine.fields.state_attributes()
     changed = [name for name in names if attrs[name].history.has_changes()]
     if changed:
         identity = state.identity
@@ -128,13 +128,8 @@ def stored_version_and_state(
 ) -> tuple[int, str] | None:
     """The row's version and state, read with a shared lock (see `stored_version`):
     the facts of a lost compare-and-set."""
-    columns = binding.columns
-    query = (
-        select(columns["version"], columns["state"])
-        .where(binding.key == key)
-        .with_for_update(read=True)
-    )
-    row = conn.execute(query).first()
+    query = binding.version_and_state().with_for_update(read=True)
+    row = conn.execute(query, {"key_": key}).first()
     return None if row is None else (row[0], row[1])
 
 

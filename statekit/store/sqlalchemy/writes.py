@@ -81,7 +81,7 @@ class Writes:
                 updated = driver.update(values)
             if updated != 1:
                 actual = stored_version_and_state(conn, binding, values["k_"])
-                raise binding.lost_race(plan, actual)
+                raise plan.lost_race(actual)
         except Exception as error:
             failure = self._failure(error, binding, plan)
             if failure is None:
