@@ -212,7 +212,9 @@ def test_an_unwatched_engine_gets_the_sessions_statements_on_its_dbapi_connectio
                 order = session.get(OrderRow, 1)
                 assert order is not None
                 orders.fire(order, "cancel")
-            assert _sent(caplog) == (["UPDATE", "INSERT"] if driver else [])
+            # On PostgreSQL both rows in one statement (the UPDATE in a WITH clause).
+            one = engine.dialect.name == "postgresql"
+            assert _sent(caplog) == ((["WITH"] if one else ["UPDATE", "INSERT"]) if driver else [])
             caplog.clear()
             session.begin()
             other = session.get(OrderRow, 2)

@@ -1,13 +1,14 @@
-"""A transition's two statements on the DBAPI connection of a Session's `Connection`.
+"""A transition's statements on the DBAPI connection of a Session's `Connection`.
 
 A fire on an entity in the caller's Session writes in that Session's transaction
 (`units.SessionUnit`). Where `fire_by_key`'s driver path may run (`driver.py`: SQLite
 files and psycopg, a class whose statements need nothing of SQLAlchemy's execution,
 an engine nobody watches), the compare-and-set UPDATE and the history INSERT go on
-the DBAPI connection the Session's `Connection` holds, as two statements on every
-database: the same two that `Connection` would send, in its transaction, without the
-Python of SQLAlchemy's execution layer. The Session's own statements (BEGIN, its
-loads and flushes, COMMIT) stay SQLAlchemy's.
+the DBAPI connection the Session's `Connection` holds, in its transaction, without the
+Python of SQLAlchemy's execution layer: on PostgreSQL as one statement (the UPDATE in
+a WITH clause feeding the INSERT, as `fire_by_key` sends it: both rows or neither),
+elsewhere as the two statements that `Connection` would send. The Session's own
+statements (BEGIN, its loads and flushes, COMMIT) stay SQLAlchemy's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["SessionWrite"]
 
 
 class SessionWrite:
-    """The two statements of one transition sent on the DBAPI connection of a
+    """The statements of one transition sent on the DBAPI connection of a
     `Connection` in a transaction someone else owns (a Session's): in that
     transaction, with the columns' processors, driver errors as SQLAlchemy's, and a
     lost connection invalidated through the `Connection`, as its own statements do.
@@ -41,6 +42,19 @@ class SessionWrite:
         """Invalidate the `Connection` (what `DriverConnection.send` calls on a lost
         connection): the Session then has only a rollback left."""
         self.conn.invalidate(error)
+
+    @property
+    def one_statement(self) -> bool:
+        """Whether `write` sends the UPDATE and the INSERT as one statement."""
+        return self.unit.firing.one_statement
+
+    def write(self, values: Mapping[str, Any]) -> int:
+        """The UPDATE and the INSERT in one statement (`one_statement`): the values of
+        the compare-and-set and `h_`-prefixed history columns; 1 when both rows were
+        written, 0 when the compare-and-set matched nothing (then nothing was)."""
+        unit = self.unit
+        count: int = unit.execute(unit.firing.write(()), values).rowcount
+        return count
 
     def update(self, values: Mapping[str, Any]) -> int:
         """The compare-and-set UPDATE; the number of rows it matched."""

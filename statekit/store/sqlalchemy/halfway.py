@@ -24,15 +24,18 @@ _LISTENING = "statekit_half_written_listening"
 
 
 class HalfWritten(Exception):  # noqa: N818 - internal signal, never reaches the caller
-    """Raised inside the store when the UPDATE ran and the history INSERT failed;
-    `error` is what the caller gets, `reason` what a later commit is refused with."""
+    """Raised inside the store when the UPDATE ran and the history INSERT failed, or
+    (`written` false) the one statement writing both failed, in a transaction that
+    may only roll back; `error` is what the caller gets, `reason` what a later
+    commit is refused with."""
 
-    def __init__(self, error: Exception, plan: Plan) -> None:
+    def __init__(self, error: Exception, plan: Plan, *, written: bool = True) -> None:
         super().__init__(str(error))
         self.error = error
+        what = "updated the row but its history row failed" if written else "failed"
         self.reason = (
-            f"{plan.entity_type} {plan.key}: {plan.event!r} updated the row but its "
-            f"history row failed ({error}); roll this transaction back"
+            f"{plan.entity_type} {plan.key}: {plan.event!r} {what} ({error}); "
+            "roll this transaction back"
         )
 
 

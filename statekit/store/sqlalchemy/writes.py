@@ -1,9 +1,10 @@
-"""`Writes`: the two statements of one transition on a given connection, shared by
-the units of work of one store (`units.py`)."""
+"""`Writes`: the statements of one transition on a given connection, shared by the
+units of work of one store (`units.py`)."""
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert, select
 
@@ -70,9 +71,13 @@ class Writes:
 
         Raises:
             ConcurrentTransitionError: the row is not at `plan.expected_version`.
-            HalfWritten: the row moved and its history row failed.
+            HalfWritten: the row moved and its history row failed (or, written as one
+                statement, the statement failed: the transaction may only roll back).
         """
         values = binding.compare_and_set_values(plan)
+        if driver is not None and driver.one_statement:
+            self._write_one(conn, binding, plan, record, driver, values)
+            return
         # try/except rather than `wrap` blocks: free until something raises.
         try:
             if driver is None:
@@ -98,6 +103,29 @@ class Writes:
                 raise
             # The row moved, its history did not: half-written.
             raise HalfWritten(failure, plan) from error
+
+    def _write_one(
+        self,
+        conn: Connection,
+        binding: EntityBinding,
+        plan: Plan,
+        record: TransitionRecord,
+        driver: SessionWrite,
+        values: dict[str, Any],
+    ) -> None:
+        """`write` as one statement: both rows or neither. A failed statement
+        leaves a PostgreSQL transaction able only to roll back, which the Session is
+        told (as after a half-written transition) so that no commit hides it."""
+        values.update({f"h_{name}": value for name, value in history_row(record).items()})
+        try:
+            written = driver.write(values)
+        except Exception as error:
+            failure = self._failure(error, binding, plan)
+            if failure is None:
+                raise
+            raise HalfWritten(failure, plan, written=False) from error
+        if written != 1:
+            raise plan.lost_race(stored_version_and_state(conn, binding, values["k_"]))
 
     def _failure(self, error: Exception, binding: EntityBinding, plan: Plan) -> Exception | None:
         """The `StoreError` a failed statement of `write` leaves as (see `wrap`)."""
