@@ -5,6 +5,12 @@ each task is still its own unit (its own lease, check, completion transaction), 
 claim never hands out two tasks of one instance, nor one whose instance has a task
 running.
 
+A task whose handler returned and whose completion is about to commit claims the
+slot's next task in that same transaction, where the store can (`ChainedClaims`):
+the next task is taken only by a slot that is done with its handler, and starts as
+soon as the commit returns, so its claim costs no commit and no round trip of its
+own.
+
 The rule for an instance that leaves stuck: its compensations run only while it is
 still stuck where the sweeper (or `Sweeper.compensate`) marked it. A transition out
 of stuck settles them: the drain cancels the instance's open compensations instead of
@@ -20,6 +26,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from statekit.clock import Clock
@@ -38,13 +45,13 @@ from statekit.errors import (
 )
 from statekit.records import Snapshot
 from statekit.slots import Slots
-from statekit.store.protocol import HandlerUnit
+from statekit.store.protocol import ChainedClaims, HandlerUnit
 
 if TYPE_CHECKING:
     from statekit.runtime import Runner
     from statekit.store.protocol import SweepStore
 
-__all__ = ["Drain"]
+__all__ = ["Allowance", "Drain"]
 
 logger = logging.getLogger("statekit.sweeper")
 
@@ -86,72 +93,109 @@ class Drain:
         self.handler_timeout = handler_timeout
         self.backoff = backoff
         self.notify = notify
+        self.chained: ChainedClaims | None = store if isinstance(store, ChainedClaims) else None
 
-    def run(self, result: SweepResult, stop: Callable[[], bool]) -> None:
-        """Run due compensations until none is due or `stop()` is true.
+    def run(self, result: SweepResult, stop: Callable[[], bool], limit: int | None = None) -> None:
+        """Run due compensations until none is due, `stop()` is true, or `limit`
+        tasks (when given) were claimed: a claim never takes more than are left.
 
         Tasks are claimed (each with its own lease) only when a slot is free to run
-        them at once, so a stop or a crash leaves no claimed-but-unstarted task
-        waiting out a lease. After a stop no task is claimed; the handlers already
-        running finish (or time out) before this returns.
+        them at once, or by a slot whose handler returned, in its completion
+        transaction, so a stop or a crash leaves no claimed-but-unstarted task
+        waiting out a lease (but for the moment of that commit). After a stop no
+        task is claimed; the handlers already running finish (or time out) before
+        this returns.
 
         Raises:
             StatekitError: the store failed (claiming, or recording a failure); the
                 running handlers are waited for first.
         """
+        allowance = Allowance(stop, limit)
         if self.concurrency == 1:
-            while not stop():
-                tasks = self.store.claim_compensations(self.clock.now(), 1, self.lease)
+            tasks: list[CompensationTask] = []
+            while True:  # a task claimed is always run
                 if not tasks:
-                    return
-                for task in tasks:
-                    self.compensate_one(task, result)
-            return
-        self._run_pool(result, stop)
+                    tasks = self._claim(allowance, 1)
+                    if not tasks:
+                        return
+                task = tasks.pop(0)
+                tasks += self.compensate_one(task, result, allowance=allowance)
+        self._run_pool(result, allowance)
 
-    def _run_pool(self, result: SweepResult, stop: Callable[[], bool]) -> None:
+    def _claim(self, allowance: Allowance, wanted: int) -> list[CompensationTask]:
+        """Claim up to `wanted` tasks, as many as `allowance` still allows."""
+        allowed = allowance.take(wanted)
+        if not allowed:
+            return []
+        tasks: list[CompensationTask] = []
+        try:
+            tasks = self.store.claim_compensations(self.clock.now(), allowed, self.lease)
+        finally:
+            allowance.give_back(allowed - len(tasks))
+        return tasks
+
+    def _run_pool(self, result: SweepResult, allowance: Allowance) -> None:
         """Run tasks in `concurrency` slots that claim their own (`Slots`)."""
         counting = threading.Lock()
 
-        def work(task: CompensationTask) -> None:
-            own = self._compensate_apart(task)
+        def work(task: CompensationTask) -> list[CompensationTask]:
+            own = SweepResult()
+            follow = self.compensate_one(task, own, allowance=allowance)
             with counting:
                 result.add(own)
+            return follow
 
-        def claim(free: int) -> list[CompensationTask]:
-            return self.store.claim_compensations(self.clock.now(), free, self.lease)
+        Slots(self.concurrency, partial(self._claim, allowance), work, allowance.stopped).run()
 
-        Slots(self.concurrency, claim, work, stop).run()
-
-    def _compensate_apart(self, task: CompensationTask) -> SweepResult:
-        """`compensate_one` in a pool thread, counting into a result of its own."""
-        own = SweepResult()
-        self.compensate_one(task, own)
-        return own
-
-    def compensate_one(self, task: CompensationTask, result: SweepResult) -> None:
-        """Claimed `task`: run it, settle it or record its failure, counting into `result`."""
+    def compensate_one(
+        self,
+        task: CompensationTask,
+        result: SweepResult,
+        *,
+        allowance: Allowance | None = None,
+    ) -> list[CompensationTask]:
+        """Claimed `task`: run it, settle it or record its failure, counting into
+        `result`. Given the drain's `allowance`, if it still allows one when the
+        task completes, the next task is claimed in the completion transaction
+        where the store can (`ChainedClaims`): returned, committed with it, to run
+        next."""
         runner = self.runners.get(task.entity_type)
         if runner is None:
             logger.error("no runner for %s; compensation %s skipped", task.entity_type, task.action)
-            return
+            return []
+        follow: list[CompensationTask] = []
         try:
-            with self.store.handler_unit(task.entity_type, task.key) as unit:
-                ran, settled, compensated = self._run(runner, task, unit)
+            with self.store.handler_unit(task.entity_type, task.key, task) as unit:
+                ran, settled, compensated, follow = self._run(runner, task, unit, allowance)
         except ConcurrentTransitionError:
+            self._rolled_back(follow, allowance)
             result.lost_races += 1
-            return
+            return []
         except Exception as exc:  # the handler's failure is data: record and retry
+            self._rolled_back(follow, allowance)
             self._record_failure(task, exc, result)
-            return
+            return []
         result.compensations_run += ran
         result.compensations_settled += settled
         result.compensated += compensated
+        return follow  # claimed by the transaction that just committed
+
+    @staticmethod
+    def _rolled_back(follow: list[CompensationTask], allowance: Allowance | None) -> None:
+        """Tasks claimed in a completion that did not commit were never claimed."""
+        if follow and allowance is not None:
+            allowance.give_back(len(follow))
 
     def _run(
-        self, runner: Runner, task: CompensationTask, unit: HandlerUnit
-    ) -> tuple[int, int, int]:
-        """Check, run the handler outside any transaction, complete: (ran, settled, compensated)."""
+        self,
+        runner: Runner,
+        task: CompensationTask,
+        unit: HandlerUnit,
+        allowance: Allowance | None,
+    ) -> tuple[int, int, int, list[CompensationTask]]:
+        """Check, run the handler outside any transaction, complete (and, as far as
+        `allowance` allows, claim the next task in the completion transaction):
+        (ran, settled, compensated, the task claimed)."""
         machine, store = runner.machine, self.store
         # The claim and the step, read together: both belong to the life of the key that
         # was loaded (a claim on a deleted or replaced instance is lost, never run).
@@ -160,7 +204,7 @@ class Drain:
         if marked.stuck_at is None:
             marked = unit.relock()  # settle only what the locked row still says
             if marked.stuck_at is None:
-                return 0, self._settle(task, unit, marked), 0
+                return 0, self._settle(task, unit, marked), 0, []
         handler = machine.compensations.get(task.action)
         if not callable(handler) or step is None:
             missing = "no such step" if callable(handler) else f"no handler {task.action!r}"
@@ -194,14 +238,21 @@ class Drain:
             unit.discard()  # the instance moved on while the handler ran
             current = unit.relock()
             if current.stuck_at is None:
-                return 0, self._settle(task, unit, current), 0
+                return 0, self._settle(task, unit, current), 0, []
             raise CompensationError(
                 f"{task.entity_type} {task.key} changed while compensation {task.action!r} ran "
                 f"(version {marked.version} -> {current.version}); its writes were discarded"
             )
         remaining = store.complete_compensation(task, entity, now)
         compensated = remaining == 0 and self._finish_instance(runner, entity, current, now)
-        return 1, 0, int(compensated)
+        follow: list[CompensationTask] = []
+        chained = self.chained
+        if chained is not None and allowance is not None and allowance.take(1):
+            try:
+                follow = chained.claim_compensations_in(entity, now, 1, self.lease)
+            finally:
+                allowance.give_back(1 - len(follow))
+        return 1, 0, int(compensated), follow
 
     def _settle(self, task: CompensationTask, unit: HandlerUnit, current: Snapshot) -> int:
         """Cancel the open compensations of an instance that is no longer stuck."""
@@ -282,3 +333,31 @@ class Drain:
             extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
         )
         self.notify(hook, task, error)
+
+
+class Allowance:
+    """What a drain pass may still claim: nothing once `stop()` is true, and no more
+    than `limit` tasks in all (None: no limit). Tasks a claim did not find, or that
+    a completion claimed and then rolled back, are given back."""
+
+    def __init__(self, stop: Callable[[], bool], limit: int | None = None) -> None:
+        self.stopped = stop
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def take(self, wanted: int) -> int:
+        """Reserve up to `wanted` claims; how many may be made."""
+        if self.stopped():
+            return 0
+        if self._left is None:
+            return wanted
+        with self._lock:
+            allowed = min(wanted, self._left)
+            self._left -= allowed
+            return allowed
+
+    def give_back(self, unused: int) -> None:
+        """Return `unused` reserved claims."""
+        if unused and self._left is not None:
+            with self._lock:
+                self._left += unused

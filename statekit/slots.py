@@ -8,13 +8,17 @@ would keep free slots idle), a task starts in the thread that claimed it or in a
 waiting one, and no claim takes more tasks than there are slots waiting for one: no
 task is claimed before a slot is free to run it, so a stop or a crash leaves none
 waiting out a lease.
+
+A task's work may hand back tasks of its own: ones claimed for this slot as the task
+finished (in its completion transaction, see `statekit.drain`). The slot runs them
+next without claiming, and stays busy in between.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -25,15 +29,16 @@ T = TypeVar("T")
 
 class Slots(Generic[T]):
     """Run `work(task)` in `size` threads on tasks from `claim(k)` (up to k tasks),
-    until a claim finds nothing while no slot is busy and no other claim is in
-    flight, `stop()` is true, or something raised (the first error is raised once
-    every running task finished)."""
+    and on the tasks `work` returns (claimed for the slot that ran it), until a
+    claim finds nothing while no slot is busy and no other claim is in flight,
+    `stop()` is true, or something raised (the first error is raised once every
+    running task finished)."""
 
     def __init__(
         self,
         size: int,
         claim: Callable[[int], list[T]],
-        work: Callable[[T], None],
+        work: Callable[[T], Sequence[T] | None],
         stop: Callable[[], bool],
     ) -> None:
         self.size = size
@@ -68,16 +73,22 @@ class Slots(Generic[T]):
 
     def _slot(self) -> None:
         try:
-            while True:
-                task = self._next()
-                if task is None:
-                    return
+            task = self._next()
+            while task is not None:
+                follow: Sequence[T] | None = None
                 try:
-                    self.work(task)
+                    follow = self.work(task)
                 finally:
                     with self._changed:
-                        self._busy -= 1
+                        if follow:  # claimed for this slot: it stays busy
+                            task = follow[0]
+                            self._handed.extend(follow[1:])
+                        else:
+                            task = None
+                            self._busy -= 1
                         self._changed.notify_all()
+                if task is None:
+                    task = self._next()
         except BaseException as exc:  # raised by `run` once the others finished
             with self._changed:
                 self._errors.append(exc)

@@ -225,29 +225,12 @@ class Sweeper:
                     logger.error("sweeping %s deadlines failed: %s", name, exc)
                     failed.append(exc)
         if drain and (COMPENSATIONS_DUE in due or result.marked_stuck):
-            self.drain.run(result, self._drain_stop(result, stop))
+            self.drain.run(result, stop, self.drain_batch_size)
         if drain and not stop():
             result.pruned += self.retention.due_prune(stop)
         if failed:
             raise failed[0]
         return result
-
-    def _drain_stop(self, result: SweepResult, stop: Callable[[], bool]) -> Callable[[], bool]:
-        """`stop`, and true once this pass's drain has handled `drain_batch_size`."""
-        limit = self.drain_batch_size
-        if limit is None:
-            return stop
-
-        def handled() -> int:
-            return (
-                result.compensations_run
-                + result.compensations_failed
-                + result.compensations_settled
-                + result.lost_races
-            )
-
-        start = handled()
-        return lambda: stop() or handled() - start >= limit
 
     def prune(self, before: datetime, *, stop: Callable[[], bool] = lambda: False) -> int:
         """Delete done and cancelled compensations last changed before `before` (see

@@ -128,11 +128,8 @@ def sweep_rounds(db: Database, rounds: int, loads: list[float]) -> Results:
         verify("statekit", statekit=True)
         if DRAIN not in results.rounds:  # once: the drain is slow and steady
             tidy(db)
-            claims = iter(range(drain_limit // BATCH + 1))
             drained = SweepResult()
-            seconds, _ = timed(
-                lambda: sweeper.drain.run(drained, lambda: next(claims) >= drain_limit // BATCH)
-            )
+            seconds, _ = timed(lambda: sweeper.drain.run(drained, lambda: False, drain_limit))
             results.add(DRAIN, seconds, drained.compensations_run)
             verify("statekit drain", statekit=True, drained=drained.compensations_run)
         reset(db)

@@ -295,7 +295,9 @@ class MemoryUnits:
             yield self._load(journal, entity_type, key)
 
     @contextmanager
-    def handler_unit(self, entity_type: str, key: str) -> Iterator[MemoryHandlerUnit]:
+    def handler_unit(
+        self, entity_type: str, key: str, task: CompensationTask | None = None
+    ) -> Iterator[MemoryHandlerUnit]:
         """The entity of one compensation, for its handler (see `MemoryHandlerUnit`)."""
         self._fields(entity_type)
         unit = MemoryHandlerUnit(self, entity_type, key)

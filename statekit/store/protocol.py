@@ -37,6 +37,7 @@ __all__ = [
     "PRUNABLE",
     "AfterCommit",
     "Attempt",
+    "ChainedClaims",
     "Disagreement",
     "HandlerUnit",
     "OutboxRetention",
@@ -303,7 +304,13 @@ class SweepStore(Store, Protocol):
         self, entity: object, now: datetime, *, reason: str | None = None
     ) -> int: ...
 
-    def handler_unit(self, entity_type: str, key: str) -> AbstractContextManager[HandlerUnit]: ...
+    def handler_unit(
+        self, entity_type: str, key: str, task: CompensationTask | None = None
+    ) -> AbstractContextManager[HandlerUnit]:
+        """The entity of `key` for a compensation handler (see `HandlerUnit`). The
+        drain passes the claimed `task`, which a store may read with the entity
+        (for `claimed_step`); the answers are the same either way."""
+        ...
 
     def database_clock(self) -> Clock: ...
 
@@ -316,6 +323,21 @@ class SweepStore(Store, Protocol):
     def session_unit(self, entity_type: str, key: str) -> AbstractContextManager[Any]: ...
 
     def steps(self, entity: object) -> list[TransitionRecord]: ...
+
+
+@runtime_checkable
+class ChainedClaims(Protocol):
+    """Optional for a `SweepStore`: claiming in a compensation's completion
+    transaction, so that a drain slot whose handler returned takes its next task
+    without a transaction of its own. Without it every claim is its own."""
+
+    def claim_compensations_in(
+        self, entity: object, now: datetime, limit: int, lease: timedelta
+    ) -> list[CompensationTask]:
+        """`SweepStore.claim_compensations`, in the transaction of `entity` (a
+        `HandlerUnit`'s, before it commits): the tasks are claimed if and only if
+        that transaction commits."""
+        ...
 
 
 PRUNABLE: tuple[TaskStatus, ...] = ("done", "cancelled")

@@ -1,23 +1,29 @@
 """The compensation drain against application transitions, other writers, hung
-handlers and a stop request, on SQLite, PostgreSQL and MariaDB."""
+handlers and a stop request, and its chained claims, on SQLite, PostgreSQL and
+MariaDB."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text, update
+from sqlalchemy.orm import object_session
 
 from statekit import (
     Backoff,
     CompensationContext,
+    CompensationTask,
     ManualClock,
     Sweeper,
     SweeperError,
     SweepResult,
 )
+from statekit.store.protocol import ChainedClaims
 from tests.contract.sweeper_contract import Gate
 from tests.sql_support import engine_for
 from tests.sweep_env import JobEnv as Env
@@ -231,3 +237,128 @@ def test_a_transition_between_handler_and_completion_discards_its_writes(env: En
     assert (env.row("late").state, env.row("late").undone) == ("second", None)
     assert env.calls() == {}
     assert env.statuses("late") == [("undo_first", "cancelled", 1)]
+
+
+# Chained claims: a slot whose handler returned claims its next task in the completion
+# transaction (`ChainedClaims`), claimed if and only if that transaction commits.
+
+
+@dataclass
+class Claims:
+    """Counts the store's claims: standalone, and chained (with what they took)."""
+
+    own: int = 0
+    own_taken: int = 0
+    chained: list[list[str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def watch(self, store: Any) -> None:
+        claim, chain = store.claim_compensations, store.claim_compensations_in
+
+        def counted(now: datetime, limit: int, lease: timedelta) -> list[CompensationTask]:
+            result: list[CompensationTask] = claim(now, limit, lease)
+            with self.lock:
+                self.own += 1
+                self.own_taken += len(result)
+            return result
+
+        def chained(
+            entity: object, now: datetime, limit: int, lease: timedelta
+        ) -> list[CompensationTask]:
+            tasks: list[CompensationTask] = chain(entity, now, limit, lease)
+            with self.lock:
+                self.chained.append([f"{t.key}/{t.action}" for t in tasks])
+            return tasks
+
+        store.claim_compensations = counted
+        store.claim_compensations_in = chained
+
+
+def test_the_sql_store_chains_its_claims(env: Env) -> None:
+    assert isinstance(env.store, ChainedClaims)
+    assert env.sweeper.drain.chained is env.store
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_next_task_is_claimed_by_the_completion_that_frees_the_slot(
+    env: Env, concurrency: int
+) -> None:
+    for key in ("c1", "c2", "c3", "c4", "c5"):
+        env.stuck(key, "advance")
+    env.stuck("two", "advance", "continue_")
+    order: list[str] = []
+    HOOKS.append(lambda job, undo: order.append(f"{job.id}/{undo.action}"))
+    claims = Claims()
+    claims.watch(env.store)
+    sweeper = Sweeper([env.jobs], clock=env.clock, concurrency=concurrency)
+    result = sweeper.run_once()
+
+    assert (result.compensations_run, result.compensated) == (7, 6)
+    assert sorted(order) == sorted(
+        [f"c{i}/undo_first" for i in range(1, 6)] + ["two/undo_second", "two/undo_first"]
+    )
+    assert order.index("two/undo_second") < order.index("two/undo_first")  # newest first
+    for key in ("c1", "c2", "c3", "c4", "c5", "two"):  # each ran once, on its first claim
+        assert all(attempts == 1 for _, _, attempts in env.statuses(key))
+        assert env.row(key).state == "undone"
+    assert len(claims.chained) == 7  # every completion claimed for its slot
+    taken = [task for tasks in claims.chained for task in tasks]
+    assert claims.own_taken + len(taken) == 7  # each task claimed once
+    if concurrency == 1:  # one slot: the first claim, then the chain took every task
+        assert (claims.own_taken, len(taken)) == (1, 6)
+
+
+def test_a_completion_that_fails_takes_its_chained_claim_with_it(env: Env) -> None:
+    env.stuck("breaks", "advance")
+    env.job("bystander")  # an existing key: a second row with it cannot be flushed
+
+    def break_the_flush(job: JobRow, undo: CompensationContext) -> None:
+        if job.id == "breaks" and undo.attempt == 1:
+            session = object_session(job)
+            assert session is not None
+            session.add(JobRow(id="bystander"))  # flushed by the completion's commit
+
+    HOOKS.append(break_the_flush)
+    env.clock.advance(seconds=1)
+    env.stuck("next", "advance")  # due after `breaks`: the chained claim takes it
+    claims = Claims()
+    claims.watch(env.store)
+    result = env.sweeper.run_once()
+
+    assert claims.chained[0] == ["next/undo_first"]  # claimed, then rolled back
+    assert (result.compensations_failed, result.compensations_run) == (1, 1)
+    # `next` was claimed again by a claim of its own and ran on its first attempt: the
+    # rolled-back chained claim left it pending, not running behind a lease.
+    assert env.statuses("next") == [("undo_first", "done", 1)]
+    assert env.row("next").state == "undone"
+    assert env.statuses("breaks") == [("undo_first", "pending", 1)]
+    assert env.calls() == {("next", "undo_first"): 1}
+
+
+def test_a_stop_ends_the_chain(env: Env) -> None:
+    for key in ("s1", "s2", "s3"):
+        env.stuck(key, "advance")
+    seen: list[str] = []
+    HOOKS.append(lambda job, undo: seen.append(job.id))
+    claims = Claims()
+    claims.watch(env.store)
+    result = env.sweeper.run_once(stop=lambda: len(seen) >= 2)
+
+    assert result.compensations_run == 2  # the chained task runs although stop is asked
+    assert claims.chained == [[f"{seen[1]}/undo_first"]]
+    waiting = [s for k in ("s1", "s2", "s3") if k not in seen for s in env.statuses(k)]
+    assert waiting == [("undo_first", "pending", 0)]  # never claimed
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_drain_batch_size_claims_no_more_than_it_runs(env: Env, concurrency: int) -> None:
+    keys = [f"b{i}" for i in range(6)]
+    for key in keys:
+        env.stuck(key, "advance")
+    sweeper = Sweeper([env.jobs], clock=env.clock, concurrency=concurrency, drain_batch_size=3)
+    result = sweeper.run_once()
+    assert result.compensations_run == 3
+    statuses = sorted(status for key in keys for status in env.statuses(key))
+    # The rest were never claimed: no attempt spent, no lease to wait out.
+    assert statuses == [("undo_first", "done", 1)] * 3 + [("undo_first", "pending", 0)] * 3
+    assert sweeper.run_once().compensations_run == 3

@@ -83,3 +83,30 @@ def test_an_error_is_raised_after_the_running_tasks_finished() -> None:
     with pytest.raises(RuntimeError, match="store down"):
         Slots(SIZE, queue.claim, work, lambda: False).run()
     assert queue.outstanding == 1  # only the failed task; the others ran to the end
+
+
+def test_a_task_handed_back_by_its_work_runs_next_in_the_same_slot() -> None:
+    queue = Queue(200)
+    ran_in: dict[int, str] = {}
+    handed: dict[int, int] = {}  # follow-up -> the task that handed it back
+    chained = 0
+
+    def work(task: int) -> list[int]:
+        nonlocal chained
+        ran_in[task] = threading.current_thread().name
+        queue.work(task)
+        with queue.lock:  # claim the next task for this slot, as a completion would
+            if queue.left == 0 or task % 2:
+                return []
+            queue.left -= 1
+            queue.outstanding += 1
+            chained += 1
+            handed[queue.left] = task
+            return [queue.left]
+
+    Slots(SIZE, queue.claim, work, lambda: False).run()
+    assert sorted(queue.done) == list(range(200))  # every task ran once
+    assert chained > 50  # half of the tasks handed on
+    assert queue.worst <= SIZE
+    assert queue.outstanding == 0
+    assert all(ran_in[follow] == ran_in[task] for follow, task in handed.items())

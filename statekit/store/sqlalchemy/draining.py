@@ -17,6 +17,7 @@ from statekit.errors import InstanceNotFoundError, InvalidArgumentError
 from statekit.records import Snapshot
 from statekit.store.sqlalchemy.dialects import capabilities, clocked
 from statekit.store.sqlalchemy.errors import wrap
+from statekit.store.sqlalchemy.lives import CLAIM_READ
 from statekit.store.sqlalchemy.sqlite import BEGIN_OPTION
 
 __all__ = ["DatabaseClock", "HandlerUnit", "read_options"]
@@ -93,22 +94,39 @@ class HandlerUnit:
     """
 
     def __init__(
-        self, session: Session, binding: Any, key: str, read: Mapping[str, Any] | None = None
+        self,
+        session: Session,
+        binding: Any,
+        key: str,
+        read: Mapping[str, Any] | None = None,
+        claimed: tuple[Any, Mapping[str, Any], int | None] | None = None,
     ) -> None:
         self.session = session
         self.binding = binding
         self.key = key
         self.read = read or {}
+        self.claimed = claimed  # (query, parameters, task id): see `load`
         self.entity: Any = None
         self.abandoned = False
 
     def load(self) -> None:
         """Begin the read transaction (on a connection with the `read` execution
-        options: see `read_options`) and load the entity."""
+        options: see `read_options`) and load the entity; with `claimed` (the
+        store's `claimed_load` query, its parameters and the task's id), the claim
+        and the step of the task in the same query, kept in the Session's info for
+        `claimed_step`."""
         self.session.begin()
         if self.read:
             self.session.connection(execution_options=dict(self.read))
-        self.entity = self.session.get(self.binding.entity_class, self.binding.coerce_key(self.key))
+        if self.claimed is None:
+            key = self.binding.coerce_key(self.key)
+            self.entity = self.session.get(self.binding.entity_class, key)
+        else:
+            query, parameters, task_id = self.claimed
+            row = self.session.execute(query, parameters).first()
+            if row is not None:
+                self.entity = row[0]
+                self.session.info[CLAIM_READ] = (task_id, tuple(row[1:]))
         if self.entity is None:
             raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import delete as sa_delete
+from sqlalchemy.orm import object_session
 
 from statekit.compensation import CompensationTask, lost_claim
 from statekit.errors import InstanceNotFoundError, StoreError
@@ -40,12 +41,27 @@ from statekit.store.sqlalchemy.history import RECORD_COLUMNS, record_of
 from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 
 __all__ = [
+    "CLAIM_READ",
     "LifeOperations",
     "lost_claim",
     "purge",
     "retire",
     "retired_history",
 ]
+
+
+CLAIM_READ = "statekit_claim_read"
+"""Session.info key: (task id, the claim and step columns) read with the entity."""
+
+
+def read_with_entity(entity: object, task: CompensationTask) -> Any:
+    """The claim and step row of `task` that `HandlerUnit.load` read together with
+    `entity`, or None when it did not."""
+    session = object_session(entity)
+    held = None if session is None else session.info.get(CLAIM_READ)
+    if held is None or held[0] != task.id:
+        return None
+    return held[1]
 
 
 def _of_key(table: Table, entity_type: Any, key: Any) -> Any:
@@ -211,13 +227,46 @@ class LifeOperations:
                 deleted or replaced by a new one with the same key.
         """
         conn, name, key = self._in_unit(entity, "a step is read")
-        row = conn.execute(
-            self._claimed_step_query,
-            {"id_": task.id, "token": task.claim_token, "type_": name, "key_": key},
-        ).first()
-        if row is None:
+        row = read_with_entity(entity, task)
+        if row is None:  # not read with the entity (see `claimed_load`): read it now
+            row = conn.execute(
+                self._claimed_step_query,
+                {"id_": task.id, "token": task.claim_token, "type_": name, "key_": key},
+            ).first()
+        if row is None or row[0] is None:
             raise lost_claim(task)
         return None if row[1] is None else record_of(name, key, row[1:])
+
+    def claimed_load(self, binding: Any) -> Select[Any]:
+        """The entity of `binding`'s class with the claim and the step of one task,
+        in one query (one round trip for `HandlerUnit.load`): the entity's row outer
+        joined with the outbox row (claim token and status checked as in
+        `claimed_step`) and its step's history row. Built once per class."""
+        cache: dict[str, Select[Any]] = self.__dict__.setdefault("_claimed_loads", {})
+        name = binding.machine.name
+        query = cache.get(name)
+        if query is None:
+            c, t = self.tables.compensations, self.tables.transitions
+            claim = and_(
+                c.c.id == bindparam("id_"),
+                c.c.claim_token == bindparam("token"),
+                c.c.status == "running",
+                c.c.entity_type == bindparam("type_"),
+                c.c.entity_key == bindparam("key_"),
+            )
+            step = and_(
+                t.c.entity_type == c.c.entity_type,
+                t.c.entity_key == c.c.entity_key,
+                t.c.seq == c.c.step_seq,
+            )
+            query = cache[name] = (
+                select(binding.entity_class, c.c.id, *(t.c[n] for n in RECORD_COLUMNS))
+                .select_from(binding.entity_class)
+                .outerjoin(c, claim)
+                .outerjoin(t, step)
+                .where(binding.key == bindparam("k_"))
+            )
+        return query
 
     @cached_property
     def _claimed_step_query(self) -> Select[Any]:

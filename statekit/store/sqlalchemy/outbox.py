@@ -61,6 +61,9 @@ class OutboxOperations:
     def binding(self, entity_type: str) -> Any:  # provided by SQLAlchemyStore
         raise NotImplementedError
 
+    def claimed_load(self, binding: Any) -> Any:  # provided by LifeOperations
+        raise NotImplementedError
+
     @cached_property
     def skip_locked(self) -> bool:
         """Whether claims use SKIP LOCKED on this store's server (detected once)."""
@@ -128,49 +131,80 @@ class OutboxOperations:
         claimed again (first); this store looks for those at most once a second of
         `now`. The claim costs per batch, not per task: one statement per way of
         being due on PostgreSQL and SQLite (see `Claim`)."""
+        with wrap("claiming compensations", self.engine):
+            if self._claim_statements.takes:
+                with self._claim_engine.connect() as conn:
+                    return self._claim_on(conn, now, limit, lease, own=True)
+            with self._sweep_engine.begin() as conn:
+                return self._claim_on(conn, now, limit, lease, own=False)
+
+    def claim_compensations_in(
+        self, entity: object, now: datetime, limit: int, lease: timedelta
+    ) -> list[CompensationTask]:
+        """`claim_compensations` in the entity's transaction (a `HandlerUnit`'s
+        completion): the tasks are claimed if and only if it commits
+        (`statekit.store.protocol.ChainedClaims`)."""
+        conn, _, _ = self._in_unit(entity, "compensations are claimed")
+        with wrap("claiming compensations", self.engine):
+            return self._claim_on(conn, now, limit, lease, own=False)
+
+    def _claim_on(
+        self, conn: Connection, now: datetime, limit: int, lease: timedelta, *, own: bool
+    ) -> list[CompensationTask]:
+        """Claim up to `limit` due tasks on `conn`: with `own`, each statement in a
+        transaction of its own; otherwise in the transaction `conn` is in."""
         claim = self._claim_statements
         last = self.__dict__.get("_last_expiry_probe")
         probe = last is None or not last <= now < last + _EXPIRY_PROBE
         if probe:
             self.__dict__["_last_expiry_probe"] = now
         values = {"token": uuid.uuid4().hex, "now": now, "lease_until": now + lease}
-        with wrap("claiming compensations", self.engine):
-            if claim.takes:
-                rows = self._take(claim.takes[0 if probe else 1 :], values, limit)
-            else:
-                rows = self._pick_and_take(claim, claim.queries[0 if probe else 1 :], values, limit)
+        first = 0 if probe else 1
+        if claim.takes:
+            rows = self._take(conn, claim.takes[first:], values, limit, own=own)
+        else:
+            rows = self._pick_and_take(conn, claim, claim.queries[first:], values, limit)
         return sorted((task_of(row) for row in rows), key=lambda t: (t.next_attempt_at, t.id))
 
-    def _take(self, takes: Sequence[Any], values: dict[str, Any], limit: int) -> list[Any]:
+    @staticmethod
+    def _take(
+        conn: Connection, takes: Sequence[Any], values: dict[str, Any], limit: int, *, own: bool
+    ) -> list[Any]:
         """Claim with one UPDATE ... RETURNING per way of being due, until `limit`."""
         rows: list[Any] = []
-        engine = self._claim_engine
-        with engine.connect() as conn:
-            for take in takes:
-                if len(rows) < limit:
+        for take in takes:
+            if len(rows) < limit:
+                parameters = {**values, "limit": limit - len(rows)}
+                if own:
                     with conn.begin():
-                        rows += conn.execute(take, {**values, "limit": limit - len(rows)}).all()
+                        rows += conn.execute(take, parameters).all()
+                else:
+                    rows += conn.execute(take, parameters).all()
         return rows
 
+    @staticmethod
     def _pick_and_take(
-        self, claim: Claim, queries: Sequence[Any], values: dict[str, Any], limit: int
+        conn: Connection,
+        claim: Claim,
+        queries: Sequence[Any],
+        values: dict[str, Any],
+        limit: int,
     ) -> list[Any]:
-        """Claim by selecting due rows (locking them), then updating them, in one
-        transaction."""
-        with self._sweep_engine.begin() as conn:
-            ids: list[Any] = []
-            for query in queries:
-                if len(ids) < limit:
-                    found = conn.execute(query, {"now": values["now"], "limit": limit - len(ids)})
-                    ids += found.scalars().all()
-            if not ids:
-                return []
-            # The selected rows are locked by this transaction (SKIP LOCKED) or the
-            # database's only write lock is held: one UPDATE claims them all.
-            if claim.returning:
-                return list(conn.execute(claim.update, {**values, "ids": ids}).all())
-            conn.execute(claim.update, {**values, "ids": ids})
-            return list(conn.execute(claim.read, {**values, "ids": ids}).all())
+        """Claim by selecting due rows (locking them), then updating them, in the
+        transaction `conn` is in."""
+        ids: list[Any] = []
+        for query in queries:
+            if len(ids) < limit:
+                found = conn.execute(query, {"now": values["now"], "limit": limit - len(ids)})
+                ids += found.scalars().all()
+        if not ids:
+            return []
+        # The selected rows are locked by this transaction (SKIP LOCKED) or the
+        # database's only write lock is held: one UPDATE claims them all.
+        if claim.returning:
+            return list(conn.execute(claim.update, {**values, "ids": ids}).all())
+        conn.execute(claim.update, {**values, "ids": ids})
+        return list(conn.execute(claim.read, {**values, "ids": ids}).all())
 
     @cached_property
     def _claim_engine(self) -> Engine:
@@ -349,11 +383,25 @@ class OutboxOperations:
         return int(result.rowcount)
 
     @contextmanager
-    def handler_unit(self, entity_type: str, key: str) -> Iterator[HandlerUnit]:
+    def handler_unit(
+        self, entity_type: str, key: str, task: CompensationTask | None = None
+    ) -> Iterator[HandlerUnit]:
         """The entity of one compensation, loaded for a handler (see `HandlerUnit`);
         commits what is open on a clean exit, rolls back on an exception, and turns
-        backend errors into `StoreError`."""
-        unit = HandlerUnit(self._sweep_sessions(), self.binding(entity_type), key, self._read)
+        backend errors into `StoreError`. Given the `task`, its claim and step are
+        read in the same query as the entity (for `claimed_step`)."""
+        binding = self.binding(entity_type)
+        claimed = None
+        if task is not None:
+            parameters = {
+                "id_": task.id,
+                "token": task.claim_token,
+                "type_": entity_type,
+                "key_": key,
+                "k_": binding.coerce_key(key),
+            }
+            claimed = (self.claimed_load(binding), parameters, task.id)
+        unit = HandlerUnit(self._sweep_sessions(), binding, key, self._read, claimed)
         try:
             with wrap(f"compensating {entity_type} {key}", self.engine):
                 unit.load()

@@ -89,7 +89,9 @@ class SweepOperations:
             yield entity
 
     @contextmanager
-    def handler_unit(self, entity_type: str, key: str) -> Iterator[DjangoHandlerUnit]:
+    def handler_unit(
+        self, entity_type: str, key: str, task: CompensationTask | None = None
+    ) -> Iterator[DjangoHandlerUnit]:
         """The entity of one compensation, for its handler (see `DjangoHandlerUnit`)."""
         unit = DjangoHandlerUnit(self.db, self.binding(entity_type), key)
         try:
