@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-__all__ = ["HANDLER_NAME_MAX", "INT_MAX", "KEY_MAX", "LABEL_MAX", "NAME_MAX", "TIMEOUT_MAX"]
+__all__ = [
+    "HANDLER_NAME_MAX",
+    "INT_MAX",
+    "KEY_MAX",
+    "LABEL_MAX",
+    "NAME_MAX",
+    "TIMEOUT_MAX",
+    "unstorable_text",
+]
 
 NAME_MAX = 64
 """Longest machine, state or event name (the entity type, event, source, target and
@@ -30,3 +38,17 @@ INT_MAX = 2**31 - 1
 
 TIMEOUT_MAX = timedelta(days=36_525)
 """Longest state timeout: 100 years, so that a deadline always fits a datetime."""
+
+
+def unstorable_text(text: str) -> str | None:
+    """Why no database of statekit's holds `text` alike, or None when they all do: a
+    NUL character (PostgreSQL refuses it in text; SQLite and MariaDB keep it) or a lone
+    surrogate (not Unicode text, so no driver can encode it)."""
+    if "\x00" in text:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"contains a lone surrogate (U+{ord(text[exc.start]):04X}), not Unicode text"
+    return None
