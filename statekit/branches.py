@@ -227,13 +227,19 @@ def validate_payload(
     )
 
 
+def _strict_json(data: object) -> None:
+    """Raise ValueError unless `data` is JSON every database reads: finite numbers,
+    Unicode text (a lone surrogate fails to encode: MariaDB's JSON check refuses it)."""
+    json.dumps(data, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
 def unstorable_fields(payload: BaseModel) -> list[str]:
     """One error per field of a validated `payload` the history cannot hold as JSON:
-    a value pydantic cannot dump, or a non-finite number (JSON has no NaN or Infinity;
+    a value pydantic cannot dump, a non-finite number (JSON has no NaN or Infinity;
     SQLite would store it as text no other database reads, PostgreSQL and MariaDB
-    refuse it). Empty when the whole payload dumps."""
+    refuse it) or a lone surrogate. Empty when the whole payload dumps."""
     try:
-        json.dumps(payload.model_dump(mode="json"), allow_nan=False)
+        _strict_json(payload.model_dump(mode="json"))
     except (ValueError, TypeError):  # PydanticSerializationError is a ValueError
         pass
     else:
@@ -242,7 +248,7 @@ def unstorable_fields(payload: BaseModel) -> list[str]:
     errors = []
     for name in names:
         try:
-            json.dumps(payload.model_dump(mode="json", include={name}), allow_nan=False)
+            _strict_json(payload.model_dump(mode="json", include={name}))
         except (ValueError, TypeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             errors.append(f"{name}: cannot be stored as JSON ({reason})")

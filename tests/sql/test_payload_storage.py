@@ -1,8 +1,8 @@
-"""A payload the history could not hold as JSON (a non-finite number, a value with no
-JSON form) is an `InvalidPayloadError` naming the field, raised before any handler runs
-and on every store alike. SQLite would store `NaN` as non-standard JSON, PostgreSQL and
-MariaDB refused it only at the write, and a value pydantic cannot dump escaped as
-pydantic's own error."""
+"""A payload the history could not hold as JSON (a non-finite number, a lone surrogate,
+a value with no JSON form) is an `InvalidPayloadError` naming the field, raised before
+any handler runs and on every store alike. SQLite would store `NaN` as non-standard JSON,
+PostgreSQL and MariaDB refused it only at the write, MariaDB's JSON check refused a lone
+surrogate, and a value pydantic cannot dump escaped as pydantic's own error."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ UNSTORABLE: list[tuple[dict[str, Any], str]] = [
     ({"value": 1.0, "blob": object()}, "blob"),
     ({"value": 1.0, "blob": b"\xff"}, "blob"),
     ({"value": 1.0, "extra": b"\xfe"}, "extra"),
+    ({"value": 1.0, "blob": ["a\ud800"]}, "blob"),
 ]
 
 
