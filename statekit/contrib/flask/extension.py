@@ -28,7 +28,14 @@ from statekit.contrib.flask.problems import InstanceNotFoundHTTPError, problem_r
 from statekit.contrib.flask.settings import DEFAULTS, Settings
 from statekit.contrib.flask.state import EXTENSION_KEY, StateKitState, state_of
 from statekit.engine import Machine
-from statekit.errors import InstanceNotFoundError, InvalidPayloadError, StatekitError, StoreError
+from statekit.errors import (
+    InstanceNotFoundError,
+    InvalidArgumentError,
+    InvalidPayloadError,
+    StatekitError,
+    StoreError,
+)
+from statekit.limits import KEY_MAX, unstorable_text
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore
@@ -350,11 +357,22 @@ def _runner(state: StateKitState, of: object) -> Runner:
 
 def idempotency_key_from_header() -> str | None:
     """The request's ``Idempotency-Key`` header (a structured-field string's quotes
-    removed), or None."""
+    removed), or None.
+
+    Raises:
+        InvalidArgumentError: the client sent a key the history cannot hold (longer
+            than `statekit.limits.KEY_MAX`): the request's fault, answered 422.
+    """
     value = request.headers.get(IDEMPOTENCY_HEADER)
     if value is None:
         return None
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
+    if len(value) > KEY_MAX or unstorable_text(value) is not None:
+        raise InvalidArgumentError(
+            IDEMPOTENCY_HEADER,
+            value,
+            f"a key of at most {KEY_MAX} characters of text (no NUL)",
+        )
     return value or None

@@ -125,6 +125,20 @@ def test_a_reused_idempotency_key_is_422(client: FlaskClient) -> None:
     assert (body["idempotency_key"], body["recorded_event"]) == ("k-1", "reserve")
 
 
+@pytest.mark.parametrize("key", ["k" * 129, '"' + "k" * 200 + '"'])
+def test_an_idempotency_key_header_the_history_cannot_hold_is_422(
+    app: Flask, client: FlaskClient, key: str
+) -> None:
+    """The client's header, not the server, is at fault: not a 500."""
+    place(client)
+    body = problem(client.post("/orders/1/events/reserve", headers={"Idempotency-Key": key}), 422)
+    assert body["type"] == f"{TYPE}invalid-argument"
+    assert body["argument"] == "Idempotency-Key"
+    assert "at most 128 characters" in body["allowed"]
+    assert stored(app)["events"] == []
+    assert stored(app)["notes"] == []
+
+
 def test_a_lost_race_is_409_with_both_versions(app: Flask, client: FlaskClient) -> None:
     place(client)
 
