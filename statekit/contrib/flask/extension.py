@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_request_context, request
 from sqlalchemy.orm import object_session
 
 from statekit.compensation import CompensationTask
-from statekit.contrib.events import EventInfo, events_from
+from statekit.contrib.events import EventInfo, events_from, payload_from
 from statekit.contrib.flask.problems import InstanceNotFoundHTTPError, problem_response
 from statekit.contrib.flask.settings import DEFAULTS, Settings
 from statekit.contrib.flask.state import EXTENSION_KEY, StateKitState, state_of
@@ -31,7 +31,6 @@ from statekit.engine import Machine
 from statekit.errors import (
     InstanceNotFoundError,
     InvalidArgumentError,
-    InvalidPayloadError,
     StatekitError,
     StoreError,
 )
@@ -54,8 +53,6 @@ __all__ = [
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 """The request header `FROM_HEADER` reads."""
-
-_RESERVED = frozenset({"actor", "correlation_id", "idempotency_key"})
 
 
 class _FromHeader(enum.Enum):
@@ -226,22 +223,7 @@ class StateKit:
                 f"Session; load it through db.session (statekit.get_or_404) so the "
                 f"transition commits with the request's work"
             )
-        data: dict[str, Any] = {}
-        if payload is not None:
-            if not isinstance(payload, Mapping):
-                kind = type(payload).__name__
-                _refuse_payload(
-                    runner, entity, event, [f"(payload): must be an object of fields, not {kind}"]
-                )
-            data.update(payload)
-            reserved = sorted(_RESERVED.intersection(data))
-            if reserved:
-                _refuse_payload(
-                    runner,
-                    entity,
-                    event,
-                    [f"{name}: reserved, not a payload field" for name in reserved],
-                )
+        data = payload_from(runner.machine, entity, event, payload)
         if idempotency_key is FROM_HEADER:
             if not has_request_context():
                 raise StatekitError(
@@ -335,18 +317,6 @@ class StateKit:
 
     def _lever_actor(self, actor: str | None) -> str:
         return actor or self.actor() or "anonymous"
-
-
-def _refuse_payload(runner: Runner, entity: object, event: str, errors: list[str]) -> NoReturn:
-    machine = runner.machine
-    raise InvalidPayloadError(
-        entity_type=machine.name,
-        key=machine.key_of(entity),
-        state=machine.state_of(entity),
-        event=event,
-        allowed_events=machine.allowed_events(entity),
-        errors=errors,
-    )
 
 
 def _runner(state: StateKitState, of: object) -> Runner:
