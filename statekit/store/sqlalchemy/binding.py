@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Select, Table, bindparam, select, update
+from sqlalchemy import BigInteger, Column, Select, SmallInteger, Table, bindparam, select, update
 
 from statekit.engine import Machine
 from statekit.entity import STATE_KEYS, StateWriter
@@ -28,6 +28,35 @@ _SET_PARAMS = {
 }
 COMPARE_AND_SET_PARAMS = ("k_", "v_", "source_", *_SET_PARAMS.values())
 """The bound parameters of `EntityBinding.compare_and_set`."""
+
+
+def key_type_of(key: Column[Any], dialect: str) -> Callable[[str], Any]:
+    """How a key's text becomes a value of the `key` column on `dialect`: the column's
+    Python type; for an integer column, one that also refuses (ValueError) a number
+    out of the column's range, which no row holds and the driver or the database
+    would refuse (SQLite's INTEGER holds 64 bits whatever the declared type)."""
+    try:
+        python_type: Callable[[str], Any] = key.type.python_type
+    except NotImplementedError:
+        return str
+    if python_type is not int:
+        return python_type
+    if dialect == "sqlite" or isinstance(key.type, BigInteger):
+        bits = 64
+    else:
+        bits = 16 if isinstance(key.type, SmallInteger) else 32
+    if getattr(key.type, "unsigned", False):
+        low, high = 0, 2**bits - 1
+    else:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+    def integer_key(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside the key column's range")
+        return value
+
+    return integer_key
 
 
 @dataclass(frozen=True)

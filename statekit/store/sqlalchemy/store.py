@@ -9,7 +9,7 @@ statekit's own otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,7 @@ from statekit.errors import (
 )
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, SweepStore, Unit
-from statekit.store.sqlalchemy.binding import EntityBinding
+from statekit.store.sqlalchemy.binding import EntityBinding, key_type_of
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.driver import DriverPath
 from statekit.store.sqlalchemy.errors import wrap
@@ -146,10 +146,6 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         table = mapper.local_table
         if not isinstance(table, Table):
             raise StoreError(f"{entity_class.__name__} is not mapped to a single table")
-        try:
-            python_type: Callable[[str], Any] = key.type.python_type
-        except NotImplementedError:
-            python_type = str
         self._driver.forget(machine.name)
         binding = EntityBinding(
             machine=machine,
@@ -157,7 +153,7 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             table=table,
             key=key,
             columns=columns,
-            key_type=python_type,
+            key_type=key_type_of(key, self.engine.dialect.name),
             rows=row_loader(mapper, table, key),
         )
         self._bindings[machine.name] = binding

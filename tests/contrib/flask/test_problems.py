@@ -116,6 +116,16 @@ def test_an_unknown_instance_is_404(client: FlaskClient) -> None:
     }
 
 
+@pytest.mark.parametrize("key", [2**31, 2**63, 10**30])
+def test_a_key_beyond_the_columns_range_is_404(app: Flask, client: FlaskClient, key: int) -> None:
+    """Flask's `<int:...>` takes any number: one the key column cannot hold is no
+    instance, not a 500 (SQLite's OverflowError, PostgreSQL's failed transaction)."""
+    place(client)
+    body = problem(client.post(f"/orders/{key}/events/reserve"), 404)
+    assert (body["type"], body["key"]) == (f"{TYPE}not-found", str(key))
+    assert client.post("/orders/1/events/reserve").status_code == 201
+
+
 def test_a_reused_idempotency_key_is_422(client: FlaskClient) -> None:
     place(client)
     headers = {"Idempotency-Key": "k-1"}
