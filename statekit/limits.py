@@ -16,6 +16,7 @@ __all__ = [
     "LABEL_MAX",
     "NAME_MAX",
     "TIMEOUT_MAX",
+    "held_alike",
     "unstorable_text",
 ]
 
@@ -52,3 +53,9 @@ def unstorable_text(text: str) -> str | None:
         except UnicodeEncodeError as exc:
             return f"contains a lone surrogate (U+{ord(text[exc.start]):04X}), not Unicode text"
     return None
+
+
+def held_alike(*texts: str | None) -> bool:
+    """Whether every one of `texts` (None skipped) could be a stored key or label:
+    a store's reads answer "none" for one that could not, on every database."""
+    return all(t is None or unstorable_text(t) is None for t in texts)

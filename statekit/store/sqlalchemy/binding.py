@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, Column, Select, SmallInteger, Table, bindpara
 from statekit.engine import Machine
 from statekit.entity import STATE_KEYS, StateWriter
 from statekit.errors import InstanceNotFoundError
+from statekit.limits import unstorable_text
 from statekit.records import Plan, Snapshot
 from statekit.store.sqlalchemy.orm import set_listened
 from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
@@ -30,15 +31,26 @@ COMPARE_AND_SET_PARAMS = ("k_", "v_", "source_", *_SET_PARAMS.values())
 """The bound parameters of `EntityBinding.compare_and_set`."""
 
 
+def text_key(text: str) -> str:
+    """`text` as a text key; ValueError for text no database's row holds alike (a NUL,
+    a lone surrogate: `statekit.limits.unstorable_text`), as `start` never stores it."""
+    if "\x00" in text or (not text.isascii() and unstorable_text(text) is not None):
+        raise ValueError("no stored key holds this text")
+    return text
+
+
 def key_type_of(key: Column[Any], dialect: str) -> Callable[[str], Any]:
     """How a key's text becomes a value of the `key` column on `dialect`: the column's
     Python type; for an integer column, one that also refuses (ValueError) a number
     out of the column's range, which no row holds and the driver or the database
-    would refuse (SQLite's INTEGER holds 64 bits whatever the declared type)."""
+    would refuse (SQLite's INTEGER holds 64 bits whatever the declared type); for a
+    text column, `text_key`."""
     try:
         python_type: Callable[[str], Any] = key.type.python_type
     except NotImplementedError:
-        return str
+        python_type = str
+    if python_type is str:
+        return text_key
     if python_type is not int:
         return python_type
     if dialect == "sqlite" or isinstance(key.type, BigInteger):

@@ -38,6 +38,7 @@ from statekit.errors import (
     StoreError,
     UnknownMachineError,
 )
+from statekit.limits import held_alike
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, SweepStore, Unit
 from statekit.store.sqlalchemy.binding import EntityBinding, key_type_of
@@ -368,6 +369,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
     ) -> Sequence[TransitionRecord]:
         """Return the instance's transitions, oldest first (see `Store.history`)."""
+        if not held_alike(key, idempotency_key):
+            return []
         query = self._history_query(entity_type, key, idempotency_key)
         with self._reading() as conn:
             rows = conn.execute(query).all()
@@ -401,6 +404,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         in the Session or light unit `entity` is in, so a transition fired earlier in
         the same transaction is found and a database that gives each thread one
         connection (in-memory SQLite) is never asked for a second transaction."""
+        if not held_alike(key, idempotency_key):
+            return None
         if unit is None and entity is not None:
             unit = unit_holding(self._writes, entity, self._binding(entity_type))
         if not isinstance(unit, WriteUnit) or not unit.reads_inside:

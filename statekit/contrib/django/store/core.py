@@ -38,6 +38,7 @@ from statekit.errors import (
     StoreError,
     UnknownMachineError,
 )
+from statekit.limits import held_alike
 from statekit.records import HISTORY_FIELDS, Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, Store, Unit
 
@@ -280,6 +281,8 @@ class StoreCore(Store):
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
     ) -> list[TransitionRecord]:
         """The instance's transitions, oldest first (see `Store.history`)."""
+        if not held_alike(key, idempotency_key):
+            return []
         rows = Transition.objects.using(self.db).filter(entity_type=entity_type, entity_key=key)
         if idempotency_key is not None:
             rows = rows.filter(idempotency_key=idempotency_key)
