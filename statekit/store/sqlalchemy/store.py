@@ -41,7 +41,7 @@ from statekit.errors import (
 from statekit.limits import held_alike
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, SweepStore, Unit
-from statekit.store.sqlalchemy.binding import EntityBinding, key_type_of
+from statekit.store.sqlalchemy.binding import EntityBinding, key_range_of, key_type_of
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.driver import DriverPath
 from statekit.store.sqlalchemy.errors import wrap
@@ -154,7 +154,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             table=table,
             key=key,
             columns=columns,
-            key_type=key_type_of(key, self.engine.dialect.name),
+            key_type=key_type_of(key),
+            key_range=key_range_of(key, self.engine.dialect.name),
             rows=row_loader(mapper, table, key),
         )
         self._bindings[machine.name] = binding
