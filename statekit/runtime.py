@@ -25,6 +25,8 @@ from statekit.errors import (
     ConcurrentTransitionError,
     IdempotencyConflictError,
     InstanceNotFoundError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     NestedTransitionError,
     StatekitError,
     StoreError,
@@ -52,10 +54,19 @@ def _fits(label: str, limit: int) -> bool:
     """Whether `fire` stores `label` as it is: short enough, and text every database
     holds alike (`unstorable_text`); cheap for the usual short ASCII label."""
     return (
-        len(label) <= limit
+        type(label) is str
+        and len(label) <= limit
         and "\x00" not in label
         and (label.isascii() or not unstorable_text(label))
     )
+
+
+def _count_error(argument: str, value: object, least: int) -> InvalidArgumentError:
+    """The error for a count argument that is not a whole number of at least `least`."""
+    allowed = f"a whole number, at least {least}"
+    if type(value) is not int:
+        return InvalidArgumentTypeError(argument, value, allowed)
+    return InvalidArgumentError(argument, value, allowed)
 
 
 def retry_on_conflict(operation: Callable[[], T], *, attempts: int = 3) -> T:
@@ -65,8 +76,8 @@ def retry_on_conflict(operation: Callable[[], T], *, attempts: int = 3) -> T:
     Raises:
         ConcurrentTransitionError: the last attempt lost its race too.
     """
-    if attempts < 1:
-        raise ValueError("attempts must be at least 1")
+    if type(attempts) is not int or attempts < 1:
+        raise _count_error("attempts", attempts, 1)
     for attempt in range(1, attempts + 1):
         try:
             return operation()
@@ -307,6 +318,10 @@ class Runner:
         ):
             if value is None:
                 continue
+            if not isinstance(value, str):
+                raise InvalidArgumentTypeError(
+                    what.replace(" ", "_"), value, "text (a str) or None"
+                )
             if len(value) > limit:
                 raise StoreError(
                     f"cannot fire {event!r} on {self.machine.name} {key}: its {what} has "
@@ -353,6 +368,8 @@ class Runner:
             ConcurrentTransitionError: every attempt lost its race.
         """
 
+        if type(retries) is not int or retries < 0:
+            raise _count_error("retries", retries, 0)
         unit = self.store.firing
         name, text = self.machine.name, str(key)
         if unstorable_text(text) is not None:  # stored under no key (`start` refuses it)
