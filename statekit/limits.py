@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from statekit.errors import InvalidArgumentError, InvalidArgumentTypeError
+
 __all__ = [
     "HANDLER_NAME_MAX",
     "INT_MAX",
@@ -16,6 +18,7 @@ __all__ = [
     "LABEL_MAX",
     "NAME_MAX",
     "TIMEOUT_MAX",
+    "check_lever_text",
     "held_alike",
     "unstorable_text",
 ]
@@ -59,3 +62,24 @@ def held_alike(*texts: str | None) -> bool:
     """Whether every one of `texts` (None skipped) could be a stored key or label:
     a store's reads answer "none" for one that could not, on every database."""
     return all(t is None or unstorable_text(t) is None for t in texts)
+
+
+def check_lever_text(**given: object) -> None:
+    """Refuse a lever's actor, note or reason that the history would not hold alike on
+    every database: not text, an actor longer than its column, or a NUL or lone
+    surrogate (before anything is written).
+
+    Raises:
+        InvalidArgumentError: (`InvalidArgumentTypeError` for a value that is not
+            text) naming the argument.
+    """
+    for argument, value in given.items():
+        if not isinstance(value, str):
+            raise InvalidArgumentTypeError(argument, value, "text (a str)")
+        if argument == "actor" and len(value) > LABEL_MAX:
+            raise InvalidArgumentError(
+                argument, value, f"at most {LABEL_MAX} characters (the history's column)"
+            )
+        reason = unstorable_text(value)
+        if reason is not None:
+            raise InvalidArgumentError(argument, value, f"text every database holds; it {reason}")
