@@ -2,7 +2,9 @@
 
 `statekit.store.sqlalchemy.tables` sizes its columns from these constants, and
 `MachineSpec` refuses a definition that exceeds them, so a definition that
-validates can always be stored (standard library only).
+validates can always be stored. It also says which texts every database holds alike
+(`unstorable_text`), for the checks made before anything is written (standard library
+and `statekit.errors` only).
 """
 
 from __future__ import annotations
