@@ -10,6 +10,7 @@ one's refused, and `validate_payload` checks an event's payload against its mode
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -199,17 +200,23 @@ def validate_payload(
             f"{name}: unexpected (event {event!r} declares no payload)"
             for name in (payload.model_dump() if isinstance(payload, BaseModel) else payload)
         ]
-    elif isinstance(payload, model):
-        return payload
     else:
-        raw = payload.model_dump() if isinstance(payload, BaseModel) else (payload or {})
-        try:
-            return model.model_validate(raw)
-        except ValidationError as exc:
-            errors = [
-                f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}"
-                for err in exc.errors()
-            ]
+        if isinstance(payload, model):
+            instance: BaseModel | None = payload
+        else:
+            raw = payload.model_dump() if isinstance(payload, BaseModel) else (payload or {})
+            try:
+                instance = model.model_validate(raw)
+            except ValidationError as exc:
+                instance = None
+                errors = [
+                    f"{'.'.join(str(p) for p in err['loc']) or '(payload)'}: {err['msg']}"
+                    for err in exc.errors()
+                ]
+        if instance is not None:
+            errors = unstorable_fields(instance)
+            if not errors:
+                return instance
     raise InvalidPayloadError(
         entity_type=entity_type,
         key=key,
@@ -218,6 +225,34 @@ def validate_payload(
         allowed_events=allowed_events,
         errors=errors,
     )
+
+
+def _strict_json(data: object) -> None:
+    """Raise ValueError unless `data` is JSON every database reads: finite numbers,
+    Unicode text (a lone surrogate fails to encode: MariaDB's JSON check refuses it)."""
+    json.dumps(data, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def unstorable_fields(payload: BaseModel) -> list[str]:
+    """One error per field of a validated `payload` the history cannot hold as JSON:
+    a value pydantic cannot dump, a non-finite number (JSON has no NaN or Infinity;
+    SQLite would store it as text no other database reads, PostgreSQL and MariaDB
+    refuse it) or a lone surrogate. Empty when the whole payload dumps."""
+    try:
+        _strict_json(payload.model_dump(mode="json"))
+    except (ValueError, TypeError):  # PydanticSerializationError is a ValueError
+        pass
+    else:
+        return []
+    names = [*type(payload).model_fields, *(payload.model_extra or {})]
+    errors = []
+    for name in names:
+        try:
+            _strict_json(payload.model_dump(mode="json", include={name}))
+        except (ValueError, TypeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors.append(f"{name}: cannot be stored as JSON ({reason})")
+    return errors or ["(payload): cannot be stored as JSON"]
 
 
 @dataclass(frozen=True)

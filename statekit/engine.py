@@ -328,7 +328,10 @@ class Machine:
                 raise NotStartedError(entity_type=self.name, key=self.key_of(entity), event=event)
             self._check_known(entity, state, self.key_of(entity))
         assert events is not None  # narrowed: _check_known raised otherwise
-        branches = events.get(event)
+        try:
+            branches = events.get(event)
+        except TypeError:  # an unhashable "event" (a list, say) names none of them
+            branches = None
         if branches is None:
             self._refuse(entity, state, event)
         assert branches is not None  # _refuse always raises
@@ -400,7 +403,7 @@ class Machine:
     def _refuse(self, entity: object, state: str, event: str) -> None:
         key = self.key_of(entity)
         allowed = self._allowed[state]
-        if event in self._known_events:
+        if isinstance(event, str) and event in self._known_events:
             raise TransitionNotAllowedError(
                 entity_type=self.name, key=key, state=state, event=event, allowed_events=allowed
             )

@@ -2,14 +2,28 @@
 
 `statekit.store.sqlalchemy.tables` sizes its columns from these constants, and
 `MachineSpec` refuses a definition that exceeds them, so a definition that
-validates can always be stored (standard library only).
+validates can always be stored. It also says which texts every database holds alike
+(`unstorable_text`), for the checks made before anything is written (standard library
+and `statekit.errors` only).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-__all__ = ["HANDLER_NAME_MAX", "INT_MAX", "KEY_MAX", "LABEL_MAX", "NAME_MAX", "TIMEOUT_MAX"]
+from statekit.errors import InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = [
+    "HANDLER_NAME_MAX",
+    "INT_MAX",
+    "KEY_MAX",
+    "LABEL_MAX",
+    "NAME_MAX",
+    "TIMEOUT_MAX",
+    "check_lever_text",
+    "held_alike",
+    "unstorable_text",
+]
 
 NAME_MAX = 64
 """Longest machine, state or event name (the entity type, event, source, target and
@@ -30,3 +44,44 @@ INT_MAX = 2**31 - 1
 
 TIMEOUT_MAX = timedelta(days=36_525)
 """Longest state timeout: 100 years, so that a deadline always fits a datetime."""
+
+
+def unstorable_text(text: str) -> str | None:
+    """Why no database of statekit's holds `text` alike, or None when they all do: a
+    NUL character (PostgreSQL refuses it in text; SQLite and MariaDB keep it) or a lone
+    surrogate (not Unicode text, so no driver can encode it)."""
+    if "\x00" in text:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"contains a lone surrogate (U+{ord(text[exc.start]):04X}), not Unicode text"
+    return None
+
+
+def held_alike(*texts: str | None) -> bool:
+    """Whether every one of `texts` (None skipped) could be a stored key or label:
+    a store's reads answer "none" for one that could not, on every database."""
+    return all(t is None or unstorable_text(t) is None for t in texts)
+
+
+def check_lever_text(**given: object) -> None:
+    """Refuse a lever's actor, note or reason that the history would not hold alike on
+    every database: not text, an actor longer than its column, or a NUL or lone
+    surrogate (before anything is written).
+
+    Raises:
+        InvalidArgumentError: (`InvalidArgumentTypeError` for a value that is not
+            text) naming the argument.
+    """
+    for argument, value in given.items():
+        if not isinstance(value, str):
+            raise InvalidArgumentTypeError(argument, value, "text (a str)")
+        if argument == "actor" and len(value) > LABEL_MAX:
+            raise InvalidArgumentError(
+                argument, value, f"at most {LABEL_MAX} characters (the history's column)"
+            )
+        reason = unstorable_text(value)
+        if reason is not None:
+            raise InvalidArgumentError(argument, value, f"text every database holds; it {reason}")

@@ -24,11 +24,15 @@ from statekit.entity import restore_attributes, save_attributes
 from statekit.errors import (
     ConcurrentTransitionError,
     IdempotencyConflictError,
+    InstanceNotFoundError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     NestedTransitionError,
     StatekitError,
     StoreError,
+    bounded_repr,
 )
-from statekit.limits import KEY_MAX, LABEL_MAX
+from statekit.limits import KEY_MAX, LABEL_MAX, unstorable_text
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, Store, Unit
 
@@ -46,6 +50,25 @@ ForeignError = Callable[[BaseException, str, object, str], StoreError | None]
 """A store's `foreign_error(error, entity_type, entity, event)` (see `Store`)."""
 
 
+def _fits(label: str, limit: int) -> bool:
+    """Whether `fire` stores `label` as it is: short enough, and text every database
+    holds alike (`unstorable_text`); cheap for the usual short ASCII label."""
+    return (
+        type(label) is str
+        and len(label) <= limit
+        and "\x00" not in label
+        and (label.isascii() or not unstorable_text(label))
+    )
+
+
+def _count_error(argument: str, value: object, least: int) -> InvalidArgumentError:
+    """The error for a count argument that is not a whole number of at least `least`."""
+    allowed = f"a whole number, at least {least}"
+    if type(value) is not int:
+        return InvalidArgumentTypeError(argument, value, allowed)
+    return InvalidArgumentError(argument, value, allowed)
+
+
 def retry_on_conflict(operation: Callable[[], T], *, attempts: int = 3) -> T:
     """Call `operation` until it does not raise `ConcurrentTransitionError`, at most
     `attempts` times; the operation must reload what it decides on each time.
@@ -53,8 +76,8 @@ def retry_on_conflict(operation: Callable[[], T], *, attempts: int = 3) -> T:
     Raises:
         ConcurrentTransitionError: the last attempt lost its race too.
     """
-    if attempts < 1:
-        raise ValueError("attempts must be at least 1")
+    if type(attempts) is not int or attempts < 1:
+        raise _count_error("attempts", attempts, 1)
     for attempt in range(1, attempts + 1):
         try:
             return operation()
@@ -211,9 +234,9 @@ class Runner:
         machine = self.machine
         key = machine.key_of(entity) or ""
         if (
-            (actor is not None and len(actor) > LABEL_MAX)
-            or (idempotency_key is not None and len(idempotency_key) > KEY_MAX)
-            or (correlation_id is not None and len(correlation_id) > LABEL_MAX)
+            (actor is not None and not _fits(actor, LABEL_MAX))
+            or (idempotency_key is not None and not _fits(idempotency_key, KEY_MAX))
+            or (correlation_id is not None and not _fits(correlation_id, LABEL_MAX))
         ):
             self._check_labels(key, event, idempotency_key, actor, correlation_id)  # raises
         outside = _APPLYING.get()
@@ -274,6 +297,11 @@ class Runner:
                 f"cannot store a {self.machine.name} with a key of {len(key)} characters; "
                 f"keys are at most {KEY_MAX} (statekit.limits.KEY_MAX)"
             )
+        reason = None if key is None else unstorable_text(key)
+        if reason is not None:
+            raise StoreError(
+                f"cannot store a {self.machine.name} with the key {bounded_repr(key)}: it {reason}"
+            )
 
     def _check_labels(
         self,
@@ -288,10 +316,21 @@ class Runner:
             ("actor", actor, LABEL_MAX),
             ("correlation id", correlation_id, LABEL_MAX),
         ):
-            if value is not None and len(value) > limit:
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidArgumentTypeError(
+                    what.replace(" ", "_"), value, "text (a str) or None"
+                )
+            if len(value) > limit:
                 raise StoreError(
                     f"cannot fire {event!r} on {self.machine.name} {key}: its {what} has "
                     f"{len(value)} characters, at most {limit} are stored"
+                )
+            reason = unstorable_text(value)
+            if reason is not None:
+                raise StoreError(
+                    f"cannot fire {event!r} on {self.machine.name} {key}: its {what} {reason}"
                 )
 
     def _refuse_nested(self, key: str, event: str) -> _Applying:
@@ -329,8 +368,12 @@ class Runner:
             ConcurrentTransitionError: every attempt lost its race.
         """
 
+        if type(retries) is not int or retries < 0:
+            raise _count_error("retries", retries, 0)
         unit = self.store.firing
         name, text = self.machine.name, str(key)
+        if unstorable_text(text) is not None:  # stored under no key (`start` refuses it)
+            raise InstanceNotFoundError(entity_type=name, key=text)
         self._refuse_nested(text, event)  # before the unit waits on a lock
 
         def attempt() -> TransitionRecord:

@@ -37,6 +37,7 @@ from statekit.errors import (
     StoreError,
     SweeperError,
 )
+from statekit.limits import check_lever_text
 from statekit.records import Snapshot, TransitionRecord
 from statekit.retention import DEFAULT_PRUNE_BATCH, PRUNE_EVERY, Retention
 from statekit.runtime import Listener, Runner
@@ -326,9 +327,11 @@ class Sweeper:
 
         Raises:
             SweeperError: the instance is already stuck, or in a final state.
-            InvalidArgumentError: this sweeper has no machine `entity_type`.
+            InvalidArgumentError: this sweeper has no machine `entity_type`, or the
+                actor or reason is not text the history holds (`statekit.limits.check_lever_text`).
         """
         runner = self._runner(entity_type)
+        check_lever_text(actor=actor, reason=reason)
         with self.store.session_unit(entity_type, key) as entity:
             snapshot = runner.machine.snapshot(entity)
             where = {"entity_type": entity_type, "key": key, "state": snapshot.state}
@@ -356,10 +359,12 @@ class Sweeper:
 
         Raises:
             SweeperError: it has no dead-lettered compensations.
-            InvalidArgumentError: this sweeper has no machine `entity_type`.
+            InvalidArgumentError: this sweeper has no machine `entity_type`, or the
+                actor is not text the history holds.
         """
         runner = self._runner(entity_type)
         machine = runner.machine
+        check_lever_text(actor=actor)
         now = self.clock.now()
         with self.store.session_unit(entity_type, key) as entity:
             reopened = self.store.reopen_dead_compensations(entity, now, extra_attempts)
@@ -391,8 +396,9 @@ class Sweeper:
         and its open compensations are cancelled. Recorded in history with the actor.
 
         Raises:
-            InvalidArgumentError: `state` is not declared, the note is empty, or this
-                sweeper has no machine `entity_type`.
+            InvalidArgumentError: `state` is not declared, the note is empty, the
+                actor or note is not text the history holds, or this sweeper has no
+                machine `entity_type`.
         """
         runner = self._runner(entity_type)
         machine = runner.machine
@@ -404,6 +410,7 @@ class Sweeper:
                 f"states: {known}",
                 message=f"machine {entity_type!r} has no state {state!r} (states: {known})",
             )
+        check_lever_text(actor=actor, note=note)
         if not note.strip():
             raise InvalidArgumentError(
                 "note",

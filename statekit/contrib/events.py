@@ -4,14 +4,61 @@ the Flask and Django integrations; imports no framework."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
 from statekit.engine import Machine
+from statekit.errors import InvalidPayloadError
 
-__all__ = ["EventInfo", "PayloadField", "events_from"]
+__all__ = [
+    "RESERVED_FIELDS",
+    "EventInfo",
+    "PayloadField",
+    "events_from",
+    "payload_from",
+    "refuse_payload",
+]
+
+RESERVED_FIELDS = frozenset({"actor", "correlation_id", "idempotency_key"})
+"""`Runner.fire`'s own keyword arguments: never payload fields, so a request's data
+can neither pass them (the history's actor, say) nor clash with them."""
+
+
+def refuse_payload(machine: Machine, entity: object, event: str, errors: list[str]) -> NoReturn:
+    """Raise the `InvalidPayloadError` of `event` on `entity` with `errors`."""
+    raise InvalidPayloadError(
+        entity_type=machine.name,
+        key=machine.key_of(entity),
+        state=machine.state_of(entity),
+        event=event,
+        allowed_events=machine.allowed_events(entity),
+        errors=errors,
+    )
+
+
+def payload_from(machine: Machine, entity: object, event: str, data: object) -> dict[str, Any]:
+    """A request's `data` (a JSON body, a form) as the payload of `event`, for
+    `Runner.fire(entity, event, **payload)`.
+
+    Raises:
+        InvalidPayloadError: `data` is not a mapping, or names one of `RESERVED_FIELDS`.
+    """
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        kind = type(data).__name__
+        refuse_payload(
+            machine, entity, event, [f"(payload): must be an object of fields, not {kind}"]
+        )
+    reserved = sorted(RESERVED_FIELDS.intersection(data))
+    if reserved:
+        refuse_payload(
+            machine, entity, event, [f"{name}: reserved, not a payload field" for name in reserved]
+        )
+    return dict(data)
 
 
 @dataclass(frozen=True)

@@ -624,3 +624,22 @@ class StoreContract:
         assert list(store.history("order", "abc")) == [cancelled]
         assert list(store.history("order", "abc", idempotency_key="k")) == [cancelled]
         assert list(store.history("order", "aBc")) == []
+
+    @pytest.mark.parametrize("key", ["a\x00b", "a\ud800b"])
+    def test_a_key_no_database_holds_names_no_instance(
+        self, store: Store, started: Any, key: str
+    ) -> None:
+        """A NUL (PostgreSQL refuses it in text) or a lone surrogate (no driver encodes
+        it) is no stored key: every read answers as for a missing instance."""
+        with pytest.raises(InstanceNotFoundError):
+            store.load("order", key)
+        assert list(store.history("order", key)) == []
+        assert list(store.history("order", key, idempotency_key="k")) == []
+        assert store.recorded("order", key, "k") is None
+        with pytest.raises(InstanceNotFoundError):
+            with store.transaction("order", key):
+                pass
+        deleting: Any = store
+        with pytest.raises(InstanceNotFoundError):
+            deleting.delete("order", key)
+        assert store.load("order", "o1").state == "pending"

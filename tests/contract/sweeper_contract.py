@@ -31,6 +31,7 @@ import pytest
 from statekit import (
     Backoff,
     CompensationContext,
+    InvalidArgumentError,
     Listener,
     ManualClock,
     Runner,
@@ -375,6 +376,37 @@ class SweeperContract(SweeperFixtures):
         assert [status for _, _, status, _ in self.tasks(env.store, "r")] == ["cancelled"]
         env.clock.advance(hours=1)
         assert env.sweeper.run_once().compensations_failed == 0
+
+    @pytest.mark.parametrize(
+        ("actor", "note", "argument"),
+        [
+            ("o" * 129, "fixed", "actor"),  # longer than the history's column
+            ("ops\x00", "fixed", "actor"),  # PostgreSQL refuses a NUL
+            (42, "fixed", "actor"),
+            ("ops", None, "note"),
+            ("ops", "fixed \ud800", "note"),  # MariaDB's JSON check refuses it
+        ],
+    )
+    def test_a_levers_actor_and_note_are_checked_before_anything_is_written(
+        self, env: Env, actor: Any, note: Any, argument: str
+    ) -> None:
+        """Alike on every database: SQLite stored what PostgreSQL and MariaDB refused
+        at the write (`StoreError`), and a None note raised a raw AttributeError."""
+        env.job("lv", "advance")
+        FAILURES["lv", "undo_first"] = 99
+        env.clock.advance(minutes=11)
+        env.sweeper.run_once()
+        before = self.events(env.store, "lv")
+        with pytest.raises(InvalidArgumentError) as refused:
+            env.sweeper.resolve("job", "lv", "done", note=note, actor=actor)
+        assert refused.value.argument == argument
+        if argument == "actor":
+            with pytest.raises(InvalidArgumentError):
+                env.sweeper.retry("job", "lv", actor=actor)
+            with pytest.raises(InvalidArgumentError):
+                env.sweeper.compensate("job", "lv", reason="again", actor=actor)
+        assert self.events(env.store, "lv") == before
+        assert env.store.load("job", "lv").stuck_at is not None
 
     def test_compensate_aborts_a_saga_on_demand(self, env: Env) -> None:
         env.job("saga", "advance", "continue_")

@@ -9,7 +9,18 @@ from decimal import Decimal
 import pytest
 
 from models.order import Order, OrderWorkflow
-from statekit import ManualClock, MemoryStore, Runner, State, StatekitError, Sweeper, Workflow
+from statekit import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    ManualClock,
+    MemoryStore,
+    Runner,
+    State,
+    StatekitError,
+    Sweeper,
+    Workflow,
+    retry_on_conflict,
+)
 from statekit.diagrams import machine_graph
 from statekit.diagrams.render import render
 from statekit.records import Context
@@ -136,3 +147,32 @@ def test_a_graph_node_that_is_not_there_names_the_nodes() -> None:
     graph = machine_graph(OrderWorkflow.machine)
     with pytest.raises(StatekitError, match=r"'order' has no node 'limbo'.*pending"):
         graph.node("limbo")
+
+
+@pytest.mark.parametrize("option", ["actor", "idempotency_key", "correlation_id"])
+@pytest.mark.parametrize("value", [42, b"ops", object()])
+def test_a_fire_label_that_is_not_text(option: str, value: object) -> None:
+    """Not `len()`'s raw TypeError: an InvalidArgumentTypeError naming the option, and
+    nothing written."""
+    orders = runner()
+    order = Order(id="o1", total=Decimal(10))
+    orders.start(order)
+    with pytest.raises(InvalidArgumentTypeError, match=f"{option}=.* refused: text") as info:
+        orders.fire(order, "reserve", **{option: value})
+    assert isinstance(info.value, TypeError)
+    assert info.value.argument == option
+    with pytest.raises(InvalidArgumentTypeError):
+        orders.fire_by_key("o1", "reserve", **{option: value})
+    assert (order.state, orders.history(order)) == ("pending", [])
+
+
+@pytest.mark.parametrize("retries", [-1, "2", 1.5, None])
+def test_fire_by_key_retries_that_are_not_a_count(retries: object) -> None:
+    orders = runner()
+    orders.start(Order(id="o1", total=Decimal(10)))
+    with pytest.raises(InvalidArgumentError, match=r"retries=.* refused") as info:
+        orders.fire_by_key("o1", "reserve", retries=retries)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError | TypeError)
+    assert orders.store.load("order", "o1").state == "pending"
+    with pytest.raises(InvalidArgumentError, match=r"attempts=0 refused"):
+        retry_on_conflict(lambda: None, attempts=0)

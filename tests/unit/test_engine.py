@@ -23,9 +23,11 @@ from statekit import (
     InvalidPayloadError,
     Machine,
     ManualClock,
+    MemoryStore,
     NotStartedError,
     PostconditionFailedError,
     PreconditionFailedError,
+    Runner,
     Snapshot,
     State,
     StateFields,
@@ -340,6 +342,26 @@ def test_payload_as_checks_the_model(machine: Machine, reserved: Order) -> None:
 
 
 # -- refusals --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", [["reserve"], {"reserve": 1}, None, 3, b"reserve"])
+def test_an_event_that_is_not_a_name_is_an_unknown_event(machine: Machine, event: Any) -> None:
+    """Not a raw TypeError from the dispatch table (a list is unhashable), and
+    `can_fire` answers False, as for any other refusal."""
+    order = new_order()
+    machine.start(order)
+    with pytest.raises(UnknownEventError) as unknown:
+        machine.fire(order, event)
+    assert unknown.value.event == event
+    assert unknown.value.allowed_events == ("reserve", "abandon", "cancel")
+    assert machine.can_fire(order, event) is False
+    runner = Runner(machine, MemoryStore())
+    runner.start(started := new_order("o2"))
+    with pytest.raises(UnknownEventError):
+        runner.fire(started, event)
+    with pytest.raises(UnknownEventError):
+        runner.fire_by_key("o2", event)
+    assert (started.state, started.state_version) == ("pending", 0)
 
 
 def test_unknown_event_and_not_allowed_event_are_different_errors(machine: Machine) -> None:

@@ -46,7 +46,7 @@ from statekit.contrib.django.hosting import host
 from statekit.contrib.django.mixin import STATE_COLUMNS
 from statekit.contrib.django.panel import Panel, panel_of
 from statekit.contrib.django.permissions import statekit_permissions
-from statekit.contrib.events import PayloadField, payload_fields
+from statekit.contrib.events import PayloadField, payload_fields, payload_from
 from statekit.engine import Machine
 from statekit.errors import StatekitError
 from statekit.records import TransitionRecord
@@ -255,9 +255,10 @@ class StateModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             )
             return self._back(obj)
         keep = {"csrfmiddlewaretoken", "idempotency_key"}
-        payload = {k: v for k, v in request.POST.items() if k not in keep and v != ""}
+        form = {k: v for k, v in request.POST.items() if k not in keep and v != ""}
         key = request.POST.get("idempotency_key") or None
         try:
+            payload = payload_from(self.runner.machine, obj, event, form)
             record = self.fire(request, obj, event, idempotency_key=key, **payload)
         except StatekitError as exc:
             messages.error(request, str(exc))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any, ClassVar
 
-from django.db import models
+from django.db import models, router
 
 from statekit.contrib.django.fields import PlainTextField, UTCDateTimeField
 from statekit.engine import Machine
@@ -134,7 +134,7 @@ class StateModel(models.Model):
             ProtectedStateError: a state column was changed in memory outside a
                 transition (fire an event through a `Runner` instead).
         """
-        if self._state.adding:
+        if self._state.adding and not self._saved_over_a_row(kwargs):
             super().save(*args, **kwargs)
             mark_synced(self)
             return
@@ -167,3 +167,21 @@ class StateModel(models.Model):
         if update_fields:
             super().save(*args, update_fields=update_fields, **kwargs)
             mark_synced(self)
+
+    def _saved_over_a_row(self, kwargs: dict[str, Any]) -> bool:
+        """Whether this new object's `save()` would UPDATE an existing row (its key is
+        set and taken: Django updates then, state columns included). If so, it becomes
+        that row's object, its state synced to the row's, so `save` writes only the
+        other fields, or refuses a state that differs from the row's."""
+        pk = self._meta.pk
+        if kwargs.get("force_insert") or self.pk is None or pk is None or pk.has_default():
+            return False
+        db = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        stored = type(self)._base_manager.using(db).filter(pk=self.pk).values_list(*STATE_COLUMNS)
+        row = next(iter(stored), None)
+        if row is None:
+            return False
+        self._state.adding = False
+        self._state.db = db
+        self.__dict__[SYNCED] = tuple(row)
+        return True

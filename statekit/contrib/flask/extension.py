@@ -17,18 +17,24 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_request_context, request
 from sqlalchemy.orm import object_session
 
 from statekit.compensation import CompensationTask
-from statekit.contrib.events import EventInfo, events_from
+from statekit.contrib.events import EventInfo, events_from, payload_from
 from statekit.contrib.flask.problems import InstanceNotFoundHTTPError, problem_response
 from statekit.contrib.flask.settings import DEFAULTS, Settings
 from statekit.contrib.flask.state import EXTENSION_KEY, StateKitState, state_of
 from statekit.engine import Machine
-from statekit.errors import InstanceNotFoundError, InvalidPayloadError, StatekitError, StoreError
+from statekit.errors import (
+    InstanceNotFoundError,
+    InvalidArgumentError,
+    StatekitError,
+    StoreError,
+)
+from statekit.limits import KEY_MAX, unstorable_text
 from statekit.records import Snapshot, TransitionRecord
 from statekit.runtime import Runner
 from statekit.store.sqlalchemy import SQLAlchemyStore
@@ -47,8 +53,6 @@ __all__ = [
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 """The request header `FROM_HEADER` reads."""
-
-_RESERVED = frozenset({"actor", "correlation_id", "idempotency_key"})
 
 
 class _FromHeader(enum.Enum):
@@ -219,22 +223,7 @@ class StateKit:
                 f"Session; load it through db.session (statekit.get_or_404) so the "
                 f"transition commits with the request's work"
             )
-        data: dict[str, Any] = {}
-        if payload is not None:
-            if not isinstance(payload, Mapping):
-                kind = type(payload).__name__
-                _refuse_payload(
-                    runner, entity, event, [f"(payload): must be an object of fields, not {kind}"]
-                )
-            data.update(payload)
-            reserved = sorted(_RESERVED.intersection(data))
-            if reserved:
-                _refuse_payload(
-                    runner,
-                    entity,
-                    event,
-                    [f"{name}: reserved, not a payload field" for name in reserved],
-                )
+        data = payload_from(runner.machine, entity, event, payload)
         if idempotency_key is FROM_HEADER:
             if not has_request_context():
                 raise StatekitError(
@@ -330,18 +319,6 @@ class StateKit:
         return actor or self.actor() or "anonymous"
 
 
-def _refuse_payload(runner: Runner, entity: object, event: str, errors: list[str]) -> NoReturn:
-    machine = runner.machine
-    raise InvalidPayloadError(
-        entity_type=machine.name,
-        key=machine.key_of(entity),
-        state=machine.state_of(entity),
-        event=event,
-        allowed_events=machine.allowed_events(entity),
-        errors=errors,
-    )
-
-
 def _runner(state: StateKitState, of: object) -> Runner:
     if isinstance(of, str | Machine):
         return state.runner(of)
@@ -350,11 +327,22 @@ def _runner(state: StateKitState, of: object) -> Runner:
 
 def idempotency_key_from_header() -> str | None:
     """The request's ``Idempotency-Key`` header (a structured-field string's quotes
-    removed), or None."""
+    removed), or None.
+
+    Raises:
+        InvalidArgumentError: the client sent a key the history cannot hold (longer
+            than `statekit.limits.KEY_MAX`): the request's fault, answered 422.
+    """
     value = request.headers.get(IDEMPOTENCY_HEADER)
     if value is None:
         return None
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
+    if len(value) > KEY_MAX or unstorable_text(value) is not None:
+        raise InvalidArgumentError(
+            IDEMPOTENCY_HEADER,
+            value,
+            f"a key of at most {KEY_MAX} characters of text (no NUL)",
+        )
     return value or None

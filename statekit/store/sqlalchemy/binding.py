@@ -6,11 +6,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Select, Table, bindparam, select, update
+from sqlalchemy import BigInteger, Column, Select, SmallInteger, Table, bindparam, select, update
 
 from statekit.engine import Machine
 from statekit.entity import STATE_KEYS, StateWriter
 from statekit.errors import InstanceNotFoundError
+from statekit.limits import unstorable_text
 from statekit.records import Plan, Snapshot
 from statekit.store.sqlalchemy.orm import set_listened
 from statekit.store.sqlalchemy.rows import RowLoader, loaded_values_writer
@@ -30,6 +31,32 @@ COMPARE_AND_SET_PARAMS = ("k_", "v_", "source_", *_SET_PARAMS.values())
 """The bound parameters of `EntityBinding.compare_and_set`."""
 
 
+def key_type_of(key: Column[Any]) -> Callable[[str], Any]:
+    """The Python type a key's text becomes for the `key` column (`str` when the
+    column's type names none)."""
+    try:
+        python_type: Callable[[str], Any] = key.type.python_type
+    except NotImplementedError:
+        return str
+    return python_type
+
+
+def key_range_of(key: Column[Any], dialect: str) -> tuple[int, int] | None:
+    """The numbers an integer `key` column holds on `dialect` (16, 32 or 64 bits by
+    its type; SQLite's INTEGER holds 64 whatever the declared type), or None for a
+    column of another type. A number outside it is no row's key: the driver or the
+    database would refuse it rather than find nothing."""
+    if key_type_of(key) is not int:
+        return None
+    if dialect == "sqlite" or isinstance(key.type, BigInteger):
+        bits = 64
+    else:
+        bits = 16 if isinstance(key.type, SmallInteger) else 32
+    if getattr(key.type, "unsigned", False):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
 @dataclass(frozen=True)
 class EntityBinding:
     """How one machine's instances map onto a mapped class's table."""
@@ -40,6 +67,7 @@ class EntityBinding:
     key: Column[Any]
     columns: dict[str, Column[Any]]  # StateFields attribute -> column
     key_type: Callable[[str], Any]
+    key_range: tuple[int, int] | None = None  # an integer key's bounds (`key_range_of`)
     rows: RowLoader | None = None  # the light unit's loader, for simple classes
     compare_and_set: Any = None  # the apply UPDATE, built once
     state_names: tuple[str, ...] = ()  # the entity's state attribute names
@@ -104,7 +132,17 @@ class EntityBinding:
         return select(cols["version"], cols["state"]).where(self.key == bindparam("key_"))
 
     def coerce_key(self, key: str) -> Any:
+        """The key column's value for `key`; `InstanceNotFoundError` when no row can
+        have it: not of the column's type, an integer outside `key_range`, or text no
+        database holds alike (a NUL, a lone surrogate: `start` never stores one)."""
         try:
-            return self.key_type(key)
+            value = self.key_type(key)
         except (TypeError, ValueError) as exc:
             raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
+        bounds = self.key_range
+        if type(value) is int:
+            if bounds is not None and not bounds[0] <= value <= bounds[1]:
+                raise InstanceNotFoundError(entity_type=self.machine.name, key=key)
+        elif type(value) is str and unstorable_text(value) is not None:
+            raise InstanceNotFoundError(entity_type=self.machine.name, key=key)
+        return value

@@ -9,7 +9,7 @@ statekit's own otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -38,9 +38,10 @@ from statekit.errors import (
     StoreError,
     UnknownMachineError,
 )
+from statekit.limits import held_alike
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, SweepStore, Unit
-from statekit.store.sqlalchemy.binding import EntityBinding
+from statekit.store.sqlalchemy.binding import EntityBinding, key_range_of, key_type_of
 from statekit.store.sqlalchemy.connections import failures, reading
 from statekit.store.sqlalchemy.driver import DriverPath
 from statekit.store.sqlalchemy.errors import wrap
@@ -146,10 +147,6 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         table = mapper.local_table
         if not isinstance(table, Table):
             raise StoreError(f"{entity_class.__name__} is not mapped to a single table")
-        try:
-            python_type: Callable[[str], Any] = key.type.python_type
-        except NotImplementedError:
-            python_type = str
         self._driver.forget(machine.name)
         binding = EntityBinding(
             machine=machine,
@@ -157,7 +154,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
             table=table,
             key=key,
             columns=columns,
-            key_type=python_type,
+            key_type=key_type_of(key),
+            key_range=key_range_of(key, self.engine.dialect.name),
             rows=row_loader(mapper, table, key),
         )
         self._bindings[machine.name] = binding
@@ -372,6 +370,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
     ) -> Sequence[TransitionRecord]:
         """Return the instance's transitions, oldest first (see `Store.history`)."""
+        if not held_alike(key, idempotency_key):
+            return []
         query = self._history_query(entity_type, key, idempotency_key)
         with self._reading() as conn:
             rows = conn.execute(query).all()
@@ -405,6 +405,8 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
         in the Session or light unit `entity` is in, so a transition fired earlier in
         the same transaction is found and a database that gives each thread one
         connection (in-memory SQLite) is never asked for a second transaction."""
+        if not held_alike(key, idempotency_key):
+            return None
         if unit is None and entity is not None:
             unit = unit_holding(self._writes, entity, self._binding(entity_type))
         if not isinstance(unit, WriteUnit) or not unit.reads_inside:

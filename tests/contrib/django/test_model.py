@@ -18,7 +18,7 @@ from statekit import (
     Sweeper,
     TransitionRecord,
 )
-from statekit.contrib.django.mixin import ProtectedStateError
+from statekit.contrib.django.mixin import STATE_COLUMNS, ProtectedStateError
 from statekit.contrib.django.signals import post_transition, pre_transition
 from statekit.contrib.django.store import DjangoStore
 from tests.contrib.django.conftest import empty_tables
@@ -54,6 +54,30 @@ def test_saving_a_state_changed_outside_a_transition_is_refused(alias: str, orde
     )
     stored = Order.objects.using(alias).get(pk="o1")
     assert (stored.state, stored.sku) == ("pending", "SKU-1")
+
+
+def test_a_new_object_saved_over_an_existing_row_cannot_write_its_state(
+    alias: str, runner: Runner, order: Order
+) -> None:
+    """`Order(pk=existing).save()` is an UPDATE in Django: it wrote the state columns
+    with no transition and no history. Its state is refused as a changed one; with the
+    row's own state, only the other fields are saved."""
+    runner.fire(order, "reserve")
+    stranger = Order(id="o1", state="shipped", state_version=1, sku="SKU-2")
+    with pytest.raises(
+        ProtectedStateError, match=r"outside a transition \(state 'stock_reserved' -> 'shipped'\)"
+    ):
+        stranger.save(using=alias)
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.state_version, stored.sku) == ("stock_reserved", 1, "SKU-1")
+    assert [r.event for r in runner.history(order)] == ["reserve"]
+
+    same = Order(id="o1", sku="SKU-3", **{n: getattr(stored, n) for n in STATE_COLUMNS})
+    same.save(using=alias)
+    stored = Order.objects.using(alias).get(pk="o1")
+    assert (stored.state, stored.state_version, stored.sku) == ("stock_reserved", 1, "SKU-3")
+    Order(id="o2", sku="SKU-4").save(using=alias)  # a new row is inserted as before
+    assert Order.objects.using(alias).get(pk="o2").sku == "SKU-4"
 
 
 def test_save_never_writes_the_state_columns_back(alias: str, runner: Runner, order: Order) -> None:

@@ -116,6 +116,16 @@ def test_an_unknown_instance_is_404(client: FlaskClient) -> None:
     }
 
 
+@pytest.mark.parametrize("key", [2**31, 2**63, 10**30])
+def test_a_key_beyond_the_columns_range_is_404(app: Flask, client: FlaskClient, key: int) -> None:
+    """Flask's `<int:...>` takes any number: one the key column cannot hold is no
+    instance, not a 500 (SQLite's OverflowError, PostgreSQL's failed transaction)."""
+    place(client)
+    body = problem(client.post(f"/orders/{key}/events/reserve"), 404)
+    assert (body["type"], body["key"]) == (f"{TYPE}not-found", str(key))
+    assert client.post("/orders/1/events/reserve").status_code == 201
+
+
 def test_a_reused_idempotency_key_is_422(client: FlaskClient) -> None:
     place(client)
     headers = {"Idempotency-Key": "k-1"}
@@ -123,6 +133,20 @@ def test_a_reused_idempotency_key_is_422(client: FlaskClient) -> None:
     body = problem(client.post("/orders/1/events/cancel", headers=headers), 422)
     assert body["type"] == f"{TYPE}idempotency-key-reused"
     assert (body["idempotency_key"], body["recorded_event"]) == ("k-1", "reserve")
+
+
+@pytest.mark.parametrize("key", ["k" * 129, '"' + "k" * 200 + '"'])
+def test_an_idempotency_key_header_the_history_cannot_hold_is_422(
+    app: Flask, client: FlaskClient, key: str
+) -> None:
+    """The client's header, not the server, is at fault: not a 500."""
+    place(client)
+    body = problem(client.post("/orders/1/events/reserve", headers={"Idempotency-Key": key}), 422)
+    assert body["type"] == f"{TYPE}invalid-argument"
+    assert body["argument"] == "Idempotency-Key"
+    assert "at most 128 characters" in body["allowed"]
+    assert stored(app)["events"] == []
+    assert stored(app)["notes"] == []
 
 
 def test_a_lost_race_is_409_with_both_versions(app: Flask, client: FlaskClient) -> None:

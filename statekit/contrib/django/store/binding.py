@@ -11,9 +11,12 @@ from django.db import models
 
 from statekit.engine import Machine
 from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.limits import unstorable_text
 from statekit.records import Plan, Snapshot
 
 __all__ = ["ModelBinding"]
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,19 @@ class ModelBinding:
         return self.model._default_manager.db_manager(db).all()
 
     def coerce_key(self, key: str) -> Any:
-        """The primary key value for `key` (`InstanceNotFoundError` if it cannot be one)."""
+        """The primary key value for `key` (`InstanceNotFoundError` if it cannot be
+        one: not a value of the field, an integer past the 64 bits any database's
+        integer column holds, which SQLite's driver would refuse with OverflowError,
+        or text no database holds alike, see `statekit.limits.unstorable_text`)."""
         try:
-            return self.model._meta.pk.to_python(key)
+            value = self.model._meta.pk.to_python(key)
         except (ValidationError, TypeError, ValueError) as exc:
             raise InstanceNotFoundError(entity_type=self.machine.name, key=key) from exc
+        if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+            raise InstanceNotFoundError(entity_type=self.machine.name, key=key)
+        if isinstance(value, str) and unstorable_text(value) is not None:
+            raise InstanceNotFoundError(entity_type=self.machine.name, key=key)
+        return value
 
     def snapshot_fields(self) -> tuple[str, ...]:
         """`values_list` fields of `snapshot`: the key and the state fields."""

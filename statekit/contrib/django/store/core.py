@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, models, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, transaction
 
 from statekit.clock import Clock, SystemClock
 from statekit.contrib.django.mixin import changed_fields, mark_synced
@@ -35,9 +35,12 @@ from statekit.errors import (
     CREATE_EVENT,
     ConcurrentTransitionError,
     InstanceNotFoundError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     StoreError,
     UnknownMachineError,
 )
+from statekit.limits import held_alike
 from statekit.records import HISTORY_FIELDS, Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, Store, Unit
 
@@ -61,6 +64,10 @@ class StoreCore(Store):
         using: str = DEFAULT_DB_ALIAS,
         clock: Clock | None = None,
     ) -> None:
+        if using not in connections:
+            raise InvalidArgumentError(
+                "using", using, f"a database alias of settings.DATABASES: {', '.join(connections)}"
+            )
         self.db = using
         self.clock = clock or SystemClock()
         self._bindings: dict[str, ModelBinding] = {}
@@ -68,7 +75,11 @@ class StoreCore(Store):
             bindings = installed_models()
         if isinstance(bindings, Mapping):
             for machine, model in bindings.items():
+                if not isinstance(machine, Machine):
+                    raise _bindings_error(machine)
                 self.register(model, machine)
+        elif isinstance(bindings, str) or not isinstance(bindings, Iterable):
+            raise _bindings_error(bindings)
         else:
             for model in bindings:
                 self.register(model)
@@ -80,7 +91,10 @@ class StoreCore(Store):
         Raises:
             StoreError: no machine given and the model names none, or the model lacks
                 a state field of the machine.
+            InvalidArgumentTypeError: `model` is not a Django model class.
         """
+        if not (isinstance(model, type) and issubclass(model, models.Model)):
+            raise _bindings_error(model)
         machine = machine or getattr(model, "__statekit_machine__", None)
         if machine is None:
             raise StoreError(
@@ -280,6 +294,8 @@ class StoreCore(Store):
         self, entity_type: str, key: str, *, idempotency_key: str | None = None
     ) -> list[TransitionRecord]:
         """The instance's transitions, oldest first (see `Store.history`)."""
+        if not held_alike(key, idempotency_key):
+            return []
         rows = Transition.objects.using(self.db).filter(entity_type=entity_type, entity_key=key)
         if idempotency_key is not None:
             rows = rows.filter(idempotency_key=idempotency_key)
@@ -345,6 +361,15 @@ class StoreCore(Store):
         """The `transaction` block this thread has open on `entity`, or None: then
         `apply` runs in the thread's current atomic block, if any (see `Store.unit_of`)."""
         return unit_of_entity(entity)
+
+
+def _bindings_error(given: object) -> InvalidArgumentTypeError:
+    return InvalidArgumentTypeError(
+        "bindings",
+        given,
+        "Django model classes that name their machine (__statekit_machine__), "
+        "or {machine: model class}",
+    )
 
 
 def _described(entity: object) -> str:

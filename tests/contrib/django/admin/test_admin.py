@@ -91,6 +91,20 @@ def test_an_event_with_a_payload_takes_the_forms_fields(order: Order) -> None:
     assert (order.state, order.paid_amount) == ("paid", Decimal("89.00"))
 
 
+@pytest.mark.parametrize("field", ["actor", "correlation_id"])
+def test_a_form_field_named_like_fires_own_arguments_is_refused(order: Order, field: str) -> None:
+    """A posted `actor` could not spoof the history's actor (it raised a TypeError,
+    a 500), nor `correlation_id` set its correlation id unasked; nothing is written."""
+    client = staff("fire_reserve_order")
+    response = post(client, FIRE.format(order.pk, "reserve"), {field: "mallory"})
+    assert texts(response) == [
+        f"invalid payload for 'reserve' on order {order.pk}: {field}: reserved, not a payload field"
+    ]
+    order.refresh_from_db()
+    assert (order.state, order.state_version) == ("pending", 0)
+    assert host().runner_for(Order).history(order) == []
+
+
 def test_a_disallowed_event_is_refused_with_statekits_message(order: Order) -> None:
     client = staff("fire_ship_order")
     response = post(
