@@ -33,6 +33,7 @@ from statekit.errors import (
     TransitionNotAllowedError,
     UnknownEventError,
     UnknownMachineError,
+    UnstorableTextError,
 )
 from statekit.records import Context, Plan, Snapshot, TransitionRecord
 from statekit.runtime import Listener, Runner, retry_on_conflict
@@ -93,6 +94,7 @@ __all__ = [
     "TransitionSpec",
     "UnknownEventError",
     "UnknownMachineError",
+    "UnstorableTextError",
     "Workflow",
     "__version__",
     "retry_on_conflict",

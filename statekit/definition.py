@@ -29,8 +29,9 @@ from pydantic import (
     model_validator,
 )
 
-from statekit.errors import DefinitionFormatError, bounded_repr
+from statekit.errors import DefinitionFormatError
 from statekit.limits import HANDLER_NAME_MAX, INT_MAX, NAME_MAX, TIMEOUT_MAX
+from statekit.quoting import bounded_repr
 
 __all__ = [
     "HANDLER_NAME",

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from statekit.quoting import bounded_repr
+from statekit.quoting import entity_label as _entity
+from statekit.quoting import names_listed as _names
+from statekit.quoting import shown as _shown
+
 __all__ = [
     "CompensationError",
     "CompensationTimeoutError",
@@ -34,39 +39,8 @@ __all__ = [
     "TransitionNotAllowedError",
     "UnknownEventError",
     "UnknownMachineError",
+    "UnstorableTextError",
 ]
-
-
-def _entity(entity_type: str, key: str | None) -> str:
-    """`order 42`: a key as it is when short and printable, else quoted and cut
-    (`order 'a\\x00b'`), so a hostile key never makes a huge or garbled message."""
-    if key is None:
-        return entity_type
-    text = str(key)
-    if len(text) <= 60 and text.isprintable():
-        return f"{entity_type} {text}"
-    return f"{entity_type} {bounded_repr(text, 60)}"
-
-
-def bounded_repr(value: object, limit: int = 40) -> str:
-    """`repr(value)` cut to about `limit` characters: how errors quote text they were
-    given, so a huge or hostile input never becomes a huge message (control
-    characters come out escaped, as `repr` writes them)."""
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text)} characters)"
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    """`repr(value)`, cut to about `limit` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def _names(names: Iterable[str]) -> str:
-    listed = ", ".join(names)
-    return listed or "none"
 
 
 class StatekitError(Exception):
@@ -473,6 +447,17 @@ class InvalidArgumentError(StatekitError, ValueError):
 
 class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
     """An `InvalidArgumentError` for an argument of the wrong type; also a `TypeError`."""
+
+
+class UnstorableTextError(StoreError, InvalidArgumentError):
+    """A key or label (idempotency key, actor, correlation id) that statekit's
+    history cannot hold alike on every database: too long, a NUL, a lone surrogate.
+    Refused before anything is written: a `StoreError`, as the store would have
+    refused it, and an `InvalidArgumentError` (`argument`, `value`, `allowed`), as it
+    is the caller's input (Flask answers 422)."""
+
+    def __init__(self, argument: str, value: object, allowed: str, *, message: str) -> None:
+        InvalidArgumentError.__init__(self, argument, value, allowed, message=message)
 
 
 class SweeperError(StatekitError):

@@ -12,7 +12,7 @@ the store reports the write committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
 from functools import partial
@@ -30,9 +30,10 @@ from statekit.errors import (
     NestedTransitionError,
     StatekitError,
     StoreError,
-    bounded_repr,
 )
+from statekit.inputs import check_entity, check_key, check_labels, fits
 from statekit.limits import KEY_MAX, LABEL_MAX, unstorable_text
+from statekit.quoting import bounded_repr
 from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, Store, Unit
 
@@ -48,17 +49,6 @@ _APPLYING: ContextVar[_Applying] = ContextVar("statekit_applying", default=())
 deciding or applying now: firing on one of them again before that commit is refused."""
 ForeignError = Callable[[BaseException, str, object, str], StoreError | None]
 """A store's `foreign_error(error, entity_type, entity, event)` (see `Store`)."""
-
-
-def _fits(label: str, limit: int) -> bool:
-    """Whether `fire` stores `label` as it is: short enough, and text every database
-    holds alike (`unstorable_text`); cheap for the usual short ASCII label."""
-    return (
-        type(label) is str
-        and len(label) <= limit
-        and "\x00" not in label
-        and (label.isascii() or not unstorable_text(label))
-    )
 
 
 def _count_error(argument: str, value: object, least: int) -> InvalidArgumentError:
@@ -150,7 +140,8 @@ class Runner:
             StoreError: the store could not create it (for example, it has no key,
                 or the key is taken); the entity is left as it was.
         """
-        self._check_key(self.machine.key_of(entity))
+        check_entity(self.machine.name, entity)
+        check_key(self.machine.name, self.machine.key_of(entity))
         saved = save_attributes(entity, self.machine.fields)
         snapshot = self.machine.start(entity, now=self.clock.now())
         try:
@@ -171,8 +162,28 @@ class Runner:
             StoreError: the store could not create them (a key is taken, say); every
                 entity is left as it was.
         """
+        if isinstance(entities, str | bytes) or not isinstance(entities, Iterable):
+            raise InvalidArgumentTypeError(
+                "entities", entities, "a list of entities (start one with `start`)"
+            )
+        entities = list(entities)
+        seen_objects: set[int] = set()
+        seen_keys: set[str] = set()
         for entity in entities:
-            self._check_key(self.machine.key_of(entity))
+            check_entity(self.machine.name, entity)
+            key = self.machine.key_of(entity)
+            check_key(self.machine.name, key)
+            if id(entity) in seen_objects or (key is not None and key in seen_keys):
+                raise InvalidArgumentError(
+                    "entities",
+                    entities,
+                    "each entity once, each with a key of its own",
+                    message=f"cannot start {self.machine.name} {bounded_repr(key)} twice in "
+                    "one start_many; nothing was stored",
+                )
+            seen_objects.add(id(entity))
+            if key is not None:
+                seen_keys.add(key)
         fields = self.machine.fields
         saved = [save_attributes(entity, fields) for entity in entities]
         now = self.clock.now()
@@ -234,11 +245,13 @@ class Runner:
         machine = self.machine
         key = machine.key_of(entity) or ""
         if (
-            (actor is not None and not _fits(actor, LABEL_MAX))
-            or (idempotency_key is not None and not _fits(idempotency_key, KEY_MAX))
-            or (correlation_id is not None and not _fits(correlation_id, LABEL_MAX))
+            (actor is not None and not fits(actor, LABEL_MAX))
+            or (idempotency_key is not None and not fits(idempotency_key, KEY_MAX))
+            or (correlation_id is not None and not fits(correlation_id, LABEL_MAX))
         ):
-            self._check_labels(key, event, idempotency_key, actor, correlation_id)  # raises
+            check_labels(
+                self.machine.name, key, event, idempotency_key, actor, correlation_id
+            )  # raises
         outside = _APPLYING.get()
         if outside:
             self._refuse_nested(key, event)
@@ -288,50 +301,6 @@ class Runner:
                 raise
         finally:
             _APPLYING.reset(token)
-
-    def _check_key(self, key: str | None) -> None:
-        """Refuse a key longer than statekit's history can hold, before anything is
-        written (a database would refuse it later, SQLite would store it whole)."""
-        if key is not None and len(key) > KEY_MAX:
-            raise StoreError(
-                f"cannot store a {self.machine.name} with a key of {len(key)} characters; "
-                f"keys are at most {KEY_MAX} (statekit.limits.KEY_MAX)"
-            )
-        reason = None if key is None else unstorable_text(key)
-        if reason is not None:
-            raise StoreError(
-                f"cannot store a {self.machine.name} with the key {bounded_repr(key)}: it {reason}"
-            )
-
-    def _check_labels(
-        self,
-        key: str,
-        event: str,
-        idempotency_key: str | None,
-        actor: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        for what, value, limit in (
-            ("idempotency key", idempotency_key, KEY_MAX),
-            ("actor", actor, LABEL_MAX),
-            ("correlation id", correlation_id, LABEL_MAX),
-        ):
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise InvalidArgumentTypeError(
-                    what.replace(" ", "_"), value, "text (a str) or None"
-                )
-            if len(value) > limit:
-                raise StoreError(
-                    f"cannot fire {event!r} on {self.machine.name} {key}: its {what} has "
-                    f"{len(value)} characters, at most {limit} are stored"
-                )
-            reason = unstorable_text(value)
-            if reason is not None:
-                raise StoreError(
-                    f"cannot fire {event!r} on {self.machine.name} {key}: its {what} {reason}"
-                )
 
     def _refuse_nested(self, key: str, event: str) -> _Applying:
         """What this thread is applying now; raises if that includes this instance."""

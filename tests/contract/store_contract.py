@@ -42,6 +42,8 @@ from models.order import OrderWorkflow
 from statekit import (
     ConcurrentTransitionError,
     InstanceNotFoundError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     Listener,
     Machine,
     ManualClock,
@@ -167,6 +169,37 @@ class StoreContract:
         assert (caught.value.expected_version, caught.value.actual_version) == (0, 1)
         assert store.load("order", "o1").version == 1
         assert store.load("order", "o1").state == "stock_reserved"
+
+    def test_start_many_refuses_a_key_or_an_entity_twice_and_stores_none(
+        self, store: Store, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        first = new_entity("m1")
+        before = getattr(first, "state", None)
+        for batch in (
+            [first, new_entity("m2"), new_entity("m1")],  # one key twice
+            [first, new_entity("m2"), first],  # one object twice
+        ):
+            with pytest.raises(InvalidArgumentError, match="twice in one start_many") as caught:
+                runner.start_many(batch)
+            assert caught.value.argument == "entities"
+            assert getattr(first, "state", None) == before  # left as it was
+            for key in ("m1", "m2"):
+                with pytest.raises(InstanceNotFoundError):
+                    store.load("order", key)
+        assert [s.key for s in runner.start_many(e for e in [first])] == ["m1"]
+
+    def test_start_refuses_what_cannot_be_an_entity(
+        self, runner: Runner, new_entity: NewEntity
+    ) -> None:
+        for value in ("o1", 7, None, {"id": "o1"}, ["o1"]):
+            with pytest.raises(InvalidArgumentTypeError) as caught:
+                runner.start(value)
+            assert caught.value.argument == "entity"
+        with pytest.raises(InvalidArgumentTypeError) as listed:
+            runner.start_many(new_entity("o1"))  # type: ignore[arg-type]
+        assert listed.value.argument == "entities"
+        with pytest.raises(InvalidArgumentTypeError):
+            runner.start_many("o1")
 
     # -- apply -----------------------------------------------------------------------
 

@@ -15,10 +15,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statekit import (
     InstanceNotFoundError,
+    InvalidArgumentError,
     MemoryStore,
     Runner,
     State,
     StoreError,
+    UnstorableTextError,
     Workflow,
 )
 from statekit.store.protocol import Store
@@ -65,7 +67,9 @@ def test_a_key_no_database_can_hold_alike_is_refused_at_start(store: Store, kind
     ticket = TicketRow(id=HOSTILE[kind])
     with pytest.raises(StoreError, match="cannot store a ticket with the key 'a") as caught:
         runner.start(ticket)
-    assert type(caught.value) is StoreError
+    assert type(caught.value) is UnstorableTextError  # alike on every store
+    assert (caught.value.argument, caught.value.value) == ("key", HOSTILE[kind])
+    assert isinstance(caught.value, InvalidArgumentError)  # the caller's input: a 422
     assert ticket.state is None
     with pytest.raises(StoreError, match="cannot store a ticket"):
         runner.start_many([TicketRow(id="fine"), TicketRow(id=HOSTILE[kind])])
@@ -85,7 +89,8 @@ def test_labels_no_database_can_hold_alike_are_refused_before_the_write(
     label = option.replace("_", " ")
     with pytest.raises(StoreError, match=f"cannot fire 'close' on ticket t1: its {label} ") as e:
         runner.fire_by_key("t1", "close", **{option: HOSTILE[kind]})
-    assert type(e.value) is StoreError
+    assert type(e.value) is UnstorableTextError
+    assert (e.value.argument, e.value.value) == (option, HOSTILE[kind])
     assert store.history("ticket", "t1") == []
     assert store.load("ticket", "t1").state == "opened"
     assert runner.fire_by_key("t1", "close", **{option: "a\nb ü😀"}).seq == 1

@@ -30,6 +30,7 @@ from statekit import (
     TransitionNotAllowedError,
     UnknownEventError,
     UnknownMachineError,
+    UnstorableTextError,
 )
 
 TREE: dict[type[Exception], type[Exception]] = {
@@ -51,6 +52,7 @@ TREE: dict[type[Exception], type[Exception]] = {
     DefinitionMismatchError: StoreError,
     UnknownMachineError: StoreError,
     ProtectedStateError: StoreError,
+    UnstorableTextError: StoreError,
     InvalidArgumentError: StatekitError,
     SweeperError: StatekitError,
     InvalidArgumentTypeError: InvalidArgumentError,
@@ -242,4 +244,16 @@ def test_a_compensation_timeout_carries_its_facts() -> None:
         1,
         "refund",
         0.25,
+    )
+
+
+def test_unstorable_text_is_a_store_error_and_the_callers_argument() -> None:
+    error = UnstorableTextError("actor", "a\x00b", "text with no NUL", message="no NUL here")
+    assert isinstance(error, InvalidArgumentError)
+    assert isinstance(error, ValueError)
+    assert (error.argument, error.value, error.allowed, str(error)) == (
+        "actor",
+        "a\x00b",
+        "text with no NUL",
+        "no NUL here",
     )

@@ -58,6 +58,7 @@ PUBLIC = [
     "TransitionSpec",
     "UnknownEventError",
     "UnknownMachineError",
+    "UnstorableTextError",
     "Workflow",
     "__version__",
     "retry_on_conflict",

@@ -15,6 +15,7 @@ from statekit.errors import (
     InvalidArgumentError,
     NestedTransitionError,
     SweeperError,
+    UnstorableTextError,
 )
 from tests.contrib.flask.conftest import AppFactory
 from tests.contrib.flask.shop import BEFORE_FIRE, Order, statekit
@@ -254,3 +255,15 @@ def test_a_refused_lever_is_409_and_a_refused_argument_422() -> None:
     argument = problem_of(InvalidArgumentError("note", " ", "a note that says why"), type_base=TYPE)
     assert (argument["status"], argument["type"]) == (422, f"{TYPE}invalid-argument")
     assert (argument["argument"], argument["allowed"]) == ("note", "a note that says why")
+
+
+def test_a_key_the_history_cannot_hold_is_a_422_not_a_500(app: Flask) -> None:
+    """A key a client chose (NUL, lone surrogate, too long) is refused by `start`
+    before anything is written, as the caller's input."""
+    with app.app_context():
+        for key in ("a\x00b", "a\udc80b", "k" * 129):
+            with pytest.raises(UnstorableTextError) as caught:
+                statekit.start(Order(id=key))
+            answer = problem_of(caught.value, type_base=TYPE)
+            assert (answer["status"], answer["type"]) == (422, f"{TYPE}invalid-argument")
+            assert answer["argument"] == "key"
