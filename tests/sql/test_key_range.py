@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import BigInteger, SmallInteger
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from statekit import InstanceNotFoundError, Runner, State, Workflow
+from statekit import InstanceNotFoundError, Runner, State, UnstorableTextError, Workflow
 from statekit.store.sqlalchemy import SQLAlchemyStore, StateMixin
 from tests.sql_support import engine_for
 
@@ -92,3 +92,27 @@ def test_the_columns_own_extremes_are_keys(lamps: tuple[Runner, type], database_
     for key in (2 ** (bits - 1) - 1, -(2 ** (bits - 1))):
         runner.start(entity_class(id=key))
         assert runner.fire_by_key(key, "switch").target == "on"
+
+
+def test_a_key_of_zero_is_stored_as_zero_or_refused(lamps: tuple[Runner, type]) -> None:
+    """MySQL/MariaDB store an AUTO_INCREMENT key of 0 as the next value: statekit
+    reported key "0" for a row stored as 1. Such a start is refused, nothing written;
+    a key column without AUTO_INCREMENT, and other databases, store 0 as 0."""
+    runner, cls = lamps
+    store = runner.store
+    assert isinstance(store, SQLAlchemyStore)
+    lamp = cls(id=0)
+    renumbered = store.engine.dialect.name == "mysql" and cls is Lamp
+    if renumbered:
+        with pytest.raises(UnstorableTextError, match="AUTO_INCREMENT key of 0") as caught:
+            runner.start(lamp)
+        assert (caught.value.argument, caught.value.value) == ("key", 0)
+        assert lamp.state is None  # left as it was
+        for key in ("0", "1"):
+            with pytest.raises(InstanceNotFoundError):
+                store.load("lamp", key)
+        assert runner.start(cls()).key == "1"  # a key left unset is assigned
+        return
+    assert runner.start(lamp).key == "0"
+    assert runner.fire_by_key("0", "switch").seq == 1
+    assert store.load("lamp", "0").state == "on"

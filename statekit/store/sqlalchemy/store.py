@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -23,15 +23,12 @@ from sqlalchemy import (
     Table,
     select,
 )
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Mapper, Session, object_session, sessionmaker
+from sqlalchemy.orm import Mapper, sessionmaker
 
 from statekit.engine import Machine, check_version
 from statekit.entity import STATE_KEYS
 from statekit.errors import (
-    CREATE_EVENT,
-    ConcurrentTransitionError,
     DefinitionMismatchError,
     InstanceNotFoundError,
     InvalidArgumentTypeError,
@@ -43,11 +40,11 @@ from statekit.records import Plan, Snapshot, TransitionRecord
 from statekit.store.protocol import AfterCommit, SweepStore, Unit
 from statekit.store.sqlalchemy.binding import EntityBinding, key_range_of, key_type_of
 from statekit.store.sqlalchemy.connections import failures, reading
+from statekit.store.sqlalchemy.creating import CreateOperations
 from statekit.store.sqlalchemy.driver import DriverPath
-from statekit.store.sqlalchemy.errors import wrap
 from statekit.store.sqlalchemy.history import record_columns
 from statekit.store.sqlalchemy.history import record_of as _record
-from statekit.store.sqlalchemy.lives import LifeOperations, retire
+from statekit.store.sqlalchemy.lives import LifeOperations
 from statekit.store.sqlalchemy.reads import ReadOperations
 from statekit.store.sqlalchemy.rows import row_loader
 from statekit.store.sqlalchemy.sessions import (
@@ -70,7 +67,9 @@ from statekit.store.sqlalchemy.writeback import protect_state
 __all__ = ["EntityBinding", "SQLAlchemyStore"]
 
 
-class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStore):
+class SQLAlchemyStore(
+    CreateOperations, ReadOperations, LifeOperations, SweepOperations, SweepStore
+):
     """Persists transitions of registered entity classes through SQLAlchemy.
 
     Args:
@@ -229,89 +228,6 @@ class SQLAlchemyStore(ReadOperations, LifeOperations, SweepOperations, SweepStor
                 value=snapshot.definition_version,
                 known=sorted(accepted),
             )
-
-    def create(self, snapshot: Snapshot, *, entity: object | None = None) -> None:
-        """Insert the new entity row (see `Store.create`).
-
-        With an entity that belongs to a Session the row joins that Session's
-        transaction (it is flushed so its key is known); otherwise statekit
-        inserts and commits it. In the same transaction, history and compensations
-        an earlier instance left under the key are retired (see `lives.py`), so
-        the new instance starts clean.
-        """
-        self.create_many([snapshot], [entity])
-
-    def create_many(self, snapshots: Sequence[Snapshot], entities: Sequence[object | None]) -> None:
-        """Insert the rows of many new entities in one transaction (see `create`): all
-        of them or none. They share the Session of the first one, or have none."""
-        if not snapshots:
-            return
-        bindings = [self._binding(s.entity_type) for s in snapshots]
-        for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
-            if entity is None or not isinstance(entity, binding.entity_class):
-                raise StoreError(
-                    f"creating a {snapshot.entity_type} needs its "
-                    f"{binding.entity_class.__name__} object"
-                )
-            if getattr(entity, binding.machine.fields.key, None) == "":
-                raise StoreError(f"cannot store a {snapshot.entity_type} with an empty key")
-        session = object_session(entities[0])
-        with wrap(f"creating {snapshots[0].entity_type}", self.engine):
-            self._insert(session, snapshots, entities, bindings)
-        for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
-            if getattr(entity, binding.machine.fields.key, None) is None:
-                raise StoreError(f"{snapshot.entity_type} has no key after it was stored")
-
-    def _insert(
-        self,
-        session: Session | None,
-        snapshots: Sequence[Snapshot],
-        entities: Sequence[object | None],
-        bindings: Sequence[EntityBinding],
-    ) -> None:
-        """Insert the rows and start their keys' lives (`create_many`); a duplicate key
-        is a lost race when the row exists now, else `StoreError`."""
-        try:
-            if session is not None:
-                with session.no_autoflush:
-                    session.add_all(entities)
-                session.flush()
-                self._start_lives(session, snapshots, entities)
-            else:
-                with self.sessionmaker() as own, own.begin():
-                    own.add_all(entities)
-                    own.flush()
-                    self._start_lives(own, snapshots, entities)
-        except sa_exc.IntegrityError as exc:
-            for snapshot, entity, binding in zip(snapshots, entities, bindings, strict=True):
-                key = getattr(entity, binding.machine.fields.key, None)
-                existing = None if key is None else self._version_of(binding, str(key))
-                if existing is not None:
-                    raise ConcurrentTransitionError(
-                        entity_type=snapshot.entity_type,
-                        key=str(key),
-                        event=CREATE_EVENT,
-                        expected_version=snapshot.version,
-                        actual_version=existing,
-                    ) from exc
-            what = (snapshots[0].key or "(new)") if len(snapshots) == 1 else "instances"
-            raise StoreError(
-                f"cannot create {snapshots[0].entity_type} {what}: {exc.orig}"
-            ) from exc
-
-    def _start_lives(
-        self, session: Session, snapshots: Sequence[Snapshot], entities: Sequence[object | None]
-    ) -> None:
-        for snapshot, entity in zip(snapshots, entities, strict=True):
-            self._start_life(session, snapshot, entity)
-
-    def _start_life(self, session: Session, snapshot: Snapshot, entity: object) -> None:
-        """Retire what an earlier instance left under the new row's key."""
-        key = getattr(entity, self._binding(snapshot.entity_type).machine.fields.key, None)
-        if key is None:
-            return  # reported by `create`
-        at = snapshot.entered_at or datetime.now(UTC)
-        retire(session.connection(), self.tables, snapshot.entity_type, str(key), at)
 
     def _version_of(self, binding: EntityBinding, key: str) -> int | None:
         """The committed version of `key`, read outside any failed transaction."""
