@@ -240,25 +240,14 @@ class LifeOperations:
     def claimed_load(self, binding: Any) -> Select[Any]:
         """The entity of `binding`'s class with the claim and the step of one task,
         in one query (one round trip for `HandlerUnit.load`): the entity's row outer
-        joined with the outbox row (claim token and status checked as in
-        `claimed_step`) and its step's history row. Built once per class."""
+        joined with the outbox row (the claim checked as in `claimed_step`) and its
+        step's history row. Built once per class."""
         cache: dict[str, Select[Any]] = self.__dict__.setdefault("_claimed_loads", {})
         name = binding.machine.name
         query = cache.get(name)
         if query is None:
             c, t = self.tables.compensations, self.tables.transitions
-            claim = and_(
-                c.c.id == bindparam("id_"),
-                c.c.claim_token == bindparam("token"),
-                c.c.status == "running",
-                c.c.entity_type == bindparam("type_"),
-                c.c.entity_key == bindparam("key_"),
-            )
-            step = and_(
-                t.c.entity_type == c.c.entity_type,
-                t.c.entity_key == c.c.entity_key,
-                t.c.seq == c.c.step_seq,
-            )
+            claim, step = self._claim_and_step
             query = cache[name] = (
                 select(binding.entity_class, c.c.id, *(t.c[n] for n in RECORD_COLUMNS))
                 .select_from(binding.entity_class)
@@ -269,22 +258,32 @@ class LifeOperations:
         return query
 
     @cached_property
-    def _claimed_step_query(self) -> Select[Any]:
-        """`claimed_step`'s query, built once with everything that changes bound."""
+    def _claim_and_step(self) -> tuple[Any, Any]:
+        """The conditions `claimed_step` and `claimed_load` share: the outbox row is
+        the task's and still claimed by its token (`id_`, `token`, `type_`, `key_`
+        bound), and the history row is the step it undoes."""
         c, t = self.tables.compensations, self.tables.transitions
+        claim = and_(
+            c.c.id == bindparam("id_"),
+            c.c.claim_token == bindparam("token"),
+            c.c.status == "running",
+            c.c.entity_type == bindparam("type_"),
+            c.c.entity_key == bindparam("key_"),
+        )
         step = and_(
             t.c.entity_type == c.c.entity_type,
             t.c.entity_key == c.c.entity_key,
             t.c.seq == c.c.step_seq,
         )
+        return claim, step
+
+    @cached_property
+    def _claimed_step_query(self) -> Select[Any]:
+        """`claimed_step`'s query, built once with everything that changes bound."""
+        c, t = self.tables.compensations, self.tables.transitions
+        claim, step = self._claim_and_step
         return (
             select(c.c.id, *(t.c[n] for n in RECORD_COLUMNS))
             .select_from(c.outerjoin(t, step))
-            .where(
-                c.c.id == bindparam("id_"),
-                c.c.claim_token == bindparam("token"),
-                c.c.status == "running",
-                c.c.entity_type == bindparam("type_"),
-                c.c.entity_key == bindparam("key_"),
-            )
+            .where(claim)
         )
