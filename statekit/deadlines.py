@@ -179,6 +179,7 @@ class Deadlines:
                     machine.compensated_steps,
                     now,
                     self.batch_size,
+                    keys=self.notices,
                 )
             except Exception as exc:
                 logger.info(
@@ -190,7 +191,7 @@ class Deadlines:
                 return
             if marks is None:
                 return
-            marked = len(marks.marked)
+            marked = marks.count
             result.claimed += marked
             result.marked_stuck += marked
             if marked:

@@ -31,7 +31,10 @@ class StuckMarks:
     templates: Mapping[str, TransitionRecord]
     """state -> the `@stuck` record of an instance in it, but for key and seq."""
     marked: list[tuple[str, int, str]] = field(default_factory=list)
-    """(key, seq of the `@stuck` row, state) of each instance marked."""
+    """(key, seq of the `@stuck` row, state) of each instance marked; empty when the
+    caller asked for the count alone (`keys=False`)."""
+    count: int = 0
+    """Instances marked."""
     scheduled: int = 0
     """Compensation rows scheduled (or reopened)."""
 
@@ -68,6 +71,8 @@ class StuckMarking(Protocol):
         compensated_steps: CompensatedSteps,
         now: datetime,
         limit: int,
+        *,
+        keys: bool = True,
     ) -> StuckMarks | None:
         """In one transaction: claim up to `limit` instances of `entity_type` whose
         deadline is at or before `now`, whose state is a key of `plans`, whose version
@@ -80,6 +85,10 @@ class StuckMarking(Protocol):
         lock); write each `@stuck` history row; and schedule the compensation of every
         step in their histories that declares one (`compensated_steps`), as
         `OverdueBatch.mark` does.
+
+        `keys`: whether the caller needs each marked instance (`StuckMarks.marked`,
+        for the `on_stuck` listeners); with False a store may return the counts
+        alone, sparing the transfer of a row per instance.
 
         Returns None, having done nothing, when this store cannot do that for
         `entity_type` (the sweeper then marks instance by instance).

@@ -255,6 +255,8 @@ class MemoryUnits:
         compensated_steps: CompensatedSteps,
         now: datetime,
         limit: int,
+        *,
+        keys: bool = True,
     ) -> StuckMarks | None:
         """Claim up to `limit` overdue instances the plans of `plans` take and mark
         them stuck in one unit (see `StuckMarking`): the reference, through
@@ -284,7 +286,9 @@ class MemoryUnits:
             ]
             batch = MemoryBatch(self, journal, entity_type, claimed)
             records, marks.scheduled = batch.mark(mine, compensated_steps, now)
-        marks.marked = [(r.key, r.seq, r.source) for r in records]
+        marks.count = len(records)
+        if keys:
+            marks.marked = [(r.key, r.seq, r.source) for r in records]
         return marks
 
     @contextmanager

@@ -89,10 +89,12 @@ def _rows(env: JobEnv) -> Rows:
 
 
 def _sweep(
-    engine: Engine, *, set_based: bool, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, *, set_based: bool, monkeypatch: pytest.MonkeyPatch, listening: bool = True
 ) -> tuple[Rows, SweepResult, list[TransitionRecord], int]:
     """Sweep the scenario's deadlines set-based or instance by instance; the rows left,
-    the result, the stuck notices and how many instances the set-based path marked."""
+    the result, the stuck notices and how many instances the set-based path marked.
+    `listening`: whether an `on_stuck` listener is registered (without one the
+    set-based path is asked for its counts alone)."""
     marked: list[StuckMarks] = []
     original = SQLAlchemyStore.mark_overdue_stuck
 
@@ -105,7 +107,7 @@ def _sweep(
         return marks
 
     listener = Stuck()
-    env = job_env(engine, Backoff(jitter=0), listener)
+    env = job_env(engine, Backoff(jitter=0), listener if listening else None)
     try:
         _scenario(env)
         with monkeypatch.context() as patched:
@@ -114,7 +116,8 @@ def _sweep(
         rows = _rows(env)
     finally:
         clear_job_tables(engine, env.store)
-    return rows, result, listener.records, sum(len(m.marked) for m in marked)
+    assert sum(len(m.marked) for m in marked) == (sum(m.count for m in marked) if listening else 0)
+    return rows, result, listener.records, sum(m.count for m in marked)
 
 
 def test_set_based_marking_writes_what_the_per_instance_path_writes(
@@ -134,6 +137,20 @@ def test_set_based_marking_writes_what_the_per_instance_path_writes(
     assert [a for k, a, status in outbox if k == "e"] == ["undo_first"]  # reopened, once
     assert [a for k, a, status in outbox if k == "f"] == ["undo_first"]  # the new life only
     assert all(status == "pending" for _, _, status in outbox)
+
+
+def test_without_listeners_the_marking_returns_counts_and_writes_the_same(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows, result, notices, by_sets = _sweep(
+        engine, set_based=True, monkeypatch=monkeypatch, listening=False
+    )
+    rows_1, result_1, _, by_sets_1 = _sweep(engine, set_based=True, monkeypatch=monkeypatch)
+    assert notices == []
+    assert by_sets == by_sets_1 == 8
+    assert rows == rows_1
+    assert result.as_dict() == result_1.as_dict()
+    assert len(rows["outbox"]) == len(rows_1["outbox"]) > by_sets
 
 
 def test_two_sweepers_racing_mark_each_instance_once(engine: Engine) -> None:

@@ -5,9 +5,10 @@ as a hand-written sweep would: data-modifying CTEs that claim the batch (`FOR UP
 SKIP LOCKED`), mark it (version + 1 on the rows just locked), insert the `@stuck`
 history rows from the rows the UPDATE returns and the compensation outbox rows from
 the instances' history, and return each marked instance's key, new version and state
-with the counts. Every sub-statement sees the snapshot the statement started with, so
-the outbox rows come from the history as it was before this mark: the `@stuck` rows
-undo nothing, so that is the same set `OverdueBatch.mark` schedules.
+with the counts (or, when the caller needs no instance, the counts alone). Every
+sub-statement sees the snapshot the statement started with, so the outbox rows come
+from the history as it was before this mark: the `@stuck` rows undo nothing, so that
+is the same set `OverdueBatch.mark` schedules.
 
 Other databases take the claim and the few set-based statements of `MarkStatements`.
 """
@@ -187,6 +188,11 @@ class OneStatementMark:
             )
             counts.append(select(func.count()).select_from(scheduled).scalar_subquery())
         self.statement = select(marked.c.key, marked.c.version, marked.c.state, *counts)
+        """Each marked instance's key, new version and state, with the counts."""
+        marked_count = select(func.count()).select_from(marked).scalar_subquery()
+        self.counting = select(marked_count, *counts)
+        """One row: how many instances were marked, history rows written and
+        compensations scheduled (nothing per instance crosses the wire)."""
 
     def parameters(
         self,

@@ -137,6 +137,8 @@ class SweepOperations(RetentionOperations):
         compensated_steps: CompensatedSteps,
         now: datetime,
         limit: int,
+        *,
+        keys: bool = True,
     ) -> StuckMarks | None:
         """Claim up to `limit` overdue instances in the states of `plans` and mark
         them stuck set-based (see `StuckMarking`): the claim, then per state one
@@ -157,8 +159,14 @@ class SweepOperations(RetentionOperations):
         with wrap(f"marking overdue {entity_type} instances stuck", self.engine):
             with self._sweep_engine.begin() as conn:
                 if one is not None and parameters is not None:
+                    if not keys:
+                        counts = conn.execute(one.counting, parameters).one()
+                        marks.count = int(counts[0])
+                        marks.scheduled = int(counts[2]) if len(counts) > 2 else 0
+                        return marks
                     rows = conn.execute(one.statement, parameters).all()
                     marks.marked = [(str(row[0]), row[1], row[2]) for row in rows]
+                    marks.count = len(rows)
                     if rows and len(rows[0]) > 4:
                         marks.scheduled = int(rows[0][4])
                     return marks
@@ -168,18 +176,20 @@ class SweepOperations(RetentionOperations):
                     return marks
                 groups: dict[str, tuple[list[Any], list[int]]] = {}
                 for key, version, state in claimed:
-                    keys, versions = groups.setdefault(state, ([], []))
-                    keys.append(key)
+                    group_keys, versions = groups.setdefault(state, ([], []))
+                    group_keys.append(key)
                     versions.append(version)
                 # The claim holds the rows (FOR UPDATE, or SQLite's write lock): the
                 # UPDATE compares versions only where it takes no lock.
                 locked = self.skip_locked or capabilities(self.engine).explicit_begin
-                for state, (keys, versions) in groups.items():
+                for state, (group_keys, versions) in groups.items():
                     plan, record = plans[state], templates[state]
-                    statements.write(conn, plan, record, keys, versions, locked=locked)
+                    statements.write(conn, plan, record, group_keys, versions, locked=locked)
                 texts = statements.values([str(row[0]) for row in claimed])
                 marks.scheduled = statements.schedule_steps(conn, texts, compensated_steps, now)
-        marks.marked = [(str(key), version + 1, state) for key, version, state in claimed]
+        marks.count = len(claimed)
+        if keys:
+            marks.marked = [(str(key), version + 1, state) for key, version, state in claimed]
         return marks
 
     def _one_statement_mark(
