@@ -44,8 +44,9 @@ from statekit.errors import (
     ConcurrentTransitionError,
 )
 from statekit.records import Snapshot
-from statekit.slots import Slots
+from statekit.slots import Slots, Superseded
 from statekit.store.protocol import ChainedClaims, HandlerUnit
+from statekit.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from statekit.runtime import Runner
@@ -135,17 +136,34 @@ class Drain:
         return tasks
 
     def _run_pool(self, result: SweepResult, allowance: Allowance) -> None:
-        """Run tasks in `concurrency` slots that claim their own (`Slots`)."""
+        """Run tasks in `concurrency` slots that claim their own (`Slots`); each slot
+        runs its handlers in its own thread (see `InSlot`)."""
         counting = threading.Lock()
 
         def work(task: CompensationTask) -> list[CompensationTask]:
             own = SweepResult()
-            follow = self.compensate_one(task, own, allowance=allowance)
+            follow = self.compensate_one(task, own, allowance=allowance, in_slot=in_slot)
             with counting:
                 result.add(own)
             return follow
 
-        Slots(self.concurrency, partial(self._claim, allowance), work, allowance.stopped).run()
+        def timed_out(task: CompensationTask, seconds: float) -> None:
+            own = SweepResult()
+            self._record_failure(task, _timeout_error(task, seconds), own)
+            with counting:
+                result.add(own)
+
+        slots = Slots(self.concurrency, partial(self._claim, allowance), work, allowance.stopped)
+        timeout = self.handler_timeout
+        watchdog = None if timeout is None else Watchdog(timeout.total_seconds())
+        in_slot = InSlot(slots, watchdog, timed_out)
+        if watchdog is not None:
+            watchdog.start()
+        try:
+            slots.run()
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
 
     def compensate_one(
         self,
@@ -153,12 +171,14 @@ class Drain:
         result: SweepResult,
         *,
         allowance: Allowance | None = None,
+        in_slot: InSlot | None = None,
     ) -> list[CompensationTask]:
         """Claimed `task`: run it, settle it or record its failure, counting into
         `result`. Given the drain's `allowance`, if it still allows one when the
         task completes, the next task is claimed in the completion transaction
         where the store can (`ChainedClaims`): returned, committed with it, to run
-        next."""
+        next. `in_slot`: the task runs in a worker slot, which runs the handler in
+        its own thread (raising `Superseded` if the handler was given up)."""
         runner = self.runners.get(task.entity_type)
         if runner is None:
             logger.error("no runner for %s; compensation %s skipped", task.entity_type, task.action)
@@ -166,7 +186,9 @@ class Drain:
         follow: list[CompensationTask] = []
         try:
             with self.store.handler_unit(task.entity_type, task.key, task) as unit:
-                ran, settled, compensated, follow = self._run(runner, task, unit, allowance)
+                ran, settled, compensated, follow = self._run(
+                    runner, task, unit, allowance, in_slot
+                )
         except ConcurrentTransitionError:
             self._rolled_back(follow, allowance)
             result.lost_races += 1
@@ -192,6 +214,7 @@ class Drain:
         task: CompensationTask,
         unit: HandlerUnit,
         allowance: Allowance | None,
+        in_slot: InSlot | None,
     ) -> tuple[int, int, int, list[CompensationTask]]:
         """Check, run the handler outside any transaction, complete (and, as far as
         `allowance` allows, claim the next task in the completion transaction):
@@ -217,21 +240,16 @@ class Drain:
         unit.release()
         timeout = self.handler_timeout
         seconds = None if timeout is None else timeout.total_seconds()
-        returned = call_with_timeout(
+        if in_slot is not None:
+            in_slot.call(lambda: handler(entity, context), task)
+        elif not call_with_timeout(
             lambda: handler(entity, context),
             seconds,
             name=f"statekit-compensation-{task.action}",
             on_abandoned=unit.close,
-        )
-        if not returned:
+        ):
             unit.abandon()
-            raise CompensationTimeoutError(
-                entity_type=task.entity_type,
-                key=task.key,
-                step=task.step_seq,
-                action=task.action,
-                timeout=seconds or 0.0,
-            )
+            raise _timeout_error(task, seconds or 0.0)
         now = self.clock.now()
         current = unit.relock()
         if current.version != marked.version or current.stuck_at is None:
@@ -333,6 +351,59 @@ class Drain:
             extra={"entity_type": task.entity_type, "entity_key": task.key, "action": task.action},
         )
         self.notify(hook, task, error)
+
+
+def _timeout_error(task: CompensationTask, seconds: float) -> CompensationTimeoutError:
+    return CompensationTimeoutError(
+        entity_type=task.entity_type,
+        key=task.key,
+        step=task.step_seq,
+        action=task.action,
+        timeout=seconds,
+    )
+
+
+class InSlot:
+    """How a worker slot runs handlers: in the slot's own thread (no hand-off to
+    another thread and back), timed by the pool's `Watchdog`. A handler that outlives
+    the timeout is given up: a new thread records the timeout (`timed_out`) and
+    carries on as the slot (`Slots.supersede`); when the handler returns, its thread
+    raises `Superseded`, which rolls its unit back, and ends."""
+
+    def __init__(
+        self,
+        slots: Slots[CompensationTask],
+        watchdog: Watchdog | None,
+        timed_out: Callable[[CompensationTask, float], None],
+    ) -> None:
+        self.slots = slots
+        self.watchdog = watchdog
+        self.timed_out = timed_out
+
+    def call(self, handler: Callable[[], None], task: CompensationTask) -> None:
+        """Run `handler` for `task` here.
+
+        Raises:
+            Superseded: the handler outlived the timeout and was given up.
+        """
+        me = threading.current_thread()
+        name, me.name = me.name, f"statekit-compensation-{task.action}"
+        if self.watchdog is None:
+            try:
+                handler()
+            finally:
+                me.name = name
+            return
+        seconds = self.watchdog.seconds
+        watch = self.watchdog.watch(
+            partial(self.slots.supersede, partial(self.timed_out, task, seconds))
+        )
+        try:
+            handler()
+        finally:
+            if watch.end():
+                raise Superseded  # the task's failure is recorded by the slot's successor
+            me.name = name
 
 
 class Allowance:

@@ -12,6 +12,11 @@ waiting out a lease.
 A task's work may hand back tasks of its own: ones claimed for this slot as the task
 finished (in its completion transaction, see `statekit.drain`). The slot runs them
 next without claiming, and stays busy in between.
+
+A task may also be given up while its thread is still inside `work` (a handler that
+outlived its time: Python cannot stop the thread). `Slots.supersede` then starts a new
+thread that finishes the task's bookkeeping and carries on as the slot; the old thread
+raises `Superseded` out of `work` when it gets control back, and ends.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-__all__ = ["Slots"]
+__all__ = ["Slots", "Superseded"]
 
 T = TypeVar("T")
+
+
+class Superseded(BaseException):
+    """Raised out of `work` in a thread whose task was given up: another thread
+    carries on as its slot (see `Slots.supersede`), so this one ends quietly."""
 
 
 class Slots(Generic[T]):
@@ -52,6 +61,8 @@ class Slots(Generic[T]):
         self._busy = 0  # slots running a task
         self._over = False
         self._errors: list[BaseException] = []
+        self._live = 0  # slots whose thread has not ended (a successor keeps its slot's)
+        self._started = 0  # threads started (names them)
 
     def run(self) -> None:
         """Run until done (see the class docstring).
@@ -65,34 +76,82 @@ class Slots(Generic[T]):
         if not first:
             return
         self._handed.extend(first)
-        with ThreadPoolExecutor(self.size, thread_name_prefix="statekit-drain") as pool:
-            for _ in range(self.size):
-                pool.submit(self._slot)
+        with self._changed:
+            self._live = self.size
+        for _ in range(self.size):
+            try:
+                self._start(None)
+            except BaseException as exc:  # fewer threads: the others drain
+                with self._changed:
+                    self._errors.append(exc)
+                    self._live -= 1
+        with self._changed:
+            while self._live:
+                self._changed.wait()
         if self._errors:
             raise self._errors[0]
 
-    def _slot(self) -> None:
+    def supersede(self, give_up: Callable[[], None]) -> None:
+        """A slot's task was given up while its thread is still inside `work`: start
+        a thread that runs `give_up()` (the task's bookkeeping) in the slot's place,
+        then carries on as the slot. The old thread must raise `Superseded` out of
+        `work` once it returns."""
         try:
+            self._start(give_up)
+        except BaseException as exc:  # no thread: the slot ends, and the task with it
+            with self._changed:
+                self._errors.append(exc)
+                self._busy -= 1
+                self._live -= 1
+                self._changed.notify_all()
+
+    def _start(self, give_up: Callable[[], None] | None) -> None:
+        # Daemon threads: a handler that never returns must not keep the process alive.
+        with self._changed:
+            self._started += 1
+            name = f"statekit-drain-{self._started}"
+        threading.Thread(target=self._slot, args=(give_up,), name=name, daemon=True).start()
+
+    def _slot(self, give_up: Callable[[], None] | None) -> None:
+        try:
+            task = None
+            if give_up is not None:
+                try:
+                    give_up()
+                finally:
+                    self._finished(None)
             task = self._next()
             while task is not None:
-                follow: Sequence[T] | None = None
                 try:
                     follow = self.work(task)
-                finally:
-                    with self._changed:
-                        if follow:  # claimed for this slot: it stays busy
-                            task = follow[0]
-                            self._handed.extend(follow[1:])
-                        else:
-                            task = None
-                            self._busy -= 1
-                        self._changed.notify_all()
+                except Superseded:
+                    return  # the successor finished the task and is this slot now
+                except BaseException:
+                    self._finished(None)
+                    raise
+                task = self._finished(follow)
                 if task is None:
                     task = self._next()
         except BaseException as exc:  # raised by `run` once the others finished
             with self._changed:
                 self._errors.append(exc)
                 self._changed.notify_all()
+        with self._changed:
+            self._live -= 1
+            self._changed.notify_all()
+
+    def _finished(self, follow: Sequence[T] | None) -> T | None:
+        """A task of this slot is done: the first task it handed back (claimed for
+        this slot, which stays busy), or None (the slot is free)."""
+        with self._changed:
+            task = None
+            if follow:
+                task = follow[0]
+                self._handed.extend(follow[1:])
+            else:
+                self._busy -= 1
+            self._changed.notify_all()
+            return task
 
     def _next(self) -> T | None:
         """The next task for this slot, or None when the drain is over."""

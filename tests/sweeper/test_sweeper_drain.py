@@ -4,7 +4,9 @@ MariaDB."""
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -170,6 +172,49 @@ def test_a_hung_handler_times_out_as_a_failed_attempt(env: Env) -> None:
     assert sweeper.run_once().compensations_run == 1
     assert env.row("hung").state == "undone"
     assert env.calls() == {("hung", "undo_first"): 1}
+
+
+def test_handlers_returning_about_their_timeout_in_slots_complete_or_fail_never_both(
+    env: Env,
+) -> None:
+    """Slots run handlers in their own threads and a watchdog gives up the ones past
+    the timeout: whichever wins for a handler that returns just about then, the task
+    is either done with its writes or failed without them, once."""
+    keys = [f"r{n}" for n in range(24)]
+    for key in keys:
+        env.stuck(key, "advance")
+    rng = random.Random(7)
+    delays = {key: rng.uniform(0.05, 0.15) for key in keys}
+    HOOKS.append(lambda job, undo: time.sleep(delays[job.id]))
+    sweeper = Sweeper(
+        [env.jobs],
+        clock=env.clock,
+        backoff=Backoff(base=timedelta(seconds=30), jitter=0),
+        handler_timeout=timedelta(seconds=0.1),
+        concurrency=4,
+    )
+    result = sweeper.run_once()
+    for thread in threading.enumerate():  # given-up handlers return, then roll back
+        if thread.name.startswith("statekit-compensation"):
+            thread.join(60)
+    calls = env.calls()
+    done = failed = 0
+    for key in keys:
+        [task] = env.store.compensations("job", key)
+        row = env.row(key)
+        assert task.attempts == 1
+        if task.status == "done":
+            done += 1
+            assert (row.state, row.undone, calls.get((key, "undo_first"))) == ("undone", "1", 1)
+        else:
+            failed += 1
+            assert task.status == "pending"
+            assert "did not return within 0.1s" in (task.last_error or "")
+            assert (row.state, row.undone, (key, "undo_first") in calls) == ("first", None, False)
+    assert (result.compensations_run, result.compensations_failed) == (done, failed)
+    assert done + failed == len(keys)
+    assert done > 0  # both sides of the race were taken
+    assert failed > 0
 
 
 def test_a_handler_timeout_shorter_than_the_lease_is_required(env: Env) -> None:

@@ -1,5 +1,7 @@
 """`Slots`, the drain's worker slots: claims for free slots only, several claims in
-flight at once, every claimed task run, the first error raised after the rest."""
+flight at once, every claimed task run, the first error raised after the rest, a
+given-up task's slot carried on by a new thread; and the `Watchdog` that gives up
+calls past their time."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import time
 
 import pytest
 
-from statekit.slots import Slots
+from statekit.slots import Slots, Superseded
+from statekit.watchdog import Watchdog
 
 SIZE = 4
 
@@ -87,13 +90,13 @@ def test_an_error_is_raised_after_the_running_tasks_finished() -> None:
 
 def test_a_task_handed_back_by_its_work_runs_next_in_the_same_slot() -> None:
     queue = Queue(200)
-    ran_in: dict[int, str] = {}
+    ran_in: dict[int, int] = {}
     handed: dict[int, int] = {}  # follow-up -> the task that handed it back
     chained = 0
 
     def work(task: int) -> list[int]:
         nonlocal chained
-        ran_in[task] = threading.current_thread().name
+        ran_in[task] = threading.get_ident()
         queue.work(task)
         with queue.lock:  # claim the next task for this slot, as a completion would
             if queue.left == 0 or task % 2:
@@ -110,3 +113,64 @@ def test_a_task_handed_back_by_its_work_runs_next_in_the_same_slot() -> None:
     assert queue.worst <= SIZE
     assert queue.outstanding == 0
     assert all(ran_in[follow] == ran_in[task] for follow, task in handed.items())
+
+
+def test_a_superseded_slot_is_carried_on_by_a_new_thread() -> None:
+    queue = Queue(100)
+    release, given_up = threading.Event(), threading.Event()
+    bookkept: list[int] = []
+    ended: list[str] = []
+    slots: Slots[int]
+
+    def work(task: int) -> None:
+        if task != 90:
+            queue.work(task)
+            return
+        threading.Thread(target=slots.supersede, args=(lambda: bookkept.append(task),)).start()
+        given_up.wait(5)  # the successor has taken the slot over
+        release.wait(10)  # ...and the drain goes on without this thread
+        ended.append(threading.current_thread().name)
+        raise Superseded
+
+    slots = Slots(SIZE, queue.claim, work, lambda: False)
+    runner = threading.Thread(target=slots.run)
+    original = slots._slot
+
+    def watched(give_up: object) -> None:
+        if give_up is not None:
+            given_up.set()
+        original(give_up)  # type: ignore[arg-type]
+
+    slots._slot = watched  # type: ignore[method-assign]
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive()  # the run ended while task 90's thread still waits
+    assert bookkept == [90]  # its bookkeeping ran once, in the successor
+    assert sorted(queue.done) == [t for t in range(100) if t != 90]  # every other task ran
+    assert queue.worst <= SIZE + 1  # the given-up task still counts as outstanding
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith("statekit-drain"):
+            thread.join(5)
+    assert len(ended) == 1  # the old thread ended quietly, after the run
+
+
+def test_the_watchdog_gives_up_a_call_past_its_time_and_only_that_one() -> None:
+    dog = Watchdog(0.05)
+    expired: list[str] = []
+    dog.start()
+    try:
+        quick = dog.watch(lambda: expired.append("quick"))
+        assert quick.end() is False  # ended in time: never given up
+        slow = dog.watch(lambda: expired.append("slow"))
+        started = time.monotonic()
+        while not expired and time.monotonic() - started < 5:
+            time.sleep(0.005)
+        waited = time.monotonic() - started
+        assert expired == ["slow"]
+        assert 0.05 <= waited < 0.05 + 1.0  # after its deadline, within a poll or so
+        assert slow.end() is True  # its thread learns that it was given up
+        time.sleep(0.1)
+        assert expired == ["slow"]  # once
+    finally:
+        dog.stop()
