@@ -45,7 +45,7 @@ from statekit.errors import (
 )
 from statekit.records import Snapshot
 from statekit.slots import Slots, Superseded
-from statekit.store.protocol import ChainedClaims, HandlerUnit
+from statekit.store.protocol import ChainedClaims, HandlerUnit, LockedCompletion
 from statekit.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ class Drain:
         self.backoff = backoff
         self.notify = notify
         self.chained: ChainedClaims | None = store if isinstance(store, ChainedClaims) else None
+        self.locked_completion: LockedCompletion | None = (
+            store if isinstance(store, LockedCompletion) else None
+        )
 
     def run(self, result: SweepResult, stop: Callable[[], bool], limit: int | None = None) -> None:
         """Run due compensations until none is due, `stop()` is true, or `limit`
@@ -251,8 +254,8 @@ class Drain:
             unit.abandon()
             raise _timeout_error(task, seconds or 0.0)
         now = self.clock.now()
-        current = unit.relock()
-        if current.version != marked.version or current.stuck_at is None:
+        current, remaining = self._relock_and_complete(unit, task, marked.version, now)
+        if remaining is None:
             unit.discard()  # the instance moved on while the handler ran
             current = unit.relock()
             if current.stuck_at is None:
@@ -261,7 +264,6 @@ class Drain:
                 f"{task.entity_type} {task.key} changed while compensation {task.action!r} ran "
                 f"(version {marked.version} -> {current.version}); its writes were discarded"
             )
-        remaining = store.complete_compensation(task, entity, now)
         compensated = remaining == 0 and self._finish_instance(runner, entity, current, now)
         follow: list[CompensationTask] = []
         chained = self.chained
@@ -271,6 +273,20 @@ class Drain:
             finally:
                 allowance.give_back(1 - len(follow))
         return 1, 0, int(compensated), follow
+
+    def _relock_and_complete(
+        self, unit: HandlerUnit, task: CompensationTask, version: int, now: datetime
+    ) -> tuple[Snapshot, int | None]:
+        """Lock the entity's row again and, if it is still at `version` and stuck,
+        complete `task`: the row's snapshot and the instance's open compensations
+        after it (None: the row moved, nothing completed). In one statement where
+        the store can (`LockedCompletion`)."""
+        if self.locked_completion is not None:
+            return self.locked_completion.relock_and_complete(unit, task, version, now)
+        current = unit.relock()
+        if current.version != version or current.stuck_at is None:
+            return current, None
+        return current, self.store.complete_compensation(task, unit.entity, now)
 
     def _settle(self, task: CompensationTask, unit: HandlerUnit, current: Snapshot) -> int:
         """Cancel the open compensations of an instance that is no longer stuck."""

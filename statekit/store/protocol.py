@@ -40,6 +40,7 @@ __all__ = [
     "ChainedClaims",
     "Disagreement",
     "HandlerUnit",
+    "LockedCompletion",
     "OutboxRetention",
     "OverdueBatch",
     "Reads",
@@ -337,6 +338,30 @@ class ChainedClaims(Protocol):
         """`SweepStore.claim_compensations`, in the transaction of `entity` (a
         `HandlerUnit`'s, before it commits): the tasks are claimed if and only if
         that transaction commits."""
+        ...
+
+
+@runtime_checkable
+class LockedCompletion(Protocol):
+    """Optional for a `SweepStore`: locking a compensation's entity again after its
+    handler returned and completing the task in one step, where the database can do
+    both in one statement. Without it the drain calls `HandlerUnit.relock` and then
+    `SweepStore.complete_compensation`."""
+
+    def relock_and_complete(
+        self, unit: HandlerUnit, task: CompensationTask, version: int, now: datetime
+    ) -> tuple[Snapshot, int | None]:
+        """Begin `unit`'s completion transaction and lock its entity's row (as
+        `HandlerUnit.relock`); if the row is still at `version` and still stuck,
+        complete `task` in that transaction (as `complete_compensation`). Returns
+        the row's snapshot and the instance's open compensations after the
+        completion, or None when the row had moved (nothing completed).
+
+        Raises:
+            InstanceNotFoundError: the row is gone.
+            ConcurrentTransitionError: the row had not moved, but the task's claim
+                was lost; roll back.
+        """
         ...
 
 

@@ -20,6 +20,7 @@ from statekit import (
     Backoff,
     CompensationContext,
     CompensationTask,
+    ConcurrentTransitionError,
     ManualClock,
     Sweeper,
     SweeperError,
@@ -407,3 +408,43 @@ def test_a_drain_batch_size_claims_no_more_than_it_runs(env: Env, concurrency: i
     # The rest were never claimed: no attempt spent, no lease to wait out.
     assert statuses == [("undo_first", "done", 1)] * 3 + [("undo_first", "pending", 0)] * 3
     assert sweeper.run_once().compensations_run == 3
+
+
+# `relock_and_complete` (LockedCompletion): one statement on PostgreSQL, the relock and
+# the completion elsewhere; the task is completed only while the row has not moved.
+
+
+@pytest.mark.parametrize("outcome", ["unmoved", "moved", "claim lost"])
+def test_relock_and_complete_completes_only_an_unmoved_row_under_its_claim(
+    env: Env, outcome: str
+) -> None:
+    env.stuck("rc", "advance")
+    store = env.store
+    [task] = store.claim_compensations(env.clock.now(), 1, timedelta(minutes=5))
+    held = env.row("rc").state_version
+    with store.handler_unit("job", "rc", task) as unit:
+        unit.release()  # the handler would run here, no transaction open
+        if outcome == "moved":
+            with env.engine.begin() as conn:
+                conn.execute(update(JobRow).where(JobRow.id == "rc").values(state_version=held + 1))
+        if outcome == "claim lost":
+            with env.engine.begin() as conn:
+                conn.execute(
+                    update(store.tables.compensations).values(claim_token="another sweeper")
+                )
+        if outcome == "claim lost":
+            with pytest.raises(ConcurrentTransitionError):
+                store.relock_and_complete(unit, task, held, env.clock.now())
+            unit.discard()
+        else:
+            current, remaining = store.relock_and_complete(unit, task, held, env.clock.now())
+            assert current.key == "rc"
+            assert current.stuck_at is not None
+            if outcome == "moved":
+                assert (current.version, remaining) == (held + 1, None)
+                unit.discard()
+            else:
+                assert (current.version, remaining) == (held, 0)
+    status = "done" if outcome == "unmoved" else "running"
+    assert env.statuses("rc") == [("undo_first", status, 1)]
+    assert len(store.attempts(task.id)) == (1 if outcome == "unmoved" else 0)

@@ -33,6 +33,7 @@ __all__ = [
     "claim_statements",
     "compensation_due",
     "finish_statements",
+    "locked_completion",
 ]
 
 OPEN = ("pending", "running", "dead")
@@ -152,11 +153,19 @@ def finish_statements(c: Table, attempts: Table, *, combine: bool) -> Finish:
     # One statement: the UPDATE and the attempt's INSERT as data-modifying CTEs, and
     # the open tasks counted in the statement's snapshot, which still sees this
     # task open (a CTE's changes are invisible to the rest of its statement).
+    combined = select(*_recorded_and_remaining(update_, c, attempts, remaining))
+    return Finish(update_, insert(attempts), remaining, combined)
+
+
+def _recorded_and_remaining(update_: Any, c: Table, attempts: Table, remaining: Any) -> list[Any]:
+    """`update_` (the claim-checked UPDATE of a task) and the INSERT of its attempt
+    row as data-modifying CTEs; the columns: how many attempt rows were written (1,
+    or 0 when the claim was lost) and the instance's open tasks before it."""
     done = update_.returning(c.c.id).cte("done")
     row = select(
         done.c.id,
         bindparam("attempt", type_=Integer()),
-        bindparam("now", type_=when),
+        bindparam("now", type_=UTCDateTime()),
         bindparam("succeeded", type_=Boolean()),
         bindparam("error", type_=Text()),
     )
@@ -164,11 +173,24 @@ def finish_statements(c: Table, attempts: Table, *, combine: bool) -> Finish:
     recorded = (
         insert(attempts).from_select(columns, row).returning(attempts.c.attempt).cte("recorded")
     )
-    combined = select(
+    return [
         select(func.count()).select_from(recorded).scalar_subquery(),
         remaining.scalar_subquery(),
-    )
-    return Finish(update_, insert(attempts), remaining, combined)
+    ]
+
+
+def locked_completion(finish: Finish, c: Table, attempts: Table, binding: Any) -> Any:
+    """PostgreSQL: the first statement of a completion transaction, in place of the
+    row's lock and the completion (`LockedCompletion`): lock the entity's row (key
+    `k_`) and read its snapshot, and complete the task only if the row is still at
+    version `expected_version` and stuck; returns the snapshot's columns, then the
+    attempt rows written and the open tasks before the completion."""
+    held = binding.locked_snapshot.cte("held")
+    version = held.c[binding.columns["version"].name]
+    stuck_at = held.c[binding.columns["stuck_at"].name]
+    unmoved = exists().where(version == bindparam("expected_version"), stuck_at.is_not(None))
+    counts = _recorded_and_remaining(finish.update.where(unmoved), c, attempts, finish.remaining)
+    return select(*held.c, *counts)
 
 
 def compensation_due(c: Table, now: Any) -> tuple[Any, Any]:

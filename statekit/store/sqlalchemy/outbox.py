@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, object_session
 
 from statekit.clock import Clock, SystemClock
 from statekit.compensation import TASK_COLUMNS, CompensationTask, task_of
-from statekit.errors import StoreError
+from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.records import Snapshot
 from statekit.store.sqlalchemy.claims import (
     OPEN,
     Claim,
@@ -29,6 +30,7 @@ from statekit.store.sqlalchemy.claims import (
     claim_statements,
     compensation_due,
     finish_statements,
+    locked_completion,
 )
 from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities
@@ -246,6 +248,59 @@ class OutboxOperations:
             raise StoreError("a compensation completes in the entity's transaction")
         conn = session.connection()
         return self._finish(conn, task, now, status="done", error=None, next_attempt_at=None)
+
+    def relock_and_complete(
+        self, unit: HandlerUnit, task: CompensationTask, version: int, now: datetime
+    ) -> tuple[Snapshot, int | None]:
+        """`HandlerUnit.relock`, then `complete_compensation` if the row is still at
+        `version` and stuck (`statekit.store.protocol.LockedCompletion`). On
+        PostgreSQL one statement does both: the row lock and its snapshot, and the
+        completion only if the row has not moved."""
+        finish = self._finish_statements
+        if finish.combined is None:
+            relocked = unit.relock()
+            if relocked.version != version or relocked.stuck_at is None:
+                return relocked, None
+            return relocked, self.complete_compensation(task, unit.entity, now)
+        binding = unit.binding
+        built: dict[str, Any] = self.__dict__.setdefault("_locked_completions", {})
+        statement = built.get(binding.machine.name)
+        if statement is None:
+            tables = self.tables
+            statement = locked_completion(finish, tables.compensations, tables.attempts, binding)
+            built[binding.machine.name] = statement
+        session = unit.session
+        if not session.in_transaction():
+            session.begin()
+        row = (
+            session.connection()
+            .execute(
+                statement,
+                {
+                    "k_": binding.coerce_key(unit.key),
+                    "expected_version": version,
+                    "id_": task.id,
+                    "token": task.claim_token,
+                    "status": "done",
+                    "error": None,
+                    "now": now,
+                    "next_attempt_at": None,
+                    "attempt": task.attempts,
+                    "succeeded": True,
+                    "type_": task.entity_type,
+                    "key_": task.key,
+                },
+            )
+            .first()
+        )
+        if row is None:
+            raise InstanceNotFoundError(entity_type=binding.machine.name, key=unit.key)
+        current: Snapshot = binding.snapshot(row[:-2])
+        if current.version != version or current.stuck_at is None:
+            return current, None
+        if row[-2] != 1:
+            raise lost_claim(task)
+        return current, int(row[-1]) - 1  # counted before the statement: the task was open
 
     def fail_compensation(
         self,
