@@ -254,3 +254,35 @@ def test_compiled_parameters_give_the_driver_order_and_sqlalchemys_own() -> None
     changed = update(table).where(table.c.id == bindparam("k_")).values(a=bindparam("a_"))
     extra = orm.compiled_parameters(changed.compile(dialect=sqlite.dialect()), ["k_", "a_"])[2]
     assert extra - {"k_", "a_"}
+
+
+def test_update_and_flush_listeners_are_counted_class_and_instance_alike(
+    engine: Engine,
+) -> None:
+    mapper = sa_inspect(Item)
+    own = len(mapper.dispatch.before_update)  # whatever another test left registered
+    assert not orm.update_listened(mapper, own)
+
+    def hear(*args: Any) -> None:
+        pass
+
+    for name in ("before_update", "after_update"):
+        event.listen(Item, name, hear)
+        try:
+            assert orm.update_listened(mapper, own)
+        finally:
+            event.remove(Item, name, hear)
+    assert not orm.update_listened(mapper, own)
+
+    with Session(engine) as session:
+        assert not orm.flush_listened(session, 0)
+        event.listen(session, "before_flush", hear)  # one of statekit's own, say
+        assert orm.flush_listened(session, 0)
+        assert not orm.flush_listened(session, 1)
+        for name in ("after_flush", "after_flush_postexec"):
+            event.listen(Session, name, hear)  # every Session's
+            try:
+                assert orm.flush_listened(session, 1)
+            finally:
+                event.remove(Session, name, hear)
+        assert not orm.flush_listened(session, 1)

@@ -3,9 +3,11 @@ the entity's state attributes straight in its instance dict, as the light unit d
 `apply` writes the same values to the row in the Session's transaction, so the
 Session has nothing to flush for them. These tests pin what that must keep, on
 SQLite, PostgreSQL and MariaDB: the entity reads the new state, it is not dirty, the
-caller's own changes still flush, a lost race puts the loser back without touching
-the winner, expired attributes are loaded before they are written, and a class
-that listens to its state attributes still hears the writes.
+caller's own changes are written (on the driver path in the same UPDATE, unless a
+flush or update listener must see them; otherwise by the flush), a lost race puts
+the loser back without touching the winner, expired attributes are loaded before
+they are written, and a class that listens to its state attributes still hears the
+writes.
 
 Where the driver path may run (SQLite files, PostgreSQL), the UPDATE and the INSERT
 go on the Session's DBAPI connection, in its transaction; an engine someone watches
@@ -90,20 +92,82 @@ def test_the_callers_session_unit_writes_the_state_into_the_instance_dict(
     assert _row(engine, 1)[:2] == ("cancelled", 1)
 
 
-def test_the_callers_changes_of_the_same_entity_still_flush(orders: Runner, engine: Engine) -> None:
-    with Session(engine) as session, session.begin():
-        order = session.get(OrderRow, 1)
-        assert order is not None
-        order.sku = "BEFORE"  # pending when the fire runs
-        orders.fire(order, "cancel")
-        assert inspect(order).modified  # the caller's change is still to be flushed
-        assert set(inspect(order).committed_state) == {"sku"}
-        order.in_stock = 3  # and one after
+def test_the_callers_changes_of_the_same_entity_go_with_the_transition_or_flush(
+    orders: Runner, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On the driver path the compare-and-set UPDATE also sets the caller's changed
+    columns (one UPDATE of the row, not two); elsewhere the Session flushes them."""
+    driver = supports_driver_path(engine)
+    with caplog.at_level(logging.DEBUG, logger="statekit.sql"):
+        with Session(engine) as session, session.begin():
+            order = session.get(OrderRow, 1)
+            assert order is not None
+            order.sku = "BEFORE"  # pending when the fire runs
+            order.total = order.total  # set to what it was: no change
+            orders.fire(order, "cancel")
+            if driver:
+                pending = set(inspect(order).committed_state)
+                assert pending == {"total"}  # sku is written; total was never changed
+                stored = session.connection().execute(select(OrderRow.sku).where(OrderRow.id == 1))
+                assert stored.scalar() == "BEFORE"  # written in this transaction already
+                [sent] = [r.getMessage() for r in caplog.records if r.name == "statekit.sql"][
+                    :1
+                ]  # the compare-and-set UPDATE (on PostgreSQL, in its WITH clause)
+                assert "sku" in sent.split("WHERE")[0]
+                assert "total" not in sent.split("WHERE")[0]
+            else:
+                assert inspect(order).modified  # the caller's change is still to be flushed
+                assert "sku" in set(inspect(order).committed_state)
+            order.in_stock = 3  # and one after: the commit's flush writes it
     assert _row(engine, 1) == ("cancelled", 1, "BEFORE")
     with Session(engine) as session:
         reloaded = session.get(OrderRow, 1)
         assert reloaded is not None
         assert (reloaded.in_stock, reloaded.state_version) == (3, 1)
+
+
+def test_a_lost_race_leaves_the_callers_changes_pending_and_unwritten(
+    orders: Runner, engine: Engine
+) -> None:
+    before = _row(engine, 1)[2]
+    with Session(engine) as session:
+        session.begin()
+        order = session.get(OrderRow, 1)
+        assert order is not None
+        order.sku = "LOSER"
+        with engine.begin() as conn:  # another writer moves the row on first
+            conn.execute(update(OrderRow).where(OrderRow.id == 1).values(state_version=1))
+        with pytest.raises(ConcurrentTransitionError):
+            orders.fire(order, "cancel")
+        assert set(inspect(order).committed_state) == {"sku"}  # still the caller's
+        session.rollback()
+    assert _row(engine, 1) == ("pending", 1, before)
+
+
+@pytest.mark.parametrize("listener", ["before_update", "after_update", "after_flush"])
+def test_listeners_of_the_flush_see_the_callers_changes_flushed(
+    orders: Runner, engine: Engine, listener: str
+) -> None:
+    """A column change folded into statekit's UPDATE would never reach the ORM's
+    update or flush events: with such a listener the Session flushes it."""
+    heard: list[str] = []
+
+    def hear(*args: Any) -> None:
+        heard.append(listener)
+
+    target: Any = OrderRow if listener.endswith("update") else Session
+    event.listen(target, listener, hear)
+    try:
+        with Session(engine) as session, session.begin():
+            order = session.get(OrderRow, 1)
+            assert order is not None
+            order.sku = "HEARD"
+            orders.fire(order, "cancel")
+            assert inspect(order).modified  # left for the flush
+        assert heard == [listener]
+    finally:
+        event.remove(target, listener, hear)
+    assert _row(engine, 1) == ("cancelled", 1, "HEARD")
 
 
 def test_a_lost_race_in_the_callers_session_puts_the_entity_back(

@@ -48,18 +48,21 @@ class SessionWrite:
         """Whether `write` sends the UPDATE and the INSERT as one statement."""
         return self.unit.firing.one_statement
 
-    def write(self, values: Mapping[str, Any]) -> int:
+    def write(self, values: Mapping[str, Any], changed: tuple[str, ...] = ()) -> int:
         """The UPDATE and the INSERT in one statement (`one_statement`): the values of
-        the compare-and-set and `h_`-prefixed history columns; 1 when both rows were
-        written, 0 when the compare-and-set matched nothing (then nothing was)."""
+        the compare-and-set, of the attributes `changed` it also sets (`c0_`, ...)
+        and `h_`-prefixed history columns; 1 when both rows were written, 0 when the
+        compare-and-set matched nothing (then nothing was)."""
         unit = self.unit
-        count: int = unit.execute(unit.firing.write(()), values).rowcount
+        count: int = unit.execute(unit.firing.write(changed), values).rowcount
         return count
 
-    def update(self, values: Mapping[str, Any]) -> int:
-        """The compare-and-set UPDATE; the number of rows it matched."""
+    def update(self, values: Mapping[str, Any], changed: tuple[str, ...] = ()) -> int:
+        """The compare-and-set UPDATE (also setting the attributes `changed`, as
+        `write`); the number of rows it matched."""
         unit = self.unit
-        count: int = unit.execute(unit.firing.update, values).rowcount
+        statement = unit.firing.write(changed) if changed else unit.firing.update
+        count: int = unit.execute(statement, values).rowcount
         return count
 
     def insert(self, row: Mapping[str, Any]) -> None:

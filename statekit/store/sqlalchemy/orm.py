@@ -5,7 +5,8 @@ not offer (or offers only at a cost the write paths cannot pay).
 `tests/sql/test_orm_internals.py` pins the behaviour of each, so a SQLAlchemy upgrade that
 changes one fails there, loudly, rather than somewhere in a write path.
 
-Internals used: `InstanceState.committed_state`, `InstanceState._commit`,
+Internals used: the listener counts of a mapper's and a Session's `dispatch`,
+`InstanceState.committed_state`, `InstanceState._commit`,
 `InstanceState._commit_all` and its `modified` flag, the
 instance dict, `ClassManager.new_instance`, assignment to `InstanceState.key`, an
 attribute's `impl.is_equal` and `dispatch.set`, `NO_VALUE`, the engine's and the
@@ -19,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import (
     instance_dict,
     instance_state,
@@ -34,6 +35,7 @@ __all__ = [
     "commit_attributes",
     "compiled_parameters",
     "engine_listened",
+    "flush_listened",
     "has_pending_changes",
     "instance_info",
     "loaded_values",
@@ -42,6 +44,7 @@ __all__ = [
     "new_detached",
     "pending_changes",
     "set_listened",
+    "update_listened",
 ]
 
 _commit: Callable[[InstanceState[Any], dict[str, Any], Sequence[str]], None] | None
@@ -87,6 +90,24 @@ def net_changes(entity: object) -> list[str]:
         if original is NO_VALUE or attribute.impl.is_equal(current, original) is not True:
             changed.append(name)
     return changed
+
+
+def update_listened(mapper: Mapper[Any], own: int) -> bool:
+    """Whether a flush's UPDATE of `mapper`'s rows calls listeners besides statekit's
+    `own` `before_update` ones: a `before_update` beyond them, or an `after_update`."""
+    dispatch = mapper.dispatch
+    return len(dispatch.before_update) > own or len(dispatch.after_update) > 0
+
+
+def flush_listened(session: Session, own: int) -> bool:
+    """Whether `session`'s flushes call listeners besides statekit's `own`
+    `before_flush` ones (its class's listeners included)."""
+    dispatch = session.dispatch
+    return (
+        len(dispatch.before_flush) > own
+        or len(dispatch.after_flush) > 0
+        or len(dispatch.after_flush_postexec) > 0
+    )
 
 
 def commit_attributes(entity: object, names: Sequence[str]) -> None:

@@ -43,10 +43,17 @@ def running_after_commit(session: Session) -> bool:
     return bool(session.info.get(_RUNNING))
 
 
-def mark_persisted(entity: object, binding: EntityBinding, *, everything: bool = False) -> None:
-    """Tell the ORM the state attributes (with `everything`, also every attribute
-    changed since the load) now match the row, so it does not write them again."""
-    names: Sequence[str] = binding.state_names
+def mark_persisted(
+    entity: object,
+    binding: EntityBinding,
+    *,
+    everything: bool = False,
+    also: Sequence[str] = (),
+) -> None:
+    """Tell the ORM the state attributes (and the attributes `also`; with
+    `everything`, every attribute changed since the load) now match the row, so it
+    does not write them again."""
+    names: Sequence[str] = [*binding.state_names, *also] if also else binding.state_names
     if everything:
         changed = pending_changes(entity)
         if changed:

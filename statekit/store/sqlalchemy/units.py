@@ -49,7 +49,7 @@ from statekit.store.sqlalchemy.sessions import (
     mark_persisted,
     running_after_commit,
 )
-from statekit.store.sqlalchemy.writeback import guard_session_unit, note_written
+from statekit.store.sqlalchemy.writeback import folded_changes, guard_session_unit, note_written
 from statekit.store.sqlalchemy.writes import Writes
 
 __all__ = [
@@ -176,8 +176,13 @@ class SessionUnit(WriteUnit):
                 raise
             raise failure from error
         driver = self.writes.on_driver(conn, binding)
+        # The entity's other changed columns go into the same UPDATE where they can:
+        # the Session's flush then has nothing to send for the row.
+        folded = (
+            () if driver is None or entity is None else folded_changes(session, entity, binding)
+        )
         try:
-            self.writes.write(conn, binding, plan, record, driver)
+            self.writes.write(conn, binding, plan, record, driver, folded)
         except HalfWritten as half:
             refuse_commit(session, half.reason)
             raise half.error from half.__cause__
@@ -189,7 +194,7 @@ class SessionUnit(WriteUnit):
         if after_commit is not None:
             self.after_commit(partial(after_commit, record))
         if entity is not None and has_pending_changes(entity):  # set through the ORM
-            mark_persisted(entity, binding)
+            mark_persisted(entity, binding, also=[name for name, _ in folded])
 
     def after_commit(self, callback: Callback) -> None:
         """Run `callback` once the Session commits (never if it rolls back)."""

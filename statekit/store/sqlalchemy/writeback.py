@@ -14,6 +14,11 @@ stale copy over the winner:
   back. State attributes never change outside a transition: setting one by hand in
   a unit is refused.
 
+A transition written in a Session on the driver path (`borrowed.SessionWrite`) also
+sets the entity's other changed columns in its compare-and-set UPDATE
+(`folded_changes`), so the Session's flush has no UPDATE of its own to send for the
+row: the same values, under the same version check, in one statement instead of two.
+
 `protect_state` extends that last rule to every Session: a flush that would write a
 registered class's state attributes, changed by hand, raises `ProtectedStateError`
 (statekit's own writes leave them unchanged for the ORM: they are written by its
@@ -32,7 +37,13 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from statekit.errors import ConcurrentTransitionError, ProtectedStateError
-from statekit.store.sqlalchemy.orm import loaded_values, net_changes
+from statekit.store.sqlalchemy.orm import (
+    flush_listened,
+    has_pending_changes,
+    loaded_values,
+    net_changes,
+    update_listened,
+)
 
 if TYPE_CHECKING:
     from statekit.engine import Machine
@@ -41,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "WRITE_BACK_EVENT",
     "check_unchanged_state",
+    "folded_changes",
     "guard_session_unit",
     "net_changes",
     "note_written",
@@ -97,6 +109,46 @@ def protect_state(entity_class: type, machine: Machine) -> None:
 
 
 _PROTECTED = "_statekit_state_protected"
+
+
+def _own_update_listeners(entity_class: type) -> int:
+    """How many `before_update` listeners `protect_state` put on `entity_class`
+    (registered on it or, propagating, on a base class)."""
+    return sum(len(cls.__dict__.get(_PROTECTED, ())) for cls in entity_class.__mro__)
+
+
+def folded_changes(
+    session: Session, entity: object, binding: EntityBinding
+) -> tuple[tuple[str, Any], ...]:
+    """The (attribute, value) pairs of `entity`'s changed plain columns that a
+    transition's compare-and-set UPDATE may set as well, sparing the Session's flush
+    an UPDATE of the row: every attribute of the light unit's columns whose value
+    changed since the load, but for the key and the state attributes.
+
+    None (an empty tuple) where the ORM's own UPDATE would do more than set columns
+    or be seen: a class without a light-unit loader, a version counter, a column with
+    a server-side `onupdate`, `before_update`/`after_update` listeners besides
+    statekit's own, or flush listeners on the Session besides statekit's."""
+    loader = binding.rows
+    if loader is None or not has_pending_changes(entity):
+        return ()
+    mapper = loader.mapper
+    if mapper.version_id_col is not None or any(
+        column.server_onupdate is not None for _, column in loader.attributes
+    ):
+        return ()
+    if update_listened(mapper, _own_update_listeners(binding.entity_class)):
+        return ()
+    if flush_listened(session, 1 if _WRITTEN in session.info else 0):
+        return ()
+    changed = net_changes(entity)
+    if not changed:
+        return ()
+    kept = {*binding.state_names, *loader.identity_names}
+    values = loaded_values(entity)
+    return tuple(
+        (name, values[name]) for name in loader.names if name in changed and name not in kept
+    )
 
 
 def _refuse_state_change(

@@ -65,9 +65,11 @@ class Writes:
         plan: Plan,
         record: TransitionRecord,
         driver: SessionWrite | None = None,
+        folded: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         """Compare-and-set the row and insert the history row on `conn` (with
-        `driver`, on its DBAPI connection: `on_driver`).
+        `driver`, on its DBAPI connection: `on_driver`, where the UPDATE also sets
+        the `folded` (attribute, value) pairs: `writeback.folded_changes`).
 
         Raises:
             ConcurrentTransitionError: the row is not at `plan.expected_version`.
@@ -75,15 +77,19 @@ class Writes:
                 statement, the statement failed: the transaction may only roll back).
         """
         values = binding.compare_and_set_values(plan)
+        changed: tuple[str, ...] = ()
+        if folded:
+            changed = tuple(name for name, _ in folded)
+            values.update((f"c{i}_", value) for i, (_, value) in enumerate(folded))
         if driver is not None and driver.one_statement:
-            self._write_one(conn, binding, plan, record, driver, values)
+            self._write_one(conn, binding, plan, record, driver, values, changed)
             return
         # try/except rather than `wrap` blocks: free until something raises.
         try:
             if driver is None:
                 updated = conn.execute(binding.compare_and_set, values).rowcount
             else:
-                updated = driver.update(values)
+                updated = driver.update(values, changed)
             if updated != 1:
                 actual = stored_version_and_state(conn, binding, values["k_"])
                 raise plan.lost_race(actual)
@@ -112,13 +118,14 @@ class Writes:
         record: TransitionRecord,
         driver: SessionWrite,
         values: dict[str, Any],
+        changed: tuple[str, ...],
     ) -> None:
         """`write` as one statement: both rows or neither. A failed statement
         leaves a PostgreSQL transaction able only to roll back, which the Session is
         told (as after a half-written transition) so that no commit hides it."""
         values.update({f"h_{name}": value for name, value in history_row(record).items()})
         try:
-            written = driver.write(values)
+            written = driver.write(values, changed)
         except Exception as error:
             failure = self._failure(error, binding, plan)
             if failure is None:
