@@ -179,7 +179,7 @@ class Deadlines:
                     machine.compensated_steps,
                     now,
                     self.batch_size,
-                    keys=self.notices,
+                    self.notices,  # keys: only listeners need the marked instances
                 )
             except Exception as exc:
                 logger.info(

@@ -26,6 +26,7 @@ from statekit import (
     TransitionRecord,
 )
 from statekit.records import Plan
+from statekit.store.protocol import LockedCompletion
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.store import EntityBinding
@@ -299,6 +300,18 @@ def sweep_until_killed(
             hang()
         return remaining
 
+    # The drain completes through `relock_and_complete` where the store has it (on
+    # PostgreSQL one statement that never calls `complete_compensation`).
+    relock = sweeper.store.relock_and_complete
+
+    def counting_relock(*args: Any) -> tuple[Any, int | None]:
+        current, remaining = relock(*args)
+        if remaining is not None:  # completed, not yet committed
+            counts["compensations"] += 1
+            if counts["compensations"] == hang_at_compensation:
+                hang()
+        return current, remaining
+
     # Instances marked stuck set-based go a batch at a time: hang before the commit of
     # the batch that holds instance number `hang_at_instance`.
     mark, batches = sweeper.store.mark_overdue_stuck, {"number": 0, "open": False}
@@ -318,7 +331,10 @@ def sweep_until_killed(
 
     event.listen(sweeper.store.engine, "commit", before_commit)
     sweeper.deadlines._time_out = counting_time_out  # type: ignore[method-assign]
-    sweeper.store.complete_compensation = counting_complete  # type: ignore[method-assign]
+    if isinstance(sweeper.store, LockedCompletion):
+        sweeper.store.relock_and_complete = counting_relock  # type: ignore[method-assign]
+    else:
+        sweeper.store.complete_compensation = counting_complete  # type: ignore[method-assign]
     sweeper.store.mark_overdue_stuck = counting_mark  # type: ignore[method-assign]
     return dict(sweeper.run_once().as_dict())
 

@@ -71,7 +71,6 @@ class StuckMarking(Protocol):
         compensated_steps: CompensatedSteps,
         now: datetime,
         limit: int,
-        *,
         keys: bool = True,
     ) -> StuckMarks | None:
         """In one transaction: claim up to `limit` instances of `entity_type` whose

@@ -255,7 +255,6 @@ class MemoryUnits:
         compensated_steps: CompensatedSteps,
         now: datetime,
         limit: int,
-        *,
         keys: bool = True,
     ) -> StuckMarks | None:
         """Claim up to `limit` overdue instances the plans of `plans` take and mark

@@ -137,7 +137,6 @@ class SweepOperations(RetentionOperations):
         compensated_steps: CompensatedSteps,
         now: datetime,
         limit: int,
-        *,
         keys: bool = True,
     ) -> StuckMarks | None:
         """Claim up to `limit` overdue instances in the states of `plans` and mark
