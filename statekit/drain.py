@@ -45,7 +45,7 @@ from statekit.errors import (
 )
 from statekit.records import Snapshot
 from statekit.slots import Slots, Superseded
-from statekit.store.protocol import ChainedClaims, HandlerUnit, LockedCompletion
+from statekit.store.protocol import ChainedClaims, HandlerUnit, LockedCompletion, Relocked
 from statekit.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -254,39 +254,47 @@ class Drain:
             unit.abandon()
             raise _timeout_error(task, seconds or 0.0)
         now = self.clock.now()
-        current, remaining = self._relock_and_complete(unit, task, marked.version, now)
-        if remaining is None:
-            unit.discard()  # the instance moved on while the handler ran
-            current = unit.relock()
-            if current.stuck_at is None:
-                return 0, self._settle(task, unit, current), 0, []
-            raise CompensationError(
-                f"{task.entity_type} {task.key} changed while compensation {task.action!r} ran "
-                f"(version {marked.version} -> {current.version}); its writes were discarded"
-            )
-        compensated = remaining == 0 and self._finish_instance(runner, entity, current, now)
-        follow: list[CompensationTask] = []
         chained = self.chained
-        if chained is not None and allowance is not None and allowance.take(1):
-            try:
-                follow = chained.claim_compensations_in(entity, now, 1, self.lease)
-            finally:
-                allowance.give_back(1 - len(follow))
+        # One task claimed for this slot in the completion, if the pass allows one.
+        wanted = 1 if chained is not None and allowance is not None and allowance.take(1) else 0
+        follow: list[CompensationTask] = []
+        try:
+            relocked = self._relock_and_complete(unit, task, marked.version, now, wanted)
+            remaining, current = relocked.remaining, relocked.snapshot
+            if remaining is None:
+                unit.discard()  # the instance moved on while the handler ran
+                current = unit.relock()
+                if current.stuck_at is None:
+                    return 0, self._settle(task, unit, current), 0, []
+                raise CompensationError(
+                    f"{task.entity_type} {task.key} changed while compensation "
+                    f"{task.action!r} ran (version {marked.version} -> {current.version}); "
+                    "its writes were discarded"
+                )
+            compensated = remaining == 0 and self._finish_instance(runner, entity, current, now)
+            claimed = relocked.claimed
+            if wanted and claimed is None and chained is not None:
+                claimed = chained.claim_compensations_in(entity, now, wanted, self.lease)
+            follow = claimed or []
+        finally:
+            if wanted and allowance is not None:  # a claim rolled back claimed nothing
+                allowance.give_back(wanted - len(follow))
         return 1, 0, int(compensated), follow
 
     def _relock_and_complete(
-        self, unit: HandlerUnit, task: CompensationTask, version: int, now: datetime
-    ) -> tuple[Snapshot, int | None]:
+        self, unit: HandlerUnit, task: CompensationTask, version: int, now: datetime, claim: int
+    ) -> Relocked:
         """Lock the entity's row again and, if it is still at `version` and stuck,
-        complete `task`: the row's snapshot and the instance's open compensations
-        after it (None: the row moved, nothing completed). In one statement where
-        the store can (`LockedCompletion`)."""
+        complete `task` (and, where the store can, claim up to `claim` tasks): in one
+        statement where the store can (`LockedCompletion`)."""
         if self.locked_completion is not None:
-            return self.locked_completion.relock_and_complete(unit, task, version, now)
+            return self.locked_completion.relock_and_complete(
+                unit, task, version, now, claim, self.lease
+            )
         current = unit.relock()
         if current.version != version or current.stuck_at is None:
-            return current, None
-        return current, self.store.complete_compensation(task, unit.entity, now)
+            return Relocked(current, None)
+        return Relocked(current, self.store.complete_compensation(task, unit.entity, now))
 
     def _settle(self, task: CompensationTask, unit: HandlerUnit, current: Snapshot) -> int:
         """Cancel the open compensations of an instance that is no longer stuck."""

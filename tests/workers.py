@@ -26,7 +26,7 @@ from statekit import (
     TransitionRecord,
 )
 from statekit.records import Plan
-from statekit.store.protocol import LockedCompletion
+from statekit.store.protocol import LockedCompletion, Relocked
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from statekit.store.sqlalchemy.history import history_row as _history_row
 from statekit.store.sqlalchemy.store import EntityBinding
@@ -304,13 +304,13 @@ def sweep_until_killed(
     # PostgreSQL one statement that never calls `complete_compensation`).
     relock = sweeper.store.relock_and_complete
 
-    def counting_relock(*args: Any) -> tuple[Any, int | None]:
-        current, remaining = relock(*args)
-        if remaining is not None:  # completed, not yet committed
+    def counting_relock(*args: Any) -> Relocked:
+        relocked = relock(*args)
+        if relocked.remaining is not None:  # completed, not yet committed
             counts["compensations"] += 1
             if counts["compensations"] == hang_at_compensation:
                 hang()
-        return current, remaining
+        return relocked
 
     # Instances marked stuck set-based go a batch at a time: hang before the commit of
     # the batch that holds instance number `hang_at_instance`.

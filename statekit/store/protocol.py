@@ -44,6 +44,7 @@ __all__ = [
     "OutboxRetention",
     "OverdueBatch",
     "Reads",
+    "Relocked",
     "Stay",
     "Store",
     "StoredState",
@@ -341,6 +342,20 @@ class ChainedClaims(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Relocked:
+    """What `LockedCompletion.relock_and_complete` found and did."""
+
+    snapshot: Snapshot
+    """The entity's row, locked."""
+    remaining: int | None
+    """The instance's open compensations after the completion; None when the row had
+    moved (nothing was completed, nothing claimed)."""
+    claimed: list[CompensationTask] | None = None
+    """Tasks claimed in the same transaction (as `ChainedClaims`); None when the store
+    made no claim (the caller claims, if it wants one)."""
+
+
 @runtime_checkable
 class LockedCompletion(Protocol):
     """Optional for a `SweepStore`: locking a compensation's entity again after its
@@ -349,13 +364,20 @@ class LockedCompletion(Protocol):
     `SweepStore.complete_compensation`."""
 
     def relock_and_complete(
-        self, unit: HandlerUnit, task: CompensationTask, version: int, now: datetime
-    ) -> tuple[Snapshot, int | None]:
+        self,
+        unit: HandlerUnit,
+        task: CompensationTask,
+        version: int,
+        now: datetime,
+        claim: int = 0,
+        lease: timedelta = timedelta(0),
+    ) -> Relocked:
         """Begin `unit`'s completion transaction and lock its entity's row (as
         `HandlerUnit.relock`); if the row is still at `version` and still stuck,
-        complete `task` in that transaction (as `complete_compensation`). Returns
-        the row's snapshot and the instance's open compensations after the
-        completion, or None when the row had moved (nothing completed).
+        complete `task` in that transaction (as `complete_compensation`) and, where
+        the store can in the same statement, claim up to `claim` more tasks with
+        `lease` (claimed if and only if the transaction commits; such a claim may not
+        see this completion, so it never takes an older step of the same instance).
 
         Raises:
             InstanceNotFoundError: the row is gone.

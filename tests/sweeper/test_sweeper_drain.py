@@ -316,8 +316,20 @@ class Claims:
                 self.chained.append([f"{t.key}/{t.action}" for t in tasks])
             return tasks
 
+        # On PostgreSQL the completion's own statement claims (`relock_and_complete`
+        # returns what it claimed; None when it made no claim and the drain claims).
+        relock = store.relock_and_complete
+
+        def relocking(*args: Any) -> Any:
+            relocked = relock(*args)
+            if relocked.claimed is not None:
+                with self.lock:
+                    self.chained.append([f"{t.key}/{t.action}" for t in relocked.claimed])
+            return relocked
+
         store.claim_compensations = counted
         store.claim_compensations_in = chained
+        store.relock_and_complete = relocking
 
 
 def test_the_sql_store_chains_its_claims(env: Env) -> None:
@@ -351,7 +363,10 @@ def test_the_next_task_is_claimed_by_the_completion_that_frees_the_slot(
     taken = [task for tasks in claims.chained for task in tasks]
     assert claims.own_taken + len(taken) == 7  # each task claimed once
     if concurrency == 1:  # one slot: the first claim, then the chain took every task
-        assert (claims.own_taken, len(taken)) == (1, 6)
+        # (on PostgreSQL the chained claim is part of the completion's statement and
+        # does not see it: `two`'s older step may need a claim of its own)
+        merged = env.engine.dialect.name == "postgresql"
+        assert (claims.own_taken, len(taken)) in ([(1, 6), (2, 5)] if merged else [(1, 6)])
 
 
 def test_a_completion_that_fails_takes_its_chained_claim_with_it(env: Env) -> None:
@@ -420,8 +435,11 @@ def test_relock_and_complete_completes_only_an_unmoved_row_under_its_claim(
 ) -> None:
     env.stuck("rc", "advance")
     store = env.store
-    [task] = store.claim_compensations(env.clock.now(), 1, timedelta(minutes=5))
+    lease = timedelta(minutes=5)
+    [task] = store.claim_compensations(env.clock.now(), 1, lease)
+    env.stuck("other", "advance")  # due: what a claim in the completion would take
     held = env.row("rc").state_version
+    merged = env.engine.dialect.name == "postgresql"  # the claim is in the statement
     with store.handler_unit("job", "rc", task) as unit:
         unit.release()  # the handler would run here, no transaction open
         if outcome == "moved":
@@ -430,21 +448,35 @@ def test_relock_and_complete_completes_only_an_unmoved_row_under_its_claim(
         if outcome == "claim lost":
             with env.engine.begin() as conn:
                 conn.execute(
-                    update(store.tables.compensations).values(claim_token="another sweeper")
+                    update(store.tables.compensations)
+                    .where(store.tables.compensations.c.id == task.id)
+                    .values(claim_token="another sweeper")
                 )
         if outcome == "claim lost":
             with pytest.raises(ConcurrentTransitionError):
-                store.relock_and_complete(unit, task, held, env.clock.now())
+                store.relock_and_complete(unit, task, held, env.clock.now(), 1, lease)
             unit.discard()
         else:
-            current, remaining = store.relock_and_complete(unit, task, held, env.clock.now())
+            relocked = store.relock_and_complete(unit, task, held, env.clock.now(), 1, lease)
+            current, remaining = relocked.snapshot, relocked.remaining
             assert current.key == "rc"
             assert current.stuck_at is not None
             if outcome == "moved":
                 assert (current.version, remaining) == (held + 1, None)
+                assert not relocked.claimed  # nothing completed, nothing claimed
                 unit.discard()
             else:
                 assert (current.version, remaining) == (held, 0)
+                if merged:
+                    assert [(t.key, t.action) for t in relocked.claimed or []] == [
+                        ("other", "undo_first")
+                    ]
+                else:
+                    assert relocked.claimed is None  # the drain claims on its own
     status = "done" if outcome == "unmoved" else "running"
     assert env.statuses("rc") == [("undo_first", status, 1)]
     assert len(store.attempts(task.id)) == (1 if outcome == "unmoved" else 0)
+    claimed = outcome == "unmoved" and merged  # committed with the completion, or not at all
+    assert env.statuses("other") == [
+        ("undo_first", *(("running", 1) if claimed else ("pending", 0)))
+    ]

@@ -19,7 +19,9 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     select,
+    true,
     update,
 )
 
@@ -58,6 +60,8 @@ class Claim:
     update: Any
     read: Any
     returning: bool
+    single: Any = None
+    """With `takes`: the take of one pending task, `LIMIT 1` written out."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +105,12 @@ def claim_statements(c: Table, *, skip_locked: bool, one_statement: bool, return
             query = query.with_for_update(skip_locked=True)
         queries.append(query)
     columns = [c.c[n] for n in TASK_COLUMNS]
+    # Literals, not SQLAlchemy's own parameters: the claim also runs as a CTE beside
+    # the completion's UPDATE of the same table (`locked_completion`), whose SET names
+    # the same columns.
     take = update(c).values(
-        status="running",
-        attempts=c.c.attempts + 1,
+        status=literal_column("'running'"),
+        attempts=c.c.attempts + literal_column("1"),
         claim_token=bindparam("token"),
         lease_until=bindparam("lease_until", type_=UTCDateTime()),
         updated_at=now,
@@ -112,7 +119,15 @@ def claim_statements(c: Table, *, skip_locked: bool, one_statement: bool, return
         takes = tuple(
             take.where(c.c.id.in_(query.scalar_subquery())).returning(*columns) for query in queries
         )
-        return Claim(takes, (), None, None, True)
+        # One pending task, with LIMIT 1 written out: the chained claim of a
+        # completion (`locked_completion`), whose text then never changes, so that the
+        # server may plan the prepared statement once rather than per execution.
+        one = select(c.c.id).where(compensation_due(c, now)[0], ~blocked)
+        one = one.order_by(c.c.next_attempt_at).limit(literal_column("1"))
+        if skip_locked:
+            one = one.with_for_update(skip_locked=True)
+        single = take.where(c.c.id.in_(one.scalar_subquery())).returning(*columns)
+        return Claim(takes, (), None, None, True, single)
     ids = c.c.id.in_(bindparam("ids", expanding=True))
     update_ = take.where(ids, c.c.status.in_(("pending", "running")))
     if returning:
@@ -125,22 +140,23 @@ def finish_statements(c: Table, attempts: Table, *, combine: bool) -> Finish:
     """The statements recording an attempt at a task of `c` in `attempts` (see
     `Finish`); `combine` (PostgreSQL) builds the one-statement form too."""
     when = UTCDateTime()
+    # No parameter is named after a column of the outbox, and none is SQLAlchemy's own:
+    # beside this UPDATE, `locked_completion` runs a claim's UPDATE of the same table
+    # in one statement, to which SQLAlchemy would add a SET of any such column.
     update_ = (
         update(c)
         .where(
             c.c.id == bindparam("id_"),
-            c.c.claim_token == bindparam("token"),
-            c.c.status == "running",
+            c.c.claim_token == bindparam("held_token"),
+            c.c.status == literal_column("'running'"),
         )
         .values(
-            status=bindparam("status"),
+            status=bindparam("new_status", type_=c.c.status.type),
             last_error=bindparam("error"),
-            lease_until=None,
-            claim_token=None,
+            lease_until=null(),
+            claim_token=null(),
             updated_at=bindparam("now", type_=when),
-            next_attempt_at=func.coalesce(
-                bindparam("next_attempt_at", type_=when), c.c.next_attempt_at
-            ),
+            next_attempt_at=func.coalesce(bindparam("retry_at", type_=when), c.c.next_attempt_at),
         )
     )
     remaining = select(func.count()).where(
@@ -153,14 +169,17 @@ def finish_statements(c: Table, attempts: Table, *, combine: bool) -> Finish:
     # One statement: the UPDATE and the attempt's INSERT as data-modifying CTEs, and
     # the open tasks counted in the statement's snapshot, which still sees this
     # task open (a CTE's changes are invisible to the rest of its statement).
-    combined = select(*_recorded_and_remaining(update_, c, attempts, remaining))
+    combined = select(*_recorded_and_remaining(update_, c, attempts, remaining)[1])
     return Finish(update_, insert(attempts), remaining, combined)
 
 
-def _recorded_and_remaining(update_: Any, c: Table, attempts: Table, remaining: Any) -> list[Any]:
+def _recorded_and_remaining(
+    update_: Any, c: Table, attempts: Table, remaining: Any
+) -> tuple[Any, list[Any]]:
     """`update_` (the claim-checked UPDATE of a task) and the INSERT of its attempt
-    row as data-modifying CTEs; the columns: how many attempt rows were written (1,
-    or 0 when the claim was lost) and the instance's open tasks before it."""
+    row as data-modifying CTEs: the first (`done`, the task's id when it was
+    updated), and two columns: how many attempt rows were written (1, or 0 when the
+    claim was lost) and the instance's open tasks before it."""
     done = update_.returning(c.c.id).cte("done")
     row = select(
         done.c.id,
@@ -173,24 +192,36 @@ def _recorded_and_remaining(update_: Any, c: Table, attempts: Table, remaining: 
     recorded = (
         insert(attempts).from_select(columns, row).returning(attempts.c.attempt).cte("recorded")
     )
-    return [
+    return done, [
         select(func.count()).select_from(recorded).scalar_subquery(),
         remaining.scalar_subquery(),
     ]
 
 
-def locked_completion(finish: Finish, c: Table, attempts: Table, binding: Any) -> Any:
+def locked_completion(
+    finish: Finish, c: Table, attempts: Table, binding: Any, take: Any = None
+) -> Any:
     """PostgreSQL: the first statement of a completion transaction, in place of the
     row's lock and the completion (`LockedCompletion`): lock the entity's row (key
     `k_`) and read its snapshot, and complete the task only if the row is still at
     version `expected_version` and stuck; returns the snapshot's columns, then the
-    attempt rows written and the open tasks before the completion."""
+    attempt rows written and the open tasks before the completion. With `take` (a
+    claim's UPDATE ... RETURNING of the task columns, see `claim_statements`), it
+    also claims, only when the task was completed, and returns the claimed task's
+    columns on the same row (NULLs when none was due). The claim runs in the
+    statement's snapshot, which still shows this task running: it never takes an
+    older step of the same instance."""
     held = binding.locked_snapshot.cte("held")
     version = held.c[binding.columns["version"].name]
     stuck_at = held.c[binding.columns["stuck_at"].name]
     unmoved = exists().where(version == bindparam("expected_version"), stuck_at.is_not(None))
-    counts = _recorded_and_remaining(finish.update.where(unmoved), c, attempts, finish.remaining)
-    return select(*held.c, *counts)
+    done, counts = _recorded_and_remaining(
+        finish.update.where(unmoved), c, attempts, finish.remaining
+    )
+    if take is None:
+        return select(*held.c, *counts)
+    claimed = take.where(exists(select(done.c.id))).cte("claimed")
+    return select(*held.c, *counts, *claimed.c).select_from(held.outerjoin(claimed, true()))
 
 
 def compensation_due(c: Table, now: Any) -> tuple[Any, Any]:

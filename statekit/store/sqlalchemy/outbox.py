@@ -21,22 +21,13 @@ from sqlalchemy.orm import Session, object_session
 
 from statekit.clock import Clock, SystemClock
 from statekit.compensation import TASK_COLUMNS, CompensationTask, task_of
-from statekit.errors import InstanceNotFoundError, StoreError
-from statekit.records import Snapshot
-from statekit.store.sqlalchemy.claims import (
-    OPEN,
-    Claim,
-    Finish,
-    claim_statements,
-    compensation_due,
-    finish_statements,
-    locked_completion,
-)
+from statekit.errors import StoreError
+from statekit.store.sqlalchemy.claims import OPEN, Claim, claim_statements, compensation_due
+from statekit.store.sqlalchemy.completing import CompletionOperations
 from statekit.store.sqlalchemy.connections import reading
 from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.draining import DatabaseClock, HandlerUnit, read_options
 from statekit.store.sqlalchemy.errors import wrap
-from statekit.store.sqlalchemy.lives import lost_claim
 from statekit.store.sqlalchemy.marking import insert_ignoring_duplicates
 from statekit.store.sqlalchemy.tables import StatekitTables
 
@@ -53,8 +44,9 @@ def supports_skip_locked(engine: Engine) -> bool:
     return capabilities(engine, connect=True).skip_locked
 
 
-class OutboxOperations:
-    """Mixed into `SQLAlchemyStore` (through `SweepOperations`): the outbox statements."""
+class OutboxOperations(CompletionOperations):
+    """Mixed into `SQLAlchemyStore` (through `SweepOperations`): the outbox statements
+    (recording attempts: `CompletionOperations`)."""
 
     engine: Engine
     writer: Engine  # `engine` for statekit's write units (see sqlite.py)
@@ -156,8 +148,7 @@ class OutboxOperations:
         """Claim up to `limit` due tasks on `conn`: with `own`, each statement in a
         transaction of its own; otherwise in the transaction `conn` is in."""
         claim = self._claim_statements
-        last = self.__dict__.get("_last_expiry_probe")
-        probe = last is None or not last <= now < last + _EXPIRY_PROBE
+        probe = self._expiry_probe_due(now)
         if probe:
             self.__dict__["_last_expiry_probe"] = now
         values = {"token": uuid.uuid4().hex, "now": now, "lease_until": now + lease}
@@ -167,6 +158,11 @@ class OutboxOperations:
         else:
             rows = self._pick_and_take(conn, claim, claim.queries[first:], values, limit)
         return sorted((task_of(row) for row in rows), key=lambda t: (t.next_attempt_at, t.id))
+
+    def _expiry_probe_due(self, now: datetime) -> bool:
+        """Whether the next claim also looks for expired leases (see `_EXPIRY_PROBE`)."""
+        last = self.__dict__.get("_last_expiry_probe")
+        return last is None or not last <= now < last + _EXPIRY_PROBE
 
     @staticmethod
     def _take(
@@ -225,159 +221,6 @@ class OutboxOperations:
             one_statement=capabilities(self.engine).one_statement_claim,
             returning=bool(self._sweep_engine.dialect.update_returning),
         )
-
-    @cached_property
-    def _finish_statements(self) -> Finish:
-        """The statements recording an attempt, built once with everything bound."""
-        return finish_statements(
-            self.tables.compensations,
-            self.tables.attempts,
-            combine=capabilities(self.engine).name == "postgresql",
-        )
-
-    def complete_compensation(self, task: CompensationTask, entity: object, now: datetime) -> int:
-        """Mark `task` done in the entity's transaction (with its attempt row) and
-        return how many compensations of the instance are still open.
-
-        Raises:
-            ConcurrentTransitionError: the task's claim was lost (lease expired and
-                another sweeper took it, or a person cancelled it); roll back.
-        """
-        session = object_session(entity)
-        if session is None:
-            raise StoreError("a compensation completes in the entity's transaction")
-        conn = session.connection()
-        return self._finish(conn, task, now, status="done", error=None, next_attempt_at=None)
-
-    def relock_and_complete(
-        self, unit: HandlerUnit, task: CompensationTask, version: int, now: datetime
-    ) -> tuple[Snapshot, int | None]:
-        """`HandlerUnit.relock`, then `complete_compensation` if the row is still at
-        `version` and stuck (`statekit.store.protocol.LockedCompletion`). On
-        PostgreSQL one statement does both: the row lock and its snapshot, and the
-        completion only if the row has not moved."""
-        finish = self._finish_statements
-        if finish.combined is None:
-            relocked = unit.relock()
-            if relocked.version != version or relocked.stuck_at is None:
-                return relocked, None
-            return relocked, self.complete_compensation(task, unit.entity, now)
-        binding = unit.binding
-        built: dict[str, Any] = self.__dict__.setdefault("_locked_completions", {})
-        statement = built.get(binding.machine.name)
-        if statement is None:
-            tables = self.tables
-            statement = locked_completion(finish, tables.compensations, tables.attempts, binding)
-            built[binding.machine.name] = statement
-        session = unit.session
-        if not session.in_transaction():
-            session.begin()
-        row = (
-            session.connection()
-            .execute(
-                statement,
-                {
-                    "k_": binding.coerce_key(unit.key),
-                    "expected_version": version,
-                    "id_": task.id,
-                    "token": task.claim_token,
-                    "status": "done",
-                    "error": None,
-                    "now": now,
-                    "next_attempt_at": None,
-                    "attempt": task.attempts,
-                    "succeeded": True,
-                    "type_": task.entity_type,
-                    "key_": task.key,
-                },
-            )
-            .first()
-        )
-        if row is None:
-            raise InstanceNotFoundError(entity_type=binding.machine.name, key=unit.key)
-        current: Snapshot = binding.snapshot(row[:-2])
-        if current.version != version or current.stuck_at is None:
-            return current, None
-        if row[-2] != 1:
-            raise lost_claim(task)
-        return current, int(row[-1]) - 1  # counted before the statement: the task was open
-
-    def fail_compensation(
-        self,
-        task: CompensationTask,
-        now: datetime,
-        *,
-        error: str,
-        next_attempt_at: datetime,
-        dead: bool,
-    ) -> None:
-        """Record a failed attempt: back to `pending` at `next_attempt_at`, or `dead`
-        (one self-committing statement on PostgreSQL)."""
-        engine = self._claim_engine if self._finish_statements.combined is not None else None
-        with wrap("recording a failed compensation", self.engine):
-            with (engine or self._sweep_engine).begin() as conn:
-                self._finish(
-                    conn,
-                    task,
-                    now,
-                    status="dead" if dead else "pending",
-                    error=error,
-                    next_attempt_at=next_attempt_at,
-                )
-
-    def _finish(
-        self,
-        conn: Connection,
-        task: CompensationTask,
-        now: datetime,
-        *,
-        status: str,
-        error: str | None,
-        next_attempt_at: datetime | None,
-    ) -> int:
-        """Record the attempt if the claim holds and return how many of the instance's
-        compensations are open after it (counted only for a completion elsewhere)."""
-        finish = self._finish_statements
-        values = {
-            "id_": task.id,
-            "token": task.claim_token,
-            "status": status,
-            "error": error,
-            "now": now,
-            "next_attempt_at": next_attempt_at,
-        }
-        if finish.combined is not None:
-            claimed, remaining = conn.execute(
-                finish.combined,
-                {
-                    **values,
-                    "attempt": task.attempts,
-                    "succeeded": status == "done",
-                    "type_": task.entity_type,
-                    "key_": task.key,
-                },
-            ).one()
-            if claimed != 1:
-                raise lost_claim(task)
-            return int(remaining) - 1  # counted before the statement: the task was open
-        if conn.execute(finish.update, values).rowcount != 1:
-            raise lost_claim(task)
-        conn.execute(
-            finish.attempt,
-            {
-                "compensation_id": task.id,
-                "attempt": task.attempts,
-                "at": now,
-                "succeeded": status == "done",
-                "error": error,
-            },
-        )
-        if status != "done":
-            return 0
-        remaining = conn.execute(
-            finish.remaining, {"type_": task.entity_type, "key_": task.key}
-        ).scalar()
-        return int(remaining or 0)
 
     def compensations(
         self, entity_type: str | None = None, key: str | None = None, *, status: Sequence[str] = ()
