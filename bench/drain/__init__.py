@@ -148,14 +148,20 @@ def run_database(dbs: Databases, label: str, tasks: int, rounds: int, report: Re
     report.groups[f"slow-{label}"] = (f"{label}: handlers that wait 50 ms", "none")
     report.rows.append(slow_row)
     target = 0.8 * CONCURRENCY / REMOTE_SECONDS
-    report.targets.append(
-        Target(
-            f"{label}: 50 ms handlers, concurrency {CONCURRENCY}",
-            f">= {target:.0f} compensations/s",
-            f"{_rate(slow_row):,.0f}/s",
-            _rate(slow_row) >= target,
+    if label == "PostgreSQL":  # the targets for slow handlers are PostgreSQL's
+        report.targets.append(
+            Target(
+                f"{label}: 50 ms handlers, concurrency {CONCURRENCY}",
+                f">= {target:.0f} compensations/s",
+                f"{_rate(slow_row):,.0f}/s",
+                _rate(slow_row) >= target,
+            )
         )
-    )
+    else:
+        report.notes.append(
+            f"{label}: 50 ms handlers, concurrency {CONCURRENCY}: {_rate(slow_row):,.0f}/s "
+            "(no target: SQLite's completions take its one write lock in turn)"
+        )
     if one_slow is not None:
         report.notes.append(f"{label}: 50 ms handlers one at a time: {tasks / one_slow:,.0f}/s")
 
@@ -181,14 +187,21 @@ def run_database(dbs: Databases, label: str, tasks: int, rounds: int, report: Re
     rows[0].ratio, rows[1].ratio = 1.0, rows[1].median_ns / rows[0].median_ns
     report.rows += rows
     speedup = seconds[1] / seconds[2]
-    report.targets.append(
-        Target(
-            f"{label}: 2 sweepers at concurrency {CONCURRENCY} vs 1",
-            ">= 1.6x",
-            f"{tasks / seconds[2]:,.0f}/s vs {tasks / seconds[1]:,.0f}/s = {speedup:.2f}x",
-            speedup >= 1.6,
+    measured = f"{tasks / seconds[2]:,.0f}/s vs {tasks / seconds[1]:,.0f}/s = {speedup:.2f}x"
+    if label == "PostgreSQL":
+        report.targets.append(
+            Target(
+                f"{label}: 2 sweepers at concurrency {CONCURRENCY} vs 1",
+                ">= 1.6x",
+                measured,
+                speedup >= 1.6,
+            )
         )
-    )
+    else:
+        report.notes.append(
+            f"{label}: 2 sweepers at concurrency {CONCURRENCY} vs 1: {measured} (no target: "
+            "one write lock for both processes)"
+        )
     report.targets.append(
         Target(
             f"{label}: every compensation done once, every job released",
