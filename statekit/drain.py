@@ -160,8 +160,6 @@ class Drain:
         timeout = self.handler_timeout
         watchdog = None if timeout is None else Watchdog(timeout.total_seconds())
         in_slot = InSlot(slots, watchdog, timed_out)
-        if watchdog is not None:
-            watchdog.start()
         try:
             slots.run()
         finally:

@@ -58,7 +58,8 @@ class Watchdog:
     (a twentieth of `seconds`, between 2 ms and 1 s).
 
     Starting and ending a watch takes a lock and a dictionary entry, no thread switch;
-    the watchdog's own thread wakes once per interval while it runs.
+    the watchdog's own thread starts with the first watch and wakes once per interval
+    until `stop`.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -69,18 +70,24 @@ class Watchdog:
         self._thread = threading.Thread(
             target=self._loop, name="statekit-drain-watchdog", daemon=True
         )
-
-    def start(self) -> None:
-        self._thread.start()
+        self._starting = threading.Lock()
+        self._started = False
 
     def stop(self) -> None:
         """Stop watching: calls still running are no longer given up."""
         self._stopped.set()
-        self._thread.join()
+        with self._starting:
+            if self._started:
+                self._thread.join()
 
     def watch(self, on_expiry: Callable[[], None]) -> Watch:
         """Start timing a call; `on_expiry` runs in the watchdog's thread if the call
         is given up (it should return quickly: start a thread for longer work)."""
+        if not self._started:
+            with self._starting:
+                if not self._started and not self._stopped.is_set():
+                    self._thread.start()
+                    self._started = True
         watch = Watch(self, time.monotonic() + self.seconds, on_expiry)
         self._watches[id(watch)] = watch
         return watch

@@ -158,7 +158,6 @@ def test_a_superseded_slot_is_carried_on_by_a_new_thread() -> None:
 def test_the_watchdog_gives_up_a_call_past_its_time_and_only_that_one() -> None:
     dog = Watchdog(0.05)
     expired: list[str] = []
-    dog.start()
     try:
         quick = dog.watch(lambda: expired.append("quick"))
         assert quick.end() is False  # ended in time: never given up
@@ -174,3 +173,10 @@ def test_the_watchdog_gives_up_a_call_past_its_time_and_only_that_one() -> None:
         assert expired == ["slow"]  # once
     finally:
         dog.stop()
+    assert not any(t.name == "statekit-drain-watchdog" for t in threading.enumerate())
+
+
+def test_a_watchdog_with_nothing_to_watch_starts_no_thread() -> None:
+    dog = Watchdog(60)
+    dog.stop()  # a drain pass that found nothing due
+    assert not any(t.name == "statekit-drain-watchdog" for t in threading.enumerate())
