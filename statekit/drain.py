@@ -45,7 +45,13 @@ from statekit.errors import (
 )
 from statekit.records import Snapshot
 from statekit.slots import Slots, Superseded
-from statekit.store.protocol import ChainedClaims, HandlerUnit, LockedCompletion, Relocked
+from statekit.store.protocol import (
+    ChainedClaims,
+    HandlerUnit,
+    LockedCompletion,
+    Relocked,
+    relock_then_complete,
+)
 from statekit.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -289,10 +295,8 @@ class Drain:
             return self.locked_completion.relock_and_complete(
                 unit, task, version, now, claim, self.lease
             )
-        current = unit.relock()
-        if current.version != version or current.stuck_at is None:
-            return Relocked(current, None)
-        return Relocked(current, self.store.complete_compensation(task, unit.entity, now))
+        complete = partial(self.store.complete_compensation, task, unit.entity, now)
+        return relock_then_complete(unit, version, complete)
 
     def _settle(self, task: CompensationTask, unit: HandlerUnit, current: Snapshot) -> int:
         """Cancel the open compensations of an instance that is no longer stuck."""
@@ -410,20 +414,14 @@ class InSlot:
         """
         me = threading.current_thread()
         name, me.name = me.name, f"statekit-compensation-{task.action}"
-        if self.watchdog is None:
-            try:
-                handler()
-            finally:
-                me.name = name
-            return
-        seconds = self.watchdog.seconds
-        watch = self.watchdog.watch(
-            partial(self.slots.supersede, partial(self.timed_out, task, seconds))
-        )
+        dog, watch = self.watchdog, None
+        if dog is not None:
+            timed_out = partial(self.timed_out, task, dog.seconds)
+            watch = dog.watch(partial(self.slots.supersede, timed_out))
         try:
             handler()
         finally:
-            if watch.end():
+            if watch is not None and watch.end():
                 raise Superseded  # the task's failure is recorded by the slot's successor
             me.name = name
 

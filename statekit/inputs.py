@@ -72,9 +72,9 @@ def check_labels(
     ):
         if value is None:
             continue
-        if not isinstance(value, str):
-            raise InvalidArgumentTypeError(what.replace(" ", "_"), value, "text (a str) or None")
         argument = what.replace(" ", "_")
+        if not isinstance(value, str):
+            raise InvalidArgumentTypeError(argument, value, "text (a str) or None")
         if len(value) > limit:
             raise UnstorableTextError(
                 argument,

@@ -114,7 +114,6 @@ class Slots(Generic[T]):
 
     def _slot(self, give_up: Callable[[], None] | None) -> None:
         try:
-            task = None
             if give_up is not None:
                 try:
                     give_up()

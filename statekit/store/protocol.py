@@ -51,6 +51,7 @@ __all__ = [
     "SweepStore",
     "Unit",
     "Waiting",
+    "relock_then_complete",
 ]
 
 AfterCommit = Callable[[TransitionRecord], None]
@@ -354,6 +355,16 @@ class Relocked:
     claimed: list[CompensationTask] | None = None
     """Tasks claimed in the same transaction (as `ChainedClaims`); None when the store
     made no claim (the caller claims, if it wants one)."""
+
+
+def relock_then_complete(unit: HandlerUnit, version: int, complete: Callable[[], int]) -> Relocked:
+    """`LockedCompletion.relock_and_complete` in two steps, for a store without the
+    one-statement form: `unit.relock()`, then `complete()` (the store's
+    `complete_compensation`) if the row is still at `version` and stuck."""
+    current = unit.relock()
+    if current.version != version or current.stuck_at is None:
+        return Relocked(current, None)
+    return Relocked(current, complete())
 
 
 @runtime_checkable

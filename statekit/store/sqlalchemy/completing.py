@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import object_session
 
 from statekit.compensation import CompensationTask, task_of
-from statekit.errors import InstanceNotFoundError, StoreError
+from statekit.errors import StoreError
 from statekit.records import Snapshot
-from statekit.store.protocol import Relocked
+from statekit.store.protocol import Relocked, relock_then_complete
 from statekit.store.sqlalchemy.claims import Claim, Finish, finish_statements, locked_completion
 from statekit.store.sqlalchemy.dialects import capabilities
 from statekit.store.sqlalchemy.draining import HandlerUnit
@@ -90,37 +90,17 @@ class CompletionOperations:
         PostgreSQL one statement does both and, with `claim` 1, claims the next
         pending task (unless this claim should also look for expired leases: then,
         as for more than one, the caller claims)."""
-        finish = self._finish_statements
-        if finish.combined is None:
-            relocked = unit.relock()
-            if relocked.version != version or relocked.stuck_at is None:
-                return Relocked(relocked, None)
-            return Relocked(relocked, self.complete_compensation(task, unit.entity, now))
+        if self._finish_statements.combined is None:
+            complete = partial(self.complete_compensation, task, unit.entity, now)
+            return relock_then_complete(unit, version, complete)
         binding = unit.binding
         claiming = claim == 1 and not self._expiry_probe_due(now)
         statement = self._locked_completion(binding, claiming=claiming)
-        parameters = {
-            "k_": binding.coerce_key(unit.key),
-            "expected_version": version,
-            "id_": task.id,
-            "held_token": task.claim_token,
-            "new_status": "done",
-            "error": None,
-            "now": now,
-            "retry_at": None,
-            "attempt": task.attempts,
-            "succeeded": True,
-            "type_": task.entity_type,
-            "key_": task.key,
-        }
+        parameters = _attempt(task, now, status="done", error=None, retry_at=None)
+        parameters["expected_version"] = version
         if claiming:
             parameters.update(token=uuid.uuid4().hex, lease_until=now + lease)
-        session = unit.session
-        if not session.in_transaction():
-            session.begin()
-        row = session.connection().execute(statement, parameters).first()
-        if row is None:
-            raise InstanceNotFoundError(entity_type=binding.machine.name, key=unit.key)
+        row = unit.locked_row(statement, parameters)
         held = len(binding.locked_snapshot.selected_columns)
         current: Snapshot = binding.snapshot(row[:held])
         if current.version != version or current.stuck_at is None:
@@ -183,25 +163,9 @@ class CompletionOperations:
         """Record the attempt if the claim holds and return how many of the instance's
         compensations are open after it (counted only for a completion elsewhere)."""
         finish = self._finish_statements
-        values = {
-            "id_": task.id,
-            "held_token": task.claim_token,
-            "new_status": status,
-            "error": error,
-            "now": now,
-            "retry_at": next_attempt_at,
-        }
+        values = _attempt(task, now, status=status, error=error, retry_at=next_attempt_at)
         if finish.combined is not None:
-            claimed, remaining = conn.execute(
-                finish.combined,
-                {
-                    **values,
-                    "attempt": task.attempts,
-                    "succeeded": status == "done",
-                    "type_": task.entity_type,
-                    "key_": task.key,
-                },
-            ).one()
+            claimed, remaining = conn.execute(finish.combined, values).one()
             if claimed != 1:
                 raise lost_claim(task)
             return int(remaining) - 1  # counted before the statement: the task was open
@@ -223,3 +187,27 @@ class CompletionOperations:
             finish.remaining, {"type_": task.entity_type, "key_": task.key}
         ).scalar()
         return int(remaining or 0)
+
+
+def _attempt(
+    task: CompensationTask,
+    now: datetime,
+    *,
+    status: str,
+    error: str | None,
+    retry_at: datetime | None,
+) -> dict[str, Any]:
+    """The parameters of the statements that record an attempt at `task` (`Finish`,
+    and `locked_completion` but for the row's key and version)."""
+    return {
+        "id_": task.id,
+        "held_token": task.claim_token,
+        "new_status": status,
+        "error": error,
+        "now": now,
+        "retry_at": retry_at,
+        "attempt": task.attempts,
+        "succeeded": status == "done",
+        "type_": task.entity_type,
+        "key_": task.key,
+    }

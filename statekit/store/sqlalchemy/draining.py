@@ -137,17 +137,24 @@ class HandlerUnit:
     def relock(self) -> Snapshot:
         """Begin the completion transaction (unless the handler's statements did),
         lock the entity's row and return what it holds now."""
+        snapshot: Snapshot = self.binding.snapshot(self.locked_row(self.binding.locked_snapshot))
+        return snapshot
+
+    def locked_row(self, statement: Any, parameters: Mapping[str, Any] | None = None) -> Any:
+        """Begin the completion transaction (unless the handler's statements did) and
+        run `statement`, which locks the entity's row (key `k_`) and returns it first
+        (`relock`, or the store's one-statement completion) with `parameters`.
+
+        Raises:
+            InstanceNotFoundError: the row is gone.
+        """
         if not self.session.in_transaction():
             self.session.begin()
-        row = (
-            self.session.connection()
-            .execute(self.binding.locked_snapshot, {"k_": self.binding.coerce_key(self.key)})
-            .first()
-        )
+        values = {"k_": self.binding.coerce_key(self.key), **(parameters or {})}
+        row = self.session.connection().execute(statement, values).first()
         if row is None:
             raise InstanceNotFoundError(entity_type=self.binding.machine.name, key=self.key)
-        snapshot: Snapshot = self.binding.snapshot(row)
-        return snapshot
+        return row
 
     def discard(self) -> None:
         """Roll back everything the handler wrote, ORM changes and statements alike."""

@@ -62,6 +62,7 @@ class RowLoader:
     load: Select[Any]
     names: tuple[str, ...] = ()  # the attribute names, in `load`'s column order
     identity_names: tuple[str, ...] = ()  # the attributes of the primary key
+    plain_updates: bool = True  # the ORM's UPDATE only sets columns (see `row_loader`)
 
     def instance(self, row: Any) -> Any:
         """A detached instance of the class holding the row's values, as if loaded.
@@ -121,4 +122,8 @@ def row_loader(mapper: Mapper[Any], table: Table, key: Column[Any]) -> RowLoader
         load=select(*(column for _, column in attributes)).where(key == _KEY),
         names=tuple(name for name, _ in attributes),
         identity_names=tuple(name_of[column] for column in mapper.primary_key),
+        # No version counter and no server-side `onupdate`: a flush's UPDATE of a row
+        # does nothing but set the changed columns (see `writeback.folded_changes`).
+        plain_updates=mapper.version_id_col is None
+        and all(column.server_onupdate is None for _, column in attributes),
     )

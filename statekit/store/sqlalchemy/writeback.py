@@ -130,14 +130,9 @@ def folded_changes(
     a server-side `onupdate`, `before_update`/`after_update` listeners besides
     statekit's own, or flush listeners on the Session besides statekit's."""
     loader = binding.rows
-    if loader is None or not has_pending_changes(entity):
+    if loader is None or not loader.plain_updates or not has_pending_changes(entity):
         return ()
-    mapper = loader.mapper
-    if mapper.version_id_col is not None or any(
-        column.server_onupdate is not None for _, column in loader.attributes
-    ):
-        return ()
-    if update_listened(mapper, _own_update_listeners(binding.entity_class)):
+    if update_listened(loader.mapper, _own_update_listeners(binding.entity_class)):
         return ()
     if flush_listened(session, 1 if _WRITTEN in session.info else 0):
         return ()
