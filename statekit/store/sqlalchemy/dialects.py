@@ -78,6 +78,9 @@ class Capabilities:
     UPDATE SKIP LOCKED]) RETURNING ...` (PostgreSQL, SQLite 3.35+), self-committing
     where reads take no write lock (PostgreSQL); elsewhere (MySQL/MariaDB, which
     cannot update a table a subquery reads) a SELECT and an UPDATE in a transaction."""
+    claim_lanes: bool
+    """Concurrent claims of overdue instances take them from opposite ends of the due
+    list, told apart by a transaction-scoped advisory lock (PostgreSQL)."""
     claim_isolation: str | None
     """The isolation level of sweeper transactions, when not the engine's: READ
     COMMITTED on MySQL/MariaDB, so a claim locks only the rows it takes."""
@@ -162,6 +165,7 @@ def _detect(dialect: Dialect) -> Capabilities:
         driver_path=(name, dialect.driver) in _DRIVER_PATH,
         one_statement_claim=name == "postgresql"
         or (name == "sqlite" and _sqlite_version(dialect) >= (3, 35)),
+        claim_lanes=name == "postgresql",
         claim_isolation="READ COMMITTED" if mysql else None,
         probe_autocommit=name != "sqlite",
         inline_probe_time=name == "postgresql",

@@ -10,6 +10,7 @@ claim transaction.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,7 +23,10 @@ from sqlalchemy import (
     Select,
     bindparam,
     exists,
+    func,
     literal,
+    literal_column,
+    not_,
     or_,
     orm,
     select,
@@ -50,8 +54,54 @@ from statekit.store.sqlalchemy.tables import StatekitTables, UTCDateTime
 __all__ = [
     "DueBatch",
     "SweepOperations",
+    "from_both_ends",
+    "lane_lock",
     "supports_skip_locked",
 ]
+
+_LANE_CLASS = int.from_bytes(b"stkt")
+"""The first half of the advisory lock key of a claim's lane (see `from_both_ends`)."""
+
+
+def lane_lock(binding: Any) -> tuple[int, int]:
+    """The advisory lock key (two int4) a claim of `binding`'s machine tries to take
+    to be the head of its due list (see `from_both_ends`)."""
+    name = f"{binding.table.fullname}:{binding.machine.name}".encode()
+    return _LANE_CLASS, zlib.crc32(name) - (1 << 31)
+
+
+def from_both_ends(query: Select[Any], binding: Any, limit: Any) -> Select[Any]:
+    """`query`'s rows up to `limit`, locked and skipping locked rows, from the end of
+    the due list no other open claim of the machine works on (PostgreSQL).
+
+    A claim whose transaction takes the machine's advisory lock (`pg_try_advisory_
+    xact_lock`, held until it commits) is the head: it takes the earliest deadlines.
+    A claim made while another holds it takes the latest, so two sweepers work
+    toward each other instead of the second stepping over the rows the first holds.
+    A lone sweeper is always the head. The lock decides only the direction, never
+    who may claim what: an application that happens to hold the same key turns
+    statekit's claims around, nothing more. The rows come back earliest first.
+    """
+    deadline, key = binding.columns["deadline_at"], binding.key
+    lock = func.pg_try_advisory_xact_lock(*map(literal_column, map(str, lane_lock(binding))))
+    # A CTE calling a volatile function is evaluated once, however often it is read.
+    head = select(select(lock.label("head")).cte("claim_lane").c.head).scalar_subquery()
+    order = (deadline.label("claim_deadline"), key.label("claim_key"))
+    ends = [
+        query.add_columns(*order)
+        .where(which)
+        .order_by(*by)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .subquery(name)
+        for name, which, by in (
+            ("earliest", head, (deadline, key)),
+            ("latest", not_(head), (deadline.desc(), key.desc())),
+        )
+    ]
+    claimed = union_all(*(select(end) for end in ends)).subquery("claimed")
+    columns = list(claimed.c)
+    return select(*columns[:-2]).order_by(*columns[-2:])
 
 
 class SweepOperations(RetentionOperations):
@@ -119,15 +169,17 @@ class SweepOperations(RetentionOperations):
         the server can. `rendered`: the limit, and on PostgreSQL the time (as in `due`),
         are rendered into the cached statement at execution; otherwise both stay
         parameters, so the statement's text never changes."""
-        deadline = binding.columns["deadline_at"]
-        inline = rendered and capabilities(self.engine).inline_probe_time
-        now = bindparam("now", type_=UTCDateTime(), literal_execute=inline)
+        deadline, key = binding.columns["deadline_at"], binding.key
+        caps = capabilities(self.engine)
+        now = bindparam(
+            "now", type_=UTCDateTime(), literal_execute=rendered and caps.inline_probe_time
+        )
         limit = bindparam("limit", type_=Integer(), literal_execute=rendered)
-        query = query.where(deadline <= now, *conditions).order_by(deadline, binding.key)
-        query = query.limit(limit)
-        if self.skip_locked:
-            query = query.with_for_update(skip_locked=True)
-        return query
+        query = query.where(deadline <= now, *conditions)
+        if not (self.skip_locked and caps.claim_lanes):
+            query = query.order_by(deadline, key).limit(limit)
+            return query.with_for_update(skip_locked=True) if self.skip_locked else query
+        return from_both_ends(query, binding, limit)
 
     def mark_overdue_stuck(
         self,
