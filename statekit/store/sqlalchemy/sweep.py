@@ -70,7 +70,9 @@ def lane_lock(binding: Any) -> tuple[int, int]:
     return _LANE_CLASS, zlib.crc32(name) - (1 << 31)
 
 
-def from_both_ends(query: Select[Any], binding: Any, limit: Any) -> Select[Any]:
+def from_both_ends(
+    query: Select[Any], binding: Any, limit: Any, *, ordered: bool = True
+) -> Select[Any]:
     """`query`'s rows up to `limit`, locked and skipping locked rows, from the end of
     the due list no other open claim of the machine works on (PostgreSQL).
 
@@ -80,13 +82,14 @@ def from_both_ends(query: Select[Any], binding: Any, limit: Any) -> Select[Any]:
     toward each other instead of the second stepping over the rows the first holds.
     A lone sweeper is always the head. The lock decides only the direction, never
     who may claim what: an application that happens to hold the same key turns
-    statekit's claims around, nothing more. The rows come back earliest first.
+    statekit's claims around, nothing more. `ordered`: the rows come back earliest
+    first (otherwise in no particular order, which spares a sort).
     """
     deadline, key = binding.columns["deadline_at"], binding.key
     lock = func.pg_try_advisory_xact_lock(*map(literal_column, map(str, lane_lock(binding))))
     # A CTE calling a volatile function is evaluated once, however often it is read.
     head = select(select(lock.label("head")).cte("claim_lane").c.head).scalar_subquery()
-    order = (deadline.label("claim_deadline"), key.label("claim_key"))
+    order = (deadline.label("claim_deadline"), key.label("claim_key")) if ordered else ()
     ends = [
         query.add_columns(*order)
         .where(which)
@@ -101,6 +104,8 @@ def from_both_ends(query: Select[Any], binding: Any, limit: Any) -> Select[Any]:
     ]
     claimed = union_all(*(select(end) for end in ends)).subquery("claimed")
     columns = list(claimed.c)
+    if not ordered:
+        return select(*columns)
     return select(*columns[:-2]).order_by(*columns[-2:])
 
 
@@ -162,13 +167,20 @@ class SweepOperations(RetentionOperations):
         return built[name]
 
     def _claim(
-        self, query: Select[Any], binding: Any, *conditions: Any, rendered: bool = True
+        self,
+        query: Select[Any],
+        binding: Any,
+        *conditions: Any,
+        rendered: bool = True,
+        ordered: bool = True,
     ) -> Select[Any]:
         """`query` on `binding`'s overdue rows that meet `conditions`, earliest deadline
-        first, with the time and the limit bound, locked and skipping locked rows where
-        the server can. `rendered`: the limit, and on PostgreSQL the time (as in `due`),
+        first (from both ends beside another claim on PostgreSQL, see `from_both_ends`),
+        with the time and the limit bound, locked and skipping locked rows where the
+        server can. `rendered`: the limit, and on PostgreSQL the time (as in `due`),
         are rendered into the cached statement at execution; otherwise both stay
-        parameters, so the statement's text never changes."""
+        parameters, so the statement's text never changes. `ordered`: the rows come
+        back earliest first."""
         deadline, key = binding.columns["deadline_at"], binding.key
         caps = capabilities(self.engine)
         now = bindparam(
@@ -179,7 +191,7 @@ class SweepOperations(RetentionOperations):
         if not (self.skip_locked and caps.claim_lanes):
             query = query.order_by(deadline, key).limit(limit)
             return query.with_for_update(skip_locked=True) if self.skip_locked else query
-        return from_both_ends(query, binding, limit)
+        return from_both_ends(query, binding, limit, ordered=ordered)
 
     def mark_overdue_stuck(
         self,
@@ -286,6 +298,7 @@ class SweepOperations(RetentionOperations):
                 cols["version"] >= 0,  # other rows go one at a time, and are refused
                 or_(definition.is_(None), *(definition == literal(v) for v in accepted)),
                 rendered=False,
+                ordered=False,  # marked as a set
             )
         return built[name]
 
