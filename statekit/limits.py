@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from statekit.errors import InvalidArgumentError, InvalidArgumentTypeError
+from statekit.errors import InvalidArgumentTypeError, UnstorableTextError
+from statekit.quoting import bounded_repr
 
 __all__ = [
     "HANDLER_NAME_MAX",
@@ -66,22 +67,33 @@ def held_alike(*texts: str | None) -> bool:
     return all(t is None or unstorable_text(t) is None for t in texts)
 
 
-def check_lever_text(**given: object) -> None:
+def check_lever_text(doing: str, /, **given: object) -> None:
     """Refuse a lever's actor, note or reason that the history would not hold alike on
     every database: not text, an actor longer than its column, or a NUL or lone
-    surrogate (before anything is written).
+    surrogate (before anything is written). `doing` opens the message ("resolve
+    order 42").
 
     Raises:
-        InvalidArgumentError: (`InvalidArgumentTypeError` for a value that is not
-            text) naming the argument.
+        InvalidArgumentTypeError: A value is not text.
+        UnstorableTextError: A value the history cannot hold (as a fire's actor is
+            refused); both name the argument.
     """
     for argument, value in given.items():
         if not isinstance(value, str):
             raise InvalidArgumentTypeError(argument, value, "text (a str)")
         if argument == "actor" and len(value) > LABEL_MAX:
-            raise InvalidArgumentError(
-                argument, value, f"at most {LABEL_MAX} characters (the history's column)"
+            raise UnstorableTextError(
+                argument,
+                value,
+                f"text of at most {LABEL_MAX} characters",
+                message=f"cannot {doing}: its {argument} has {len(value)} characters, "
+                f"at most {LABEL_MAX} are stored",
             )
         reason = unstorable_text(value)
         if reason is not None:
-            raise InvalidArgumentError(argument, value, f"text every database holds; it {reason}")
+            raise UnstorableTextError(
+                argument,
+                value,
+                "text with no NUL and no lone surrogate",
+                message=f"cannot {doing}: its {argument} {bounded_repr(value)} {reason}",
+            )

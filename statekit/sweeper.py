@@ -331,7 +331,7 @@ class Sweeper:
                 actor or reason is not text the history holds (`statekit.limits.check_lever_text`).
         """
         runner = self._runner(entity_type)
-        check_lever_text(actor=actor, reason=reason)
+        check_lever_text(f"compensate {entity_type} {key}", actor=actor, reason=reason)
         with self.store.session_unit(entity_type, key) as entity:
             snapshot = runner.machine.snapshot(entity)
             where = {"entity_type": entity_type, "key": key, "state": snapshot.state}
@@ -364,7 +364,7 @@ class Sweeper:
         """
         runner = self._runner(entity_type)
         machine = runner.machine
-        check_lever_text(actor=actor)
+        check_lever_text(f"retry {entity_type} {key}", actor=actor)
         now = self.clock.now()
         with self.store.session_unit(entity_type, key) as entity:
             reopened = self.store.reopen_dead_compensations(entity, now, extra_attempts)
@@ -410,7 +410,7 @@ class Sweeper:
                 f"states: {known}",
                 message=f"machine {entity_type!r} has no state {state!r} (states: {known})",
             )
-        check_lever_text(actor=actor, note=note)
+        check_lever_text(f"resolve {entity_type} {key}", actor=actor, note=note)
         if not note.strip():
             raise InvalidArgumentError(
                 "note",
