@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from statekit.errors import InvalidArgumentError
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "ManualClock", "ServerClock", "SystemClock"]
 
 
 @runtime_checkable
@@ -76,3 +78,33 @@ class ManualClock:
                 ),
             )
         self._now = moment.astimezone(UTC)
+
+
+class ServerClock:
+    """A `Clock` whose `now()` is a database server's current UTC time, so sweepers
+    on machines whose clocks disagree still compare leases and deadlines against one
+    clock. The server is asked once per `resync` interval; in between, its answer is
+    carried forward with this process's monotonic clock (which no clock change moves).
+    Stores subclass it with `read_server_time` (`statekit.store.sqlalchemy.
+    DatabaseClock`, the Django store's `DatabaseClock`)."""
+
+    def __init__(self, *, resync: timedelta = timedelta(seconds=30)) -> None:
+        self._resync = resync.total_seconds()
+        self._lock = threading.Lock()
+        self._synced: tuple[datetime, float] | None = None
+
+    def now(self) -> datetime:
+        """Return the server's current time, timezone-aware, in UTC."""
+        with self._lock:
+            synced = self._synced
+            ticks = time.monotonic()
+            if synced is None or ticks - synced[1] >= self._resync:
+                value = self.read_server_time()
+                value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+                synced = self._synced = (value.astimezone(UTC), time.monotonic())
+                ticks = synced[1]
+        return synced[0] + timedelta(seconds=ticks - synced[1])
+
+    def read_server_time(self) -> datetime:
+        """The server's current time (naive values are read as UTC)."""
+        raise NotImplementedError

@@ -4,15 +4,14 @@ clock that reads the database server's time."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from statekit.clock import ServerClock
 from statekit.errors import InstanceNotFoundError, InvalidArgumentError
 from statekit.records import Snapshot
 from statekit.store.sqlalchemy.dialects import capabilities, clocked
@@ -23,11 +22,9 @@ from statekit.store.sqlalchemy.sqlite import BEGIN_OPTION
 __all__ = ["DatabaseClock", "HandlerUnit", "read_options"]
 
 
-class DatabaseClock:
-    """A `Clock` whose `now()` is the database server's current UTC time, so sweepers
-    on machines whose clocks disagree still compare leases and deadlines against one
-    clock. The server is asked once per `resync` interval; in between, its answer is
-    carried forward with this process's monotonic clock (which no clock change moves)."""
+class DatabaseClock(ServerClock):
+    """A `ServerClock` that reads the time of `engine`'s server (PostgreSQL, MySQL,
+    MariaDB), once per `resync` interval."""
 
     def __init__(self, engine: Engine, *, resync: timedelta = timedelta(seconds=30)) -> None:
         query = capabilities(engine).clock_query
@@ -42,27 +39,16 @@ class DatabaseClock:
                     "system clock (statekit.SystemClock)"
                 ),
             )
+        super().__init__(resync=resync)
         self._query = text(query)
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._resync = resync.total_seconds()
-        self._lock = threading.Lock()
-        self._synced: tuple[datetime, float] | None = None
 
-    def now(self) -> datetime:
-        """Return the server's current time, timezone-aware, in UTC."""
-        with self._lock:
-            synced = self._synced
-            ticks = time.monotonic()
-            if synced is None or ticks - synced[1] >= self._resync:
-                synced = self._synced = (self._read(), time.monotonic())
-                ticks = synced[1]
-        return synced[0] + timedelta(seconds=ticks - synced[1])
-
-    def _read(self) -> datetime:
+    def read_server_time(self) -> datetime:
+        """The server's current time, read on a connection of its own."""
         with wrap("reading the database's clock", self._engine):
             with self._engine.connect() as conn:
                 value: datetime = conn.execute(self._query).scalar_one()
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
 
 
 def read_options(engine: Engine) -> Mapping[str, Any]:

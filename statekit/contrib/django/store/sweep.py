@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, models, transaction
 from django.db.transaction import Atomic
 
-from statekit.clock import Clock, SystemClock
+from statekit.clock import Clock, ServerClock, SystemClock
 from statekit.compensation import CompensationTask
 from statekit.contrib.django.mixin import mark_state_synced, mark_synced
 from statekit.contrib.django.models import Transition
@@ -367,32 +366,19 @@ _CLOCK_QUERIES = {
 }
 
 
-class DatabaseClock:
-    """A `Clock` whose `now()` is the database server's current UTC time, so sweepers
-    whose machines' clocks disagree compare leases and deadlines against one clock.
-    The server is asked once per `resync` interval; in between its answer is carried
-    forward with this process's monotonic clock."""
+class DatabaseClock(ServerClock):
+    """A `ServerClock` that reads the time of the server behind the Django database
+    alias `db` (PostgreSQL, MySQL/MariaDB), once per `resync` interval."""
 
     def __init__(self, db: str, *, resync: timedelta = timedelta(seconds=30)) -> None:
+        super().__init__(resync=resync)
         self._db = db
         self._query = _CLOCK_QUERIES[connections[db].vendor]
-        self._resync = resync.total_seconds()
-        self._lock = threading.Lock()
-        self._synced: tuple[datetime, float] | None = None
 
-    def now(self) -> datetime:
-        """The server's current time, aware, in UTC."""
-        with self._lock:
-            synced = self._synced
-            ticks = time.monotonic()
-            if synced is None or ticks - synced[1] >= self._resync:
-                synced = self._synced = (self._read(), time.monotonic())
-                ticks = synced[1]
-        return synced[0] + timedelta(seconds=ticks - synced[1])
-
-    def _read(self) -> datetime:
+    def read_server_time(self) -> datetime:
+        """The server's current time, read on the alias's connection."""
         with database_errors("reading the database's clock"):
             with connections[self._db].cursor() as cursor:
                 cursor.execute(self._query)
                 value: datetime = cursor.fetchone()[0]
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
