@@ -45,9 +45,9 @@ class MemoryStore(MemoryOutbox, Store):
     It implements every tier of `statekit.store.protocol`: `Store`, `SweepStore`
     (overdue batches, the compensation outbox and the drain's units, in
     `memory_units.py`, `memory_handles.py` and `memory_outbox.py`) and `Reads`, the
-    reference for the SQL store. `machines`, `waiting` and the sweeper's units know the machines passed in
-    or registered; `clock` is what `database_clock` returns (default: the system
-    clock).
+    reference for the SQL store. `machines`, `waiting` and the sweeper's units know
+    the machines passed in or registered; `clock` is what `database_clock` returns
+    (default: the system clock).
     """
 
     def __init__(self, machines: Iterable[Machine] = (), *, clock: Clock | None = None) -> None:
