@@ -52,8 +52,8 @@ lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 
-typecheck: $(STAMP) ## mypy (strict, from pyproject.toml) on the package, models and examples
-	$(BIN)/mypy statekit models examples
+typecheck: $(STAMP) ## mypy (strict, from pyproject.toml) on the package, models, examples and bench
+	$(BIN)/mypy statekit models examples bench
 
 # pytest exits 5 when it collected nothing; that must never look like a pass.
 pytest: $(STAMP) ## The test suite; pass options with PYTEST_ARGS='-k sweeper -x'

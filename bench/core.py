@@ -339,8 +339,8 @@ def _psm_cases() -> Iterator[Case]:
 
 @cache
 def _django_model() -> type[Any]:
-    import django  # type: ignore[import-untyped]
-    from django.conf import settings  # type: ignore[import-untyped]
+    import django
+    from django.conf import settings
 
     if not settings.configured:
         settings.configure(
@@ -351,15 +351,15 @@ def _django_model() -> type[Any]:
         )
         django.setup()
 
-    from django.db import models  # type: ignore[import-untyped]
+    from django.db import models
     from django_fsm import FSMField, transition
 
     def card_ok(order: Any) -> bool:
         return bool(order.card_authorized)
 
-    class DjangoOrder(models.Model):  # type: ignore[misc]
+    class DjangoOrder(models.Model):
         state = FSMField(default="pending")
-        card_authorized = models.BooleanField(default=True)
+        card_authorized: models.BooleanField[bool, bool] = models.BooleanField(default=True)
 
         class Meta:
             app_label = "statekit_bench"

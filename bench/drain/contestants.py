@@ -16,7 +16,7 @@ from time import perf_counter
 
 from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
 
-from bench.drain.schema import LEASE, NAME, NOW, REMOTE_CALL, Database, DrainJob
+from bench.drain.schema import DRAIN_JOBS, LEASE, NAME, NOW, REMOTE_CALL, Database, DrainJob
 from statekit.sweeper import SweepResult
 
 _OPEN = ("pending", "running", "dead")
@@ -79,7 +79,7 @@ class HandWritten:
 
     def _compensate(self, conn: Connection, task: int, key: str, attempt: int, token: str) -> int:
         c, a, t = self.c, self.db.store.tables.attempts, self.db.store.tables.transitions
-        job = DrainJob.__table__
+        job = DRAIN_JOBS
         found = conn.execute(
             select(DrainJob.state_version, DrainJob.stuck_at)
             .where(DrainJob.id == int(key))

@@ -7,8 +7,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Engine, MetaData, create_engine, insert, make_url
+from sqlalchemy import Engine, MetaData, Table, create_engine, insert, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from statekit import CompensationContext, ManualClock, Runner, State, Sweeper, Workflow
@@ -61,6 +62,9 @@ class DrainJob(StateMixin, DrainBase):
     slot: Mapped[int | None] = mapped_column()
 
 
+DRAIN_JOBS = cast(Table, DrainJob.__table__)
+"""The jobs' table (declared with the class, so always a `Table`)."""
+
 MACHINE = DrainJobWorkflow.machine
 NAME = MACHINE.name
 
@@ -105,10 +109,10 @@ class Database:
         t, c = self.store.tables.transitions, self.store.tables.compensations
         since, due = NOW - timedelta(hours=1), NOW - timedelta(seconds=1)
         with self.engine.begin() as conn:
-            for table in (self.store.tables.attempts, c, t, DrainJob.__table__):
+            for table in (self.store.tables.attempts, c, t, DRAIN_JOBS):
                 conn.execute(table.delete())
             conn.execute(
-                insert(DrainJob.__table__),
+                insert(DRAIN_JOBS),
                 [
                     {
                         "id": i,
@@ -171,7 +175,7 @@ class Database:
         c, a = self.store.tables.compensations, self.store.tables.attempts
         problems = []
         with self.engine.connect() as conn:
-            states = dict(
+            states: dict[str, int] = dict(
                 conn.execute(select(DrainJob.state, func.count()).group_by(DrainJob.state)).all()
             )
             done = conn.execute(

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, cast
 
 from bench import time_once
 from bench._databases import verb
@@ -24,6 +24,13 @@ REPLY = "@@persist "
 """The prefix of the worker's answers (anything else on its stdout is ignored)."""
 
 KINDS = ("fsm", "statekit")
+
+
+class _CommitHook(Protocol):
+    """The private method every Django database wrapper commits through (its type
+    stubs leave it out); `_record` wraps it to log each COMMIT."""
+
+    _commit: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,8 @@ class DjangoSide:
 
 
 def _configure(database: dict[str, Any], apps: list[str], **extra: Any) -> None:
-    import django  # type: ignore[import-untyped]
-    from django.conf import settings  # type: ignore[import-untyped]
+    import django
+    from django.conf import settings
 
     settings.configure(
         DATABASES={"default": database},
@@ -59,17 +66,17 @@ def _fsm(database: dict[str, Any]) -> DjangoSide:  # pragma: no cover - subproce
         ["django_fsm", "django_fsm_log"],
         DJANGO_FSM_LOG_STORAGE_METHOD="django_fsm_log.backends.SimpleBackend",
     )
-    from django.core.management import call_command  # type: ignore[import-untyped]
-    from django.db import connection, models, transaction  # type: ignore[import-untyped]
+    from django.core.management import call_command
+    from django.db import connection, models, transaction
     from django_fsm import ConcurrentTransitionMixin, FSMField, transition
     from django_fsm_log.models import StateLog
 
     def card_ok(order: Any) -> bool:
         return bool(order.card_authorized)
 
-    class DjangoOrder(ConcurrentTransitionMixin, models.Model):  # type: ignore[misc]
+    class DjangoOrder(ConcurrentTransitionMixin, models.Model):
         state = FSMField(default="pending", protected=True)
-        card_authorized = models.BooleanField(default=True)
+        card_authorized: models.BooleanField[bool, bool] = models.BooleanField(default=True)
 
         class Meta:
             app_label = "persist_bench"
@@ -116,8 +123,8 @@ def _statekit(database: dict[str, Any]) -> DjangoSide:  # pragma: no cover - sub
     """statekit on Django: a `StateModel` bound to the benchmark's machine,
     `Runner(machine, DjangoStore()).fire_by_key`."""
     _configure(database, ["statekit.contrib.django"])
-    from django.core.management import call_command  # type: ignore[import-untyped]
-    from django.db import connection, models  # type: ignore[import-untyped]
+    from django.core.management import call_command
+    from django.db import connection, models
 
     from bench.persist.workload import PersistOrderWorkflow
     from statekit import Runner
@@ -127,7 +134,7 @@ def _statekit(database: dict[str, Any]) -> DjangoSide:  # pragma: no cover - sub
     machine = PersistOrderWorkflow.machine
 
     class StatekitDjangoOrder(StateModel):
-        card_authorized = models.BooleanField(default=True)
+        card_authorized: models.BooleanField[bool, bool] = models.BooleanField(default=True)
 
         class Meta:
             app_label = "persist_bench"
@@ -171,7 +178,7 @@ def _statekit(database: dict[str, Any]) -> DjangoSide:  # pragma: no cover - sub
 
 def _record(step: Callable[[int, str], None], event: str, lo: int, hi: int) -> list[list[str]]:
     """Fire `event` on keys lo..hi-1 and return the statements of each transition."""
-    from django.db import connection  # type: ignore[import-untyped]
+    from django.db import connection
 
     log: list[str] = []
     per: list[list[str]] = []
@@ -182,13 +189,14 @@ def _record(step: Callable[[int, str], None], event: str, lo: int, hi: int) -> l
         return execute(sql, params, many, context)
 
     connection.ensure_connection()
-    real_commit = connection._commit
+    hooked = cast(_CommitHook, connection)
+    real_commit = hooked._commit
 
     def commit() -> Any:
         log.append("COMMIT")
         return real_commit()
 
-    connection._commit = commit
+    hooked._commit = commit
     try:
         with connection.execute_wrapper(wrapper):
             for key in range(lo, hi):
@@ -198,7 +206,7 @@ def _record(step: Callable[[int, str], None], event: str, lo: int, hi: int) -> l
                 per.append(list(log))
                 log.clear()
     finally:
-        del connection._commit
+        del hooked._commit
     return per
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Boolean, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -74,7 +74,7 @@ class StatekitOrder(StateMixin, StatekitBase):
 
 # -- the other SQLAlchemy contestants' tables: the same DDL as statekit's --------------------
 
-ORDERS: Table = StatekitOrder.__table__  # type: ignore[assignment]
+ORDERS = cast(Table, StatekitOrder.__table__)
 """The orders table (StateMixin's columns and due index); each contestant has its own
 database, so the hand-written Core uses this very definition."""
 HISTORY: Table = statekit_tables().transitions
@@ -90,6 +90,13 @@ class OrmOrder(OrmBase):
 
     __table__ = ORDERS.to_metadata(OrmBase.metadata)
     __mapper_args__ = {"version_id_col": __table__.c.state_version}  # noqa: RUF012
+
+    # The columns the contestant reads and writes, typed (mapped from `__table__`).
+    id: Mapped[int]
+    card_authorized: Mapped[bool]
+    state: Mapped[str]
+    state_version: Mapped[int]
+    state_entered_at: Mapped[datetime | None]
 
 
 class OrmTransition(OrmBase):

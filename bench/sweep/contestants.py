@@ -88,7 +88,7 @@ def raw_writes_sweep(db: Database) -> int:
     while True:
         with db.engine.begin() as conn:
             if db.postgres:
-                rows = conn.execute(text(_PG_WRITES).bindparams(now), params).scalar_one()
+                rows: int = conn.execute(text(_PG_WRITES).bindparams(now), params).scalar_one()
             else:
                 ids = (
                     conn.execute(

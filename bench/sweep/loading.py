@@ -3,10 +3,11 @@ and checked after each sweep."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from time import perf_counter_ns
 from typing import Any
 
@@ -32,6 +33,8 @@ from statekit.store.sqlalchemy.tables import StatekitTables
 
 DATABASE_PREFIX = "statekit_bench"
 """The PostgreSQL database is `statekit_bench_sweep`, the SQLite file `sweep.db`."""
+LOAD_CHUNK = 10_000
+"""Rows per `executemany` call when loading SQLite (the rows are generated as they go)."""
 
 
 @contextmanager
@@ -66,21 +69,26 @@ def create_and_load(db: Database) -> float:
         else:  # one transaction; datetimes in SQLAlchemy's SQLite text format
             marks = ", ".join("?" * len(JOB_COLUMNS))
             cursor.execute("BEGIN")
-            cursor.executemany(
-                f"INSERT INTO sweep_jobs ({jobs}) VALUES ({marks})",
-                (_sqlite_row(row) for row in job_rows(db.size)),
-            )
+            for chunk in _chunks(_sqlite_row(row) for row in job_rows(db.size)):
+                cursor.executemany(f"INSERT INTO sweep_jobs ({jobs}) VALUES ({marks})", chunk)
             marks = ", ".join("?" * len(HISTORY_COLUMNS))
-            cursor.executemany(
-                f"INSERT INTO statekit_transitions ({history}) VALUES ({marks})",
-                (_sqlite_row(row) for row in history_rows(db.size)),
-            )
+            for chunk in _chunks(_sqlite_row(row) for row in history_rows(db.size)):
+                cursor.executemany(
+                    f"INSERT INTO statekit_transitions ({history}) VALUES ({marks})", chunk
+                )
             cursor.execute("COMMIT")
             cursor.execute("ANALYZE")
         cursor.close()
     finally:
         raw.close()
     return (perf_counter_ns() - started) / 1e9
+
+
+def _chunks(rows: Iterable[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    """`rows` as lists of up to LOAD_CHUNK rows (`itertools.batched` from Python 3.12)."""
+    it = iter(rows)
+    while chunk := list(islice(it, LOAD_CHUNK)):
+        yield chunk
 
 
 def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
