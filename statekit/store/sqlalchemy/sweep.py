@@ -220,19 +220,21 @@ class SweepOperations(RetentionOperations):
         one = self._one_statement_mark(binding, states, accepted, compensated_steps)
         parameters = None if one is None else one.parameters(plans, templates, now, limit)
         with wrap(f"marking overdue {entity_type} instances stuck", self.engine):
-            with self._sweep_engine.begin() as conn:
-                if one is not None and parameters is not None:
+            if one is not None and parameters is not None:
+                # One statement is its own transaction: no BEGIN and COMMIT round trips.
+                with self._claim_engine.connect() as conn:
                     if not keys:
                         counts = conn.execute(one.counting, parameters).one()
                         marks.count = int(counts[0])
                         marks.scheduled = int(counts[2]) if len(counts) > 2 else 0
                         return marks
                     rows = conn.execute(one.statement, parameters).all()
-                    marks.marked = [(str(row[0]), row[1], row[2]) for row in rows]
-                    marks.count = len(rows)
-                    if rows and len(rows[0]) > 4:
-                        marks.scheduled = int(rows[0][4])
-                    return marks
+                marks.marked = [(str(row[0]), row[1], row[2]) for row in rows]
+                marks.count = len(rows)
+                if rows and len(rows[0]) > 4:
+                    marks.scheduled = int(rows[0][4])
+                return marks
+            with self._sweep_engine.begin() as conn:
                 query = self._stuck_claim(binding, states, accepted)
                 claimed = conn.execute(query, {"now": now, "limit": limit}).all()
                 if not claimed:
