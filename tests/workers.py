@@ -272,11 +272,17 @@ def sweep(url: str, batch_size: int, concurrency: int = 1) -> dict[str, Any]:
 
 
 def sweep_until_killed(
-    url: str, batch_size: int, hang_at_instance: int = 0, hang_at_compensation: int = 0
+    url: str,
+    batch_size: int,
+    hang_at_instance: int = 0,
+    hang_at_compensation: int = 0,
+    after_write: bool = False,
 ) -> dict[str, Any]:
     """Run a pass, but stop (until killed) inside the batch transaction that is
     timing out instance number `hang_at_instance`, or inside the transaction of
-    compensation number `hang_at_compensation` after its handler ran."""
+    compensation number `hang_at_compensation` after its handler ran. `after_write`:
+    stop once the batch of instance `hang_at_instance` is written and committed, before
+    the sweeper reads the database's answer (where the batch commits itself)."""
     sweeper = _job_sweeper(url, batch_size)
     counts = {"instances": 0, "compensations": 0}
 
@@ -329,7 +335,18 @@ def sweep_until_killed(
         if batches["open"] and batches["number"] == hang_at_batch:
             hang()  # inside the batch transaction: nothing of this batch is written yet
 
-    event.listen(sweeper.store.engine, "commit", before_commit)
+    def around_self_committing(conn: Any, *args: Any) -> None:
+        # PostgreSQL's one-statement mark commits itself: no COMMIT to stop before, so
+        # stop before the statement is sent (nothing of this batch is written yet), or
+        # with `after_write` once it has run (all of the batch is written).
+        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        if autocommit and batches["open"] and batches["number"] == hang_at_batch:
+            hang()
+
+    if not after_write:
+        event.listen(sweeper.store.engine, "commit", before_commit)
+    moment = "after_cursor_execute" if after_write else "before_cursor_execute"
+    event.listen(sweeper.store.engine, moment, around_self_committing)
     sweeper.deadlines._time_out = counting_time_out  # type: ignore[method-assign]
     if isinstance(sweeper.store, LockedCompletion):
         sweeper.store.relock_and_complete = counting_relock  # type: ignore[method-assign]

@@ -154,6 +154,40 @@ def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
     assert len(reclaimed) == 1  # the killed sweeper's running task, after its lease
 
 
+def test_a_sweeper_killed_after_a_self_committed_batch_loses_and_doubles_nothing(
+    database_url: str, store: SQLAlchemyStore
+) -> None:
+    """PostgreSQL marks a batch stuck in one statement that commits itself. A sweeper
+    killed once that statement has run, before it reads the answer, leaves the whole
+    batch written (it never counted it); the next pass compensates every instance once."""
+    if make_url(database_url).get_backend_name() != "postgresql":
+        pytest.skip("only PostgreSQL's stuck mark commits itself")
+    keys = _overdue_jobs(store, 300)
+    worker = spawn(
+        "sweep_until_killed",
+        url=database_url,
+        batch_size=100,
+        hang_at_instance=250,
+        after_write=True,
+    )
+    wait_ready(worker)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.communicate(timeout=30)
+    assert worker.returncode == -signal.SIGKILL
+    with store.engine.connect() as conn:
+        stuck_rows = conn.execute(
+            select(func.count()).select_from(JobRow).where(JobRow.stuck_at.is_not(None))
+        ).scalar()
+    assert stuck_rows == 300  # the third batch is written whole
+    assert len(store.compensations("job", status=["pending"])) == 300
+
+    clock = ManualClock(datetime.now(UTC) + timedelta(minutes=10))
+    sweeper = Sweeper([Runner(JobWorkflow.machine, store, clock=clock)], clock=clock)
+    result = sweeper.run_once()
+    assert result.marked_stuck == 0  # nothing left to mark, nothing marked twice
+    _assert_each_exactly_once(store, keys)
+
+
 def test_statekit_sweep_once_as_json(database_url: str, store: SQLAlchemyStore) -> None:
     keys = _overdue_jobs(store, 25)
     done = subprocess.run(
