@@ -118,21 +118,34 @@ def test_two_sweeper_processes_share_the_work_and_do_it_once(
     _assert_each_exactly_once(store, keys)
 
 
+def _killed_at_instance_250(
+    database_url: str, store: SQLAlchemyStore, *, after_write: bool = False
+) -> int:
+    """Kill a sweeper (batches of 100) where it stops in the batch of the 250th
+    instance (see `tests.workers.sweep_until_killed`); how many instances are stuck."""
+    worker = spawn(
+        "sweep_until_killed",
+        url=database_url,
+        batch_size=100,
+        hang_at_instance=250,
+        after_write=after_write,
+    )
+    wait_ready(worker)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.communicate(timeout=30)
+    assert worker.returncode == -signal.SIGKILL
+    with store.engine.connect() as conn:
+        stuck = select(func.count()).select_from(JobRow).where(JobRow.stuck_at.is_not(None))
+        return int(conn.execute(stuck).scalar_one())
+
+
 def test_a_sweeper_killed_mid_batch_loses_and_doubles_nothing(
     database_url: str, store: SQLAlchemyStore
 ) -> None:
     keys = _overdue_jobs(store, 300)
     # Killed inside the batch of the 250th instance (marked stuck set-based, before the
     # batch's commit): batches 1 and 2 are committed, the third never commits.
-    worker = spawn("sweep_until_killed", url=database_url, batch_size=100, hang_at_instance=250)
-    wait_ready(worker)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.communicate(timeout=30)
-    assert worker.returncode == -signal.SIGKILL
-    with store.engine.connect() as conn:
-        stuck_rows = conn.execute(
-            select(func.count()).select_from(JobRow).where(JobRow.stuck_at.is_not(None))
-        ).scalar()
+    stuck_rows = _killed_at_instance_250(database_url, store)
     assert stuck_rows == 200  # the two committed batches, nothing of the third
     assert not store.compensations("job", status=["done"])
 
@@ -163,21 +176,7 @@ def test_a_sweeper_killed_after_a_self_committed_batch_loses_and_doubles_nothing
     if make_url(database_url).get_backend_name() != "postgresql":
         pytest.skip("only PostgreSQL's stuck mark commits itself")
     keys = _overdue_jobs(store, 300)
-    worker = spawn(
-        "sweep_until_killed",
-        url=database_url,
-        batch_size=100,
-        hang_at_instance=250,
-        after_write=True,
-    )
-    wait_ready(worker)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.communicate(timeout=30)
-    assert worker.returncode == -signal.SIGKILL
-    with store.engine.connect() as conn:
-        stuck_rows = conn.execute(
-            select(func.count()).select_from(JobRow).where(JobRow.stuck_at.is_not(None))
-        ).scalar()
+    stuck_rows = _killed_at_instance_250(database_url, store, after_write=True)
     assert stuck_rows == 300  # the third batch is written whole
     assert len(store.compensations("job", status=["pending"])) == 300
 
