@@ -1,11 +1,12 @@
 """Marking a batch of overdue instances stuck in one PostgreSQL statement.
 
-On PostgreSQL, `SQLAlchemyStore.mark_overdue_stuck` sends one statement per batch,
-as a hand-written sweep would: data-modifying CTEs that claim the batch (`FOR UPDATE
-SKIP LOCKED`), mark it (version + 1 on the rows just locked), insert the `@stuck`
-history rows from the rows the UPDATE returns and the compensation outbox rows from
-the instances' history, and return each marked instance's key, new version and state
-with the counts (or, when the caller needs no instance, the counts alone). Every
+On PostgreSQL, `SQLAlchemyStore.mark_overdue_stuck` sends one self-committing
+statement per batch, as a hand-written sweep would: data-modifying CTEs that claim
+the batch (`FOR UPDATE SKIP LOCKED`), mark it (version + 1 on the rows just locked),
+insert the `@stuck` history rows from the rows the UPDATE returns and the
+compensation outbox rows from the instances' history, and return each marked
+instance's key, new version and state with the counts (or, when the caller needs no
+instance, the counts alone). Every
 sub-statement sees the snapshot the statement started with, so the outbox rows come
 from the history as it was before this mark: the `@stuck` rows undo nothing, so that
 is the same set `OverdueBatch.mark` schedules.

@@ -3,9 +3,9 @@
 
 Claims use `FOR UPDATE SKIP LOCKED` where the server has it (PostgreSQL, MySQL 8,
 MariaDB 10.6+), detected once per store from the dialect and server version, so
-concurrent sweepers take disjoint rows; elsewhere (SQLite) the write transaction and
-compare-and-set updates keep them apart. Compensation handlers never run inside a
-claim transaction.
+concurrent sweepers take disjoint rows (on PostgreSQL from both ends of the due list,
+see `from_both_ends`); elsewhere (SQLite) the write transaction and compare-and-set
+updates keep them apart. Compensation handlers never run inside a claim transaction.
 """
 
 from __future__ import annotations
