@@ -5,7 +5,7 @@ statekit's history cannot hold alike on every database."""
 from __future__ import annotations
 
 from statekit.errors import InvalidArgumentTypeError, UnstorableTextError
-from statekit.limits import KEY_MAX, LABEL_MAX, unstorable_text
+from statekit.limits import KEY_MAX, LABEL_MAX, check_label_text, unstorable_text
 from statekit.quoting import bounded_repr
 
 __all__ = ["NOT_ENTITIES", "check_entity", "check_key", "check_labels", "fits"]
@@ -72,22 +72,6 @@ def check_labels(
     ):
         if value is None:
             continue
-        argument = what.replace(" ", "_")
         if not isinstance(value, str):
-            raise InvalidArgumentTypeError(argument, value, "text (a str) or None")
-        if len(value) > limit:
-            raise UnstorableTextError(
-                argument,
-                value,
-                f"text of at most {limit} characters",
-                message=f"cannot fire {event!r} on {name} {key}: its {what} "
-                f"has {len(value)} characters, at most {limit} are stored",
-            )
-        reason = unstorable_text(value)
-        if reason is not None:
-            raise UnstorableTextError(
-                argument,
-                value,
-                "text with no NUL and no lone surrogate",
-                message=f"cannot fire {event!r} on {name} {key}: its {what} {reason}",
-            )
+            raise InvalidArgumentTypeError(what.replace(" ", "_"), value, "text (a str) or None")
+        check_label_text(what, value, limit, lambda: f"fire {event!r} on {name} {key}")

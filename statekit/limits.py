@@ -9,10 +9,10 @@ and `statekit.errors` only).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from statekit.errors import InvalidArgumentTypeError, UnstorableTextError
-from statekit.quoting import bounded_repr
 
 __all__ = [
     "HANDLER_NAME_MAX",
@@ -21,6 +21,7 @@ __all__ = [
     "LABEL_MAX",
     "NAME_MAX",
     "TIMEOUT_MAX",
+    "check_label_text",
     "check_lever_text",
     "held_alike",
     "unstorable_text",
@@ -67,6 +68,35 @@ def held_alike(*texts: str | None) -> bool:
     return all(t is None or unstorable_text(t) is None for t in texts)
 
 
+def check_label_text(what: str, value: str, limit: int | None, doing: Callable[[], str]) -> None:
+    """Refuse a label (an actor, key, note...) the history would not hold alike on
+    every database: longer than `limit` (None: no limit), or with a NUL or a lone
+    surrogate. The message reads "cannot {doing()}: its {what} ..." (`doing` is
+    called only then: fires check their labels on every call), and the error's
+    argument is `what` with underscores ("correlation_id").
+
+    Raises:
+        UnstorableTextError: naming the argument; nothing is written yet.
+    """
+    argument = what.replace(" ", "_")
+    if limit is not None and len(value) > limit:
+        raise UnstorableTextError(
+            argument,
+            value,
+            f"text of at most {limit} characters",
+            message=f"cannot {doing()}: its {what} has {len(value)} characters, "
+            f"at most {limit} are stored",
+        )
+    reason = unstorable_text(value)
+    if reason is not None:
+        raise UnstorableTextError(
+            argument,
+            value,
+            "text with no NUL and no lone surrogate",
+            message=f"cannot {doing()}: its {what} {reason}",
+        )
+
+
 def check_lever_text(doing: str, /, **given: object) -> None:
     """Refuse a lever's actor, note or reason that the history would not hold alike on
     every database: not text, an actor longer than its column, or a NUL or lone
@@ -76,24 +106,10 @@ def check_lever_text(doing: str, /, **given: object) -> None:
     Raises:
         InvalidArgumentTypeError: A value is not text.
         UnstorableTextError: A value the history cannot hold (as a fire's actor is
-            refused); both name the argument.
+            refused, `check_label_text`); both name the argument.
     """
     for argument, value in given.items():
         if not isinstance(value, str):
             raise InvalidArgumentTypeError(argument, value, "text (a str)")
-        if argument == "actor" and len(value) > LABEL_MAX:
-            raise UnstorableTextError(
-                argument,
-                value,
-                f"text of at most {LABEL_MAX} characters",
-                message=f"cannot {doing}: its {argument} has {len(value)} characters, "
-                f"at most {LABEL_MAX} are stored",
-            )
-        reason = unstorable_text(value)
-        if reason is not None:
-            raise UnstorableTextError(
-                argument,
-                value,
-                "text with no NUL and no lone surrogate",
-                message=f"cannot {doing}: its {argument} {bounded_repr(value)} {reason}",
-            )
+        limit = LABEL_MAX if argument == "actor" else None
+        check_label_text(argument, value, limit, lambda: doing)
