@@ -89,21 +89,18 @@ def claim_statements(c: Table, *, skip_locked: bool, one_statement: bool, return
         newer.c.status.in_(OPEN_SQL),
     )
     now = bindparam("now", type_=UTCDateTime())
+
+    def pick(due: Any, limit: Any) -> Any:
+        """The ids of up to `limit` tasks due in the way `due`, soonest first."""
+        query = select(c.c.id).where(due, ~blocked).order_by(c.c.next_attempt_at).limit(limit)
+        return query.with_for_update(skip_locked=True) if skip_locked else query
+
     # One query per way of being due (expired leases first), each an ordered range
     # of the due index (status, next_attempt_at) that stops at `limit`: their OR, or
     # a sort key the index lacks, would read and sort every due row on each claim.
     # (Ties come in index order: by id on SQLite and InnoDB, by row on PostgreSQL.)
-    queries = []
-    for due in reversed(compensation_due(c, now)):
-        query = (
-            select(c.c.id)
-            .where(due, ~blocked)
-            .order_by(c.c.next_attempt_at)
-            .limit(bindparam("limit", type_=Integer()))
-        )
-        if skip_locked:
-            query = query.with_for_update(skip_locked=True)
-        queries.append(query)
+    pending, expired = compensation_due(c, now)
+    queries = [pick(due, bindparam("limit", type_=Integer())) for due in (expired, pending)]
     columns = [c.c[n] for n in TASK_COLUMNS]
     # Literals, not SQLAlchemy's own parameters: the claim also runs as a CTE beside
     # the completion's UPDATE of the same table (`locked_completion`), whose SET names
@@ -122,10 +119,7 @@ def claim_statements(c: Table, *, skip_locked: bool, one_statement: bool, return
         # One pending task, with LIMIT 1 written out: the chained claim of a
         # completion (`locked_completion`), whose text then never changes, so that the
         # server may plan the prepared statement once rather than per execution.
-        one = select(c.c.id).where(compensation_due(c, now)[0], ~blocked)
-        one = one.order_by(c.c.next_attempt_at).limit(literal_column("1"))
-        if skip_locked:
-            one = one.with_for_update(skip_locked=True)
+        one = pick(pending, literal_column("1"))
         single = take.where(c.c.id.in_(one.scalar_subquery())).returning(*columns)
         return Claim(takes, (), None, None, True, single)
     ids = c.c.id.in_(bindparam("ids", expanding=True))
