@@ -105,9 +105,7 @@ class CompletionOperations:
         current: Snapshot = binding.snapshot(row[:held])
         if current.version != version or current.stuck_at is None:
             return Relocked(current, None)
-        if row[held] != 1:
-            raise lost_claim(task)
-        remaining = int(row[held + 1]) - 1  # counted before the statement: it was open
+        remaining = _remaining(task, row[held], row[held + 1])
         if not claiming:
             return Relocked(current, remaining)
         claimed = row[held + 2 :]
@@ -165,10 +163,7 @@ class CompletionOperations:
         finish = self._finish_statements
         values = _attempt(task, now, status=status, error=error, retry_at=next_attempt_at)
         if finish.combined is not None:
-            claimed, remaining = conn.execute(finish.combined, values).one()
-            if claimed != 1:
-                raise lost_claim(task)
-            return int(remaining) - 1  # counted before the statement: the task was open
+            return _remaining(task, *conn.execute(finish.combined, values).one())
         if conn.execute(finish.update, values).rowcount != 1:
             raise lost_claim(task)
         conn.execute(
@@ -187,6 +182,19 @@ class CompletionOperations:
             finish.remaining, {"type_": task.entity_type, "key_": task.key}
         ).scalar()
         return int(remaining or 0)
+
+
+def _remaining(task: CompensationTask, recorded: int, open_before: int) -> int:
+    """The instance's open compensations after a one-statement attempt at `task` that
+    wrote `recorded` attempt rows and counted `open_before` open tasks in its snapshot
+    (which still showed `task` open).
+
+    Raises:
+        ConcurrentTransitionError: nothing was recorded: the claim was lost.
+    """
+    if recorded != 1:
+        raise lost_claim(task)
+    return int(open_before) - 1
 
 
 def _attempt(
