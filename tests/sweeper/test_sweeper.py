@@ -24,14 +24,8 @@ from statekit.store.sqlalchemy.sweep import supports_skip_locked
 from tests.contract.sweeper_contract import Hooks
 from tests.sql_support import engine_for
 from tests.sweep_env import JobEnv as Env
-from tests.sweep_env import clear_job_tables, job_database, job_env
+from tests.sweep_env import clear_job_tables, job_env
 from tests.sweep_support import FAILURES, JobRow, JobWorkflow
-
-
-@pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    with job_database(database_url) as engine:
-        yield engine
 
 
 @pytest.fixture

@@ -21,18 +21,12 @@ from statekit import Backoff
 from statekit.store.marks import StuckMarks
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from statekit.store.sqlalchemy.sweep import lane_lock
-from tests.sweep_env import JobEnv, clear_job_tables, job_database, job_env
+from tests.sweep_env import JobEnv, clear_job_tables, job_env
 from tests.sweep_support import JobRow
 
 KEYS = [f"d{n}" for n in range(8)]
 """Jobs in `first`, each entered a minute after the one before: d0's deadline is the
 earliest, d7's the latest."""
-
-
-@pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    with job_database(database_url) as engine:
-        yield engine
 
 
 @pytest.fixture

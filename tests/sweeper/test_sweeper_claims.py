@@ -11,15 +11,9 @@ import pytest
 from sqlalchemy import Engine, event, select
 
 from statekit import Backoff
-from tests.sweep_env import JobEnv, clear_job_tables, job_database, job_env
+from tests.sweep_env import JobEnv, clear_job_tables, job_env
 
 LEASE = timedelta(minutes=1)
-
-
-@pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    with job_database(database_url) as engine:
-        yield engine
 
 
 @pytest.fixture

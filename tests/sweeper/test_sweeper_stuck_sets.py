@@ -11,7 +11,6 @@ same overdue instances mark each exactly once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,16 +22,10 @@ from statekit.records import TransitionRecord
 from statekit.store.marks import StuckMarks
 from statekit.store.sqlalchemy import SQLAlchemyStore
 from statekit.sweeper import SweepResult
-from tests.sweep_env import JobEnv, clear_job_tables, job_database, job_env
+from tests.sweep_env import JobEnv, clear_job_tables, job_env
 from tests.sweep_support import JobRow
 
 pytestmark = pytest.mark.filterwarnings("error")
-
-
-@pytest.fixture(scope="module")
-def engine(database_url: str) -> Iterator[Engine]:
-    with job_database(database_url) as engine:
-        yield engine
 
 
 class Stuck(Listener):
